@@ -1,0 +1,20 @@
+# libp2pbuf (the client library) and p2pbuf-client (the CLI, which uses only the public API).
+lib_LTLIBRARIES += client/libp2pbuf.la
+client_libp2pbuf_la_SOURCES = client/libp2pbuf.c client/requests.c client/libp2pbuf-private.h
+client_libp2pbuf_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS)
+client_libp2pbuf_la_LIBADD = proto/libwire.la $(PROTOBUF_C_LIBS)
+client_libp2pbuf_la_LDFLAGS = $(AM_LDFLAGS) -no-undefined \
+	-Wl,--version-script=$(srcdir)/client/libp2pbuf.sym -version-info 0:0:0
+# Relink when the symbol map changes (automake's name for libp2pbuf_la's extra dependencies).
+EXTRA_client_libp2pbuf_la_DEPENDENCIES = $(srcdir)/client/libp2pbuf.sym
+EXTRA_DIST += client/libp2pbuf.sym client/libp2pbuf.pc.in
+include_HEADERS += client/p2pbuf.h
+
+# pkgconfigdir is defined in the top-level Makefile.am.
+pkgconfig_DATA += client/libp2pbuf.pc
+
+bin_PROGRAMS += client/p2pbuf-client
+client_p2pbuf_client_SOURCES = client/p2pbuf-client.c
+client_p2pbuf_client_CFLAGS = $(AM_CFLAGS)
+client_p2pbuf_client_LDADD = client/libp2pbuf.la
+dist_man_MANS += client/p2pbuf-client.1

@@ -1,0 +1,445 @@
+/* libp2pbuf: one function per request, and the deep copies that turn protobuf-c's structs into
+ * the plain ones of p2pbuf.h (the caller never sees, and never frees, a protobuf-c type). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libp2pbuf-private.h"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+static void server_message_freep(P2pbuf__ServerMessage **msg)
+{
+	if (*msg)
+		p2pbuf__server_message__free_unpacked(*msg, NULL);
+}
+#define _cleanup_msg_ _cleanup_(server_message_freep)
+
+/* Copy a string the API promises is never NULL ("" stands in for an absent field). */
+static int dup_string(const char *s, char **ret)
+{
+	char *d = strdup(s ? s : "");
+
+	if (!d)
+		return -ENOMEM;
+	*ret = d;
+	return 0;
+}
+
+/* Copy a string the API documents as "or NULL". */
+static int dup_optional(const char *s, char **ret)
+{
+	if (!s || !s[0]) {
+		*ret = NULL;
+		return 0;
+	}
+	return dup_string(s, ret);
+}
+
+static int copy_ranges(P2pbuf__Range *const *src, size_t n, struct p2pbuf_range **ret,
+		       size_t *ret_n)
+{
+	struct p2pbuf_range *r = NULL;
+
+	if (n > 0) {
+		r = calloc(n, sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		r[i] = (struct p2pbuf_range){ .offset = src[i]->offset, .length = src[i]->length };
+	*ret = r;
+	*ret_n = n;
+	return 0;
+}
+
+static void device_clear(struct p2pbuf_device *d)
+{
+	free(d->name);
+	free(d->address);
+	free(d->backend);
+	free(d->message);
+	for (size_t i = 0; i < d->n_bars; i++)
+		free(d->bars[i].reserved);
+	free(d->bars);
+}
+
+void p2pbuf_devices_free(struct p2pbuf_device *devices, size_t n)
+{
+	if (!devices)
+		return;
+	for (size_t i = 0; i < n; i++)
+		device_clear(&devices[i]);
+	free(devices);
+}
+
+static int copy_bar(const P2pbuf__Bar *src, struct p2pbuf_bar *dst)
+{
+	dst->index = src->index;
+	dst->size = src->size;
+	dst->is_64bit = src->is_64bit;
+	dst->prefetchable = src->prefetchable;
+	return copy_ranges(src->reserved, src->n_reserved, &dst->reserved, &dst->n_reserved);
+}
+
+/* Fill dst (zeroed by the caller) from src; on failure dst holds what was copied so far, for
+ * device_clear(). */
+static int copy_device(const P2pbuf__Device *src, struct p2pbuf_device *dst)
+{
+	int r;
+
+	dst->simulated = src->simulated;
+	dst->state = (enum p2pbuf_device_state)src->state;
+	dst->generation = src->generation;
+	dst->leases = src->leases;
+	if ((r = dup_string(src->name, &dst->name)) < 0 ||
+	    (r = dup_string(src->address, &dst->address)) < 0 ||
+	    (r = dup_string(src->backend, &dst->backend)) < 0 ||
+	    (r = dup_optional(src->message, &dst->message)) < 0)
+		return r;
+	if (src->n_bars > 0) {
+		dst->bars = calloc(src->n_bars, sizeof(*dst->bars));
+		if (!dst->bars)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < src->n_bars; i++) {
+		dst->n_bars = i + 1;
+		r = copy_bar(src->bars[i], &dst->bars[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int copy_devices(const P2pbuf__ListDevicesReply *src, struct p2pbuf_device **ret,
+			size_t *ret_n)
+{
+	struct p2pbuf_device *d;
+	size_t n = src ? src->n_devices : 0;
+
+	if (n == 0) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	d = calloc(n, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		int r = copy_device(src->devices[i], &d[i]);
+		if (r < 0) {
+			p2pbuf_devices_free(d, i + 1);
+			return r;
+		}
+	}
+	*ret = d;
+	*ret_n = n;
+	return 0;
+}
+
+int p2pbuf_list_devices(struct p2pbuf *conn, struct p2pbuf_device **ret_devices, size_t *ret_n)
+{
+	P2pbuf__ListDevices body = P2PBUF__LIST_DEVICES__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+	const P2pbuf__Reply *reply;
+	int r;
+
+	if (!conn || !ret_devices || !ret_n)
+		return -EINVAL;
+	req.body_case = P2PBUF__REQUEST__BODY_LIST_DEVICES;
+	req.list_devices = &body;
+	r = conn_call(conn, &req, NULL, &msg);
+	if (r < 0)
+		return r;
+	reply = msg->reply;
+	/* An empty list may come as an absent body: every field is optional. */
+	if (reply->body_case == P2PBUF__REPLY__BODY_LIST_DEVICES)
+		return copy_devices(reply->list_devices, ret_devices, ret_n);
+	if (reply->body_case == P2PBUF__REPLY__BODY__NOT_SET)
+		return copy_devices(NULL, ret_devices, ret_n);
+	return conn_protocol_error(conn);
+}
+
+static void lease_clear(struct p2pbuf_lease *l)
+{
+	free(l->device);
+	free(l->ranges);
+	free(l->label);
+	free(l->rule);
+}
+
+void p2pbuf_leases_free(struct p2pbuf_lease *leases, size_t n)
+{
+	if (!leases)
+		return;
+	for (size_t i = 0; i < n; i++)
+		lease_clear(&leases[i]);
+	free(leases);
+}
+
+static int copy_lease(const P2pbuf__Lease *src, struct p2pbuf_lease *dst)
+{
+	int r;
+
+	dst->id = src->id;
+	dst->bar = src->bar;
+	dst->size = src->size;
+	dst->state = (enum p2pbuf_lease_state)src->state;
+	dst->reason = (enum p2pbuf_reason)src->reason;
+	dst->owner_uid = src->owner_uid;
+	dst->owner_pid = src->owner_pid;
+	dst->created_ms = src->created_ms;
+	dst->expires_ms = src->expires_ms;
+	dst->holders = src->has_holders ? src->holders : -1;
+	dst->generation = src->generation;
+	if ((r = dup_string(src->device, &dst->device)) < 0 ||
+	    (r = dup_optional(src->label, &dst->label)) < 0 ||
+	    (r = dup_string(src->rule, &dst->rule)) < 0)
+		return r;
+	return copy_ranges(src->ranges, src->n_ranges, &dst->ranges, &dst->n_ranges);
+}
+
+static int copy_leases(const P2pbuf__ListLeasesReply *src, struct p2pbuf_lease **ret, size_t *ret_n)
+{
+	struct p2pbuf_lease *l;
+	size_t n = src ? src->n_leases : 0;
+
+	if (n == 0) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	l = calloc(n, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		int r = copy_lease(src->leases[i], &l[i]);
+		if (r < 0) {
+			p2pbuf_leases_free(l, i + 1);
+			return r;
+		}
+	}
+	*ret = l;
+	*ret_n = n;
+	return 0;
+}
+
+int p2pbuf_list_leases(struct p2pbuf *conn, bool all, struct p2pbuf_lease **ret_leases,
+		       size_t *ret_n)
+{
+	P2pbuf__ListLeases body = P2PBUF__LIST_LEASES__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+	const P2pbuf__Reply *reply;
+	int r;
+
+	if (!conn || !ret_leases || !ret_n)
+		return -EINVAL;
+	body.has_all = true;
+	body.all = all;
+	req.body_case = P2PBUF__REQUEST__BODY_LIST_LEASES;
+	req.list_leases = &body;
+	r = conn_call(conn, &req, NULL, &msg);
+	if (r < 0)
+		return r;
+	reply = msg->reply;
+	if (reply->body_case == P2PBUF__REPLY__BODY_LIST_LEASES)
+		return copy_leases(reply->list_leases, ret_leases, ret_n);
+	if (reply->body_case == P2PBUF__REPLY__BODY__NOT_SET)
+		return copy_leases(NULL, ret_leases, ret_n);
+	return conn_protocol_error(conn);
+}
+
+/* Take lease id and size out of an Export reply; the fd is closed if the reply is unusable. */
+static int export_result(struct p2pbuf *conn, const P2pbuf__Reply *reply, int fd,
+			 uint64_t *ret_lease_id, uint64_t *ret_size)
+{
+	if (reply->body_case != P2PBUF__REPLY__BODY_EXPORT || !reply->export->has_lease_id) {
+		close(fd);
+		return conn_protocol_error(conn);
+	}
+	if (ret_lease_id)
+		*ret_lease_id = reply->export->lease_id;
+	if (ret_size)
+		*ret_size = reply->export->size;
+	return fd;
+}
+
+int p2pbuf_export(struct p2pbuf *conn, const char *device, unsigned bar,
+		  const struct p2pbuf_range *ranges, size_t n_ranges, const char *label,
+		  uint64_t *ret_lease_id, uint64_t *ret_size)
+{
+	P2pbuf__Export body = P2PBUF__EXPORT__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+	P2pbuf__Range *pb = NULL, **pbp = NULL;
+	size_t n;
+	int fd = -1, r;
+
+	if (!conn || (n_ranges > 0 && !ranges))
+		return -EINVAL;
+	/* One range past the cap is enough for the shared request check to refuse with its
+	 * own explanation (-E2BIG), without allocating whatever a caller asked for. */
+	n = n_ranges > WIRE_MAX_RANGES ? WIRE_MAX_RANGES + 1 : n_ranges;
+	if (n > 0) {
+		pb = calloc(n, sizeof(*pb));
+		pbp = calloc(n, sizeof(*pbp));
+		if (!pb || !pbp) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		pb[i] = (P2pbuf__Range)P2PBUF__RANGE__INIT;
+		pb[i].has_offset = pb[i].has_length = true;
+		pb[i].offset = ranges[i].offset;
+		pb[i].length = ranges[i].length;
+		pbp[i] = &pb[i];
+	}
+	body.device = (char *)device;
+	body.has_bar = true;
+	body.bar = bar;
+	body.n_ranges = n;
+	body.ranges = pbp;
+	body.label = (char *)label;
+	req.body_case = P2PBUF__REQUEST__BODY_EXPORT;
+	req.export = &body;
+
+	r = conn_call(conn, &req, &fd, &msg);
+	if (r >= 0)
+		r = export_result(conn, msg->reply, fd, ret_lease_id, ret_size);
+out:
+	free(pb);
+	free(pbp);
+	return r;
+}
+
+int p2pbuf_release(struct p2pbuf *conn, uint64_t lease_id)
+{
+	P2pbuf__Release body = P2PBUF__RELEASE__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+
+	if (!conn)
+		return -EINVAL;
+	body.has_lease_id = true;
+	body.lease_id = lease_id;
+	req.body_case = P2PBUF__REQUEST__BODY_RELEASE;
+	req.release = &body;
+	return conn_call(conn, &req, NULL, &msg);
+}
+
+int p2pbuf_lease_release(struct p2pbuf *conn, uint64_t lease_id, int fd)
+{
+	/* Close first: the daemon ends the lease only once nobody holds the buffer. */
+	if (fd >= 0)
+		close(fd);
+	return p2pbuf_release(conn, lease_id);
+}
+
+int p2pbuf_reset(struct p2pbuf *conn, const char *device)
+{
+	P2pbuf__Reset body = P2PBUF__RESET__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+
+	if (!conn)
+		return -EINVAL;
+	body.device = (char *)device;
+	req.body_case = P2PBUF__REQUEST__BODY_RESET;
+	req.reset = &body;
+	return conn_call(conn, &req, NULL, &msg);
+}
+
+int p2pbuf_revoke(struct p2pbuf *conn, uint64_t lease_id)
+{
+	P2pbuf__Revoke body = P2PBUF__REVOKE__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+
+	if (!conn)
+		return -EINVAL;
+	body.has_lease_id = true;
+	body.lease_id = lease_id;
+	req.body_case = P2PBUF__REQUEST__BODY_REVOKE;
+	req.revoke = &body;
+	return conn_call(conn, &req, NULL, &msg);
+}
+
+int p2pbuf_subscribe(struct p2pbuf *conn, bool all)
+{
+	P2pbuf__Subscribe body = P2PBUF__SUBSCRIBE__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+
+	if (!conn)
+		return -EINVAL;
+	body.has_all = true;
+	body.all = all;
+	req.body_case = P2PBUF__REQUEST__BODY_SUBSCRIBE;
+	req.subscribe = &body;
+	return conn_call(conn, &req, NULL, &msg);
+}
+
+void p2pbuf_status_free(struct p2pbuf_status *status)
+{
+	if (!status)
+		return;
+	free(status->version);
+	free(status->policy);
+	status->version = status->policy = NULL;
+}
+
+static int copy_status(const P2pbuf__StatusReply *src, struct p2pbuf_status *ret)
+{
+	struct p2pbuf_status s = {
+		.uptime_ms = src->uptime_ms,
+		.clients = src->clients,
+		.leases = src->leases,
+		.devices = src->devices,
+		.admin = src->admin,
+	};
+
+	if (dup_string(src->version, &s.version) < 0 || dup_string(src->policy, &s.policy) < 0) {
+		p2pbuf_status_free(&s);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+int p2pbuf_status(struct p2pbuf *conn, struct p2pbuf_status *ret_status)
+{
+	P2pbuf__Status body = P2PBUF__STATUS__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+	int r;
+
+	if (!conn || !ret_status)
+		return -EINVAL;
+	req.body_case = P2PBUF__REQUEST__BODY_STATUS;
+	req.status = &body;
+	r = conn_call(conn, &req, NULL, &msg);
+	if (r < 0)
+		return r;
+	if (msg->reply->body_case != P2PBUF__REPLY__BODY_STATUS)
+		return conn_protocol_error(conn);
+	return copy_status(msg->reply->status, ret_status);
+}
+
+const char *p2pbuf_reason_name(enum p2pbuf_reason reason)
+{
+	return wire_reason_name((int)reason);
+}
+
+const char *p2pbuf_device_state_name(enum p2pbuf_device_state state)
+{
+	return wire_device_state_name((int)state);
+}
+
+const char *p2pbuf_lease_state_name(enum p2pbuf_lease_state state)
+{
+	return wire_lease_state_name((int)state);
+}

@@ -1,0 +1,81 @@
+/* Devices: the registry of devices p2pbufd owns, their BAR model, the pure range checks, and
+ * the interface every backend (vfio, sim) implements. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy.h"
+#include "range.h"
+
+#define DEVICE_MAX_BARS 6
+
+struct device_bar {
+	uint64_t size;                /* 0: no such BAR (or the upper half of a 64-bit BAR) */
+	bool is_io;                   /* I/O port BAR: never exportable */
+	bool is_64bit;
+	bool prefetchable;
+};
+
+/* Where the MSI-X table and PBA live; both must never be exported. */
+struct device_msix {
+	bool present;
+	unsigned table_bar;
+	struct range table;           /* bytes, as read from the capability */
+	unsigned pba_bar;
+	struct range pba;
+};
+
+struct device_info {
+	struct device_bar bars[DEVICE_MAX_BARS];
+	struct device_msix msix;
+	bool can_reset;
+};
+
+struct device_handle;                 /* a backend's open device */
+
+/* A backend. open/close may block (the kernel waits for importers on close) and run on the
+ * worker thread; every other operation runs on the event loop and must not block. */
+struct device_ops {
+	const char *name;             /* "vfio", "sim" */
+
+	/* Open the device declared by decl, fill *ret_info, enable memory decode. On failure
+	 * return -errno and write a sentence for the admin into msg (msglen bytes). */
+	int (*open)(const struct policy_device *decl, struct device_handle **ret_handle,
+		    struct device_info *ret_info, char *msg, size_t msglen);
+
+	/* Close every fd of the device: this permanently revokes every buffer exported from it.
+	 * Accepts NULL. */
+	void (*close)(struct device_handle *handle);
+
+	/* Export ranges[0..n) of BAR bar as one new CLOEXEC fd, named name (for fdinfo). The
+	 * ranges have passed device_check_ranges(). */
+	int (*export_ranges)(struct device_handle *handle, unsigned bar,
+			     const struct range *ranges, size_t n, const char *name, int *ret_fd);
+
+	/* How many references to the buffer behind fd exist besides fd itself (0: nobody else
+	 * holds it), or -errno when the backend cannot tell. */
+	int (*holders)(struct device_handle *handle, int fd);
+
+	/* The fds that signal removal (REQ) and error (ERR), -1 where there is none. Reading
+	 * one (8 bytes) consumes the event. */
+	void (*event_fds)(struct device_handle *handle, int *ret_req_fd, int *ret_err_fd);
+};
+
+extern const struct device_ops sim_ops;
+extern const struct device_ops vfio_ops;
+
+/* The page size exports must be aligned to. */
+uint64_t device_page_size(void);
+
+/* Check a requested export against the BAR model: at least one range, each non-empty, page
+ * aligned, inside the BAR, not overlapping the MSI-X table or PBA pages, and a total size
+ * no larger than max_size (0: no cap). An empty request (n == 0) is not allowed here: the
+ * caller expands it to the whole BAR first.
+ * Returns 0 and the total size, or: -ENXIO no such BAR or an I/O BAR; -EINVAL empty,
+ * unaligned or overflowing range; -ERANGE outside the BAR; -EADDRNOTAVAIL overlaps MSI-X;
+ * -EFBIG larger than max_size. msg (msglen bytes) explains any failure. */
+int device_check_ranges(const struct device_info *info, unsigned bar,
+			const struct range *ranges, size_t n, uint64_t page_size,
+			uint64_t max_size, uint64_t *ret_size, char *msg, size_t msglen);

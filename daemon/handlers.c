@@ -1,0 +1,597 @@
+/* The dispatch table: one handler per request type, and which requests are allowed before
+ * Hello (only Hello itself). Handlers decide, reply, and log the audit lines. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "util.h"
+
+#define MSG_MAX 320
+#define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024)  /* room left for the reply's envelope */
+
+static void handle_hello(struct conn *c, const P2pbuf__Request *req)
+{
+	const P2pbuf__Hello *h = req->hello;
+	P2pbuf__HelloReply hr = P2PBUF__HELLO_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	char msg[MSG_MAX];
+
+	hr.has_major = hr.has_minor = true;
+	hr.major = P2PBUF_PROTO_MAJOR;
+	hr.minor = P2PBUF_PROTO_MINOR;
+	hr.server_version = (char *)PACKAGE_VERSION;
+	reply.body_case = P2PBUF__REPLY__BODY_HELLO;
+	reply.hello = &hr;
+	if (!h->has_major || h->major != P2PBUF_PROTO_MAJOR) {
+		snprintf(msg, sizeof(msg),
+			 "p2pbufd %s speaks protocol %d.%d; this client speaks %u.%u",
+			 PACKAGE_VERSION, P2PBUF_PROTO_MAJOR, P2PBUF_PROTO_MINOR, h->major,
+			 h->minor);
+		conn_reply(c, req->request_id, -EPROTONOSUPPORT, msg, &reply, -1);
+		conn_close(c, "protocol major version mismatch");
+		return;
+	}
+	c->hello = true;
+	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+}
+
+static bool is_admin(const struct conn *c)
+{
+	return policy_is_admin(c->d->policy, &c->peer);
+}
+
+static bool is_observer(const struct conn *c)
+{
+	return policy_is_observer(c->d->policy, &c->peer);
+}
+
+/* ---- devices ---- */
+
+struct device_msg {                   /* protobuf-c views of one device, filled in place */
+	P2pbuf__Device dev;
+	P2pbuf__Bar bars[DEVICE_MAX_BARS];
+	P2pbuf__Bar *barp[DEVICE_MAX_BARS];
+	P2pbuf__Range reserved[DEVICE_MAX_BARS][2];
+	P2pbuf__Range *reservedp[DEVICE_MAX_BARS][2];
+};
+
+static void add_reserved(struct device_msg *m, size_t b, const struct range *r)
+{
+	P2pbuf__Bar *bar = &m->bars[b];
+	P2pbuf__Range *pr = &m->reserved[b][bar->n_reserved];
+
+	p2pbuf__range__init(pr);
+	pr->has_offset = pr->has_length = true;
+	pr->offset = r->offset;
+	pr->length = r->length;
+	m->reservedp[b][bar->n_reserved++] = pr;
+	bar->reserved = m->reservedp[b];
+}
+
+static void fill_bars(struct device_msg *m, const struct device *dev)
+{
+	const struct device_info *info = &dev->info;
+
+	for (unsigned i = 0; i < DEVICE_MAX_BARS; i++) {
+		if (!info->bars[i].size || info->bars[i].is_io)
+			continue;
+		size_t b = m->dev.n_bars;
+		P2pbuf__Bar *bar = &m->bars[b];
+		p2pbuf__bar__init(bar);
+		bar->has_index = bar->has_size = bar->has_is_64bit = bar->has_prefetchable = true;
+		bar->index = i;
+		bar->size = info->bars[i].size;
+		bar->is_64bit = info->bars[i].is_64bit;
+		bar->prefetchable = info->bars[i].prefetchable;
+		if (info->msix.present && info->msix.table_bar == i)
+			add_reserved(m, b, &info->msix.table);
+		if (info->msix.present && info->msix.pba_bar == i)
+			add_reserved(m, b, &info->msix.pba);
+		m->barp[b] = bar;
+		m->dev.n_bars++;
+	}
+	m->dev.bars = m->barp;
+}
+
+static void fill_device(struct device_msg *m, const struct device *dev)
+{
+	bool sim = dev->decl.kind == POLICY_DEVICE_SIM;
+
+	p2pbuf__device__init(&m->dev);
+	m->dev.name = (char *)dev->decl.name;
+	m->dev.address = (char *)(sim ? "sim" : dev->decl.pci);
+	m->dev.backend = (char *)dev->ops->name;
+	m->dev.has_simulated = m->dev.has_state = m->dev.has_generation = true;
+	m->dev.has_leases = true;
+	m->dev.simulated = sim;
+	m->dev.state = dev->state;
+	m->dev.generation = dev->generation;
+	m->dev.leases = dev->n_leases;
+	if (dev->message[0])
+		m->dev.message = (char *)dev->message;
+	/* While cycling the worker owns the device; its last known BARs are shown from info,
+	 * which only the loop writes. */
+	if (dev->state != P2PBUF__DEVICE_STATE_KIND__DEVICE_FAILED)
+		fill_bars(m, dev);
+}
+
+static void handle_list_devices(struct conn *c, const P2pbuf__Request *req)
+{
+	struct daemon *d = c->d;
+	P2pbuf__ListDevicesReply ldr = P2PBUF__LIST_DEVICES_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	_cleanup_free_ struct device_msg *msgs = calloc(d->n_devices + 1, sizeof(*msgs));
+	_cleanup_free_ P2pbuf__Device **ptrs = calloc(d->n_devices + 1, sizeof(*ptrs));
+
+	if (!msgs || !ptrs) {
+		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+		return;
+	}
+	for (size_t i = 0; i < d->n_devices; i++) {
+		fill_device(&msgs[i], &d->devices[i]);
+		ptrs[i] = &msgs[i].dev;
+	}
+	ldr.n_devices = d->n_devices;
+	ldr.devices = ptrs;
+	reply.body_case = P2PBUF__REPLY__BODY_LIST_DEVICES;
+	reply.list_devices = &ldr;
+	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+}
+
+/* ---- export ---- */
+
+static void describe_peer(const struct conn *c, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "uid %u gid %u", (unsigned)c->peer.uid, (unsigned)c->peer.gid);
+
+	for (size_t i = 0; i < c->peer.n_groups && n > 0 && (size_t)n < len; i++)
+		n += snprintf(buf + n, len - n, "%s%u", i ? "," : " groups ",
+			      (unsigned)c->peer.groups[i]);
+}
+
+/* The first rule that allows the request and still has room under its max-leases. */
+static int pick_rule(struct conn *c, size_t dev_index, unsigned bar, const struct range *r,
+		     size_t n, const struct policy_rule **ret_rule)
+{
+	const struct daemon *d = c->d;
+	const struct policy_rule *rule = NULL;
+	bool matched = false;
+
+	while ((rule = policy_match_export(d->policy, &c->peer, dev_index, bar, r, n, rule))) {
+		matched = true;
+		size_t i = (size_t)(rule - d->policy->rules);
+		if (!rule->max_leases || d->rule_leases[i] < rule->max_leases) {
+			*ret_rule = rule;
+			return 0;
+		}
+	}
+	return matched ? -EDQUOT : -EPERM;
+}
+
+struct export_req {                   /* a decoded, checked Export */
+	struct device *dev;
+	unsigned bar;
+	struct range ranges[WIRE_MAX_RANGES];
+	size_t n;
+	uint64_t size;
+	const struct policy_rule *rule;
+	const char *label;
+};
+
+static int export_decode(struct conn *c, const P2pbuf__Export *e, struct export_req *x,
+			 char *msg, size_t len)
+{
+	x->dev = registry_find(c->d, e->device);
+	if (!x->dev) {
+		snprintf(msg, len, "unknown device \"%s\" (see p2pbuf-client devices)", e->device);
+		return -ENODEV;
+	}
+	switch (x->dev->state) {
+	case P2PBUF__DEVICE_STATE_KIND__DEVICE_READY:
+		break;
+	case P2PBUF__DEVICE_STATE_KIND__DEVICE_CYCLING:
+		snprintf(msg, len, "device %s is being cycled; ask again when it is ready",
+			 e->device);
+		return -EBUSY;
+	case P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE:
+		snprintf(msg, len, "device %s is gone: %s", e->device, x->dev->message);
+		return -ENXIO;
+	default:
+		snprintf(msg, len, "device %s is not available: %s", e->device, x->dev->message);
+		return -EIO;
+	}
+	x->bar = e->bar;
+	x->label = e->label;
+	x->n = e->n_ranges;
+	for (size_t i = 0; i < x->n; i++)
+		x->ranges[i] = (struct range){ e->ranges[i]->offset, e->ranges[i]->length };
+	if (x->n == 0) {
+		/* No ranges: the whole BAR. */
+		if (x->bar >= DEVICE_MAX_BARS || !x->dev->info.bars[x->bar].size) {
+			snprintf(msg, len, "device %s has no BAR %u", e->device, x->bar);
+			return -ENXIO;
+		}
+		x->ranges[0] = (struct range){ 0, x->dev->info.bars[x->bar].size };
+		x->n = 1;
+	}
+	return 0;
+}
+
+/* Policy, then ranges, then quotas: the order in which a refusal tells the least. */
+static int export_check(struct conn *c, struct export_req *x, char *msg, size_t len)
+{
+	struct daemon *d = c->d;
+	char who[160];
+	int r = pick_rule(c, (size_t)(x->dev - d->devices), x->bar, x->ranges, x->n, &x->rule);
+
+	if (r == -EPERM) {
+		describe_peer(c, who, sizeof(who));
+		snprintf(msg, len, "denied by policy: no rule allows %s to export from device %s "
+			 "BAR %u%s", who, x->dev->decl.name, x->bar,
+			 x->n > 1 ? " with these ranges" : " in this range");
+		return r;
+	}
+	if (r == -EDQUOT) {
+		snprintf(msg, len, "every policy rule that allows this is at its max-leases");
+		return r;
+	}
+	r = device_check_ranges(&x->dev->info, x->bar, x->ranges, x->n, d->page_size,
+				d->opt.max_lease_size, &x->size, msg, len);
+	if (r < 0)
+		return r;
+	if (c->n_leases >= d->opt.max_leases_per_client) {
+		snprintf(msg, len, "this connection holds %u leases, the most allowed "
+			 "(--max-leases-per-client)", c->n_leases);
+		return -EDQUOT;
+	}
+	return 0;
+}
+
+static struct lease *lease_create(struct conn *c, const struct export_req *x, int *ret_err,
+				  char *msg, size_t len)
+{
+	struct daemon *d = c->d;
+	struct lease *l;
+	char name[32];
+
+	*ret_err = lease_new(&d->leases, x->n, &l);
+	if (*ret_err < 0) {
+		snprintf(msg, len, "the daemon holds %zu leases, the most allowed (--max-leases)",
+			 d->leases.count);
+		return NULL;
+	}
+	snprintf(name, sizeof(name), "p2pbuf-lease-%" PRIu64, l->id);
+	*ret_err = x->dev->ops->export_ranges(x->dev->handle, x->bar, x->ranges, x->n, name,
+					      &l->fd);
+	if (*ret_err < 0) {
+		snprintf(msg, len, "export from device %s failed: %s", x->dev->decl.name,
+			 strerror(-*ret_err));
+		lease_delete(&d->leases, l);
+		return NULL;
+	}
+	return l;
+}
+
+static void lease_fill(struct conn *c, struct lease *l, const struct export_req *x)
+{
+	struct daemon *d = c->d;
+	size_t rule = (size_t)(x->rule - d->policy->rules);
+
+	l->owner = c;
+	l->owner_uid = c->peer.uid;
+	l->owner_pid = c->pid;
+	l->device = x->dev;
+	l->generation = x->dev->generation;
+	l->bar = x->bar;
+	l->size = x->size;
+	l->rule = (int)rule;
+	snprintf(l->rule_where, sizeof(l->rule_where), "%s", x->rule->where);
+	snprintf(l->label, sizeof(l->label), "%s", x->label ? x->label : "");
+	memcpy(l->ranges, x->ranges, x->n * sizeof(x->ranges[0]));
+	l->created_ms = now_realtime_ms();
+	l->expires_ms = x->rule->ttl_ms ? l->created_ms + (int64_t)x->rule->ttl_ms : 0;
+	LIST_INSERT_HEAD(&c->leases, l, by_owner);
+	LIST_INSERT_HEAD(&x->dev->leases, l, by_device);
+	c->n_leases++;
+	x->dev->n_leases++;
+	d->rule_leases[rule]++;
+}
+
+static void export_reply(struct conn *c, uint64_t request_id, const struct lease *l)
+{
+	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+
+	er.has_lease_id = er.has_size = er.has_generation = er.has_expires_ms = true;
+	er.lease_id = l->id;
+	er.size = l->size;
+	er.generation = l->generation;
+	er.expires_ms = l->expires_ms;
+	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
+	reply.export = &er;
+	conn_reply(c, request_id, 0, NULL, &reply, l->fd);
+}
+
+static void handle_export(struct conn *c, const P2pbuf__Request *req)
+{
+	const P2pbuf__Export *e = req->export;
+	struct export_req x;
+	char msg[MSG_MAX];
+	int r = export_decode(c, e, &x, msg, sizeof(msg));
+
+	if (r == 0)
+		r = export_check(c, &x, msg, sizeof(msg));
+	struct lease *l = r == 0 ? lease_create(c, &x, &r, msg, sizeof(msg)) : NULL;
+	if (!l) {
+		log_notice("denied: uid=%u pid=%d device=%s bar=%u error=%s: %s",
+			   (unsigned)c->peer.uid, (int)c->pid, e->device, e->bar, strerror(-r), msg);
+		conn_reply(c, req->request_id, r, msg, NULL, -1);
+		return;
+	}
+	lease_fill(c, l, &x);
+	log_info("granted: lease=%" PRIu64 " uid=%u pid=%d device=%s bar=%u ranges=%zu "
+		 "size=%" PRIu64 " rule=%s label=%s",
+		 l->id, (unsigned)c->peer.uid, (int)c->pid, x.dev->decl.name, x.bar, x.n, x.size,
+		 l->rule_where, l->label);
+	export_reply(c, req->request_id, l);
+}
+
+/* ---- release, revoke, reset ---- */
+
+static struct lease *find_lease(struct conn *c, uint64_t id, bool any_owner, int *ret_err,
+				char *msg, size_t len)
+{
+	struct lease *l = lease_find(&c->d->leases, id);
+
+	if (!l) {
+		snprintf(msg, len, "no lease %" PRIu64 " (ended already?)", id);
+		*ret_err = -ENOENT;
+		return NULL;
+	}
+	if (!any_owner && l->owner != c) {
+		snprintf(msg, len, "lease %" PRIu64 " belongs to another connection", id);
+		*ret_err = -EPERM;
+		return NULL;
+	}
+	return l;
+}
+
+static void handle_release(struct conn *c, const P2pbuf__Request *req)
+{
+	char msg[MSG_MAX];
+	int r;
+	struct lease *l = find_lease(c, req->release->lease_id, false, &r, msg, sizeof(msg));
+
+	if (!l) {
+		conn_reply(c, req->request_id, r, msg, NULL, -1);
+		return;
+	}
+	revoke_end_lease(c->d, l, P2PBUF__REASON__REASON_RELEASED);
+	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
+}
+
+static void handle_revoke(struct conn *c, const P2pbuf__Request *req)
+{
+	char msg[MSG_MAX];
+	int r;
+
+	if (!is_admin(c)) {
+		conn_reply(c, req->request_id, -EPERM, "revoke needs an admin rule in the policy",
+			   NULL, -1);
+		return;
+	}
+	struct lease *l = find_lease(c, req->revoke->lease_id, true, &r, msg, sizeof(msg));
+	if (!l) {
+		conn_reply(c, req->request_id, r, msg, NULL, -1);
+		return;
+	}
+	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u", l->id, (unsigned)c->peer.uid);
+	revoke_end_lease(c->d, l, P2PBUF__REASON__REASON_ADMIN);
+	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
+}
+
+static void handle_reset(struct conn *c, const P2pbuf__Request *req)
+{
+	struct device *dev = registry_find(c->d, req->reset->device);
+	char msg[MSG_MAX];
+
+	if (!is_admin(c)) {
+		conn_reply(c, req->request_id, -EPERM, "reset needs an admin rule in the policy",
+			   NULL, -1);
+		return;
+	}
+	if (!dev) {
+		snprintf(msg, sizeof(msg), "unknown device \"%s\"", req->reset->device);
+		conn_reply(c, req->request_id, -ENODEV, msg, NULL, -1);
+		return;
+	}
+	if (!dev->cycling) {
+		int r = registry_cycle(dev, P2PBUF__REASON__REASON_RESET);
+		if (r < 0) {
+			snprintf(msg, sizeof(msg), "device %s cannot be reset: %s", dev->decl.name,
+				 r == -ENXIO ? "it is gone" : strerror(-r));
+			conn_reply(c, req->request_id, r, msg, NULL, -1);
+			return;
+		}
+		log_notice("reset: device=%s by uid=%u", dev->decl.name, (unsigned)c->peer.uid);
+	}
+	/* Answered when the cycle ends, so the caller knows the device is ready again. */
+	struct pending_reply *w = calloc(1, sizeof(*w));
+	if (!w) {
+		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+		return;
+	}
+	w->conn = c;
+	w->request_id = req->request_id;
+	LIST_INSERT_HEAD(&dev->waiters, w, link);
+}
+
+/* ---- listings and status ---- */
+
+struct lease_msg {
+	P2pbuf__Lease l;
+	P2pbuf__Range *rangep[WIRE_MAX_RANGES];
+	P2pbuf__Range ranges[WIRE_MAX_RANGES];
+};
+
+static void fill_lease(struct lease_msg *m, const struct lease *l)
+{
+	P2pbuf__Lease *pl = &m->l;
+	size_t n = l->n_ranges < WIRE_MAX_RANGES ? l->n_ranges : WIRE_MAX_RANGES;
+
+	p2pbuf__lease__init(pl);
+	pl->has_id = pl->has_bar = pl->has_size = pl->has_state = pl->has_reason = true;
+	pl->has_owner_uid = pl->has_owner_pid = pl->has_created_ms = pl->has_expires_ms = true;
+	pl->has_holders = pl->has_generation = true;
+	pl->id = l->id;
+	pl->device = (char *)l->device->decl.name;
+	pl->bar = l->bar;
+	pl->size = l->size;
+	pl->label = (char *)l->label;
+	pl->state = (P2pbuf__LeaseStateKind)l->state;
+	pl->reason = l->reason;
+	pl->owner_uid = l->owner_uid;
+	pl->owner_pid = l->owner_pid;
+	pl->created_ms = l->created_ms;
+	pl->expires_ms = l->expires_ms;
+	pl->rule = (char *)l->rule_where;
+	pl->generation = l->generation;
+	int h = l->device->handle ? l->device->ops->holders(l->device->handle, l->fd) : -1;
+	pl->holders = h < 0 ? -1 : h;
+	for (size_t i = 0; i < n; i++) {
+		p2pbuf__range__init(&m->ranges[i]);
+		m->ranges[i].has_offset = m->ranges[i].has_length = true;
+		m->ranges[i].offset = l->ranges[i].offset;
+		m->ranges[i].length = l->ranges[i].length;
+		m->rangep[i] = &m->ranges[i];
+	}
+	pl->n_ranges = n;
+	pl->ranges = m->rangep;
+}
+
+/* Leases visible to c with id > after, ascending, as many as fit one record. */
+static size_t collect_leases(struct conn *c, bool all, uint64_t after, struct lease_msg *msgs,
+			     P2pbuf__Lease **ptrs, size_t cap, bool *ret_more)
+{
+	const struct lease_table *t = &c->d->leases;
+	size_t n = 0, bytes = 0;
+
+	*ret_more = false;
+	for (const struct lease *l = TAILQ_FIRST(&t->all); l; l = TAILQ_NEXT(l, in_table)) {
+		if (l->id <= after || (!all && l->owner != c))
+			continue;
+		if (n == cap) {
+			*ret_more = true;
+			break;
+		}
+		fill_lease(&msgs[n], l);
+		size_t sz = protobuf_c_message_get_packed_size(&msgs[n].l.base) + 8;
+		if (bytes + sz > LIST_PAGE_BYTES) {
+			*ret_more = true;
+			break;
+		}
+		bytes += sz;
+		ptrs[n] = &msgs[n].l;
+		n++;
+	}
+	return n;
+}
+
+static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
+{
+	bool all = req->list_leases->all;
+	uint64_t after = req->list_leases->after_id;
+	P2pbuf__ListLeasesReply llr = P2PBUF__LIST_LEASES_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	size_t cap = c->d->leases.count < 512 ? c->d->leases.count : 512;
+
+	if (all && !is_observer(c)) {
+		conn_reply(c, req->request_id, -EPERM,
+			   "listing every lease needs an observer or admin rule in the policy", NULL,
+			   -1);
+		return;
+	}
+	_cleanup_free_ struct lease_msg *msgs = calloc(cap + 1, sizeof(*msgs));
+	_cleanup_free_ P2pbuf__Lease **ptrs = calloc(cap + 1, sizeof(*ptrs));
+	if (!msgs || !ptrs) {
+		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+		return;
+	}
+	bool more;
+	llr.n_leases = collect_leases(c, all, after, msgs, ptrs, cap, &more);
+	llr.has_more = true;
+	llr.more = more;
+	llr.leases = ptrs;
+	reply.body_case = P2PBUF__REPLY__BODY_LIST_LEASES;
+	reply.list_leases = &llr;
+	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+}
+
+static void handle_subscribe(struct conn *c, const P2pbuf__Request *req)
+{
+	if (req->subscribe->all && !is_observer(c)) {
+		conn_reply(c, req->request_id, -EPERM,
+			   "watching every lease needs an observer or admin rule in the policy",
+			   NULL, -1);
+		return;
+	}
+	c->subscribed = true;
+	c->subscribed_all = req->subscribe->all;
+	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
+}
+
+static void handle_status(struct conn *c, const P2pbuf__Request *req)
+{
+	struct daemon *d = c->d;
+	P2pbuf__StatusReply sr = P2PBUF__STATUS_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+
+	sr.version = (char *)PACKAGE_VERSION;
+	sr.has_uptime_ms = sr.has_clients = sr.has_leases = sr.has_devices = sr.has_admin = true;
+	sr.uptime_ms = (uint64_t)(now_monotonic_ms() - d->started_ms);
+	sr.clients = d->n_conns;
+	sr.leases = (uint32_t)d->leases.count;
+	sr.devices = (uint32_t)d->n_devices;
+	sr.policy = (char *)d->opt.policy_path;
+	sr.admin = is_admin(c);
+	reply.body_case = P2PBUF__REPLY__BODY_STATUS;
+	reply.status = &sr;
+	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+}
+
+typedef void (*handler_fn)(struct conn *c, const P2pbuf__Request *req);
+
+static const handler_fn handlers[] = {
+	[P2PBUF__REQUEST__BODY_HELLO] = handle_hello,
+	[P2PBUF__REQUEST__BODY_LIST_DEVICES] = handle_list_devices,
+	[P2PBUF__REQUEST__BODY_EXPORT] = handle_export,
+	[P2PBUF__REQUEST__BODY_RELEASE] = handle_release,
+	[P2PBUF__REQUEST__BODY_LIST_LEASES] = handle_list_leases,
+	[P2PBUF__REQUEST__BODY_SUBSCRIBE] = handle_subscribe,
+	[P2PBUF__REQUEST__BODY_RESET] = handle_reset,
+	[P2PBUF__REQUEST__BODY_STATUS] = handle_status,
+	[P2PBUF__REQUEST__BODY_REVOKE] = handle_revoke,
+};
+
+void handle_request(struct conn *c, const P2pbuf__Request *req)
+{
+	size_t k = (size_t)req->body_case;
+
+	if (k >= ARRAY_SIZE(handlers) || !handlers[k]) {
+		conn_reply(c, req->request_id, -EOPNOTSUPP, "unknown request type", NULL, -1);
+		return;
+	}
+	if (!c->hello && k != P2PBUF__REQUEST__BODY_HELLO) {
+		conn_reply(c, req->request_id, -EPROTO, "send Hello first", NULL, -1);
+		return;
+	}
+	if (c->d->stopping) {
+		conn_reply(c, req->request_id, -ESHUTDOWN, "p2pbufd is stopping", NULL, -1);
+		return;
+	}
+	handlers[k](c, req);
+}

@@ -1,0 +1,27 @@
+# p2pbufd. Everything but main.c goes into a convenience library that the unit and
+# integration tests link as well.
+noinst_LTLIBRARIES += daemon/libp2pbufd-core.la
+daemon_libp2pbufd_core_la_SOURCES = \
+	daemon/daemon.h \
+	daemon/device.c daemon/device.h \
+	daemon/handlers.c \
+	daemon/lease.c daemon/lease.h \
+	daemon/log.c daemon/log.h \
+	daemon/policy.c daemon/policy.h \
+	daemon/range.h \
+	daemon/registry.c \
+	daemon/revoke.c \
+	daemon/server.c \
+	daemon/sim.c \
+	daemon/util.c daemon/util.h \
+	daemon/vfio.c daemon/vfio-uapi.h \
+	daemon/worker.c daemon/worker.h
+daemon_libp2pbufd_core_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS) \
+	$(SYSTEMD_CFLAGS) -pthread
+daemon_libp2pbufd_core_la_LIBADD = proto/libwire.la $(EVENT_LIBS) $(SYSTEMD_LIBS) \
+	$(PROTOBUF_C_LIBS) -lpthread
+
+sbin_PROGRAMS += daemon/p2pbufd
+daemon_p2pbufd_SOURCES = daemon/main.c
+daemon_p2pbufd_CFLAGS = $(daemon_libp2pbufd_core_la_CFLAGS)
+daemon_p2pbufd_LDADD = daemon/libp2pbufd-core.la

@@ -1,0 +1,201 @@
+/* The simulated backend: devices declared `sim` in the policy, for developing clients on
+ * machines without VFIO and for testing everything above the backend. Its buffers are sealed
+ * memfds, not dma-bufs; every listing names these devices as simulated. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "util.h"
+
+struct device_handle {
+	int req_fd;                   /* eventfds standing in for VFIO's REQ and ERR */
+	int err_fd;
+};
+
+static void sleep_ms(uint64_t ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void sim_info(const struct policy_device *decl, struct device_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	for (unsigned i = 0; i < DEVICE_MAX_BARS; i++) {
+		info->bars[i].size = decl->sim_bar_size[i];
+		info->bars[i].is_64bit = decl->sim_bar_size[i] > UINT32_MAX;
+		info->bars[i].prefetchable = decl->sim_bar_size[i] > UINT32_MAX;
+	}
+	if (decl->sim_msix_table.present) {
+		info->msix.present = true;
+		info->msix.table_bar = decl->sim_msix_table.bar;
+		info->msix.table = decl->sim_msix_table.range;
+		/* A device has a PBA whenever it has a table; without one declared, it sits in
+		 * the table's own pages. */
+		info->msix.pba_bar = decl->sim_msix_pba.present ? decl->sim_msix_pba.bar
+								: decl->sim_msix_table.bar;
+		info->msix.pba = decl->sim_msix_pba.present ? decl->sim_msix_pba.range
+							    : decl->sim_msix_table.range;
+	}
+	info->can_reset = true;
+}
+
+static void sim_close(struct device_handle *h);
+
+static int sim_open(const struct policy_device *decl, struct device_handle **ret_handle,
+		    struct device_info *ret_info, char *msg, size_t msglen)
+{
+	struct device_handle *h = calloc(1, sizeof(*h));
+
+	if (!h) {
+		snprintf(msg, msglen, "out of memory");
+		return -ENOMEM;
+	}
+	h->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	h->err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (h->req_fd < 0 || h->err_fd < 0) {
+		int r = -errno;
+		snprintf(msg, msglen, "eventfd: %s", strerror(-r));
+		sim_close(h);
+		return r;
+	}
+	/* Stands in for a device whose open waits on the kernel (tests inject it). */
+	sleep_ms(decl->sim_cycle_delay_ms);
+	sim_info(decl, ret_info);
+	*ret_handle = h;
+	return 0;
+}
+
+static void sim_close(struct device_handle *h)
+{
+	if (!h)
+		return;
+	closep(&h->req_fd);
+	closep(&h->err_fd);
+	free(h);
+}
+
+static int sim_export(struct device_handle *h, unsigned bar, const struct range *ranges,
+		      size_t n, const char *name, int *ret_fd)
+{
+	uint64_t size = 0;
+
+	for (size_t i = 0; i < n; i++)
+		size += ranges[i].length;
+	_cleanup_close_ int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0)
+		return -errno;
+	/* Like a BAR window, the buffer's size is fixed. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
+		return -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* fds of process dir (a /proc/PID path) that refer to the file (dev, ino). */
+static int count_fds(int procfd, const char *pid, dev_t dev, ino_t ino)
+{
+	char path[300];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/fd", pid);
+	int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;                 /* gone, or not ours to look at */
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	for (struct dirent *e; (e = readdir(d));) {
+		struct stat st;
+		if (e->d_name[0] != '.' && fstatat(dfd, e->d_name, &st, 0) == 0 &&
+		    st.st_dev == dev && st.st_ino == ino)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Whether process pid maps the file (dev, ino): a mapping outlives the fd it came from. */
+static bool maps_file(int procfd, const char *pid, dev_t dev, ino_t ino)
+{
+	char path[300], line[512];
+	bool found = false;
+
+	snprintf(path, sizeof(path), "%s/maps", pid);
+	int fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		closep(&fd);
+		return false;
+	}
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		uint64_t inode;
+		if (sscanf(line, "%*s %*s %*s %x:%x %" SCNu64, &maj, &min, &inode) == 3)
+			found = inode == ino && makedev(maj, min) == dev;
+	}
+	fclose(f);
+	return found;
+}
+
+/* A memfd has no reference count that user space can read, so the simulated backend counts
+ * what the kernel's would: every fd on the buffer in any process, plus one for every process
+ * that maps it, less the daemon's own fd. Slow (it walks /proc), which is fine for a
+ * simulation; seeing other users' processes needs the privileges p2pbufd runs with. */
+static int sim_holders(struct device_handle *h, int fd)
+{
+	struct stat st;
+	int n = 0;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	int procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (procfd < 0)
+		return -errno;
+	DIR *d = fdopendir(procfd);
+	if (!d) {
+		close(procfd);
+		return -ENOMEM;
+	}
+	for (struct dirent *e; (e = readdir(d));) {
+		if (!isdigit((unsigned char)e->d_name[0]))
+			continue;
+		n += count_fds(procfd, e->d_name, st.st_dev, st.st_ino);
+		n += maps_file(procfd, e->d_name, st.st_dev, st.st_ino);
+	}
+	closedir(d);
+	return n > 0 ? n - 1 : 0;
+}
+
+static void sim_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_err_fd)
+{
+	*ret_req_fd = h->req_fd;
+	*ret_err_fd = h->err_fd;
+}
+
+const struct device_ops sim_ops = {
+	.name = "sim",
+	.open = sim_open,
+	.close = sim_close,
+	.export_ranges = sim_export,
+	.holders = sim_holders,
+	.event_fds = sim_event_fds,
+};

@@ -1,0 +1,16 @@
+# The wire schema and the framing both sides share. The protobuf-c code is generated at
+# build time, never committed.
+noinst_LTLIBRARIES += proto/libwire.la
+proto_libwire_la_SOURCES = proto/wire.c proto/wire.h
+nodist_proto_libwire_la_SOURCES = proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
+proto_libwire_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) -fPIC
+proto_libwire_la_LIBADD = $(PROTOBUF_C_LIBS)
+BUILT_SOURCES += proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
+CLEANFILES += proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
+EXTRA_DIST += proto/p2pbuf.proto
+
+proto/p2pbuf.pb-c.c: $(srcdir)/proto/p2pbuf.proto
+	$(AM_V_GEN)$(MKDIR_P) proto && \
+	$(PROTOC_C) --proto_path=$(srcdir)/proto --c_out=proto $(srcdir)/proto/p2pbuf.proto
+proto/p2pbuf.pb-c.h: proto/p2pbuf.pb-c.c
+	@test -f $@ || { rm -f $<; $(MAKE) $(AM_MAKEFLAGS) $<; }

@@ -1,0 +1,44 @@
+/* Framing shared by p2pbufd and libp2pbuf: one protobuf-c message per SOCK_SEQPACKET record,
+ * with hard caps on record size and attached fds. Functions return >= 0 or -errno. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "p2pbuf.pb-c.h"
+
+/* Caps on what a peer controls. Changing one is a protocol change: note it in the .proto. */
+#define WIRE_MAX_RECORD 65536     /* bytes in one record */
+#define WIRE_MAX_FDS 4            /* fds attached to one record (a reply carries at most 1) */
+#define WIRE_MAX_RANGES 64        /* ranges in one Export */
+#define WIRE_MAX_STRING 256       /* bytes in any request string (device, label, name) */
+#define WIRE_MAX_NAME 64          /* bytes in a device name */
+
+/* Send one record of len bytes with nfds fds attached (nfds <= WIRE_MAX_FDS). Never raises
+ * SIGPIPE. Returns 0, -EAGAIN when the socket is full (nothing was sent), or -errno. */
+int wire_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
+
+/* Receive one record into buf (cap bytes, at least WIRE_MAX_RECORD). Received fds are CLOEXEC
+ * and stored in fds[0..*ret_nfds). A record longer than cap yields -EMSGSIZE, truncated
+ * control data -EPROTO; in both cases any fds that did arrive are closed. Returns the record
+ * length, 0 at end of stream, -EAGAIN when nothing is waiting, or -errno. */
+ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds);
+
+/* Pack msg and send it as one record. -EMSGSIZE when it would exceed WIRE_MAX_RECORD. */
+int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds);
+
+/* Close fds[0..n) and set them to -1. */
+void wire_close_fds(int *fds, size_t n);
+
+/* Check a decoded Request against every cap and the shape of its body. Strings must be
+ * within their caps and free of control characters. On failure returns -EINVAL, -E2BIG (too
+ * many ranges) or -EOPNOTSUPP (no body: a request type this side does not know), and points
+ * *ret_why at a static explanation. */
+int wire_check_request(const P2pbuf__Request *req, const char **ret_why);
+
+/* Human-readable names of protocol enums ("released", "device-gone", "ready", ...). Unknown
+ * values give "unknown". */
+const char *wire_reason_name(int reason);
+const char *wire_device_state_name(int state);
+const char *wire_lease_state_name(int state);

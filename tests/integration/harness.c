@@ -1,0 +1,211 @@
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+const char harness_default_policy[] =
+	"# integration test policy\n"
+	"device sim0 sim bar 0 64K bar 2 2M bar 4 1M msix-table 0 0x2000+0x800 "
+	"msix-pba 0 0x3000+0x100 revoke-deadline 2s\n"
+	"device sim1 sim bar 0 1M\n"
+	"allow user %1$u device sim0 bar 0\n"
+	"allow user %1$u device sim0 bar 2 range 0+1M max-leases 4\n"
+	"allow user %1$u device sim1\n"
+	"admin user %1$u\n";
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+int harness_count_fds(pid_t pid)
+{
+	char path[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	ck_assert_msg(d, "opendir %s: %s", path, strerror(errno));
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+bool harness_fds_settle(struct harness *h, int timeout_ms)
+{
+	for (int t = 0; t < timeout_ms; t += 10) {
+		if (harness_count_fds(h->pid) == h->baseline_fds)
+			return true;
+		sleep_ms(10);
+	}
+	return harness_count_fds(h->pid) == h->baseline_fds;
+}
+
+int harness_raw_connect(const struct harness *h)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->socket);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+bool harness_peer_closed(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char buf[65536];
+
+	for (;;) {
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return false;
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0 && errno != EAGAIN)
+			return false;
+		/* A reply before the close is fine; keep reading. */
+	}
+}
+
+static const char *daemon_path(void)
+{
+	static char path[512];
+	const char *top = getenv("top_builddir");
+
+	snprintf(path, sizeof(path), "%s/daemon/p2pbufd", top ? top : ".");
+	return path;
+}
+
+static void write_policy(struct harness *h, const char *fmt)
+{
+	FILE *f = fopen(h->policy, "w");
+
+	ck_assert_msg(f, "cannot write %s", h->policy);
+	fprintf(f, fmt, (unsigned)getuid());
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+static void exec_daemon(struct harness *h, const char *const *extra)
+{
+	const char *argv[32] = { daemon_path(), "--policy", h->policy, "--socket", h->socket };
+	size_t n = 5;
+	char log[160];
+
+	for (; extra && *extra && n < 30; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	/* The daemon's log goes to a file in the test directory, shown when a test fails. */
+	snprintf(log, sizeof(log), "%s/daemon.log", h->dir);
+	int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		dup2(fd, STDERR_FILENO);
+		dup2(fd, STDOUT_FILENO);
+	}
+	/* A failing test exits without its teardown: the daemon must not outlive it. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_PID");
+	execv(argv[0], (char *const *)argv);
+	_exit(127);
+}
+
+void harness_start(struct harness *h, const char *policy_fmt, const char *const *extra_args)
+{
+	snprintf(h->dir, sizeof(h->dir), "/tmp/p2pbuf-it-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(h->dir));
+	snprintf(h->socket, sizeof(h->socket), "%s/sock", h->dir);
+	snprintf(h->policy, sizeof(h->policy), "%s/policy", h->dir);
+	write_policy(h, policy_fmt ? policy_fmt : harness_default_policy);
+	h->pid = fork();
+	ck_assert_int_ge(h->pid, 0);
+	if (h->pid == 0)
+		exec_daemon(h, extra_args);
+	for (int t = 0; t < 5000; t += 10) {
+		int fd = harness_raw_connect(h);
+		if (fd >= 0) {
+			close(fd);
+			/* The probe connection must be gone before the baseline is taken. */
+			sleep_ms(50);
+			h->baseline_fds = harness_count_fds(h->pid);
+			return;
+		}
+		int status;
+		ck_assert_msg(waitpid(h->pid, &status, WNOHANG) == 0,
+			      "p2pbufd exited during startup (see %s/daemon.log)", h->dir);
+		sleep_ms(10);
+	}
+	ck_abort_msg("p2pbufd did not start listening on %s", h->socket);
+}
+
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	char path[512];
+
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static void dump_log(const struct harness *h)
+{
+	char path[160], line[512];
+
+	snprintf(path, sizeof(path), "%s/daemon.log", h->dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	fprintf(stderr, "---- p2pbufd log ----\n");
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}
+
+void harness_stop(struct harness *h)
+{
+	int status = 0;
+
+	if (h->pid <= 0)
+		return;
+	kill(h->pid, SIGTERM);
+	for (int t = 0; t < 5000 && waitpid(h->pid, &status, WNOHANG) == 0; t += 10)
+		sleep_ms(10);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		dump_log(h);
+		kill(h->pid, SIGKILL);
+		waitpid(h->pid, NULL, 0);
+	}
+	h->pid = 0;
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "p2pbufd did not exit cleanly on SIGTERM (status 0x%x)", status);
+	remove_dir(h->dir);
+}

@@ -1,0 +1,37 @@
+/* Integration test harness: a real p2pbufd on a temporary socket with simulated devices. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct harness {
+	char dir[64];                 /* temporary directory holding socket and policy */
+	char socket[128];
+	char policy[128];
+	pid_t pid;                    /* the daemon */
+	int baseline_fds;             /* the daemon's open fds once it is ready */
+};
+
+/* The policy every test starts from, for the calling uid (%1$u) as user and admin:
+ * sim0 (bars 0: 64K with MSI-X table at 0x2000 and PBA at 0x3000, 2: 2M, 4: 1M),
+ * sim1 (bar 0: 1M). Rules are listed in harness.c. */
+extern const char harness_default_policy[];
+
+/* Write policy (a printf format given the caller's uid) and start the daemon with it and
+ * the extra arguments (NULL-terminated). Waits until the socket accepts connections. */
+void harness_start(struct harness *h, const char *policy_fmt, const char *const *extra_args);
+
+/* SIGTERM the daemon, assert it exits 0, remove the directory. */
+void harness_stop(struct harness *h);
+
+/* Number of open fds of process pid (from /proc/PID/fd). */
+int harness_count_fds(pid_t pid);
+
+/* Wait up to timeout_ms for the daemon's fd count to fall back to its baseline. */
+bool harness_fds_settle(struct harness *h, int timeout_ms);
+
+/* A raw SOCK_SEQPACKET connection to the daemon, without Hello. */
+int harness_raw_connect(const struct harness *h);
+
+/* Whether the peer closed the raw connection within timeout_ms. */
+bool harness_peer_closed(int fd, int timeout_ms);

@@ -1,0 +1,14 @@
+# Integration tests: the real p2pbufd on a temporary socket with simulated devices, driven
+# through libp2pbuf, raw sockets and the p2pbuf-client CLI.
+check_PROGRAMS += tests/integration/test-daemon
+tests_integration_test_daemon_SOURCES = tests/integration/test-daemon.c \
+	tests/integration/harness.c tests/integration/harness.h
+tests_integration_test_daemon_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PROTOBUF_C_CFLAGS)
+tests_integration_test_daemon_LDADD = client/libp2pbuf.la proto/libwire.la $(CHECK_LIBS) \
+	$(PROTOBUF_C_LIBS)
+
+integration_tests = tests/integration/test-daemon tests/integration/test-cli.sh
+TESTS += $(integration_tests)
+EXTRA_DIST += tests/integration/test-cli.sh
+# The tests run the daemon and the CLI from the build tree.
+check_SCRIPTS += daemon/p2pbufd client/p2pbuf-client

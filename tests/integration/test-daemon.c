@@ -1,0 +1,585 @@
+/* The real p2pbufd on a temporary socket with simulated devices, driven through libp2pbuf
+ * and, for protocol abuse, through raw sockets. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "harness.h"
+#include "p2pbuf.h"
+#include "p2pbuf.pb-c.h"
+
+static struct harness h;
+
+static void setup(void)
+{
+	harness_start(&h, NULL, NULL);
+}
+
+static void teardown(void)
+{
+	harness_stop(&h);
+}
+
+static struct p2pbuf *connect_ok(void)
+{
+	struct p2pbuf *c = NULL;
+	int r = p2pbuf_connect(h.socket, &c);
+
+	ck_assert_msg(r == 0, "p2pbuf_connect: %s", strerror(-r));
+	return c;
+}
+
+static int export1(struct p2pbuf *c, const char *dev, unsigned bar, uint64_t off, uint64_t len,
+		   uint64_t *ret_id)
+{
+	struct p2pbuf_range r = { off, len };
+	uint64_t id = 0, size = 0;
+	int fd = p2pbuf_export(c, dev, bar, &r, 1, "it", &id, &size);
+
+	if (fd >= 0) {
+		ck_assert_uint_eq(size, len);
+		if (ret_id)
+			*ret_id = id;
+	}
+	return fd;
+}
+
+START_TEST(status_and_devices)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_status st;
+	struct p2pbuf_device *devs;
+	size_t n;
+
+	ck_assert_int_eq(p2pbuf_status(c, &st), 0);
+	ck_assert_str_eq(st.version, PACKAGE_VERSION);
+	ck_assert(st.admin);
+	ck_assert_uint_eq(st.devices, 2);
+	p2pbuf_status_free(&st);
+	ck_assert_str_eq(p2pbuf_server_version(c), PACKAGE_VERSION);
+
+	ck_assert_int_eq(p2pbuf_list_devices(c, &devs, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(devs[0].name, "sim0");
+	ck_assert(devs[0].simulated);
+	ck_assert_str_eq(devs[0].backend, "sim");
+	ck_assert_int_eq(devs[0].state, P2PBUF_DEVICE_READY);
+	ck_assert_uint_eq(devs[0].n_bars, 3);
+	ck_assert_uint_eq(devs[0].bars[0].index, 0);
+	ck_assert_uint_eq(devs[0].bars[0].size, 64 * 1024);
+	ck_assert_uint_eq(devs[0].bars[0].n_reserved, 2);
+	ck_assert_uint_eq(devs[0].bars[0].reserved[0].offset, 0x2000);
+	ck_assert_uint_eq(devs[0].bars[1].index, 2);
+	ck_assert_uint_eq(devs[0].bars[1].size, 2 * 1024 * 1024);
+	ck_assert_uint_eq(devs[0].bars[2].size, 1024 * 1024);
+	ck_assert_str_eq(devs[1].name, "sim1");
+	p2pbuf_devices_free(devs, n);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(export_and_release)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_lease *ls;
+	size_t n;
+	uint64_t id;
+	struct stat st;
+	int fd = export1(c, "sim0", 2, 0x10000, 0x20000, &id);
+
+	ck_assert_msg(fd >= 0, "export: %s: %s", strerror(-fd), p2pbuf_last_message(c));
+	ck_assert_int_eq(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(st.st_size, 0x20000);
+	/* The buffer is usable memory. */
+	char *p = mmap(NULL, 0x20000, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	p[0x1ffff] = 42;
+	munmap(p, 0x20000);
+
+	ck_assert_int_eq(p2pbuf_list_leases(c, false, &ls, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(ls[0].id, id);
+	ck_assert_str_eq(ls[0].device, "sim0");
+	ck_assert_uint_eq(ls[0].bar, 2);
+	ck_assert_uint_eq(ls[0].n_ranges, 1);
+	ck_assert_uint_eq(ls[0].ranges[0].offset, 0x10000);
+	ck_assert_uint_eq(ls[0].size, 0x20000);
+	ck_assert_int_eq(ls[0].state, P2PBUF_LEASE_ACTIVE);
+	ck_assert_uint_eq(ls[0].owner_uid, getuid());
+	ck_assert_str_eq(ls[0].label, "it");
+	ck_assert_ptr_nonnull(strstr(ls[0].rule, "policy:5"));
+	p2pbuf_leases_free(ls, n);
+
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	ck_assert_int_eq(p2pbuf_list_leases(c, false, &ls, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	p2pbuf_leases_free(ls, n);
+	/* Released twice: the lease is gone. */
+	ck_assert_int_eq(p2pbuf_release(c, id), -ENOENT);
+	p2pbuf_disconnect(c);
+	ck_assert(harness_fds_settle(&h, 2000));
+}
+END_TEST
+
+START_TEST(export_whole_bar_and_several_ranges)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_range rs[3] = { { 0, 0x1000 }, { 0x8000, 0x2000 }, { 0xf0000, 0x1000 } };
+	uint64_t id, size;
+	int fd = p2pbuf_export(c, "sim1", 0, NULL, 0, NULL, &id, &size);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_uint_eq(size, 1024 * 1024);
+	close(fd);
+	fd = p2pbuf_export(c, "sim0", 2, rs, 3, NULL, &id, &size);
+	ck_assert_msg(fd >= 0, "%s", p2pbuf_last_message(c));
+	ck_assert_uint_eq(size, 0x4000);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(denied_by_policy)
+{
+	struct p2pbuf *c = connect_ok();
+
+	/* sim0 has a BAR 4, but no rule allows it. */
+	ck_assert_int_eq(export1(c, "sim0", 4, 0, 0x1000, NULL), -EPERM);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "denied by policy"));
+	/* BAR 2 is allowed only within its first 1 MiB. */
+	ck_assert_int_eq(export1(c, "sim0", 2, 0x100000, 0x1000, NULL), -EPERM);
+	ck_assert_int_eq(export1(c, "nosuch", 0, 0, 0x1000, NULL), -ENODEV);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "unknown device"));
+	/* The connection keeps working after refusals. */
+	int fd = export1(c, "sim0", 2, 0, 0x1000, NULL);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(bad_ranges)
+{
+	struct p2pbuf *c = connect_ok();
+
+	ck_assert_int_eq(export1(c, "sim0", 0, 0x100, 0x1000, NULL), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "aligned"));
+	ck_assert_int_eq(export1(c, "sim0", 0, 0xf000, 0x2000, NULL), -ERANGE);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "outside BAR 0"));
+	ck_assert_int_eq(export1(c, "sim0", 0, 0x2000, 0x1000, NULL), -EADDRNOTAVAIL);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "MSI-X table"));
+	ck_assert_int_eq(export1(c, "sim0", 0, 0x0, 0x4000, NULL), -EADDRNOTAVAIL);
+	ck_assert_int_eq(export1(c, "sim0", 0, 0x3000, 0x1000, NULL), -EADDRNOTAVAIL);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "MSI-X PBA"));
+	ck_assert_int_eq(export1(c, "sim0", 0, 0x0, 0x0, NULL), -EINVAL);
+	/* Pages around the MSI-X structures are fine. */
+	int fd = export1(c, "sim0", 0, 0x4000, 0xc000, NULL);
+	ck_assert_msg(fd >= 0, "%s", p2pbuf_last_message(c));
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(rule_max_leases)
+{
+	struct p2pbuf *c = connect_ok();
+	int fds[4];
+
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_ge(fds[i] = export1(c, "sim0", 2, 0, 0x1000, NULL), 0);
+	ck_assert_int_eq(export1(c, "sim0", 2, 0, 0x1000, NULL), -EDQUOT);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "max-leases"));
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+static const char *const small_limits[] = { "--max-leases-per-client", "2", NULL };
+
+START_TEST(client_lease_limit)
+{
+	harness_stop(&h);
+	harness_start(&h, NULL, small_limits);
+	struct p2pbuf *c = connect_ok();
+	int a = export1(c, "sim1", 0, 0, 0x1000, NULL);
+	int b = export1(c, "sim1", 0, 0, 0x1000, NULL);
+
+	ck_assert_int_ge(a, 0);
+	ck_assert_int_ge(b, 0);
+	ck_assert_int_eq(export1(c, "sim1", 0, 0, 0x1000, NULL), -EDQUOT);
+	close(a);
+	close(b);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(disconnect_ends_leases)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf *admin = connect_ok();
+	struct p2pbuf_lease *ls;
+	size_t n;
+	int fd = export1(c, "sim1", 0, 0, 0x10000, NULL);
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(p2pbuf_list_leases(admin, true, &ls, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	p2pbuf_leases_free(ls, n);
+	p2pbuf_disconnect(c);
+	/* The daemon notices the hang-up, ends the lease and closes its copy. */
+	for (int i = 0; i < 200; i++) {
+		ck_assert_int_eq(p2pbuf_list_leases(admin, true, &ls, &n), 0);
+		p2pbuf_leases_free(ls, n);
+		if (n == 0)
+			break;
+		usleep(10000);
+	}
+	ck_assert_uint_eq(n, 0);
+	p2pbuf_disconnect(admin);
+	ck_assert(harness_fds_settle(&h, 2000));
+}
+END_TEST
+
+struct seen {
+	int revoked;
+	enum p2pbuf_reason reason;
+	uint64_t lease;
+	int states[8];
+	int n_states;
+};
+
+static void on_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
+{
+	struct seen *s = userdata;
+
+	if (ev->type == P2PBUF_EVENT_LEASE_REVOKED) {
+		s->revoked++;
+		s->reason = ev->reason;
+		s->lease = ev->lease_id;
+	} else if (ev->type == P2PBUF_EVENT_DEVICE_STATE && s->n_states < 8) {
+		s->states[s->n_states++] = ev->state;
+	}
+}
+
+START_TEST(reset_revokes_with_events)
+{
+	struct p2pbuf *holder = connect_ok();
+	struct p2pbuf *admin = connect_ok();
+	struct seen s = {};
+	struct p2pbuf_device *devs;
+	size_t n;
+	uint64_t id;
+	int fd = export1(holder, "sim0", 2, 0, 0x1000, &id);
+
+	ck_assert_int_ge(fd, 0);
+	p2pbuf_set_event_handler(holder, on_event, &s);
+	ck_assert_int_eq(p2pbuf_subscribe(holder, false), 0);
+	ck_assert_int_eq(p2pbuf_reset(admin, "sim0"), 0);
+	for (int i = 0; i < 100 && (s.revoked == 0 || s.n_states < 2); i++)
+		ck_assert_int_ge(p2pbuf_wait(holder, 50), 0);
+	ck_assert_int_eq(s.revoked, 1);
+	ck_assert_uint_eq(s.lease, id);
+	ck_assert_int_eq(s.reason, P2PBUF_REASON_RESET);
+	ck_assert_int_eq(s.n_states, 2);
+	ck_assert_int_eq(s.states[0], P2PBUF_DEVICE_CYCLING);
+	ck_assert_int_eq(s.states[1], P2PBUF_DEVICE_READY);
+	ck_assert_int_eq(p2pbuf_list_devices(admin, &devs, &n), 0);
+	ck_assert_uint_eq(devs[0].generation, 1);
+	ck_assert_int_eq(devs[0].state, P2PBUF_DEVICE_READY);
+	p2pbuf_devices_free(devs, n);
+	/* The lease is gone; the device exports again. */
+	ck_assert_int_eq(p2pbuf_release(holder, id), -ENOENT);
+	close(fd);
+	fd = export1(holder, "sim0", 2, 0, 0x1000, NULL);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	p2pbuf_disconnect(holder);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+static void send_raw(int fd, const void *buf, size_t len)
+{
+	ck_assert_int_eq(send(fd, buf, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+/* The daemon still answers a well-behaved client. */
+static void assert_serving(void)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_status st;
+
+	ck_assert_int_eq(p2pbuf_status(c, &st), 0);
+	p2pbuf_status_free(&st);
+	p2pbuf_disconnect(c);
+}
+
+START_TEST(malformed_record_drops_client)
+{
+	int fd = harness_raw_connect(&h);
+	static const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x08 };
+
+	ck_assert_int_ge(fd, 0);
+	send_raw(fd, garbage, sizeof(garbage));
+	ck_assert(harness_peer_closed(fd, 2000));
+	close(fd);
+	assert_serving();
+	ck_assert(harness_fds_settle(&h, 2000));
+}
+END_TEST
+
+START_TEST(oversized_record_drops_client)
+{
+	int fd = harness_raw_connect(&h);
+	size_t len = 70000;
+	uint8_t *buf = calloc(1, len);
+	int sndbuf = 1 << 20;
+
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	send_raw(fd, buf, len);
+	free(buf);
+	ck_assert(harness_peer_closed(fd, 2000));
+	close(fd);
+	assert_serving();
+}
+END_TEST
+
+START_TEST(client_fds_rejected_and_closed)
+{
+	int fd = harness_raw_connect(&h);
+	int pass = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	uint8_t buf[64];
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+
+	hello.has_major = true;
+	hello.major = 1;
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	size_t len = p2pbuf__request__pack(&req, buf);
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl = {};
+	struct iovec iov = { buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			     .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &pass, sizeof(int));
+	ck_assert_int_eq(sendmsg(fd, &mh, MSG_NOSIGNAL), (ssize_t)len);
+	close(pass);
+	ck_assert(harness_peer_closed(fd, 2000));
+	close(fd);
+	/* The fd that arrived was closed, not kept. */
+	ck_assert(harness_fds_settle(&h, 2000));
+	assert_serving();
+}
+END_TEST
+
+/* Send one request on a raw connection and decode the reply. */
+static P2pbuf__Reply *raw_call(int fd, P2pbuf__Request *req)
+{
+	uint8_t buf[65536];
+	size_t len = p2pbuf__request__pack(req, buf);
+
+	send_raw(fd, buf, len);
+	ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	ck_assert_int_gt(n, 0);
+	P2pbuf__ServerMessage *sm = p2pbuf__server_message__unpack(NULL, (size_t)n, buf);
+	ck_assert_ptr_nonnull(sm);
+	ck_assert_int_eq(sm->body_case, P2PBUF__SERVER_MESSAGE__BODY_REPLY);
+	P2pbuf__Reply *r = sm->reply;
+	sm->reply = NULL;
+	sm->body_case = P2PBUF__SERVER_MESSAGE__BODY__NOT_SET;
+	p2pbuf__server_message__free_unpacked(sm, NULL);
+	return r;
+}
+
+START_TEST(hello_first_and_version_mismatch)
+{
+	int fd = harness_raw_connect(&h);
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Status status = P2PBUF__STATUS__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+
+	req.has_request_id = true;
+	req.request_id = 7;
+	req.body_case = P2PBUF__REQUEST__BODY_STATUS;
+	req.status = &status;
+	P2pbuf__Reply *r = raw_call(fd, &req);
+	ck_assert_uint_eq(r->request_id, 7);
+	ck_assert_int_eq(r->error, -EPROTO);
+	ck_assert_ptr_nonnull(r->message);
+	p2pbuf__reply__free_unpacked(r, NULL);
+
+	hello.has_major = true;
+	hello.major = 99;
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	r = raw_call(fd, &req);
+	ck_assert_int_eq(r->error, -EPROTONOSUPPORT);
+	ck_assert_int_eq(r->body_case, P2PBUF__REPLY__BODY_HELLO);
+	ck_assert_uint_eq(r->hello->major, 1);
+	ck_assert_ptr_nonnull(strstr(r->message, "speaks protocol 1."));
+	p2pbuf__reply__free_unpacked(r, NULL);
+	ck_assert(harness_peer_closed(fd, 2000));
+	close(fd);
+}
+END_TEST
+
+START_TEST(invalid_request_gets_error_and_keeps_connection)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_range rs[65];
+	uint64_t id, size;
+
+	for (int i = 0; i < 65; i++)
+		rs[i] = (struct p2pbuf_range){ (uint64_t)i * 0x1000, 0x1000 };
+	ck_assert_int_eq(p2pbuf_export(c, "sim0", 2, rs, 65, NULL, &id, &size), -E2BIG);
+	ck_assert_int_eq(p2pbuf_reset(c, "nosuch"), -ENODEV);
+	ck_assert_int_eq(p2pbuf_revoke(c, 12345), -ENOENT);
+	assert_serving();
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+static const char non_admin_policy[] = "device sim0 sim bar 0 64K\n"
+				       "allow user %1$u device sim0\n";
+
+START_TEST(admin_requests_need_admin)
+{
+	harness_stop(&h);
+	harness_start(&h, non_admin_policy, NULL);
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_lease *ls;
+	size_t n;
+
+	ck_assert_int_eq(p2pbuf_reset(c, "sim0"), -EPERM);
+	ck_assert_int_eq(p2pbuf_revoke(c, 1), -EPERM);
+	ck_assert_int_eq(p2pbuf_list_leases(c, true, &ls, &n), -EPERM);
+	ck_assert_int_eq(p2pbuf_subscribe(c, true), -EPERM);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(admin_revoke_tells_holder)
+{
+	struct p2pbuf *holder = connect_ok();
+	struct p2pbuf *admin = connect_ok();
+	struct seen s = {};
+	uint64_t id;
+	int fd = export1(holder, "sim1", 0, 0, 0x1000, &id);
+
+	ck_assert_int_ge(fd, 0);
+	p2pbuf_set_event_handler(holder, on_event, &s);
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	for (int i = 0; i < 100 && !s.revoked; i++)
+		ck_assert_int_ge(p2pbuf_wait(holder, 50), 0);
+	ck_assert_int_eq(s.revoked, 1);
+	ck_assert_int_eq(s.reason, P2PBUF_REASON_ADMIN);
+	close(fd);
+	p2pbuf_disconnect(holder);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+START_TEST(many_clients_and_no_fd_leak)
+{
+	struct p2pbuf *cs[20];
+
+	for (int i = 0; i < 20; i++) {
+		cs[i] = connect_ok();
+		int fd = export1(cs[i], "sim1", 0, (uint64_t)i * 0x1000, 0x1000, NULL);
+		ck_assert_int_ge(fd, 0);
+		close(fd);
+	}
+	for (int i = 0; i < 20; i++)
+		p2pbuf_disconnect(cs[i]);
+	ck_assert(harness_fds_settle(&h, 3000));
+}
+END_TEST
+
+START_TEST(bad_policy_refuses_to_start)
+{
+	harness_stop(&h);
+	char dir[] = "/tmp/p2pbuf-it-XXXXXX";
+	char policy[64], cmd[512];
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(policy, sizeof(policy), "%s/policy", dir);
+	FILE *f = fopen(policy, "w");
+	fputs("device sim0 sim bar 0 64K\nallow user 0 device sim0 bar 0 max-lease 3\n", f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "%s/daemon/p2pbufd --policy %s --socket %s/sock 2>&1",
+		 getenv("top_builddir") ? getenv("top_builddir") : ".", policy, dir);
+	FILE *p = popen(cmd, "r");
+	char out[1024] = "";
+	size_t n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	int status = pclose(p);
+	ck_assert_int_ne(WEXITSTATUS(status), 0);
+	/* file:line:column of the typo. */
+	ck_assert_msg(strstr(out, "policy:2:32:"), "got: %s", out);
+	unlink(policy);
+	rmdir(dir);
+}
+END_TEST
+
+static Suite *daemon_suite(void)
+{
+	Suite *s = suite_create("daemon");
+	TCase *tc = tcase_create("sim");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, status_and_devices);
+	tcase_add_test(tc, export_and_release);
+	tcase_add_test(tc, export_whole_bar_and_several_ranges);
+	tcase_add_test(tc, denied_by_policy);
+	tcase_add_test(tc, bad_ranges);
+	tcase_add_test(tc, rule_max_leases);
+	tcase_add_test(tc, client_lease_limit);
+	tcase_add_test(tc, disconnect_ends_leases);
+	tcase_add_test(tc, reset_revokes_with_events);
+	tcase_add_test(tc, malformed_record_drops_client);
+	tcase_add_test(tc, oversized_record_drops_client);
+	tcase_add_test(tc, client_fds_rejected_and_closed);
+	tcase_add_test(tc, hello_first_and_version_mismatch);
+	tcase_add_test(tc, invalid_request_gets_error_and_keeps_connection);
+	tcase_add_test(tc, admin_requests_need_admin);
+	tcase_add_test(tc, admin_revoke_tells_holder);
+	tcase_add_test(tc, many_clients_and_no_fd_leak);
+	suite_add_tcase(s, tc);
+	TCase *tp = tcase_create("startup");
+	tcase_add_checked_fixture(tp, setup, NULL);
+	tcase_add_test(tp, bad_policy_refuses_to_start);
+	suite_add_tcase(s, tp);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(daemon_suite());
+
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,21 @@
+# Unit tests (Check): pure modules, no daemon.
+UNIT_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS)
+UNIT_LDADD = daemon/libp2pbufd-core.la $(CHECK_LIBS)
+
+unit_tests = tests/unit/test-wire tests/unit/test-device tests/unit/test-lease \
+	tests/unit/test-policy
+check_PROGRAMS += $(unit_tests)
+TESTS += $(unit_tests)
+
+tests_unit_test_wire_SOURCES = tests/unit/test-wire.c
+tests_unit_test_wire_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_wire_LDADD = $(UNIT_LDADD)
+tests_unit_test_device_SOURCES = tests/unit/test-device.c
+tests_unit_test_device_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_device_LDADD = $(UNIT_LDADD)
+tests_unit_test_lease_SOURCES = tests/unit/test-lease.c
+tests_unit_test_lease_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_lease_LDADD = $(UNIT_LDADD)
+tests_unit_test_policy_SOURCES = tests/unit/test-policy.c
+tests_unit_test_policy_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_policy_LDADD = $(UNIT_LDADD)

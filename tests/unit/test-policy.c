@@ -1,0 +1,1397 @@
+/* Unit tests of the policy module: parsing into the right fields, every error with its exact
+ * position, matching, roles and loading a policy with drop-ins. A fake resolver keeps the
+ * tests independent of the machine's user database. */
+#include <check.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "policy.h"
+
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct {
+	const char *name;
+	uint32_t id;
+} fake_users[] = { { "alice", 1000 }, { "bob", 1001 } },
+  fake_groups[] = { { "rdma", 2000 }, { "p2pbuf-admin", 2001 }, { "p2pbuf-view", 2002 } };
+
+/* Digits are ids, as for the system resolver; "broken" fails the way a dead NSS server does. */
+static int fake_lookup(const char *name, const void *table, size_t n, uint32_t *ret_id)
+{
+	const typeof(fake_users[0]) *t = table;
+	char *end;
+	unsigned long v;
+
+	if (strcmp(name, "broken") == 0)
+		return -EIO;
+	if (name[0] >= '0' && name[0] <= '9') {
+		v = strtoul(name, &end, 10);
+		if (*end || v >= UINT32_MAX)
+			return -EINVAL;
+		*ret_id = (uint32_t)v;
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(t[i].name, name) == 0) {
+			*ret_id = t[i].id;
+			return 0;
+		}
+	return -ENOENT;
+}
+
+static int fake_user(const char *name, uint32_t *ret_uid)
+{
+	return fake_lookup(name, fake_users, ELEMENTSOF(fake_users), ret_uid);
+}
+
+static int fake_group(const char *name, uint32_t *ret_gid)
+{
+	return fake_lookup(name, fake_groups, ELEMENTSOF(fake_groups), ret_gid);
+}
+
+static const struct policy_resolver fake = { .user = fake_user, .group = fake_group };
+
+static struct policy *parse_ok_len(const char *text, size_t len)
+{
+	struct policy *pol = NULL;
+	char *error = NULL;
+	int r = policy_parse("policy", text, len, &fake, &pol, &error);
+
+	ck_assert_msg(r == 0, "policy_parse: %d %s", r, error ? error : "(no message)");
+	ck_assert_ptr_null(error);
+	ck_assert_ptr_nonnull(pol);
+	return pol;
+}
+
+static struct policy *parse_ok(const char *text)
+{
+	return parse_ok_len(text, strlen(text));
+}
+
+/* Parse text expecting failure r; returns the message (to free). */
+static char *parse_fail(const char *text, size_t len, int r_expected)
+{
+	struct policy *pol = NULL;
+	char *error = NULL;
+	int r = policy_parse("policy", text, len, &fake, &pol, &error);
+
+	ck_assert_int_eq(r, r_expected);
+	ck_assert_ptr_null(pol);
+	ck_assert_ptr_nonnull(error);
+	return error;
+}
+
+static void assert_error(const char *text, const char *message)
+{
+	char *error = parse_fail(text, strlen(text), -EINVAL);
+
+	ck_assert_str_eq(error, message);
+	free(error);
+}
+
+/* ---- Parsing ---- */
+
+START_TEST(test_empty)
+{
+	struct policy *pol = parse_ok("\n# only a comment\n   \t \n\n# another");
+
+	ck_assert_uint_eq(pol->n_files, 1);
+	ck_assert_str_eq(pol->files[0], "policy");
+	ck_assert_uint_eq(pol->n_devices, 0);
+	ck_assert_uint_eq(pol->n_rules, 0);
+	ck_assert_uint_eq(pol->n_admins, 0);
+	ck_assert_uint_eq(pol->n_observers, 0);
+	policy_free(pol);
+	pol = parse_ok("");
+	policy_free(pol);
+	policy_free(NULL);
+}
+END_TEST
+
+START_TEST(test_sim_device_full)
+{
+	struct policy *pol =
+	    parse_ok("# devices\n"
+		     "device sim0 sim bar 0 16K bar 2 1M bar 4 0x10000 msix-table 0 0x0+0x800 "
+		     "msix-pba 0 0x800+0x100 cycle-delay 250ms revoke-deadline 2s "
+		     "revocation notify-only on-error cycle # trailing comment\n");
+	const struct policy_device *d = &pol->devices[0];
+
+	ck_assert_uint_eq(pol->n_devices, 1);
+	ck_assert_str_eq(d->name, "sim0");
+	ck_assert_int_eq(d->kind, POLICY_DEVICE_SIM);
+	ck_assert_uint_eq(d->sim_bar_size[0], 16384);
+	ck_assert_uint_eq(d->sim_bar_size[1], 0);
+	ck_assert_uint_eq(d->sim_bar_size[2], 1 << 20);
+	ck_assert_uint_eq(d->sim_bar_size[3], 0);
+	ck_assert_uint_eq(d->sim_bar_size[4], 0x10000);
+	ck_assert_uint_eq(d->sim_bar_size[5], 0);
+	ck_assert(d->sim_msix_table.present);
+	ck_assert_uint_eq(d->sim_msix_table.bar, 0);
+	ck_assert_uint_eq(d->sim_msix_table.range.offset, 0);
+	ck_assert_uint_eq(d->sim_msix_table.range.length, 0x800);
+	ck_assert(d->sim_msix_pba.present);
+	ck_assert_uint_eq(d->sim_msix_pba.bar, 0);
+	ck_assert_uint_eq(d->sim_msix_pba.range.offset, 0x800);
+	ck_assert_uint_eq(d->sim_msix_pba.range.length, 0x100);
+	ck_assert_uint_eq(d->sim_cycle_delay_ms, 250);
+	ck_assert_uint_eq(d->revoke_deadline_ms, 2000);
+	ck_assert_int_eq(d->revocation, POLICY_REVOKE_NOTIFY_ONLY);
+	ck_assert_int_eq(d->on_error, POLICY_ON_ERROR_CYCLE);
+	ck_assert_str_eq(d->file, "policy");
+	ck_assert_ptr_eq(d->file, pol->files[0]);
+	ck_assert_uint_eq(d->line, 2);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_device_defaults)
+{
+	struct policy *pol = parse_ok("device s sim bar 5 4K\ndevice p pci 01:00.0\n");
+
+	for (size_t i = 0; i < 2; i++) {
+		const struct policy_device *d = &pol->devices[i];
+		ck_assert_uint_eq(d->revoke_deadline_ms, POLICY_DEFAULT_REVOKE_DEADLINE_MS);
+		ck_assert_int_eq(d->revocation, POLICY_REVOKE_ENFORCE);
+		ck_assert_int_eq(d->on_error, POLICY_ON_ERROR_REPORT);
+		ck_assert_uint_eq(d->sim_cycle_delay_ms, 0);
+		ck_assert(!d->sim_msix_table.present);
+		ck_assert(!d->sim_msix_pba.present);
+	}
+	ck_assert_uint_eq(pol->devices[0].sim_bar_size[5], 4096);
+	ck_assert_int_eq(pol->devices[1].kind, POLICY_DEVICE_PCI);
+	ck_assert_uint_eq(pol->devices[1].line, 2);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_pci_device)
+{
+	struct policy *pol =
+	    parse_ok("device nvme0 pci 0000:01:00.0\n"
+		     "device gpu_1 pci 41:00.1 revoke-deadline 500ms\n"
+		     "device A.b-c pci 00AB:Cd:1F.7 revocation enforce on-error report\n"
+		     "device vmd pci 10000:e1:00.0\n");
+
+	ck_assert_uint_eq(pol->n_devices, 4);
+	ck_assert_str_eq(pol->devices[0].pci, "0000:01:00.0");
+	ck_assert_str_eq(pol->devices[1].pci, "0000:41:00.1");
+	ck_assert_uint_eq(pol->devices[1].revoke_deadline_ms, 500);
+	ck_assert_str_eq(pol->devices[2].name, "A.b-c");
+	ck_assert_str_eq(pol->devices[2].pci, "00ab:cd:1f.7");
+	ck_assert_str_eq(pol->devices[3].pci, "10000:e1:00.0");
+	ck_assert_int_eq(policy_find_device(pol, "gpu_1"), 1);
+	ck_assert_int_eq(policy_find_device(pol, "A.b-c"), 2);
+	ck_assert_int_eq(policy_find_device(pol, "gpu"), -ENOENT);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_rules)
+{
+	struct policy *pol =
+	    parse_ok("allow group rdma device nvme0 bar 2 range 0x0+0x100000 max-leases 8 ttl 10m\n"
+		     "\n"
+		     "allow user bob   device nvme0 ttl 1h max-leases 1 range 4K+4K bar 0\n"
+		     "allow user 4242 device nvme0\n"
+		     "device other pci 02:00.0\n"
+		     "device nvme0 pci 01:00.0\n"
+		     "allow group 7 device other\n");
+	const struct policy_rule *r = pol->rules;
+
+	ck_assert_uint_eq(pol->n_rules, 4);
+	ck_assert_int_eq(r[0].who.kind, POLICY_GROUP);
+	ck_assert_uint_eq(r[0].who.id, 2000);
+	ck_assert_uint_eq(r[0].device, 1);
+	ck_assert_int_eq(r[0].bar, 2);
+	ck_assert(r[0].has_range);
+	ck_assert_uint_eq(r[0].range.offset, 0);
+	ck_assert_uint_eq(r[0].range.length, 0x100000);
+	ck_assert_uint_eq(r[0].max_leases, 8);
+	ck_assert_uint_eq(r[0].ttl_ms, 600000);
+	ck_assert_str_eq(r[0].file, "policy");
+	ck_assert_uint_eq(r[0].line, 1);
+	ck_assert_str_eq(r[0].where, "policy:1");
+
+	ck_assert_int_eq(r[1].who.kind, POLICY_USER);
+	ck_assert_uint_eq(r[1].who.id, 1001);
+	ck_assert_int_eq(r[1].bar, 0);
+	ck_assert_uint_eq(r[1].range.offset, 4096);
+	ck_assert_uint_eq(r[1].range.length, 4096);
+	ck_assert_uint_eq(r[1].max_leases, 1);
+	ck_assert_uint_eq(r[1].ttl_ms, 3600000);
+	ck_assert_str_eq(r[1].where, "policy:3");
+
+	ck_assert_uint_eq(r[2].who.id, 4242);
+	ck_assert_int_eq(r[2].bar, -1);
+	ck_assert(!r[2].has_range);
+	ck_assert_uint_eq(r[2].max_leases, 0);
+	ck_assert_uint_eq(r[2].ttl_ms, 0);
+
+	ck_assert_int_eq(r[3].who.kind, POLICY_GROUP);
+	ck_assert_uint_eq(r[3].who.id, 7);
+	ck_assert_uint_eq(r[3].device, 0);
+	ck_assert_str_eq(r[3].where, "policy:7");
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_roles)
+{
+	struct policy *pol = parse_ok("admin group p2pbuf-admin\nadmin user 0\n"
+				      "observer user bob # watches\nobserver group 2002\n");
+
+	ck_assert_uint_eq(pol->n_admins, 2);
+	ck_assert_int_eq(pol->admins[0].kind, POLICY_GROUP);
+	ck_assert_uint_eq(pol->admins[0].id, 2001);
+	ck_assert_int_eq(pol->admins[1].kind, POLICY_USER);
+	ck_assert_uint_eq(pol->admins[1].id, 0);
+	ck_assert_uint_eq(pol->n_observers, 2);
+	ck_assert_int_eq(pol->observers[0].kind, POLICY_USER);
+	ck_assert_uint_eq(pol->observers[0].id, 1001);
+	ck_assert_int_eq(pol->observers[1].kind, POLICY_GROUP);
+	ck_assert_uint_eq(pol->observers[1].id, 2002);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_lexical)
+{
+	/* Tabs, CRLF line ends and comments glued to tokens. */
+	struct policy *pol = parse_ok("\tdevice\td0 pci 01:00.0\r\n"
+				      "allow user alice device d0#no space before the comment\r\n"
+				      "  allow   user  bob\tdevice d0   bar 1   \n"
+				      "#allow user bob device nosuch\n");
+
+	ck_assert_uint_eq(pol->n_rules, 2);
+	ck_assert_int_eq(pol->rules[0].bar, -1);
+	ck_assert_int_eq(pol->rules[1].bar, 1);
+	ck_assert_uint_eq(pol->rules[1].line, 3);
+	policy_free(pol);
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	uint64_t value;
+} good_sizes[] = {
+	{ "4096", 4096 },
+	{ "010", 10 },
+	{ "0x1000", 4096 },
+	{ "0X1aB", 0x1ab },
+	{ "4K", 4096 },
+	{ "4k", 4096 },
+	{ "4KiB", 4096 },
+	{ "4kib", 4096 },
+	{ "3M", 3 << 20 },
+	{ "3MiB", 3 << 20 },
+	{ "2G", 2ULL << 30 },
+	{ "2GiB", 2ULL << 30 },
+	{ "5T", 5ULL << 40 },
+	{ "5TiB", 5ULL << 40 },
+	{ "0x10K", 16 << 10 },
+	{ "16777215T", 16777215ULL << 40 },
+	{ "0xfffffffffffffffe", UINT64_MAX - 1 },
+	{ "18446744073709551614", UINT64_MAX - 1 },
+};
+
+/* Sizes are checked through a rule's range length: a pci device has no BAR sizes to fit. */
+START_TEST(test_sizes)
+{
+	char text[256];
+	struct policy *pol;
+
+	snprintf(text, sizeof(text),
+		 "device d pci 01:00.0\nallow user alice device d bar 0 range 1+%s\n",
+		 good_sizes[_i].text);
+	pol = parse_ok(text);
+	ck_assert_uint_eq(pol->rules[0].range.offset, 1);
+	ck_assert_uint_eq(pol->rules[0].range.length, good_sizes[_i].value);
+	policy_free(pol);
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	const char *message;
+} bad_sizes[] = {
+	{ "0x1000z", "not a number" },
+	{ "4KB", "not a number" },
+	{ "0x", "not a number" },
+	{ "-1", "not a number" },
+	{ "1.5M", "not a number" },
+	{ "K", "not a number" },
+	{ "4 K", "not a number" },
+	{ "1e3", "not a number" },
+	{ "4Ki", "not a number" },
+	{ "16777216T", "too large" },
+	{ "18446744073709551616", "too large" },
+	{ "0x10000000000000000", "too large" },
+};
+
+START_TEST(test_bad_sizes)
+{
+	char text[256], expected[256];
+	char *error;
+
+	snprintf(text, sizeof(text), "device d sim bar 0 %s\n", bad_sizes[_i].text);
+	/* "4 K" splits into two tokens: the size is "4", and "K" an unknown option. */
+	if (strcmp(bad_sizes[_i].text, "4 K") == 0)
+		snprintf(expected, sizeof(expected),
+			 "policy:1:20: size \"4\" of bar 0 is not a power "
+			 "of two of at least 4K");
+	else
+		snprintf(expected, sizeof(expected), "policy:1:20: size \"%s\" is %s",
+			 bad_sizes[_i].text, bad_sizes[_i].message);
+	error = parse_fail(text, strlen(text), -EINVAL);
+	ck_assert_str_eq(error, expected);
+	free(error);
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	uint64_t ms;
+} good_durations[] = {
+	{ "500ms", 500 },
+	{ "1ms", 1 },
+	{ "30", 30000 },
+	{ "30s", 30000 },
+	{ "10m", 600000 },
+	{ "2h", 7200000 },
+	{ "007s", 7000 },
+	{ "4294967295", 4294967295000ULL },
+	{ "4294967295000ms", 4294967295000ULL },
+};
+
+START_TEST(test_durations)
+{
+	char text[256];
+	struct policy *pol;
+
+	snprintf(text, sizeof(text),
+		 "device d sim bar 0 4K cycle-delay %s revoke-deadline %s\n"
+		 "allow user alice device d ttl %s\n",
+		 good_durations[_i].text, good_durations[_i].text, good_durations[_i].text);
+	pol = parse_ok(text);
+	ck_assert_uint_eq(pol->devices[0].sim_cycle_delay_ms, good_durations[_i].ms);
+	ck_assert_uint_eq(pol->devices[0].revoke_deadline_ms, good_durations[_i].ms);
+	ck_assert_uint_eq(pol->rules[0].ttl_ms, good_durations[_i].ms);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_zero_durations)
+{
+	/* 0 is a valid deadline (revoke at once) and delay, but never a ttl. */
+	struct policy *pol = parse_ok("device d sim bar 0 4K cycle-delay 0 revoke-deadline 0ms\n");
+
+	ck_assert_uint_eq(pol->devices[0].sim_cycle_delay_ms, 0);
+	ck_assert_uint_eq(pol->devices[0].revoke_deadline_ms, 0);
+	policy_free(pol);
+}
+END_TEST
+
+/* ---- Errors, each with its exact position ---- */
+
+#define RULE "allow user alice device d0 "
+
+static const struct {
+	const char *text;
+	const char *message;
+} errors[] = {
+	/* The examples admins will meet most. */
+	{ "device d0 pci 01:00.0\n\nallow user bob device d0 max-lease 3\n",
+	  "policy:3:26: unknown option \"max-lease\" (expected bar, range, max-leases or ttl)" },
+	{ "\n\n\n\n\n\nadmin user spdk\n", "policy:7:12: user \"spdk\" does not exist" },
+	{ "#\ndevice simulated01 sim bar 2 0x1000z\n",
+	  "policy:2:30: size \"0x1000z\" is not a number" },
+	/* Directives and their fixed words. */
+	{ "alow user alice\n",
+	  "policy:1:1: unknown directive \"alow\" (expected device, allow, admin or observer)" },
+	{ "  Device d sim bar 0 4K\n",
+	  "policy:1:3: unknown directive \"Device\" (expected device, allow, admin or observer)" },
+	{ "device", "policy:1:7: expected a device name after \"device\"" },
+	{ "device d", "policy:1:9: expected sim or pci after the device name" },
+	{ "device a usb", "policy:1:10: unknown device kind \"usb\" (expected sim or pci)" },
+	{ "device nvme/0 pci 01:00.0",
+	  "policy:1:8: device name \"nvme/0\" may contain only letters, digits, \"_\", \".\" and "
+	  "\"-\"" },
+	{ "device "
+	  "a123456789b123456789c123456789d123456789e123456789f123456789g1234 pci 01:00.0",
+	  "policy:1:8: device name "
+	  "\"a123456789b123456789c123456789d123456789e123456789f123456789g1234\" is longer than "
+	  "64 bytes" },
+	{ "device a sim bar 0 4K\ndevice a pci 01:00.0\n",
+	  "policy:2:8: device \"a\" is already declared at policy:1" },
+	/* sim devices. */
+	{ "device a sim", "policy:1:13: sim device \"a\" declares no bar (add \"bar N SIZE\")" },
+	{ "device a sim cycle-delay 1s",
+	  "policy:1:28: sim device \"a\" declares no bar (add \"bar N SIZE\")" },
+	{ "device a sim bar", "policy:1:17: expected a BAR number after \"bar\"" },
+	{ "device a sim bar 0", "policy:1:19: expected a size after \"bar 0\"" },
+	{ "device a sim bar 6 4K", "policy:1:18: bar \"6\" is not a BAR number (0 to 5)" },
+	{ "device a sim bar 00 4K", "policy:1:18: bar \"00\" is not a BAR number (0 to 5)" },
+	{ "device a sim bar 0 6K",
+	  "policy:1:20: size \"6K\" of bar 0 is not a power of two of at least 4K" },
+	{ "device a sim bar 0 2K",
+	  "policy:1:20: size \"2K\" of bar 0 is not a power of two of at least 4K" },
+	{ "device a sim bar 0 4K bar 0 8K", "policy:1:27: bar 0 is already declared at column 18" },
+	{ "device a sim bar 0 4K msix-table 0 0xf00+0x200",
+	  "policy:1:36: msix-table range 0xf00+0x200 does not fit in bar 0 (size 0x1000)" },
+	{ "device a sim bar 0 4K msix-pba 2 0+8",
+	  "policy:1:32: msix-pba is in bar 2, which this device does not declare" },
+	{ "device a sim msix-pba 2 0+8 bar 2 4K msix-pba 2 0+8",
+	  "policy:1:38: duplicate option \"msix-pba\" (first given at column 14)" },
+	{ "device a sim bar 0 4K msix-table",
+	  "policy:1:33: expected a BAR number after \"msix-table\"" },
+	{ "device a sim bar 0 4K msix-table 0", "policy:1:35: expected OFFSET+LENGTH after "
+						"\"msix-table\" 0" },
+	{ "device a sim bar 0 4K cycle-delay",
+	  "policy:1:34: expected a duration after \"cycle-delay\"" },
+	{ "device a sim bar 0 4K range 0+4K",
+	  "policy:1:23: unknown option \"range\" (expected bar, msix-table, msix-pba, cycle-delay, "
+	  "revoke-deadline, revocation or on-error)" },
+	{ "device a sim bar 0 16777216T", "policy:1:20: size \"16777216T\" is too large" },
+	/* pci devices. */
+	{ "device n pci", "policy:1:13: expected a PCI address (DDDD:BB:DD.F) after \"pci\"" },
+	{ "device n pci 0000:01:00",
+	  "policy:1:14: PCI address \"0000:01:00\" is not DDDD:BB:DD.F or BB:DD.F (hex)" },
+	{ "device n pci 0000-01:00.0",
+	  "policy:1:14: PCI address \"0000-01:00.0\" is not DDDD:BB:DD.F or BB:DD.F (hex)" },
+	{ "device n pci 0g:00.0",
+	  "policy:1:14: PCI address \"0g:00.0\" is not DDDD:BB:DD.F or BB:DD.F (hex)" },
+	{ "device n pci 00:20.0",
+	  "policy:1:14: PCI address \"00:20.0\" has a device above 1f or a function above 7" },
+	{ "device n pci 00:00.8",
+	  "policy:1:14: PCI address \"00:00.8\" has a device above 1f or a function above 7" },
+	{ "device a pci 0000:01:00.0\ndevice b pci 01:00.0",
+	  "policy:2:14: PCI address 0000:01:00.0 is already device \"a\" (policy:1)" },
+	{ "device a pci 01:00.0 cycle-delay 1s",
+	  "policy:1:22: unknown option \"cycle-delay\" (expected revoke-deadline, revocation or "
+	  "on-error)" },
+	{ "device a pci 01:00.0 revocation soft",
+	  "policy:1:33: unknown revocation mode \"soft\" (expected enforce or notify-only)" },
+	{ "device a pci 01:00.0 revocation",
+	  "policy:1:32: expected enforce or notify-only after \"revocation\"" },
+	{ "device a pci 01:00.0 on-error reset",
+	  "policy:1:31: unknown on-error action \"reset\" (expected report or cycle)" },
+	{ "device a pci 01:00.0 on-error",
+	  "policy:1:30: expected report or cycle after \"on-error\"" },
+	{ "device a pci 01:00.0 revoke-deadline 1d",
+	  "policy:1:38: revoke-deadline \"1d\" is not a duration such as 500ms, 30s, 10m or 2h" },
+	{ "device a pci 01:00.0 revoke-deadline 4294967296",
+	  "policy:1:38: revoke-deadline \"4294967296\" is too long (at most 4294967295s)" },
+	{ "device a pci 01:00.0 revocation enforce revocation enforce",
+	  "policy:1:41: duplicate option \"revocation\" (first given at column 22)" },
+	/* allow rules. */
+	{ "allow", "policy:1:6: expected user or group after \"allow\"" },
+	{ "allow uid 5 device d0", "policy:1:7: unknown subject \"uid\" (expected user or group)" },
+	{ "allow user", "policy:1:11: expected a user name or id after \"user\"" },
+	{ "allow group", "policy:1:12: expected a group name or id after \"group\"" },
+	{ "allow group wheel device d0", "policy:1:13: group \"wheel\" does not exist" },
+	{ "allow user broken device d0",
+	  "policy:1:12: cannot look up user \"broken\": Input/output error" },
+	{ "allow user 4294967295 device d0",
+	  "policy:1:12: user \"4294967295\" is not a valid name or id" },
+	{ "allow user alice", "policy:1:17: expected \"device NAME\" after the user" },
+	{ "allow user alice bar 2",
+	  "policy:1:18: expected \"device NAME\" after the user, found \"bar\"" },
+	{ "allow user alice device", "policy:1:24: expected a device name after \"device\"" },
+	{ "allow user alice device nvme9", "policy:1:25: device \"nvme9\" is not declared" },
+	{ "allow user alice device no:pe", "policy:1:25: device name \"no:pe\" may contain only "
+					   "letters, digits, \"_\", \".\" and \"-\"" },
+	{ RULE "ttl 1m bar 1 ttl 2m",
+	  "policy:1:41: duplicate option \"ttl\" (first given at column 28)" },
+	{ RULE "bar 6", "policy:1:32: bar \"6\" is not a BAR number (0 to 5)" },
+	{ RULE "bar", "policy:1:31: expected a BAR number after \"bar\"" },
+	{ RULE "bar x", "policy:1:32: bar \"x\" is not a BAR number (0 to 5)" },
+	{ RULE "range 0+4K", "policy:1:28: a range needs a bar: add \"bar N\" to the rule" },
+	{ RULE "bar 0 range", "policy:1:39: expected OFFSET+LENGTH after \"range\"" },
+	{ RULE "bar 0 range 4096", "policy:1:40: range \"4096\" is not OFFSET+LENGTH" },
+	{ RULE "bar 0 range 4096+", "policy:1:40: range \"4096+\" is not OFFSET+LENGTH" },
+	{ RULE "bar 0 range +4096", "policy:1:40: range \"+4096\" is not OFFSET+LENGTH" },
+	{ RULE "bar 0 range 0x1000+4z", "policy:1:47: length \"4z\" is not a number" },
+	{ RULE "bar 0 range 1x+4K", "policy:1:40: offset \"1x\" is not a number" },
+	{ RULE "bar 0 range 0+0", "policy:1:40: range \"0+0\" is empty" },
+	{ RULE "bar 0 range 0xffffffffffffffff+1",
+	  "policy:1:40: range \"0xffffffffffffffff+1\" overflows 64 bits" },
+	{ RULE "bar 0 range 0x1000+0xfffffffffffff000",
+	  "policy:1:40: range \"0x1000+0xfffffffffffff000\" overflows 64 bits" },
+	{ RULE "max-leases 0",
+	  "policy:1:39: max-leases \"0\" is not a number from 1 to 4294967295" },
+	{ RULE "max-leases 4294967296",
+	  "policy:1:39: max-leases \"4294967296\" is not a number from 1 to 4294967295" },
+	{ RULE "max-leases 8x",
+	  "policy:1:39: max-leases \"8x\" is not a number from 1 to 4294967295" },
+	{ RULE "max-leases", "policy:1:38: expected a number after \"max-leases\"" },
+	{ RULE "ttl 0", "policy:1:32: ttl must be more than 0 (leave it out for leases that do not "
+			"expire)" },
+	{ RULE "ttl 0ms",
+	  "policy:1:32: ttl must be more than 0 (leave it out for leases that do not "
+	  "expire)" },
+	{ RULE "ttl 10x",
+	  "policy:1:32: ttl \"10x\" is not a duration such as 500ms, 30s, 10m or 2h" },
+	{ RULE "ttl 1h30m",
+	  "policy:1:32: ttl \"1h30m\" is not a duration such as 500ms, 30s, 10m or 2h" },
+	{ RULE "ttl 10M",
+	  "policy:1:32: ttl \"10M\" is not a duration such as 500ms, 30s, 10m or 2h" },
+	{ RULE "ttl 0x10",
+	  "policy:1:32: ttl \"0x10\" is not a duration such as 500ms, 30s, 10m or 2h" },
+	{ RULE "ttl 1193047h", "policy:1:32: ttl \"1193047h\" is too long (at most 4294967295s)" },
+	{ RULE "ttl", "policy:1:31: expected a duration after \"ttl\"" },
+	{ RULE "device d1",
+	  "policy:1:28: unknown option \"device\" (expected bar, range, max-leases "
+	  "or ttl)" },
+	/* Rules against the BARs a sim device declares. */
+	{ "device s sim bar 0 4K\nallow user alice device s bar 2",
+	  "policy:2:31: device \"s\" (policy:1) has no bar 2" },
+	{ "allow user alice device s bar 0 range 0x800+0x1000\ndevice s sim bar 0 4K",
+	  "policy:1:39: range 0x800+0x1000 does not fit in bar 0 of device \"s\" (size 0x1000)" },
+	/* admin and observer. */
+	{ "admin", "policy:1:6: expected user or group after \"admin\"" },
+	{ "observer", "policy:1:9: expected user or group after \"observer\"" },
+	{ "admin unit foo", "policy:1:7: unknown subject \"unit\" (expected user or group)" },
+	{ "admin user alice bob",
+	  "policy:1:18: unexpected \"bob\" (an admin line names one user or "
+	  "group)" },
+	{ "observer group rdma # ok\nobserver group rdma x",
+	  "policy:2:21: unexpected \"x\" (an observer line names one user or group)" },
+	{ "observer group nobody", "policy:1:16: group \"nobody\" does not exist" },
+	/* Characters and quoting. */
+	{ "allow user al\001ice", "policy:1:14: invalid character 0x01" },
+	{ "device d\x7f", "policy:1:9: invalid character 0x7f" },
+	{ "allow user "
+	  "x123456789x123456789x123456789x123456789x123456789x123456789x123456789x123456789x1234567"
+	  "89"
+	  " device d0",
+	  "policy:1:12: user "
+	  "\"x123456789x123456789x123456789x123456789x123456789x123456789x123456789x123456789...\" "
+	  "does not exist" },
+	/* The first error wins, and syntax comes before the devices rules name. */
+	{ "alow\nalow", "policy:1:1: unknown directive \"alow\" (expected device, allow, admin or "
+			"observer)" },
+	{ "allow user alice device nope\nadmin user carol",
+	  "policy:2:12: user \"carol\" does not exist" },
+	{ "allow user alice device nope\nallow user alice device nope2",
+	  "policy:1:25: device \"nope\" is not declared" },
+};
+
+START_TEST(test_errors)
+{
+	assert_error(errors[_i].text, errors[_i].message);
+}
+END_TEST
+
+START_TEST(test_nul_byte)
+{
+	static const char text[] = "device d0 pci 01:00.0\nallow\0 user";
+	char *error = parse_fail(text, sizeof(text) - 1, -EINVAL);
+
+	ck_assert_str_eq(error, "policy:2:6: invalid character 0x00");
+	free(error);
+}
+END_TEST
+
+START_TEST(test_too_many_words)
+{
+	char text[64 * 2 + 16] = "";
+	char *error;
+
+	for (int i = 0; i < 65; i++)
+		strcat(text, "x ");
+	error = parse_fail(text, strlen(text), -EINVAL);
+	ck_assert_str_eq(error, "policy:1:129: too many words on one line (at most 64)");
+	free(error);
+}
+END_TEST
+
+START_TEST(test_error_optional)
+{
+	/* A caller may not want the message. */
+	struct policy *pol = NULL;
+
+	ck_assert_int_eq(policy_parse("policy", "x", 1, &fake, &pol, NULL), -EINVAL);
+	ck_assert_ptr_null(pol);
+}
+END_TEST
+
+/* ---- Limits ---- */
+
+/* head, then n lines "<before><counter><after>"; to free. */
+static char *repeat(const char *head, const char *before, const char *after, size_t n)
+{
+	size_t cap = strlen(head) + n * (strlen(before) + strlen(after) + 21) + 1, len;
+	char *text = malloc(cap);
+
+	ck_assert_ptr_nonnull(text);
+	len = (size_t)snprintf(text, cap, "%s", head);
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(text + len, cap - len, "%s%zu%s\n", before, i, after);
+	return text;
+}
+
+START_TEST(test_limit_devices)
+{
+	char *text = repeat("", "device d", " sim bar 0 4K", POLICY_MAX_DEVICES);
+	struct policy *pol = parse_ok(text);
+	char *more, *error;
+
+	ck_assert_uint_eq(pol->n_devices, POLICY_MAX_DEVICES);
+	policy_free(pol);
+	more = repeat(text, "device e", " sim bar 0 4K", 1);
+	error = parse_fail(more, strlen(more), -E2BIG);
+	ck_assert_str_eq(error, "policy:257:1: too many devices (at most 256)");
+	free(error);
+	free(more);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_limit_rules)
+{
+	char *text = repeat("device d pci 01:00.0\n", "allow user ", " device d", POLICY_MAX_RULES);
+	struct policy *pol = parse_ok(text);
+	char *more, *error;
+
+	ck_assert_uint_eq(pol->n_rules, POLICY_MAX_RULES);
+	ck_assert_uint_eq(pol->rules[POLICY_MAX_RULES - 1].who.id, POLICY_MAX_RULES - 1);
+	policy_free(pol);
+	more = repeat(text, "  allow user ", " device d", 1);
+	error = parse_fail(more, strlen(more), -E2BIG);
+	ck_assert_str_eq(error, "policy:4098:3: too many allow rules (at most 4096)");
+	free(error);
+	free(more);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_limit_roles)
+{
+	char *text = repeat("", "admin user ", "", POLICY_MAX_RULES + 1);
+	char *error = parse_fail(text, strlen(text), -E2BIG);
+
+	ck_assert_str_eq(error, "policy:4097:1: too many admin lines (at most 4096)");
+	free(error);
+	free(text);
+	text = repeat("", "observer user ", "", POLICY_MAX_RULES + 1);
+	error = parse_fail(text, strlen(text), -E2BIG);
+	ck_assert_str_eq(error, "policy:4097:1: too many observer lines (at most 4096)");
+	free(error);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_limit_size)
+{
+	char *text = malloc(POLICY_MAX_SIZE + 1);
+	struct policy *pol;
+	char *error;
+
+	ck_assert_ptr_nonnull(text);
+	memset(text, '\n', POLICY_MAX_SIZE + 1);
+	memcpy(text, "admin user 0", 12);
+	pol = parse_ok_len(text, POLICY_MAX_SIZE);
+	ck_assert_uint_eq(pol->n_admins, 1);
+	policy_free(pol);
+	error = parse_fail(text, POLICY_MAX_SIZE + 1, -E2BIG);
+	ck_assert_str_eq(error, "policy: file is larger than 1048576 bytes");
+	free(error);
+	free(text);
+}
+END_TEST
+
+/* ---- Matching ---- */
+
+static const char match_policy[] =
+    "device d0 pci 01:00.0\n"
+    "device d1 sim bar 0 64K bar 2 1M\n"
+    "allow user alice device d0\n"					    /* 0 */
+    "allow group rdma device d1 bar 2 range 0x10000+0x20000 max-leases 4\n" /* 1 */
+    "allow user bob device d1 bar 2 range 0+0x10000 ttl 1m\n"		    /* 2 */
+    "allow group rdma device d1 bar 2\n"				    /* 3 */
+    "allow user 1000 device d1 bar 0 range 0x0+0x4000\n"		    /* 4 */
+    "admin group p2pbuf-admin\n"
+    "observer user bob\n";
+
+static const gid_t bob_groups[] = { 100, 2000 };
+static const gid_t admin_groups[] = { 2001 };
+static const struct policy_peer alice = { .uid = 1000, .gid = 1000 };
+static const struct policy_peer bob = { 1001, 1001, bob_groups, ELEMENTSOF(bob_groups) };
+static const struct policy_peer carol = { .uid = 1005, .gid = 2000 };
+static const struct policy_peer root_admin = { 0, 0, admin_groups, ELEMENTSOF(admin_groups) };
+
+/* The indices of every rule that matches, in order, ending with -1. */
+static void assert_matches(const struct policy *pol, const struct policy_peer *peer, size_t device,
+			   unsigned bar, const struct range *ranges, size_t n, const int *expected)
+{
+	const struct policy_rule *r = NULL;
+	size_t i = 0;
+
+	while ((r = policy_match_export(pol, peer, device, bar, ranges, n, r))) {
+		ck_assert_int_ne(expected[i], -1);
+		ck_assert_int_eq(r - pol->rules, expected[i]);
+		i++;
+	}
+	ck_assert_int_eq(expected[i], -1);
+}
+
+#define MATCHES(...) ((const int[]){ __VA_ARGS__, -1 })
+#define RANGES(...) ((const struct range[]){ __VA_ARGS__ })
+#define NRANGES(...) ELEMENTSOF(RANGES(__VA_ARGS__))
+
+START_TEST(test_match_basic)
+{
+	struct policy *pol = parse_ok(match_policy);
+	const struct range page = { 0, 4096 };
+
+	/* Any BAR and range of d0 for alice, nothing else of d0 for anyone. */
+	assert_matches(pol, &alice, 0, 3, &page, 1, MATCHES(0));
+	assert_matches(pol, &alice, 0, 0, NULL, 0, MATCHES(0));
+	assert_matches(pol, &bob, 0, 0, &page, 1, MATCHES(-1));
+	/* Default deny: no rule for alice on d1 bar 2, nor for anyone on bar 5 or device 7. */
+	assert_matches(pol, &alice, 1, 2, &page, 1, MATCHES(-1));
+	assert_matches(pol, &bob, 1, 5, &page, 1, MATCHES(-1));
+	assert_matches(pol, &bob, 7, 2, &page, 1, MATCHES(-1));
+	/* alice's numeric rule. */
+	assert_matches(pol, &alice, 1, 0, RANGES({ 0, 0x4000 }), 1, MATCHES(4));
+	assert_matches(pol, &alice, 1, 0, RANGES({ 0x3000, 0x2000 }), 1, MATCHES(-1));
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_match_groups)
+{
+	struct policy *pol = parse_ok(match_policy);
+	const struct range r = { 0x10000, 0x1000 };
+
+	/* bob is in rdma through a supplementary group, carol through her primary one. */
+	assert_matches(pol, &bob, 1, 2, &r, 1, MATCHES(1, 3));
+	assert_matches(pol, &carol, 1, 2, &r, 1, MATCHES(1, 3));
+	assert_matches(pol, &alice, 1, 2, &r, 1, MATCHES(-1));
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_match_ranges)
+{
+	struct policy *pol = parse_ok(match_policy);
+
+	/* Inside rule 1's 0x10000+0x20000, at both ends. */
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x10000, 0x20000 }), 1, MATCHES(1, 3));
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x2f000, 0x1000 }), 1, MATCHES(1, 3));
+	/* Straddling either end. */
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x2f000, 0x2000 }), 1, MATCHES(3));
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0xf000, 0x2000 }), 1, MATCHES(3));
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x0, 0x40000 }), 1, MATCHES(3));
+	/* Ranges whose end overflows must not wrap around into the rule's range. */
+	assert_matches(pol, &carol, 1, 2, RANGES({ UINT64_MAX - 0xfff, 0x2000 }), 1, MATCHES(3));
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x10000, UINT64_MAX }), 1, MATCHES(3));
+	assert_matches(pol, &carol, 1, 2, RANGES({ UINT64_MAX, UINT64_MAX }), 1, MATCHES(3));
+	/* Every range of a request must be inside. */
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x10000, 0x1000 }, { 0x20000, 0x1000 }),
+		       NRANGES({ 0 }, { 0 }), MATCHES(1, 3));
+	assert_matches(pol, &carol, 1, 2, RANGES({ 0x10000, 0x1000 }, { 0x40000, 0x1000 }),
+		       NRANGES({ 0 }, { 0 }), MATCHES(3));
+	/* bob: rule 2 (0+0x10000) and rule 1 do not overlap; the end of one is not the other. */
+	assert_matches(pol, &bob, 1, 2, RANGES({ 0x0, 0x10000 }), 1, MATCHES(2, 3));
+	assert_matches(pol, &bob, 1, 2, RANGES({ 0xf000, 0x1000 }, { 0x10000, 0x1000 }), 2,
+		       MATCHES(3));
+	/* The whole BAR (no ranges) is more than a range-limited rule allows. */
+	assert_matches(pol, &bob, 1, 2, NULL, 0, MATCHES(3));
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_match_iteration)
+{
+	struct policy *pol = parse_ok(match_policy);
+	const struct range r = { 0x1000, 0x1000 };
+	const struct policy_rule *m;
+
+	m = policy_match_export(pol, &bob, 1, 2, &r, 1, NULL);
+	ck_assert_ptr_eq(m, &pol->rules[2]);
+	ck_assert_uint_eq(m->ttl_ms, 60000);
+	m = policy_match_export(pol, &bob, 1, 2, &r, 1, m);
+	ck_assert_ptr_eq(m, &pol->rules[3]);
+	ck_assert_ptr_null(policy_match_export(pol, &bob, 1, 2, &r, 1, m));
+	/* Starting after a rule that does not match skips only what precedes it. */
+	ck_assert_ptr_eq(policy_match_export(pol, &bob, 1, 2, &r, 1, &pol->rules[0]),
+			 &pol->rules[2]);
+	ck_assert_ptr_null(policy_match_export(pol, &bob, 1, 2, &r, 1, &pol->rules[4]));
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_match_empty_policy)
+{
+	struct policy *pol = parse_ok("");
+	const struct range r = { 0, 4096 };
+
+	ck_assert_ptr_null(policy_match_export(pol, &alice, 0, 0, &r, 1, NULL));
+	ck_assert(!policy_is_admin(pol, &root_admin));
+	ck_assert(!policy_is_observer(pol, &root_admin));
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_roles_match)
+{
+	struct policy *pol = parse_ok(match_policy);
+	const struct policy_peer admin_primary = { .uid = 5000, .gid = 2001 };
+
+	ck_assert(policy_is_admin(pol, &root_admin));
+	ck_assert(policy_is_observer(pol, &root_admin));
+	ck_assert(policy_is_admin(pol, &admin_primary));
+	ck_assert(!policy_is_admin(pol, &bob));
+	ck_assert(policy_is_observer(pol, &bob));
+	ck_assert(!policy_is_admin(pol, &alice));
+	ck_assert(!policy_is_observer(pol, &alice));
+	/* Roles grant no exports. */
+	ck_assert_ptr_null(policy_match_export(pol, &root_admin, 1, 2, NULL, 0, NULL));
+	policy_free(pol);
+}
+END_TEST
+
+/* ---- Loading files ---- */
+
+struct tmpdir {
+	char path[64];
+};
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fputs(text, f) >= 0, 1);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+static void make_dir(const char *dir, const char *name)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+}
+
+static void tmpdir_make(struct tmpdir *t)
+{
+	snprintf(t->path, sizeof(t->path), "/tmp/test-policy.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(t->path));
+}
+
+static void tmpdir_remove(const struct tmpdir *t)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->path);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static int load(const struct tmpdir *t, const char *name, struct policy **ret_policy,
+		char **ret_error)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", t->path, name);
+	return policy_load(path, &fake, ret_policy, ret_error);
+}
+
+START_TEST(test_load_dropins)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, expected[256];
+
+	tmpdir_make(&t);
+	write_file(t.path, "policy", "device d0 pci 01:00.0\nallow user alice device d0\n");
+	make_dir(t.path, "policy.d");
+	/* A rule may name a device from a later file. */
+	write_file(t.path, "policy.d/20-b.policy", "\ndevice d1 sim bar 2 4K\n");
+	write_file(t.path, "policy.d/10-a.policy", "allow group rdma device d1 bar 2\n");
+	write_file(t.path, "policy.d/3-c.policy", "admin user bob\n");
+	/* Ignored: other names, hidden files, editor backups. */
+	write_file(t.path, "policy.d/README", "not a policy\n");
+	write_file(t.path, "policy.d/.10-a.policy.swp", "junk\n");
+	write_file(t.path, "policy.d/.hidden.policy", "junk\n");
+	write_file(t.path, "policy.d/10-a.policy~", "junk\n");
+	write_file(t.path, "policy.d/x.policy.dpkg-old", "junk\n");
+	write_file(t.path, "policy.d/.policy", "junk\n");
+
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), 0);
+	ck_assert_ptr_null(error);
+	ck_assert_uint_eq(pol->n_files, 4);
+	snprintf(expected, sizeof(expected), "%s/policy", t.path);
+	ck_assert_str_eq(pol->files[0], expected);
+	snprintf(expected, sizeof(expected), "%s/policy.d/10-a.policy", t.path);
+	ck_assert_str_eq(pol->files[1], expected);
+	ck_assert_ptr_eq(pol->rules[1].file, pol->files[1]);
+	ck_assert_uint_eq(pol->rules[1].line, 1);
+	ck_assert_uint_eq(pol->rules[1].device, 1);
+	snprintf(expected, sizeof(expected), "%s/policy.d/20-b.policy", t.path);
+	ck_assert_str_eq(pol->files[2], expected);
+	ck_assert_ptr_eq(pol->devices[1].file, pol->files[2]);
+	ck_assert_uint_eq(pol->devices[1].line, 2);
+	snprintf(expected, sizeof(expected), "%s/policy.d/3-c.policy", t.path);
+	ck_assert_str_eq(pol->files[3], expected);
+	ck_assert_uint_eq(pol->n_admins, 1);
+	policy_free(pol);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_load_error_file)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, expected[256];
+
+	tmpdir_make(&t);
+	write_file(t.path, "policy", "device d0 pci 01:00.0\n");
+	make_dir(t.path, "policy.d");
+	write_file(t.path, "policy.d/10-a.policy", "allow user alice device d0\n");
+	write_file(t.path, "policy.d/20-b.policy", "# b\nallow user alice device d0 bar 9\n");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -EINVAL);
+	ck_assert_ptr_null(pol);
+	snprintf(expected, sizeof(expected),
+		 "%s/policy.d/20-b.policy:2:32: bar \"9\" is not a BAR number (0 to 5)", t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+
+	/* An undeclared device is reported in the file of the rule. */
+	write_file(t.path, "policy.d/20-b.policy", "allow user alice device d9\n");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -EINVAL);
+	snprintf(expected, sizeof(expected),
+		 "%s/policy.d/20-b.policy:1:25: device \"d9\" is not "
+		 "declared",
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_load_without_dropins)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, expected[256];
+
+	tmpdir_make(&t);
+	write_file(t.path, "policy", "admin user alice\n");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), 0);
+	ck_assert_uint_eq(pol->n_files, 1);
+	ck_assert_uint_eq(pol->n_admins, 1);
+	policy_free(pol);
+	pol = NULL;
+
+	/* The main file must exist. */
+	ck_assert_int_eq(load(&t, "nosuch", &pol, &error), -ENOENT);
+	ck_assert_ptr_null(pol);
+	snprintf(expected, sizeof(expected), "%s/nosuch: cannot read: No such file or directory",
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+
+	/* A directory is not a policy, nor is a file a drop-in directory. */
+	ck_assert_int_eq(load(&t, "", &pol, &error), -EINVAL);
+	snprintf(expected, sizeof(expected), "%s/: not a regular file", t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	write_file(t.path, "policy.d", "\n");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -ENOTDIR);
+	snprintf(expected, sizeof(expected), "%s/policy.d: cannot open directory: Not a directory",
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_load_bad_dropin)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, expected[256];
+
+	tmpdir_make(&t);
+	write_file(t.path, "policy", "\n");
+	make_dir(t.path, "policy.d");
+	make_dir(t.path, "policy.d/sub.policy");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -EINVAL);
+	snprintf(expected, sizeof(expected), "%s/policy.d/sub.policy: not a regular file", t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_load_too_big)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, path[256], expected[256];
+	int fd;
+
+	tmpdir_make(&t);
+	snprintf(path, sizeof(path), "%s/policy", t.path);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, POLICY_MAX_SIZE), 0);
+	ck_assert_int_eq(close(fd), 0);
+	/* Exactly the limit (all NUL bytes here) is read, and refused for its content. */
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -EINVAL);
+	snprintf(expected, sizeof(expected), "%s/policy:1:1: invalid character 0x00", t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	ck_assert_int_eq(truncate(path, POLICY_MAX_SIZE + 1), 0);
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -E2BIG);
+	snprintf(expected, sizeof(expected), "%s/policy: file is larger than 1048576 bytes",
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_load_too_many_files)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, name[64], expected[256];
+
+	tmpdir_make(&t);
+	write_file(t.path, "policy", "\n");
+	make_dir(t.path, "policy.d");
+	for (int i = 0; i < POLICY_MAX_FILES - 1; i++) {
+		snprintf(name, sizeof(name), "policy.d/%03d.policy", i);
+		write_file(t.path, name, "\n");
+	}
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), 0);
+	ck_assert_uint_eq(pol->n_files, POLICY_MAX_FILES);
+	policy_free(pol);
+	write_file(t.path, "policy.d/999.policy", "\n");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -E2BIG);
+	snprintf(expected, sizeof(expected), "%s/policy.d: too many policy files (at most 128)",
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_where_long_path)
+{
+	static const char dir[] = "/etc/p2pbuf/policy.d/a-very-long-directory-name-indeed/and-more";
+	char path[256], expected[64];
+	struct policy *pol = NULL;
+	char *error = NULL;
+	const char *text = "device d pci 01:00.0\n\n\n\n\n\n\n\n\n\n\n\nallow user bob device d\n";
+
+	snprintf(path, sizeof(path), "%s/10-rdma-and-friends.policy", dir);
+	ck_assert_int_eq(policy_parse(path, text, strlen(text), &fake, &pol, &error), 0);
+	/* The end of the path is kept: it is the part that tells files apart. */
+	snprintf(expected, sizeof(expected), "...%s:13", path + strlen(path) - 57);
+	ck_assert_uint_eq(strlen(expected), 63);
+	ck_assert_str_eq(pol->rules[0].where, expected);
+	ck_assert_str_eq(pol->rules[0].file, path);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_example_policy)
+{
+	const char *srcdir = getenv("top_srcdir");
+	struct policy *pol = NULL;
+	char *error = NULL, path[4096];
+	int r;
+
+	snprintf(path, sizeof(path), "%s/policy/example.policy", srcdir ? srcdir : ".");
+	r = policy_load(path, &fake, &pol, &error);
+	ck_assert_msg(r == 0, "%s: %d %s", path, r, error ? error : "");
+	ck_assert_uint_eq(pol->n_devices, 1);
+	ck_assert_str_eq(pol->devices[0].name, "sim0");
+	ck_assert(pol->devices[0].sim_msix_table.present);
+	ck_assert(pol->devices[0].sim_msix_pba.present);
+	ck_assert_uint_eq(pol->n_rules, 2);
+	ck_assert_uint_eq(pol->n_admins, 1);
+	ck_assert_uint_eq(pol->n_observers, 1);
+	policy_free(pol);
+}
+END_TEST
+
+START_TEST(test_system_resolver)
+{
+	uint32_t id = 4242;
+
+	ck_assert_int_eq(policy_system_resolver.user("0", &id), 0);
+	ck_assert_uint_eq(id, 0);
+	ck_assert_int_eq(policy_system_resolver.user("4294967294", &id), 0);
+	ck_assert_uint_eq(id, 4294967294u);
+	ck_assert_int_eq(policy_system_resolver.user("4294967295", &id), -EINVAL);
+	ck_assert_int_eq(policy_system_resolver.user("99999999999999999999999", &id), -EINVAL);
+	ck_assert_int_eq(policy_system_resolver.user("root", &id), 0);
+	ck_assert_uint_eq(id, 0);
+	ck_assert_int_eq(policy_system_resolver.group("root", &id), 0);
+	ck_assert_uint_eq(id, 0);
+	id = 4242;
+	ck_assert_int_eq(policy_system_resolver.user("no-such-user-p2pbuf", &id), -ENOENT);
+	ck_assert_int_eq(policy_system_resolver.group("no-such-group-p2pbuf", &id), -ENOENT);
+	ck_assert_int_eq(policy_system_resolver.group("", &id), -ENOENT);
+	ck_assert_uint_eq(id, 4242);
+}
+END_TEST
+
+/* ---- Allocation failures ---- */
+
+/* Every allocation, the test's and libc's own (strdup, opendir), goes through these, so that
+ * the n-th one from arming can be made to fail. A global, since malloc has no context. Left
+ * out under sanitizers, whose allocator must see every block. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ALLOC_INJECTION 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) ||                         \
+    __has_feature(thread_sanitizer)
+#define ALLOC_INJECTION 0
+#endif
+#endif
+#ifndef ALLOC_INJECTION
+#define ALLOC_INJECTION 1
+#endif
+
+static unsigned long alloc_countdown;
+
+#if ALLOC_INJECTION
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+
+static bool alloc_fails(void)
+{
+	if (alloc_countdown == 0 || --alloc_countdown > 0)
+		return false;
+	errno = ENOMEM;
+	return true;
+}
+
+void *malloc(size_t size)
+{
+	return alloc_fails() ? NULL : __libc_malloc(size);
+}
+
+void *calloc(size_t n, size_t size)
+{
+	return alloc_fails() ? NULL : __libc_calloc(n, size);
+}
+
+void *realloc(void *p, size_t size)
+{
+	return alloc_fails() ? NULL : __libc_realloc(p, size);
+}
+
+void *reallocarray(void *p, size_t n, size_t size)
+{
+	if (size && n > SIZE_MAX / size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc(p, n * size);
+}
+#endif
+
+static const char oom_policy[] = "device d0 pci 01:00.0\n"
+				 "device d1 sim bar 0 64K bar 2 1M msix-table 0 0+0x800\n"
+				 "allow user alice device d0\n"
+				 "allow group rdma device d1 bar 2 range 0+4K ttl 1m\n"
+				 "allow group rdma device d1 bar 0 range 60K+4K ttl 1m\n"
+				 "allow user 5 device d1\n"
+				 "allow user 6 device d1\n"
+				 "allow user 7 device d1\n"
+				 "allow user 8 device d1\n"
+				 "allow user 9 device d1\n"
+				 "admin user bob\n"
+				 "observer group rdma\n";
+
+/* Fail the first, second, ... allocation until the parse gets through: every failure must
+ * report -ENOMEM (or the text's own error) and leak nothing, which valgrind checks. */
+static void parse_with_failures(const char *text, int r_expected)
+{
+	for (unsigned long n = 1;; n++) {
+		struct policy *pol = NULL;
+		char *error = NULL;
+		int r;
+
+		alloc_countdown = n;
+		r = policy_parse("policy", text, strlen(text), &fake, &pol, &error);
+		if (alloc_countdown > 0) {
+			/* Not a single allocation failed: the run without failures. */
+			alloc_countdown = 0;
+			ck_assert_int_eq(r, r_expected);
+			policy_free(pol);
+			free(error);
+			return;
+		}
+		ck_assert_msg(r == -ENOMEM || r == r_expected, "allocation %lu: %d", n, r);
+		if (r == -ENOMEM)
+			ck_assert(!error || strcmp(error, "out of memory") == 0);
+		ck_assert_ptr_null(pol);
+		free(error);
+	}
+}
+
+/* Under valgrind (without --soname-synonyms=somalloc=nouserintercepts) or a sanitizer, the
+ * tool's malloc replaces ours and nothing can be made to fail. */
+static bool injection_works(void)
+{
+	/* Called through a volatile pointer, lest the compiler drop the malloc/free pair. */
+	void *(*volatile alloc)(size_t) = malloc;
+	void *p;
+
+	alloc_countdown = 1;
+	p = alloc(1);
+	alloc_countdown = 0;
+	free(p);
+	if (!p)
+		return true;
+	fprintf(stderr, "allocation failures cannot be injected here (valgrind or a sanitizer "
+			"owns malloc): out-of-memory paths not tested\n");
+	return false;
+}
+
+START_TEST(test_oom_parse)
+{
+	char text[sizeof(oom_policy) + 64];
+
+	if (!injection_works())
+		return;
+	parse_with_failures(oom_policy, 0);
+	/* The same, failing at the end of parsing and in resolving. */
+	snprintf(text, sizeof(text), "%sadmin user carol\n", oom_policy);
+	parse_with_failures(text, -EINVAL);
+	snprintf(text, sizeof(text), "%sallow user 10 device d2\n", oom_policy);
+	parse_with_failures(text, -EINVAL);
+}
+END_TEST
+
+START_TEST(test_oom_load)
+{
+	struct tmpdir t;
+	char path[256];
+
+	if (!injection_works())
+		return;
+	tmpdir_make(&t);
+	write_file(t.path, "policy", oom_policy);
+	make_dir(t.path, "policy.d");
+	write_file(t.path, "policy.d/a.policy", "admin user 1\n");
+	write_file(t.path, "policy.d/b.policy", "admin user 2\n");
+	write_file(t.path, "policy.d/c.policy", "admin user 3\n");
+	snprintf(path, sizeof(path), "%s/policy", t.path);
+	for (unsigned long n = 1;; n++) {
+		struct policy *pol = NULL;
+		char *error = NULL;
+		int r;
+
+		alloc_countdown = n;
+		r = policy_load(path, &fake, &pol, &error);
+		if (alloc_countdown > 0) {
+			alloc_countdown = 0;
+			ck_assert_int_eq(r, 0);
+			ck_assert_uint_eq(pol->n_admins, 4);
+			policy_free(pol);
+			break;
+		}
+		ck_assert_msg(r == -ENOMEM, "allocation %lu: %d %s", n, r, error ? error : "");
+		ck_assert_ptr_null(pol);
+		free(error);
+	}
+	tmpdir_remove(&t);
+}
+END_TEST
+
+static Suite *policy_suite(void)
+{
+	Suite *s = suite_create("policy");
+	TCase *tc;
+
+	tc = tcase_create("parse");
+	tcase_add_test(tc, test_empty);
+	tcase_add_test(tc, test_sim_device_full);
+	tcase_add_test(tc, test_device_defaults);
+	tcase_add_test(tc, test_pci_device);
+	tcase_add_test(tc, test_rules);
+	tcase_add_test(tc, test_roles);
+	tcase_add_test(tc, test_lexical);
+	tcase_add_loop_test(tc, test_sizes, 0, ELEMENTSOF(good_sizes));
+	tcase_add_loop_test(tc, test_bad_sizes, 0, ELEMENTSOF(bad_sizes));
+	tcase_add_loop_test(tc, test_durations, 0, ELEMENTSOF(good_durations));
+	tcase_add_test(tc, test_zero_durations);
+	tcase_add_test(tc, test_example_policy);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("errors");
+	tcase_add_loop_test(tc, test_errors, 0, ELEMENTSOF(errors));
+	tcase_add_test(tc, test_nul_byte);
+	tcase_add_test(tc, test_too_many_words);
+	tcase_add_test(tc, test_error_optional);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("limits");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_limit_devices);
+	tcase_add_test(tc, test_limit_rules);
+	tcase_add_test(tc, test_limit_roles);
+	tcase_add_test(tc, test_limit_size);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("match");
+	tcase_add_test(tc, test_match_basic);
+	tcase_add_test(tc, test_match_groups);
+	tcase_add_test(tc, test_match_ranges);
+	tcase_add_test(tc, test_match_iteration);
+	tcase_add_test(tc, test_match_empty_policy);
+	tcase_add_test(tc, test_roles_match);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("load");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_load_dropins);
+	tcase_add_test(tc, test_load_error_file);
+	tcase_add_test(tc, test_load_without_dropins);
+	tcase_add_test(tc, test_load_bad_dropin);
+	tcase_add_test(tc, test_load_too_big);
+	tcase_add_test(tc, test_load_too_many_files);
+	tcase_add_test(tc, test_where_long_path);
+	tcase_add_test(tc, test_system_resolver);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("oom");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_oom_parse);
+	tcase_add_test(tc, test_oom_load);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(policy_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,820 @@
+/* Unit tests for proto/wire.c: record framing and fd passing over a real SOCK_SEQPACKET
+ * socketpair, the caps on what a peer controls, request validation and the name tables. */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+/* Room for the largest record plus one byte, for tests that send past the cap. */
+static uint8_t buf[WIRE_MAX_RECORD + 1];
+
+static void make_pair(int sv[2])
+{
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+static void close_pair(int sv[2])
+{
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+}
+
+/* Open fds in this process; opendir's own fd is counted every time, so counts compare. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static int open_file(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	return fd;
+}
+
+/* Send a record with n fds through sendmsg directly, bypassing wire_send's cap. */
+static void raw_send(int sock, const void *data, size_t len, const int *fds, size_t n)
+{
+	size_t space = CMSG_SPACE(sizeof(int) * n);
+	char *control = n ? calloc(1, space) : NULL;
+	struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (n) {
+		ck_assert_ptr_nonnull(control);
+		mh.msg_control = control;
+		mh.msg_controllen = space;
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+	}
+	ck_assert_int_eq(sendmsg(sock, &mh, MSG_NOSIGNAL), (ssize_t)len);
+	free(control);
+}
+
+static void same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	ck_assert_int_eq(fstat(a, &sa), 0);
+	ck_assert_int_eq(fstat(b, &sb), 0);
+	ck_assert(sa.st_dev == sb.st_dev);
+	ck_assert(sa.st_ino == sb.st_ino);
+}
+
+static void assert_cloexec(int fd)
+{
+	int flags = fcntl(fd, F_GETFD);
+
+	ck_assert_int_ge(flags, 0);
+	ck_assert_msg(flags & FD_CLOEXEC, "fd %d arrived without FD_CLOEXEC", fd);
+}
+
+/* ---- framing ---- */
+
+START_TEST(test_round_trip)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds = 99;
+
+	make_pair(sv);
+	ck_assert_int_eq(wire_send(sv[0], "hello", 5, NULL, 0), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 5);
+	ck_assert_mem_eq(buf, "hello", 5);
+	ck_assert_uint_eq(nfds, 0);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_record_boundaries)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds;
+
+	make_pair(sv);
+	ck_assert_int_eq(wire_send(sv[0], "abc", 3, NULL, 0), 0);
+	ck_assert_int_eq(wire_send(sv[0], "defgh", 5, NULL, 0), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 3);
+	ck_assert_mem_eq(buf, "abc", 3);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 5);
+	ck_assert_mem_eq(buf, "defgh", 5);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EAGAIN);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_max_record)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds;
+
+	make_pair(sv);
+	for (size_t i = 0; i < WIRE_MAX_RECORD; i++)
+		buf[i] = (uint8_t)(i * 7);
+	ck_assert_int_eq(wire_send(sv[0], buf, WIRE_MAX_RECORD, NULL, 0), 0);
+	memset(buf, 0, sizeof(buf));
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), WIRE_MAX_RECORD);
+	for (size_t i = 0; i < WIRE_MAX_RECORD; i++)
+		ck_assert_uint_eq(buf[i], (uint8_t)(i * 7));
+	close_pair(sv);
+}
+END_TEST
+
+/* A record past the cap is refused, the fd riding on it is closed, and the next record is
+ * still read whole: the stream stays in step. */
+START_TEST(test_recv_record_too_big)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds = 99;
+
+	make_pair(sv);
+	int before = count_fds();
+	int f = open_file();
+	memset(buf, 'x', sizeof(buf));
+	raw_send(sv[0], buf, WIRE_MAX_RECORD + 1, &f, 1);
+	close(f);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EMSGSIZE);
+	ck_assert_uint_eq(nfds, 0);
+	ck_assert_int_eq(count_fds(), before);
+
+	ck_assert_int_eq(wire_send(sv[0], "next", 4, NULL, 0), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 4);
+	ck_assert_mem_eq(buf, "next", 4);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_fd_arrives_cloexec)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds = 0;
+	char tmpl[] = "/tmp/test-wire-XXXXXX";
+
+	make_pair(sv);
+	int f = mkstemp(tmpl);
+	ck_assert_int_ge(f, 0);
+	unlink(tmpl);
+	ck_assert_int_eq(wire_send(sv[0], "fd", 2, &f, 1), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 2);
+	ck_assert_uint_eq(nfds, 1);
+	ck_assert_int_ne(fds[0], f);
+	assert_cloexec(fds[0]);
+	same_file(fds[0], f);
+	wire_close_fds(fds, nfds);
+	ck_assert_int_eq(fds[0], -1);
+	close(f);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_max_fds_in_order)
+{
+	int sv[2], sent[WIRE_MAX_FDS], fds[WIRE_MAX_FDS];
+	size_t nfds = 0;
+
+	make_pair(sv);
+	for (size_t i = 0; i < WIRE_MAX_FDS; i++) {
+		char tmpl[] = "/tmp/test-wire-XXXXXX";
+		sent[i] = mkstemp(tmpl);
+		ck_assert_int_ge(sent[i], 0);
+		unlink(tmpl);
+	}
+	ck_assert_int_eq(wire_send(sv[0], "4", 1, sent, WIRE_MAX_FDS), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 1);
+	ck_assert_uint_eq(nfds, WIRE_MAX_FDS);
+	for (size_t i = 0; i < WIRE_MAX_FDS; i++) {
+		assert_cloexec(fds[i]);
+		same_file(fds[i], sent[i]);
+	}
+	wire_close_fds(fds, nfds);
+	wire_close_fds(sent, WIRE_MAX_FDS);
+	close_pair(sv);
+}
+END_TEST
+
+/* Too many fds is a protocol error, and none of them may stay open in the receiver: once
+ * when they all fit the control buffer (WIRE_MAX_FDS + 1) and once when the kernel has to
+ * truncate the control data (MSG_CTRUNC). */
+static void too_many_fds(size_t n)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	int *sent = calloc(n, sizeof(int));
+	size_t nfds = 99;
+
+	ck_assert_ptr_nonnull(sent);
+	make_pair(sv);
+	for (size_t i = 0; i < n; i++)
+		sent[i] = open_file();
+	int before = count_fds();
+	raw_send(sv[0], "many", 4, sent, n);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EPROTO);
+	ck_assert_uint_eq(nfds, 0);
+	ck_assert_int_eq(count_fds(), before);
+	wire_close_fds(sent, n);
+	free(sent);
+
+	/* The connection itself is still in step. */
+	ck_assert_int_eq(wire_send(sv[0], "ok", 2, NULL, 0), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 2);
+	close_pair(sv);
+}
+
+START_TEST(test_too_many_fds)
+{
+	too_many_fds(WIRE_MAX_FDS + 1);
+}
+END_TEST
+
+START_TEST(test_too_many_fds_ctrunc)
+{
+	too_many_fds(WIRE_MAX_FDS * 8);
+}
+END_TEST
+
+/* A zero-length record looks like end of stream to recvmsg, but it can carry fds. Whatever
+ * wire_recv makes of it (0 or a protocol error), it must hand back no fds and leave none open:
+ * callers treat 0 as EOF and never look at fds then (daemon/server.c, client/libp2pbuf.c). */
+START_TEST(test_empty_record_with_fd)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds = 99;
+
+	make_pair(sv);
+	int before = count_fds();
+	int f = open_file();
+	raw_send(sv[0], "", 0, &f, 1);
+	close(f);
+	ssize_t n = wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds);
+	int leaked = count_fds() - before;
+	/* Clean up first, so that a failure here leaves nothing open for valgrind to report. */
+	if (nfds > 0 && nfds <= WIRE_MAX_FDS)
+		wire_close_fds(fds, nfds);
+	close_pair(sv);
+	ck_assert_int_le(n, 0);
+	ck_assert_int_ne(n, -EAGAIN);
+	ck_assert_msg(nfds == 0 && leaked == 0,
+		      "wire_recv returned %zd with %zu fds, %d fds left open", n, nfds, leaked);
+}
+END_TEST
+
+START_TEST(test_send_too_many_fds)
+{
+	int sv[2], fds[WIRE_MAX_FDS + 1], rfds[WIRE_MAX_FDS];
+	size_t nfds;
+
+	make_pair(sv);
+	for (size_t i = 0; i < WIRE_MAX_FDS + 1; i++)
+		fds[i] = sv[0];
+	ck_assert_int_eq(wire_send(sv[0], "x", 1, fds, WIRE_MAX_FDS + 1), -EMSGSIZE);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, rfds, &nfds), -EAGAIN);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_eagain)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds = 99;
+
+	make_pair(sv);
+	/* Blocking socket: wire_recv must still not wait. */
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EAGAIN);
+	ck_assert_uint_eq(nfds, 0);
+	ck_assert_int_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EAGAIN);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_eof)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds = 99;
+
+	make_pair(sv);
+	close(sv[0]);
+	sv[0] = -1;
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), 0);
+	ck_assert_uint_eq(nfds, 0);
+	close_pair(sv);
+}
+END_TEST
+
+/* SIGPIPE keeps its default action here: if wire_send raised it, this test would die. Linux
+ * raises it for stream sockets only, so a stream pair checks MSG_NOSIGNAL for real. */
+START_TEST(test_epipe_no_sigpipe)
+{
+	int sv[2];
+
+	signal(SIGPIPE, SIG_DFL);
+	make_pair(sv);
+	close(sv[1]);
+	sv[1] = -1;
+	ck_assert_int_eq(wire_send(sv[0], "x", 1, NULL, 0), -EPIPE);
+	close_pair(sv);
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	close(sv[1]);
+	sv[1] = -1;
+	ck_assert_int_eq(wire_send(sv[0], "x", 1, NULL, 0), -EPIPE);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_send_too_big)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds;
+
+	make_pair(sv);
+	ck_assert_int_eq(wire_send(sv[0], buf, WIRE_MAX_RECORD + 1, NULL, 0), -EMSGSIZE);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EAGAIN);
+	close_pair(sv);
+}
+END_TEST
+
+/* A full socket gives -EAGAIN with nothing sent: every record that was accepted arrives
+ * whole and none arrives half. */
+START_TEST(test_send_full_socket)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds, sent = 0, got = 0;
+	int r = 0;
+
+	make_pair(sv);
+	memset(buf, 'y', 1000);
+	while (sent < 100000 && (r = wire_send(sv[0], buf, 1000, NULL, 0)) == 0)
+		sent++;
+	ck_assert_int_eq(r, -EAGAIN);
+	ck_assert_uint_gt(sent, 0);
+	ssize_t n;
+	while ((n = wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds)) > 0) {
+		ck_assert_int_eq(n, 1000);
+		got++;
+	}
+	ck_assert_int_eq(n, -EAGAIN);
+	ck_assert_uint_eq(got, sent);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_send_msg_round_trip)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Release rel = P2PBUF__RELEASE__INIT;
+
+	make_pair(sv);
+	req.has_request_id = true;
+	req.request_id = 42;
+	req.body_case = P2PBUF__REQUEST__BODY_RELEASE;
+	req.release = &rel;
+	rel.has_lease_id = true;
+	rel.lease_id = 7;
+	ck_assert_int_eq(wire_send_msg(sv[0], &req.base, NULL, 0), 0);
+	ssize_t n = wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds);
+	ck_assert_int_eq(n, (ssize_t)p2pbuf__request__get_packed_size(&req));
+	P2pbuf__Request *got = p2pbuf__request__unpack(NULL, (size_t)n, buf);
+	ck_assert_ptr_nonnull(got);
+	ck_assert_uint_eq(got->request_id, 42);
+	ck_assert_int_eq(got->body_case, P2PBUF__REQUEST__BODY_RELEASE);
+	ck_assert(got->release->has_lease_id);
+	ck_assert_uint_eq(got->release->lease_id, 7);
+	p2pbuf__request__free_unpacked(got, NULL);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_send_msg_too_big)
+{
+	int sv[2], fds[WIRE_MAX_FDS];
+	size_t nfds;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+	char *name = malloc(WIRE_MAX_RECORD + 1);
+
+	ck_assert_ptr_nonnull(name);
+	memset(name, 'n', WIRE_MAX_RECORD);
+	name[WIRE_MAX_RECORD] = '\0';
+	make_pair(sv);
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	hello.client_name = name;
+	ck_assert_uint_gt(p2pbuf__request__get_packed_size(&req), WIRE_MAX_RECORD);
+	ck_assert_int_eq(wire_send_msg(sv[0], &req.base, NULL, 0), -EMSGSIZE);
+	ck_assert_int_eq(wire_recv(sv[1], buf, WIRE_MAX_RECORD, fds, &nfds), -EAGAIN);
+	free(name);
+	close_pair(sv);
+}
+END_TEST
+
+START_TEST(test_close_fds)
+{
+	int fds[3] = { open_file(), -1, open_file() };
+	int a = fds[0], c = fds[2];
+
+	wire_close_fds(fds, 3);
+	for (size_t i = 0; i < 3; i++)
+		ck_assert_int_eq(fds[i], -1);
+	ck_assert_int_eq(fcntl(a, F_GETFD), -1);
+	ck_assert_int_eq(fcntl(c, F_GETFD), -1);
+	wire_close_fds(fds, 0);
+}
+END_TEST
+
+/* ---- request validation ---- */
+
+/* A string of n 'a's, to hit length caps exactly. */
+static char *str_of(size_t n)
+{
+	char *s = malloc(n + 1);
+
+	ck_assert_ptr_nonnull(s);
+	memset(s, 'a', n);
+	s[n] = '\0';
+	return s;
+}
+
+/* Check req; on failure the explanation must be set and say something. */
+static int check(const P2pbuf__Request *req, const char *why_has)
+{
+	const char *why = NULL;
+	int r = wire_check_request(req, &why);
+
+	if (r < 0) {
+		ck_assert_ptr_nonnull(why);
+		ck_assert_msg(why[0] != '\0', "empty explanation");
+		if (why_has)
+			ck_assert_msg(strstr(why, why_has), "\"%s\" does not mention \"%s\"", why,
+				      why_has);
+	}
+	return r;
+}
+
+struct export_req {
+	P2pbuf__Request req;
+	P2pbuf__Export exp;
+	P2pbuf__Range range_storage[WIRE_MAX_RANGES + 1];
+	P2pbuf__Range *ranges[WIRE_MAX_RANGES + 1];
+};
+
+/* A valid export of n ranges of device "gpu0", BAR 0. */
+static void export_init(struct export_req *x, size_t n)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Export exp = P2PBUF__EXPORT__INIT;
+	P2pbuf__Range range = P2PBUF__RANGE__INIT;
+
+	ck_assert_uint_le(n, WIRE_MAX_RANGES + 1);
+	x->req = req;
+	x->exp = exp;
+	x->req.body_case = P2PBUF__REQUEST__BODY_EXPORT;
+	x->req.export = &x->exp;
+	x->exp.device = "gpu0";
+	x->exp.has_bar = true;
+	x->exp.bar = 0;
+	for (size_t i = 0; i < n; i++) {
+		x->range_storage[i] = range;
+		x->range_storage[i].has_offset = true;
+		x->range_storage[i].offset = i * 4096;
+		x->range_storage[i].has_length = true;
+		x->range_storage[i].length = 4096;
+		x->ranges[i] = &x->range_storage[i];
+	}
+	x->exp.n_ranges = n;
+	x->exp.ranges = x->ranges;
+}
+
+START_TEST(test_check_export_valid)
+{
+	struct export_req x;
+
+	export_init(&x, 1);
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+	/* No ranges means the whole BAR: wire leaves that to the daemon. */
+	export_init(&x, 0);
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+	export_init(&x, WIRE_MAX_RANGES);
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+	/* A range without an offset starts at 0. */
+	export_init(&x, 1);
+	x.range_storage[0].has_offset = false;
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+	x.exp.label = "";
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_check_export_no_device)
+{
+	struct export_req x;
+
+	export_init(&x, 1);
+	x.exp.device = NULL;
+	ck_assert_int_eq(check(&x.req, "device"), -EINVAL);
+	x.exp.device = "";
+	ck_assert_int_eq(check(&x.req, "device"), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_check_export_device_name_cap)
+{
+	struct export_req x;
+	char *at_cap = str_of(WIRE_MAX_NAME), *over = str_of(WIRE_MAX_NAME + 1);
+	char *huge = str_of(WIRE_MAX_RECORD);
+
+	export_init(&x, 1);
+	x.exp.device = at_cap;
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+	x.exp.device = over;
+	ck_assert_int_eq(check(&x.req, "too long"), -EINVAL);
+	x.exp.device = huge;
+	ck_assert_int_eq(check(&x.req, "too long"), -EINVAL);
+	free(at_cap);
+	free(over);
+	free(huge);
+}
+END_TEST
+
+START_TEST(test_check_export_label_cap)
+{
+	struct export_req x;
+	char *at_cap = str_of(WIRE_MAX_STRING), *over = str_of(WIRE_MAX_STRING + 1);
+
+	export_init(&x, 1);
+	x.exp.label = at_cap;
+	ck_assert_int_eq(check(&x.req, NULL), 0);
+	x.exp.label = over;
+	ck_assert_int_eq(check(&x.req, "label"), -EINVAL);
+	free(at_cap);
+	free(over);
+}
+END_TEST
+
+START_TEST(test_check_export_no_bar)
+{
+	struct export_req x;
+
+	export_init(&x, 1);
+	x.exp.has_bar = false;
+	ck_assert_int_eq(check(&x.req, "BAR"), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_check_export_too_many_ranges)
+{
+	struct export_req x;
+
+	export_init(&x, WIRE_MAX_RANGES + 1);
+	ck_assert_int_eq(check(&x.req, "ranges"), -E2BIG);
+}
+END_TEST
+
+START_TEST(test_check_export_range_without_length)
+{
+	struct export_req x;
+
+	export_init(&x, 3);
+	x.range_storage[2].has_length = false;
+	ck_assert_int_eq(check(&x.req, "length"), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_check_hello)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+	char *at_cap = str_of(WIRE_MAX_STRING), *over = str_of(WIRE_MAX_STRING + 1);
+
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	ck_assert_int_eq(check(&req, NULL), 0);
+	hello.client_name = at_cap;
+	ck_assert_int_eq(check(&req, NULL), 0);
+	hello.client_name = over;
+	ck_assert_int_eq(check(&req, "name"), -EINVAL);
+	free(at_cap);
+	free(over);
+}
+END_TEST
+
+START_TEST(test_check_reset)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Reset reset = P2PBUF__RESET__INIT;
+	char *at_cap = str_of(WIRE_MAX_NAME), *over = str_of(WIRE_MAX_NAME + 1);
+
+	req.body_case = P2PBUF__REQUEST__BODY_RESET;
+	req.reset = &reset;
+	ck_assert_int_eq(check(&req, "device"), -EINVAL);
+	reset.device = "gpu0";
+	ck_assert_int_eq(check(&req, NULL), 0);
+	reset.device = at_cap;
+	ck_assert_int_eq(check(&req, NULL), 0);
+	reset.device = over;
+	ck_assert_int_eq(check(&req, "device"), -EINVAL);
+	free(at_cap);
+	free(over);
+}
+END_TEST
+
+START_TEST(test_check_release_revoke)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Release rel = P2PBUF__RELEASE__INIT;
+	P2pbuf__Revoke rev = P2PBUF__REVOKE__INIT;
+
+	req.body_case = P2PBUF__REQUEST__BODY_RELEASE;
+	req.release = &rel;
+	ck_assert_int_eq(check(&req, "lease id"), -EINVAL);
+	rel.has_lease_id = true;
+	rel.lease_id = 0;
+	ck_assert_int_eq(check(&req, NULL), 0);
+
+	req.body_case = P2PBUF__REQUEST__BODY_REVOKE;
+	req.revoke = &rev;
+	ck_assert_int_eq(check(&req, "lease id"), -EINVAL);
+	rev.has_lease_id = true;
+	rev.lease_id = UINT64_MAX;
+	ck_assert_int_eq(check(&req, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_check_empty_body)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+
+	ck_assert_int_eq(check(&req, NULL), -EOPNOTSUPP);
+}
+END_TEST
+
+START_TEST(test_check_bodiless_requests)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__ListDevices ld = P2PBUF__LIST_DEVICES__INIT;
+	P2pbuf__ListLeases ll = P2PBUF__LIST_LEASES__INIT;
+	P2pbuf__Subscribe sub = P2PBUF__SUBSCRIBE__INIT;
+	P2pbuf__Status st = P2PBUF__STATUS__INIT;
+
+	req.body_case = P2PBUF__REQUEST__BODY_LIST_DEVICES;
+	req.list_devices = &ld;
+	ck_assert_int_eq(check(&req, NULL), 0);
+	req.body_case = P2PBUF__REQUEST__BODY_LIST_LEASES;
+	req.list_leases = &ll;
+	ck_assert_int_eq(check(&req, NULL), 0);
+	req.body_case = P2PBUF__REQUEST__BODY_SUBSCRIBE;
+	req.subscribe = &sub;
+	ck_assert_int_eq(check(&req, NULL), 0);
+	req.body_case = P2PBUF__REQUEST__BODY_STATUS;
+	req.status = &st;
+	ck_assert_int_eq(check(&req, NULL), 0);
+}
+END_TEST
+
+/* The same checks hold for what protobuf-c decodes from the wire, not only for structs
+ * built by hand: an Export of WIRE_MAX_RANGES + 1 ranges packed and unpacked again. */
+START_TEST(test_check_decoded_export)
+{
+	struct export_req x;
+
+	export_init(&x, WIRE_MAX_RANGES + 1);
+	size_t len = p2pbuf__request__pack(&x.req, buf);
+	P2pbuf__Request *got = p2pbuf__request__unpack(NULL, len, buf);
+	ck_assert_ptr_nonnull(got);
+	ck_assert_int_eq(check(got, NULL), -E2BIG);
+	p2pbuf__request__free_unpacked(got, NULL);
+}
+END_TEST
+
+/* ---- names ---- */
+
+START_TEST(test_reason_names)
+{
+	static const char *const want[] = {
+		"unspecified", "released", "reset", "device-gone", "device-cycle",
+		"policy", "admin", "ttl", "owner-disconnected", "shutdown",
+	};
+
+	for (int i = 0; i < (int)(sizeof(want) / sizeof(want[0])); i++)
+		ck_assert_str_eq(wire_reason_name(i), want[i]);
+	ck_assert_str_eq(wire_reason_name(P2PBUF__REASON__REASON_DEVICE_GONE), "device-gone");
+	ck_assert_str_eq(wire_reason_name(10), "unknown");
+	ck_assert_str_eq(wire_reason_name(-1), "unknown");
+	ck_assert_str_eq(wire_reason_name(INT_MAX), "unknown");
+	ck_assert_str_eq(wire_reason_name(INT_MIN), "unknown");
+}
+END_TEST
+
+START_TEST(test_device_state_names)
+{
+	ck_assert_str_eq(wire_device_state_name(0), "unspecified");
+	ck_assert_str_eq(wire_device_state_name(P2PBUF__DEVICE_STATE_KIND__DEVICE_READY), "ready");
+	ck_assert_str_eq(wire_device_state_name(P2PBUF__DEVICE_STATE_KIND__DEVICE_CYCLING),
+			 "cycling");
+	ck_assert_str_eq(wire_device_state_name(P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE), "gone");
+	ck_assert_str_eq(wire_device_state_name(P2PBUF__DEVICE_STATE_KIND__DEVICE_FAILED),
+			 "failed");
+	ck_assert_str_eq(wire_device_state_name(5), "unknown");
+	ck_assert_str_eq(wire_device_state_name(-1), "unknown");
+	ck_assert_str_eq(wire_device_state_name(INT_MAX), "unknown");
+	ck_assert_str_eq(wire_device_state_name(INT_MIN), "unknown");
+}
+END_TEST
+
+START_TEST(test_lease_state_names)
+{
+	ck_assert_str_eq(wire_lease_state_name(0), "unspecified");
+	ck_assert_str_eq(wire_lease_state_name(P2PBUF__LEASE_STATE_KIND__LEASE_ACTIVE), "active");
+	ck_assert_str_eq(wire_lease_state_name(P2PBUF__LEASE_STATE_KIND__LEASE_REVOKING),
+			 "revoking");
+	ck_assert_str_eq(wire_lease_state_name(P2PBUF__LEASE_STATE_KIND__LEASE_ENDED), "ended");
+	ck_assert_str_eq(wire_lease_state_name(4), "unknown");
+	ck_assert_str_eq(wire_lease_state_name(-1), "unknown");
+	ck_assert_str_eq(wire_lease_state_name(INT_MAX), "unknown");
+	ck_assert_str_eq(wire_lease_state_name(INT_MIN), "unknown");
+}
+END_TEST
+
+static Suite *wire_suite(void)
+{
+	Suite *s = suite_create("wire");
+	TCase *tc = tcase_create("framing");
+
+	tcase_add_test(tc, test_round_trip);
+	tcase_add_test(tc, test_record_boundaries);
+	tcase_add_test(tc, test_max_record);
+	tcase_add_test(tc, test_recv_record_too_big);
+	tcase_add_test(tc, test_fd_arrives_cloexec);
+	tcase_add_test(tc, test_max_fds_in_order);
+	tcase_add_test(tc, test_too_many_fds);
+	tcase_add_test(tc, test_too_many_fds_ctrunc);
+	tcase_add_test(tc, test_empty_record_with_fd);
+	tcase_add_test(tc, test_send_too_many_fds);
+	tcase_add_test(tc, test_eagain);
+	tcase_add_test(tc, test_eof);
+	tcase_add_test(tc, test_epipe_no_sigpipe);
+	tcase_add_test(tc, test_send_too_big);
+	tcase_add_test(tc, test_send_full_socket);
+	tcase_add_test(tc, test_send_msg_round_trip);
+	tcase_add_test(tc, test_send_msg_too_big);
+	tcase_add_test(tc, test_close_fds);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("check_request");
+	tcase_add_test(tc, test_check_export_valid);
+	tcase_add_test(tc, test_check_export_no_device);
+	tcase_add_test(tc, test_check_export_device_name_cap);
+	tcase_add_test(tc, test_check_export_label_cap);
+	tcase_add_test(tc, test_check_export_no_bar);
+	tcase_add_test(tc, test_check_export_too_many_ranges);
+	tcase_add_test(tc, test_check_export_range_without_length);
+	tcase_add_test(tc, test_check_hello);
+	tcase_add_test(tc, test_check_reset);
+	tcase_add_test(tc, test_check_release_revoke);
+	tcase_add_test(tc, test_check_empty_body);
+	tcase_add_test(tc, test_check_bodiless_requests);
+	tcase_add_test(tc, test_check_decoded_export);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("names");
+	tcase_add_test(tc, test_reason_names);
+	tcase_add_test(tc, test_device_state_names);
+	tcase_add_test(tc, test_lease_state_names);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(wire_suite());
+
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

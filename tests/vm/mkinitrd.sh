@@ -1,0 +1,275 @@
+#!/bin/bash
+# tests/vm/mkinitrd.sh - build the guest's initramfs (gzip'd newc cpio) for one kernel flavour.
+#
+# Contents:
+#   /bin/busybox (busybox-static) + one symlink per applet (the "busybox" entry itself is
+#     skipped: a self-link makes the kernel fail to run /init with error -40, ELOOP);
+#   every --bin program in /usr/local/bin with its ldd closure (dynamic loader included) at the
+#     host paths, every --lib library in /usr/local/lib (and in the ldd search path);
+#   every --file SRC[:DEST] (DEST defaults to /test/files/BASENAME);
+#   the guest test script as /test/main.sh, guest-lib.sh as /test/guest-lib.sh;
+#   /lib/modules/KVER: the modules.dep closure of vfio, vfio_iommu_type1, vfio-pci-core,
+#     vfio-pci, irqbypass (+ --module NAME), decompressed to .ko and depmod -b'd; in the
+#     iommufd flavour the modules rebuilt by build-iommufd.sh (iommufd, vfio, ...) replace
+#     Debian's;
+#   /etc/p2pbuf-vm/flavour (stock|iommufd), /etc/passwd, /etc/group, and /init.
+#
+# Usage: mkinitrd.sh --flavour stock|iommufd --script GUEST.sh --output INITRD.cpio.gz
+#                    [--bin PATH]... [--lib PATH]... [--file SRC[:DEST]]... [--module NAME]...
+#
+# Environment knobs:
+#   P2PBUF_VM_CACHE    cache directory (default /var/cache/p2pbuf-vm), holds the kernel
+#   P2PBUF_VM_BUSYBOX  static busybox to use (default: busybox in PATH, must be static)
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+BASE_MODULES="vfio vfio_iommu_type1 vfio-pci-core vfio-pci irqbypass"
+IOMMUFD_MODULES="iommufd vfio vfio_iommu_type1 vfio-pci-core vfio-pci"
+
+usage() {
+	sed -n 's/^# Usage: /usage: /p; /^#  *\[--bin/p' "$0" >&2
+	exit 2
+}
+
+# copy_file SRC DEST: copy into the staging root, following symlinks, creating parents.
+copy_file() {
+	mkdir -p "$ROOT$(dirname "$2")"
+	cp -L "$1" "$ROOT$2"
+}
+
+# copy_closure PROGRAM: the program's shared libraries and dynamic loader, at their host paths.
+copy_closure() {
+	local lib out
+	if ! out=$(LD_LIBRARY_PATH="$LIBPATH" ldd "$1" 2>&1); then
+		# "not a dynamic executable": static, nothing to add.
+		return 0
+	fi
+	if grep -q 'not found' <<<"$out"; then
+		vm_die "$1: unresolved libraries: $(grep 'not found' <<<"$out" | tr '\n' ' ')"
+	fi
+	while read -r lib; do
+		[ -e "$ROOT$lib" ] || copy_file "$lib" "$lib"
+	done < <(sed -n -e 's/.*=> \(\/[^ ]*\) (0x.*/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p' \
+		<<<"$out")
+}
+
+add_busybox() {
+	local bb=${P2PBUF_VM_BUSYBOX:-$(command -v busybox || true)} applet
+	[ -n "$bb" ] || vm_die "busybox not found (apt-get install busybox-static)"
+	if ldd "$bb" >/dev/null 2>&1; then
+		vm_die "$bb is dynamically linked: install busybox-static"
+	fi
+	copy_file "$bb" /bin/busybox
+	while read -r applet; do
+		case ${applet##*/} in
+		busybox | linuxrc) continue ;;
+		esac
+		mkdir -p "$ROOT/$(dirname "$applet")"
+		[ -e "$ROOT/$applet" ] || ln -s /bin/busybox "$ROOT/$applet"
+	done < <("$bb" --list-full)
+}
+
+# unpack_module SRC DEST: a .ko, .ko.xz, .ko.zst or .ko.gz as a plain .ko.
+unpack_module() {
+	mkdir -p "$(dirname "$2")"
+	case $1 in
+	*.ko.xz) xz -dc "$1" >"$2" ;;
+	*.ko.zst) zstd -q -dc "$1" >"$2" ;;
+	*.ko.gz) gzip -dc "$1" >"$2" ;;
+	*) cp "$1" "$2" ;;
+	esac
+}
+
+# shellcheck disable=SC2153 # KROOT, KVER, MODDIR come from vm_kernel_load
+# module_file NAME: path of NAME (dashes and underscores are the same) in the flavour's set.
+module_file() {
+	local n=${1//-/_} k
+	if [ "$FLAVOUR" = iommufd ]; then
+		for k in $IOMMUFD_MODULES; do
+			if [ "${k//-/_}" = "$n" ]; then
+				echo "$IOMMUFD_DIR/$k.ko"
+				return 0
+			fi
+		done
+	fi
+	modinfo -b "$KROOT" -k "$KVER" -F filename "$1" 2>/dev/null | head -n 1
+}
+
+# add_modules NAME...: the dependency closure, decompressed, then depmod.
+add_modules() {
+	local todo=("$@") seen=" " n f rel dst d dep
+	local mdir="$ROOT/lib/modules/$KVER"
+	mkdir -p "$mdir"
+	while [ ${#todo[@]} -gt 0 ]; do
+		n=${todo[0]//-/_}
+		todo=("${todo[@]:1}")
+		case $seen in *" $n "*) continue ;; esac
+		seen="$seen$n "
+		f=$(module_file "$n")
+		if [ -z "$f" ] || [ ! -e "$f" ]; then
+			vm_die "module $n not found for $KVER/$FLAVOUR"
+		fi
+		case $f in
+		"$MODDIR"/*) rel=${f#"$MODDIR"/} ;;
+		*) rel="updates/p2pbuf/$(basename "$f")" ;;
+		esac
+		dst="$mdir/${rel%.ko*}.ko"
+		unpack_module "$f" "$dst"
+		dep=$(modinfo -F depends "$dst")
+		for d in ${dep//,/ }; do
+			todo+=("$d")
+		done
+	done
+	cp "$MODDIR"/modules.order "$MODDIR"/modules.builtin "$MODDIR"/modules.builtin.modinfo "$mdir/"
+	# Built-in modules must be known to depmod so that modprobe treats them as present.
+	depmod -b "$ROOT" "$KVER"
+	vm_log "modules ($FLAVOUR):$seen"
+}
+
+add_etc() {
+	mkdir -p "$ROOT/etc/p2pbuf-vm"
+	echo "$FLAVOUR" >"$ROOT/etc/p2pbuf-vm/flavour"
+	echo "$KVER" >"$ROOT/etc/p2pbuf-vm/kernel"
+	cat >"$ROOT/etc/passwd" <<-'EOF'
+		root:x:0:0:root:/root:/bin/sh
+		p2pbuf:x:990:990:p2pbufd:/run/p2pbuf:/bin/false
+		tester:x:1000:1000:unprivileged client:/tmp:/bin/sh
+		other:x:1001:1001:a second client:/tmp:/bin/sh
+		nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+	EOF
+	cat >"$ROOT/etc/group" <<-'EOF'
+		root:x:0:
+		p2pbuf:x:990:tester
+		p2pbuf-admin:x:991:
+		tester:x:1000:
+		other:x:1001:
+		nogroup:x:65534:
+	EOF
+	printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' \
+		>"$ROOT/etc/nsswitch.conf"
+	printf '127.0.0.1 localhost\n' >"$ROOT/etc/hosts"
+	mkdir -p "$ROOT/root" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev" "$ROOT/tmp" "$ROOT/run" \
+		"$ROOT/var"
+	ln -sf /run "$ROOT/var/run"
+}
+
+# add_ld_cache: dynamic programs were copied with their libraries at the host's paths
+# (/lib/x86_64-linux-gnu, ...); without an ld.so.cache the loader would only look in /lib and
+# /usr/lib. NSS's files module comes along for getpwnam()/getgrnam().
+add_ld_cache() {
+	local d nss
+	[ -e "$ROOT/lib64" ] || [ -n "$(find "$ROOT" -name 'ld-linux*' -print -quit)" ] || return 0
+	for nss in /lib/x86_64-linux-gnu/libnss_files.so.2 /usr/lib/x86_64-linux-gnu/libnss_files.so.2; do
+		if [ -e "$nss" ]; then
+			[ -e "$ROOT$nss" ] || copy_file "$nss" "$nss"
+			break
+		fi
+	done
+	for d in /usr/local/lib /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu; do
+		echo "$d"
+	done >"$ROOT/etc/ld.so.conf"
+	ldconfig -r "$ROOT"
+}
+
+add_init() {
+	cat >"$ROOT/init" <<-'EOF'
+		#!/bin/sh
+		# /init of the p2pbufd VM tests (written by tests/vm/mkinitrd.sh).
+		export PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin
+		export HOME=/root LD_LIBRARY_PATH=/usr/local/lib
+		mount -t proc proc /proc
+		mount -t sysfs sysfs /sys
+		mount -t devtmpfs devtmpfs /dev
+		mkdir -p /dev/pts /dev/shm
+		mount -t devpts devpts /dev/pts
+		mount -t tmpfs tmpfs /dev/shm
+		mount -t tmpfs tmpfs /tmp
+		mount -t tmpfs tmpfs /run
+		[ -d /sys/kernel/debug ] && mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+		ip link set lo up 2>/dev/null
+		hostname p2pbuf-vm
+		P2PBUF_VM_FLAVOUR=$(cat /etc/p2pbuf-vm/flavour)
+		P2PBUF_VM_KVER=$(uname -r)
+		export P2PBUF_VM_FLAVOUR P2PBUF_VM_KVER
+		# Kernel messages would interleave with result lines on the console; the test
+		# library dumps dmesg at the end when something failed.
+		echo "${P2PBUF_VM_PRINTK:-1}" >/proc/sys/kernel/printk
+		mkdir -p /run/p2pbuf-vm
+		dmesg | wc -l >/run/p2pbuf-vm/dmesg-start
+		echo "P2PBUF-VM-START flavour=$P2PBUF_VM_FLAVOUR kernel=$P2PBUF_VM_KVER"
+		cd /test
+		sh /test/main.sh </dev/null
+		rc=$?
+		. /test/guest-lib.sh
+		vm_finish "$rc"
+	EOF
+	chmod 755 "$ROOT/init"
+}
+
+main() {
+	local t0 out="" script="" bins=() libs=() files=() mods=() b f src dst
+	t0=$(vm_now)
+	FLAVOUR=""
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--flavour) FLAVOUR=$2 ;;
+		--script) script=$2 ;;
+		--output) out=$2 ;;
+		--bin) bins+=("$2") ;;
+		--lib) libs+=("$2") ;;
+		--file) files+=("$2") ;;
+		--module) mods+=("$2") ;;
+		*) usage ;;
+		esac
+		shift 2 || usage
+	done
+	case $FLAVOUR in stock | iommufd) ;; *) usage ;; esac
+	if [ -z "$out" ] || [ ! -r "$script" ]; then
+		usage
+	fi
+	vm_kernel_load
+	IOMMUFD_DIR="$VM_CACHE/iommufd/$KVER/modules"
+	if [ "$FLAVOUR" = iommufd ] && [ ! -e "$IOMMUFD_DIR/iommufd.ko" ]; then
+		vm_die "no iommufd modules for $KVER: run tests/vm/build-iommufd.sh"
+	fi
+	ROOT=$(mktemp -d "${TMPDIR:-/tmp}/p2pbuf-initrd.XXXXXX")
+	trap 'rm -rf "$ROOT"' EXIT
+	chmod 755 "$ROOT" # it becomes the guest's /: mktemp's 0700 locks out other users
+	LIBPATH=""
+	for f in ${libs[@]+"${libs[@]}"}; do
+		LIBPATH="${LIBPATH:+$LIBPATH:}$(cd "$(dirname "$f")" && pwd)"
+	done
+	add_busybox
+	add_etc
+	for f in ${libs[@]+"${libs[@]}"}; do
+		copy_file "$f" "/usr/local/lib/$(basename "$f")"
+		copy_closure "$f"
+	done
+	for b in ${bins[@]+"${bins[@]}"}; do
+		[ -x "$b" ] || vm_die "--bin $b: not an executable"
+		copy_file "$b" "/usr/local/bin/$(basename "$b")"
+		copy_closure "$b"
+	done
+	for f in ${files[@]+"${files[@]}"}; do
+		src=${f%%:*}
+		dst=${f#*:}
+		[ "$dst" != "$f" ] || dst="/test/files/$(basename "$src")"
+		copy_file "$src" "$dst"
+	done
+	add_ld_cache
+	copy_file "$script" /test/main.sh
+	copy_file "$VM_DIR/guest-lib.sh" /test/guest-lib.sh
+	[ "$FLAVOUR" = iommufd ] && mods+=(iommufd)
+	# shellcheck disable=SC2086 # a word list
+	add_modules $BASE_MODULES ${mods[@]+"${mods[@]}"}
+	add_init
+	mkdir -p "$(dirname "$out")"
+	(cd "$ROOT" && find . -print0 | LC_ALL=C sort -z |
+		cpio --null --quiet -o -H newc -R 0:0 --reproducible) | gzip -6 >"$out.tmp"
+	mv "$out.tmp" "$out"
+	vm_log "mkinitrd $FLAVOUR: $out ($(du -h "$out" | cut -f1), $(vm_elapsed "$t0") s)"
+}
+
+main "$@"
