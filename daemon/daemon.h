@@ -91,6 +91,8 @@ struct daemon {
 	struct device *devices;
 	size_t n_devices;
 	struct lease_table leases;
+	struct lease_list revoking;   /* leases waiting for their holders to let go */
+	struct event *ev_revoke_tick; /* polls holders while any lease is revoking */
 	struct worker *worker;
 	int listen_fd;
 	bool listen_fd_owned;         /* false when systemd passed it */
@@ -114,11 +116,27 @@ int registry_cycle(struct device *dev, int reason);
 /* The device is gone (removed or unbound): end its leases, close it on the worker. */
 void registry_device_gone(struct device *dev, const char *why);
 
-/* revoke.c: ending leases. */
-/* End l with reason: tell its holder and observers, close the daemon's copy, free it. */
+/* revoke.c: the revocation engine. */
+int revoke_init(struct daemon *d);
+void revoke_fini(struct daemon *d);
+/* End l with reason now: tell its holder and observers, close the daemon's copy, give back
+ * its quotas, free it. For buffers that are already dead (device cycled or gone). */
 void revoke_end_lease(struct daemon *d, struct lease *l, int reason);
-/* End every lease of dev with reason. */
+/* End every lease of dev with reason (its device is being closed). */
 void revoke_device_leases(struct daemon *d, struct device *dev, int reason);
+/* Take l back: it ends at once if nobody but the daemon holds its buffer; otherwise it is
+ * revoking, its holder is told, and it ends when the references are gone or, past the
+ * device's deadline, by a device cycle (unless the device is notify-only). */
+void revoke_lease(struct daemon *d, struct lease *l, int reason);
+/* The holder released l: it ends when nobody else holds the buffer (never enforced). */
+void revoke_release(struct daemon *d, struct lease *l);
+/* The owning connection of l went away. */
+void revoke_owner_gone(struct daemon *d, struct lease *l);
+/* Start l's TTL timer, if it has a TTL. */
+int revoke_arm_ttl(struct daemon *d, struct lease *l);
+/* After the policy changed: revoke every lease the new policy no longer allows (reason
+ * policy) and count the others against the rules that allow them now. */
+int revoke_recheck_policy(struct daemon *d);
 
 /* server.c: the socket, connections, replies and events. */
 int server_listen(struct daemon *d);

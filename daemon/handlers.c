@@ -333,6 +333,11 @@ static void handle_export(struct conn *c, const P2pbuf__Request *req)
 		return;
 	}
 	lease_fill(c, l, &x);
+	if (revoke_arm_ttl(c->d, l) < 0) {
+		revoke_end_lease(c->d, l, P2PBUF__REASON__REASON_TTL);
+		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+		return;
+	}
 	log_info("granted: lease=%" PRIu64 " uid=%u pid=%d device=%s bar=%u ranges=%zu "
 		 "size=%" PRIu64 " rule=%s label=%s",
 		 l->id, (unsigned)c->peer.uid, (int)c->pid, x.dev->decl.name, x.bar, x.n, x.size,
@@ -370,7 +375,7 @@ static void handle_release(struct conn *c, const P2pbuf__Request *req)
 		conn_reply(c, req->request_id, r, msg, NULL, -1);
 		return;
 	}
-	revoke_end_lease(c->d, l, P2PBUF__REASON__REASON_RELEASED);
+	revoke_release(c->d, l);
 	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
 }
 
@@ -390,7 +395,7 @@ static void handle_revoke(struct conn *c, const P2pbuf__Request *req)
 		return;
 	}
 	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u", l->id, (unsigned)c->peer.uid);
-	revoke_end_lease(c->d, l, P2PBUF__REASON__REASON_ADMIN);
+	revoke_lease(c->d, l, P2PBUF__REASON__REASON_ADMIN);
 	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
 }
 

@@ -82,7 +82,18 @@ void lease_delete(struct lease_table *t, struct lease *l)
 		LIST_REMOVE(l, by_owner);
 	if (LINKED(l, by_device))
 		LIST_REMOVE(l, by_device);
+	if (LINKED(l, revoking))
+		LIST_REMOVE(l, revoking);
 	free(l);
+}
+
+void lease_forget_owner(struct lease *l)
+{
+	if (LINKED(l, by_owner)) {
+		LIST_REMOVE(l, by_owner);
+		l->by_owner.le_prev = NULL;   /* glibc leaves it set: mark it unlinked */
+	}
+	l->owner = NULL;
 }
 
 bool lease_begin_revoke(struct lease *l, int reason, int64_t now_ms, int64_t grace_ms)

@@ -41,10 +41,12 @@ struct lease {
 	int64_t created_ms;           /* CLOCK_REALTIME */
 	int64_t expires_ms;           /* CLOCK_REALTIME, 0: no TTL */
 	int64_t deadline_ms;          /* CLOCK_MONOTONIC: revoking holders must let go by then */
-	void *timer;                  /* the caller's TTL/deadline timer, owned by the caller */
+	void *timer;                  /* the caller's TTL timer, owned by the caller */
+	bool lingering;               /* revoking past its deadline, not enforced */
 	TAILQ_ENTRY(lease) in_table;  /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
+	LIST_ENTRY(lease) revoking;   /* on the caller's list of leases being revoked */
 	struct lease *hash_next;
 	size_t n_ranges;
 	struct range ranges[];
@@ -77,6 +79,9 @@ struct lease *lease_find(const struct lease_table *t, uint64_t id);
 
 /* Remove l from the table (and from its owner and device lists) and free it. */
 void lease_delete(struct lease_table *t, struct lease *l);
+
+/* Take l off its owner's list and forget the owner (the connection went away). */
+void lease_forget_owner(struct lease *l);
 
 /* active -> revoking with reason, holders told to let go by now_ms + grace_ms. Returns true if
  * the state changed (false: already revoking or ended; the first reason stands). */

@@ -163,10 +163,54 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
+/* Whether two declarations name the same device the same way (options may differ). */
+static bool same_device(const struct policy_device *a, const struct policy_device *b)
+{
+	return strcmp(a->name, b->name) == 0 && a->kind == b->kind &&
+	       strcmp(a->pci, b->pci) == 0 &&
+	       memcmp(a->sim_bar_size, b->sim_bar_size, sizeof(a->sim_bar_size)) == 0 &&
+	       memcmp(&a->sim_msix_table, &b->sim_msix_table, sizeof(a->sim_msix_table)) == 0 &&
+	       memcmp(&a->sim_msix_pba, &b->sim_msix_pba, sizeof(a->sim_msix_pba)) == 0;
+}
+
+static const char *reload_refusal(const struct daemon *d, const struct policy *p)
+{
+	if (p->n_devices != d->n_devices)
+		return "the set of devices changed";
+	for (size_t i = 0; i < p->n_devices; i++)
+		if (!same_device(&p->devices[i], &d->devices[i].decl))
+			return "a device declaration changed";
+	return NULL;
+}
+
+/* SIGHUP: load the policy again; a policy with an error, or one that changes which devices
+ * the daemon owns, is refused and the current one stays (fail closed). Live leases are
+ * re-checked against the new rules. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
-	log_warning("SIGHUP: this p2pbufd cannot reload its policy yet; restart it to apply "
-		    "policy changes");
+	struct daemon *d = arg;
+	struct policy *p = NULL;
+	_cleanup_free_ char *err = NULL;
+
+	sd_notify(0, "RELOADING=1\nSTATUS=Reloading the policy");
+	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &p, &err);
+	const char *why = r < 0 ? (err ? err : strerror(-r)) : reload_refusal(d, p);
+	if (why) {
+		log_error("reload refused, keeping the current policy: %s%s", why,
+			  r < 0 ? "" : " (restart p2pbufd to change devices)");
+		policy_free(p);
+		sd_notify(0, "READY=1\nSTATUS=Policy reload refused; see the log");
+		return;
+	}
+	struct policy *old = d->policy;
+	d->policy = p;
+	for (size_t i = 0; i < d->n_devices; i++)
+		d->devices[i].decl = p->devices[i];
+	revoke_recheck_policy(d);
+	policy_free(old);
+	log_notice("policy %s reloaded: %zu devices, %zu rules", d->opt.policy_path, p->n_devices,
+		   p->n_rules);
+	sd_notify(0, "READY=1\nSTATUS=Policy reloaded");
 }
 
 static int setup_signals(struct daemon *d)
@@ -193,6 +237,9 @@ static int daemon_init(struct daemon *d)
 	d->started_ms = now_monotonic_ms();
 	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new()))
 		return -ENOMEM;
+	r = revoke_init(d);
+	if (r < 0)
+		return r;
 	r = load_policy(d);
 	if (r < 0)
 		return r;
@@ -220,6 +267,7 @@ static void daemon_fini(struct daemon *d)
 	if (d->base)
 		event_base_loop(d->base, EVLOOP_NONBLOCK);
 	worker_free(d->worker);
+	revoke_fini(d);
 	registry_close_all(d);
 	lease_table_fini(&d->leases);
 	for (size_t i = 0; i < ARRAY_SIZE(d->ev_signals); i++)

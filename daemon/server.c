@@ -64,7 +64,8 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
-/* Drop every reference other modules hold to c: pending device-cycle replies and lease owners. */
+/* Drop every reference other modules hold to c: pending device-cycle replies and lease
+ * owners. Its leases end now if nobody holds their buffers, or start revoking. */
 static void conn_detach(struct conn *c)
 {
 	struct daemon *d = c->d;
@@ -81,7 +82,7 @@ static void conn_detach(struct conn *c)
 	}
 	struct lease *l;
 	while ((l = LIST_FIRST(&c->leases)))
-		revoke_end_lease(d, l, P2PBUF__REASON__REASON_OWNER_DISCONNECTED);
+		revoke_owner_gone(d, l);
 }
 
 static void conn_free_deferred(evutil_socket_t fd, short what, void *arg)

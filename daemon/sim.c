@@ -1,6 +1,10 @@
 /* The simulated backend: devices declared `sim` in the policy, for developing clients on
  * machines without VFIO and for testing everything above the backend. Its buffers are sealed
- * memfds, not dma-bufs; every listing names these devices as simulated. */
+ * memfds, not dma-bufs; every listing names these devices as simulated.
+ *
+ * Fault injection: with P2PBUF_SIM_CONTROL=DIR in the daemon's environment, each simulated
+ * device NAME gets FIFOs DIR/NAME.remove and DIR/NAME.error; writing to one is what VFIO's
+ * REQ (device going away) or ERR (AER error) eventfd would signal for a real device. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -56,20 +60,44 @@ static void sim_info(const struct policy_device *decl, struct device_info *info)
 
 static void sim_close(struct device_handle *h);
 
+static int event_fd(int *ret_fd)
+{
+	*ret_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return *ret_fd < 0 ? -errno : 0;
+}
+
+/* A FIFO opened read-write, so it never reports end of file while nobody writes. */
+static int control_fifo(const char *dir, const char *name, const char *what, int *ret_fd)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s.%s", dir, name, what);
+	if (mkfifo(path, 0600) < 0 && errno != EEXIST)
+		return -errno;
+	*ret_fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	return *ret_fd < 0 ? -errno : 0;
+}
+
 static int sim_open(const struct policy_device *decl, struct device_handle **ret_handle,
 		    struct device_info *ret_info, char *msg, size_t msglen)
 {
 	struct device_handle *h = calloc(1, sizeof(*h));
 
+	if (h)
+		h->req_fd = h->err_fd = -1;
 	if (!h) {
 		snprintf(msg, msglen, "out of memory");
 		return -ENOMEM;
 	}
-	h->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	h->err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (h->req_fd < 0 || h->err_fd < 0) {
-		int r = -errno;
-		snprintf(msg, msglen, "eventfd: %s", strerror(-r));
+	const char *control = getenv("P2PBUF_SIM_CONTROL");
+	int r = control ? control_fifo(control, decl->name, "remove", &h->req_fd)
+			: event_fd(&h->req_fd);
+	if (r == 0)
+		r = control ? control_fifo(control, decl->name, "error", &h->err_fd)
+			    : event_fd(&h->err_fd);
+	if (r < 0) {
+		snprintf(msg, msglen, "%s: %s", control ? "P2PBUF_SIM_CONTROL" : "eventfd",
+			 strerror(-r));
 		sim_close(h);
 		return r;
 	}

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,6 +49,26 @@ int harness_count_fds(pid_t pid)
 	return n;
 }
 
+/* Print what the daemon has open, so that a leak can be named. */
+static void dump_fds(pid_t pid)
+{
+	char dir[64], path[320], target[256];
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		fprintf(stderr, "  p2pbufd fd %s -> %s\n", e->d_name, target);
+	}
+	closedir(d);
+}
+
 bool harness_fds_settle(struct harness *h, int timeout_ms)
 {
 	for (int t = 0; t < timeout_ms; t += 10) {
@@ -55,7 +76,12 @@ bool harness_fds_settle(struct harness *h, int timeout_ms)
 			return true;
 		sleep_ms(10);
 	}
-	return harness_count_fds(h->pid) == h->baseline_fds;
+	int n = harness_count_fds(h->pid);
+	if (n != h->baseline_fds) {
+		fprintf(stderr, "p2pbufd has %d fds open, %d at startup:\n", n, h->baseline_fds);
+		dump_fds(h->pid);
+	}
+	return n == h->baseline_fds;
 }
 
 int harness_raw_connect(const struct harness *h)
@@ -87,6 +113,18 @@ bool harness_peer_closed(int fd, int timeout_ms)
 			return false;
 		/* A reply before the close is fine; keep reading. */
 	}
+}
+
+static bool hello_answered(int fd)
+{
+	/* Hello{major: 1}, encoded by hand to keep the harness free of the library. */
+	static const uint8_t hello[] = { 0x52, 0x02, 0x08, 0x01 };
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t buf[4096];
+
+	if (send(fd, hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello))
+		return false;
+	return poll(&p, 1, 10000) == 1 && recv(fd, buf, sizeof(buf), 0) > 0;
 }
 
 static const char *daemon_path(void)
@@ -125,6 +163,8 @@ static void exec_daemon(struct harness *h, const char *const *extra)
 	}
 	/* A failing test exits without its teardown: the daemon must not outlive it. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	/* Simulated removal and error events: FIFOs in the test directory. */
+	setenv("P2PBUF_SIM_CONTROL", h->dir, 1);
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_PID");
 	execv(argv[0], (char *const *)argv);
@@ -145,7 +185,11 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 	for (int t = 0; t < 5000; t += 10) {
 		int fd = harness_raw_connect(h);
 		if (fd >= 0) {
+			/* The socket listens before devices open: a Hello answered means the loop
+			 * runs, so every device is open. */
+			bool ready = hello_answered(fd);
 			close(fd);
+			ck_assert_msg(ready, "p2pbufd did not answer Hello (see %s/daemon.log)", h->dir);
 			/* The probe connection must be gone before the baseline is taken. */
 			sleep_ms(50);
 			h->baseline_fds = harness_count_fds(h->pid);
@@ -157,6 +201,23 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 		sleep_ms(10);
 	}
 	ck_abort_msg("p2pbufd did not start listening on %s", h->socket);
+}
+
+void harness_reload(struct harness *h, const char *policy_fmt)
+{
+	write_policy(h, policy_fmt);
+	ck_assert_int_eq(kill(h->pid, SIGHUP), 0);
+}
+
+void harness_sim_event(const struct harness *h, const char *device, const char *what)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s.%s", h->dir, device, what);
+	int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ck_assert_int_eq(write(fd, "1", 1), 1);
+	close(fd);
 }
 
 static void remove_dir(const char *dir)

@@ -24,6 +24,12 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 /* SIGTERM the daemon, assert it exits 0, remove the directory. */
 void harness_stop(struct harness *h);
 
+/* Rewrite the policy (a printf format given the caller's uid) and send SIGHUP. */
+void harness_reload(struct harness *h, const char *policy_fmt);
+
+/* Simulate a device event on simulated device: what is "remove" or "error". */
+void harness_sim_event(const struct harness *h, const char *device, const char *what);
+
 /* Number of open fds of process pid (from /proc/PID/fd). */
 int harness_count_fds(pid_t pid);
 

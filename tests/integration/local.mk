@@ -7,7 +7,14 @@ tests_integration_test_daemon_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PROTOBUF_C
 tests_integration_test_daemon_LDADD = client/libp2pbuf.la proto/libwire.la $(CHECK_LIBS) \
 	$(PROTOBUF_C_LIBS)
 
-integration_tests = tests/integration/test-daemon tests/integration/test-cli.sh
+check_PROGRAMS += tests/integration/test-revoke
+tests_integration_test_revoke_SOURCES = tests/integration/test-revoke.c \
+	tests/integration/harness.c tests/integration/harness.h
+tests_integration_test_revoke_CFLAGS = $(tests_integration_test_daemon_CFLAGS)
+tests_integration_test_revoke_LDADD = $(tests_integration_test_daemon_LDADD)
+
+integration_tests = tests/integration/test-daemon tests/integration/test-revoke \
+	tests/integration/test-cli.sh
 TESTS += $(integration_tests)
 EXTRA_DIST += tests/integration/test-cli.sh
 # The tests run the daemon and the CLI from the build tree.

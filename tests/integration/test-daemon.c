@@ -254,6 +254,7 @@ START_TEST(disconnect_ends_leases)
 END_TEST
 
 struct seen {
+	int revoking;
 	int revoked;
 	enum p2pbuf_reason reason;
 	uint64_t lease;
@@ -265,6 +266,8 @@ static void on_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *u
 {
 	struct seen *s = userdata;
 
+	if (ev->type == P2PBUF_EVENT_LEASE_REVOKING)
+		s->revoking++;
 	if (ev->type == P2PBUF_EVENT_LEASE_REVOKED) {
 		s->revoked++;
 		s->reason = ev->reason;
@@ -490,11 +493,16 @@ START_TEST(admin_revoke_tells_holder)
 	ck_assert_int_ge(fd, 0);
 	p2pbuf_set_event_handler(holder, on_event, &s);
 	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	/* The holder still has the buffer: it is asked to let go first. */
+	for (int i = 0; i < 100 && !s.revoking; i++)
+		ck_assert_int_ge(p2pbuf_wait(holder, 50), 0);
+	ck_assert_int_eq(s.revoking, 1);
+	ck_assert_int_eq(s.revoked, 0);
+	ck_assert_int_eq(p2pbuf_lease_release(holder, id, fd), 0);
 	for (int i = 0; i < 100 && !s.revoked; i++)
 		ck_assert_int_ge(p2pbuf_wait(holder, 50), 0);
 	ck_assert_int_eq(s.revoked, 1);
 	ck_assert_int_eq(s.reason, P2PBUF_REASON_ADMIN);
-	close(fd);
 	p2pbuf_disconnect(holder);
 	p2pbuf_disconnect(admin);
 }

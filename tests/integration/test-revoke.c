@@ -1,0 +1,575 @@
+/* The revocation engine on simulated devices, one test per way a lease can end: what the
+ * holder is told, in which order, and when the daemon verifies and enforces. The sim backend
+ * counts holders the way the kernel's dma-buf reference count does (fds and mappings in any
+ * process), so "somebody else still holds it" is real here: a forked child keeps a copy. */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "harness.h"
+#include "p2pbuf.h"
+#include "p2pbuf.pb-c.h"
+
+static struct harness h;
+
+/* revoke-deadline is short so that enforcement is seen quickly; sim2 only reports. */
+static const char policy_fmt[] =
+	"device sim0 sim bar 0 1M revoke-deadline 1s\n"
+	"device sim1 sim bar 0 1M cycle-delay 1500ms revoke-deadline 1s\n"
+	"device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+	"device sim3 sim bar 0 1M on-error cycle\n"
+	"device sim4 sim bar 0 1M\n"
+	"allow user %1$u device sim0\n"
+	"allow user %1$u device sim1\n"
+	"allow user %1$u device sim2 max-leases 1\n"
+	"allow user %1$u device sim3\n"
+	"allow user %1$u device sim4 ttl 1s\n"
+	"admin user %1$u\n";
+
+/* The same, without the rule for sim1. */
+static const char policy_without_sim1_fmt[] =
+	"device sim0 sim bar 0 1M revoke-deadline 1s\n"
+	"device sim1 sim bar 0 1M cycle-delay 1500ms revoke-deadline 1s\n"
+	"device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+	"device sim3 sim bar 0 1M on-error cycle\n"
+	"device sim4 sim bar 0 1M\n"
+	"allow user %1$u device sim0\n"
+	"allow user %1$u device sim2 max-leases 1\n"
+	"allow user %1$u device sim3\n"
+	"allow user %1$u device sim4 ttl 1s\n"
+	"admin user %1$u\n";
+
+static void setup(void)
+{
+	harness_start(&h, policy_fmt, NULL);
+}
+
+static void teardown(void)
+{
+	harness_stop(&h);
+}
+
+#define MAX_EVENTS 32
+
+struct log {
+	int n;
+	struct p2pbuf_event ev[MAX_EVENTS];
+	char device[MAX_EVENTS][64];
+};
+
+static void record(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
+{
+	struct log *lg = userdata;
+
+	if (lg->n == MAX_EVENTS)
+		return;
+	lg->ev[lg->n] = *ev;
+	snprintf(lg->device[lg->n], sizeof(lg->device[0]), "%s", ev->device ? ev->device : "");
+	lg->ev[lg->n].device = lg->device[lg->n];
+	lg->ev[lg->n].message = NULL;
+	lg->n++;
+}
+
+static struct p2pbuf *connect_logged(struct log *lg)
+{
+	struct p2pbuf *c = NULL;
+
+	ck_assert_int_eq(p2pbuf_connect(h.socket, &c), 0);
+	if (lg) {
+		memset(lg, 0, sizeof(*lg));
+		p2pbuf_set_event_handler(c, record, lg);
+	}
+	return c;
+}
+
+static int find(const struct log *lg, enum p2pbuf_event_type type, uint64_t lease)
+{
+	for (int i = 0; i < lg->n; i++)
+		if (lg->ev[i].type == type && (type == P2PBUF_EVENT_DEVICE_STATE ||
+					       lg->ev[i].lease_id == lease))
+			return i;
+	return -1;
+}
+
+/* Dispatch events on c until one of type for lease arrived (up to ~5 s). Returns its index. */
+static int wait_for(struct p2pbuf *c, struct log *lg, enum p2pbuf_event_type type,
+		    uint64_t lease)
+{
+	for (int i = 0; i < 100 && find(lg, type, lease) < 0; i++)
+		ck_assert_int_ge(p2pbuf_wait(c, 50), 0);
+	int k = find(lg, type, lease);
+	ck_assert_msg(k >= 0, "event %d for lease %llu never came (%d events seen)", type,
+		      (unsigned long long)lease, lg->n);
+	return k;
+}
+
+static int export_whole(struct p2pbuf *c, const char *dev, uint64_t *ret_id)
+{
+	struct p2pbuf_range r = { 0, 0x1000 };
+	uint64_t size;
+	int fd = p2pbuf_export(c, dev, 0, &r, 1, NULL, ret_id, &size);
+
+	ck_assert_msg(fd >= 0, "export %s: %s", dev, p2pbuf_last_message(c));
+	return fd;
+}
+
+/* The lease as an admin sees it; returns false when it is gone. */
+static bool lease_info(struct p2pbuf *admin, uint64_t id, struct p2pbuf_lease *out)
+{
+	struct p2pbuf_lease *ls;
+	size_t n;
+	bool found = false;
+
+	ck_assert_int_eq(p2pbuf_list_leases(admin, true, &ls, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (ls[i].id == id) {
+			*out = ls[i];
+			out->device = out->label = out->rule = NULL;
+			out->ranges = NULL;
+			found = true;
+		}
+	}
+	p2pbuf_leases_free(ls, n);
+	return found;
+}
+
+static bool wait_gone(struct p2pbuf *admin, uint64_t id)
+{
+	struct p2pbuf_lease l;
+
+	for (int i = 0; i < 100; i++) {
+		if (!lease_info(admin, id, &l))
+			return true;
+		usleep(50000);
+	}
+	return false;
+}
+
+/* A child process that keeps a copy of fd, and nothing else of ours, until killed. */
+static pid_t keep_copy(int fd)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* Above all not the connection: the daemon must see its owner hang up. */
+		for (int i = 3; i < 1024; i++)
+			if (i != fd)
+				close(i);
+		for (;;)
+			pause();
+	}
+	return pid;
+}
+
+static void end_child(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+static uint32_t generation(struct p2pbuf *c, const char *dev)
+{
+	struct p2pbuf_device *ds;
+	size_t n;
+	uint32_t g = UINT32_MAX;
+
+	ck_assert_int_eq(p2pbuf_list_devices(c, &ds, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ds[i].name, dev) == 0)
+			g = ds[i].generation;
+	p2pbuf_devices_free(ds, n);
+	return g;
+}
+
+START_TEST(release_ends_at_once)
+{
+	struct log lg, obs;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf *admin = connect_logged(&obs);
+	struct p2pbuf_lease l;
+	uint64_t id;
+	int fd = export_whole(c, "sim0", &id);
+
+	ck_assert_int_eq(p2pbuf_subscribe(admin, true), 0);
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	ck_assert(!lease_info(admin, id, &l));
+	/* The observer hears of it; the holder, who asked, gets no event. */
+	int k = wait_for(admin, &obs, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(obs.ev[k].reason, P2PBUF_REASON_RELEASED);
+	ck_assert_int_eq(p2pbuf_dispatch(c), 0);
+	ck_assert_int_eq(lg.n, 0);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+START_TEST(release_with_copy_elsewhere_lingers_and_counts)
+{
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf_lease l;
+	uint64_t id, id2;
+	struct p2pbuf_range r = { 0, 0x1000 };
+	uint64_t size;
+	int fd = export_whole(c, "sim2", &id);
+	pid_t child = keep_copy(fd);
+
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	ck_assert(lease_info(c, id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_REVOKING);
+	ck_assert_int_eq(l.reason, P2PBUF_REASON_RELEASED);
+	ck_assert_int_eq(l.holders, 1);
+	/* The rule allows one lease, and the lingering one still counts. */
+	ck_assert_int_eq(p2pbuf_export(c, "sim2", 0, &r, 1, NULL, &id2, &size), -EDQUOT);
+	/* A released lease is never cycled out, even long past the deadline. */
+	usleep(800000);
+	ck_assert(lease_info(c, id, &l));
+	ck_assert_uint_eq(generation(c, "sim2"), 0);
+	end_child(child);
+	ck_assert(wait_gone(c, id));
+	fd = p2pbuf_export(c, "sim2", 0, &r, 1, NULL, &id2, &size);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(admin_revoke_cooperative_holder)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf *admin = connect_logged(NULL);
+	uint64_t id;
+	int fd = export_whole(c, "sim0", &id);
+
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_ADMIN);
+	ck_assert_int_gt(lg.ev[k].deadline_ms, 0);
+	/* What a well-behaved holder does. */
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	int e = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_gt(e, k);
+	ck_assert_int_eq(lg.ev[e].reason, P2PBUF_REASON_ADMIN);
+	/* Nobody was cycled out. */
+	ck_assert_uint_eq(generation(admin, "sim0"), 0);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+START_TEST(holder_keeps_fd_past_deadline_cycles_device)
+{
+	struct log lg, other_lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf *other = connect_logged(&other_lg);
+	struct p2pbuf *admin = connect_logged(NULL);
+	uint64_t id, other_id;
+	int fd = export_whole(c, "sim0", &id);
+	int other_fd = export_whole(other, "sim0", &other_id);
+
+	ck_assert_int_eq(p2pbuf_subscribe(other, false), 0);
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	/* The holder ignores it and keeps fd: after 1 s the device is cycled. */
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_ADMIN);
+	k = wait_for(other, &other_lg, P2PBUF_EVENT_LEASE_REVOKED, other_id);
+	ck_assert_int_eq(other_lg.ev[k].reason, P2PBUF_REASON_DEVICE_CYCLE);
+	for (int i = 0; i < 100 && generation(admin, "sim0") != 1; i++)
+		usleep(20000);
+	ck_assert_uint_eq(generation(admin, "sim0"), 1);
+	/* The other holder saw the device go through cycling back to ready. */
+	for (int i = 0; i < 100; i++) {
+		int n = 0;
+		for (int j = 0; j < other_lg.n; j++)
+			n += other_lg.ev[j].type == P2PBUF_EVENT_DEVICE_STATE;
+		if (n >= 2)
+			break;
+		p2pbuf_wait(other, 50);
+	}
+	int s0 = find(&other_lg, P2PBUF_EVENT_DEVICE_STATE, 0);
+	ck_assert_int_ge(s0, 0);
+	ck_assert_int_eq(other_lg.ev[s0].state, P2PBUF_DEVICE_CYCLING);
+	ck_assert_int_eq(other_lg.ev[other_lg.n - 1].state, P2PBUF_DEVICE_READY);
+	close(fd);
+	close(other_fd);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(other);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+START_TEST(notify_only_device_lingers)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf *admin = connect_logged(NULL);
+	struct p2pbuf_lease l;
+	uint64_t id;
+	int fd = export_whole(c, "sim2", &id);
+
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	usleep(1000000);
+	ck_assert(lease_info(admin, id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_REVOKING);
+	ck_assert_int_eq(l.holders, 1);
+	ck_assert_uint_eq(generation(admin, "sim2"), 0);
+	close(fd);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_ADMIN);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+START_TEST(ttl_expiry)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	uint64_t id;
+	int fd = export_whole(c, "sim4", &id);
+	struct p2pbuf_lease l;
+
+	ck_assert(lease_info(c, id, &l));
+	ck_assert_int_gt(l.expires_ms, l.created_ms);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_TTL);
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_TTL);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(owner_disconnect)
+{
+	struct log obs;
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf *admin = connect_logged(&obs);
+	uint64_t a, b;
+	int fa = export_whole(c, "sim0", &a);
+	int fb = export_whole(c, "sim0", &b);
+
+	close(fa);
+	pid_t child = keep_copy(fb);
+	ck_assert_int_eq(p2pbuf_subscribe(admin, true), 0);
+	close(fb);
+	p2pbuf_disconnect(c);
+	/* Nobody holds a: it ends at once. Another process holds b: it is revoking. */
+	int k = wait_for(admin, &obs, P2PBUF_EVENT_LEASE_REVOKED, a);
+	ck_assert_int_eq(obs.ev[k].reason, P2PBUF_REASON_OWNER_DISCONNECTED);
+	k = wait_for(admin, &obs, P2PBUF_EVENT_LEASE_REVOKING, b);
+	ck_assert_int_eq(obs.ev[k].reason, P2PBUF_REASON_OWNER_DISCONNECTED);
+	end_child(child);
+	k = wait_for(admin, &obs, P2PBUF_EVENT_LEASE_REVOKED, b);
+	ck_assert_int_eq(obs.ev[k].reason, P2PBUF_REASON_OWNER_DISCONNECTED);
+	ck_assert_uint_eq(generation(admin, "sim0"), 0);
+	p2pbuf_disconnect(admin);
+	ck_assert(harness_fds_settle(&h, 2000));
+}
+END_TEST
+
+START_TEST(device_removed)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf_range r = { 0, 0x1000 };
+	uint64_t id, size;
+	int fd = export_whole(c, "sim0", &id);
+
+	harness_sim_event(&h, "sim0", "remove");
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_DEVICE_GONE);
+	ck_assert_int_eq(p2pbuf_export(c, "sim0", 0, &r, 1, NULL, &id, &size), -ENXIO);
+	/* The other devices keep serving. */
+	int fd2 = export_whole(c, "sim3", &id);
+	close(fd2);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(device_error_cycles_when_configured)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	uint64_t a, b;
+	int fa = export_whole(c, "sim3", &a);
+	int fb = export_whole(c, "sim0", &b);
+
+	/* sim0 only reports errors; sim3 is cycled on one. */
+	harness_sim_event(&h, "sim0", "error");
+	harness_sim_event(&h, "sim3", "error");
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, a);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_DEVICE_CYCLE);
+	ck_assert_int_lt(find(&lg, P2PBUF_EVENT_LEASE_REVOKED, b), 0);
+	ck_assert_uint_eq(generation(c, "sim0"), 0);
+	close(fa);
+	close(fb);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(shutdown_tells_holders)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	uint64_t id;
+	int fd = export_whole(c, "sim0", &id);
+
+	kill(h.pid, SIGTERM);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_SHUTDOWN);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+START_TEST(policy_reload_revokes)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	uint64_t keep, lose;
+	int fk = export_whole(c, "sim0", &keep);
+	int fl = export_whole(c, "sim1", &lose);
+
+	harness_reload(&h, policy_without_sim1_fmt);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, lose);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	ck_assert_int_eq(p2pbuf_lease_release(c, lose, fl), 0);
+	wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, lose);
+	ck_assert_int_lt(find(&lg, P2PBUF_EVENT_LEASE_REVOKING, keep), 0);
+	struct p2pbuf_range r = { 0, 0x1000 };
+	uint64_t id, size;
+	ck_assert_int_eq(p2pbuf_export(c, "sim1", 0, &r, 1, NULL, &id, &size), -EPERM);
+
+	/* A policy with a typo is refused and the current one stays. */
+	harness_reload(&h, "device sim0 sim bar 0 1M\nallow usr %1$u device sim0\n");
+	usleep(200000);
+	int fd = p2pbuf_export(c, "sim3", 0, &r, 1, NULL, &id, &size);
+	ck_assert_msg(fd >= 0, "%s", p2pbuf_last_message(c));
+	close(fd);
+	close(fk);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+static void send_reset_async(int fd, const char *device)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+	P2pbuf__Reset reset = P2PBUF__RESET__INIT;
+	uint8_t buf[256];
+
+	hello.has_major = true;
+	hello.major = 1;
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	size_t len = p2pbuf__request__pack(&req, buf);
+	ck_assert_int_eq(send(fd, buf, len, 0), (ssize_t)len);
+	ck_assert_int_gt(recv(fd, buf, sizeof(buf), 0), 0);
+	reset.device = (char *)device;
+	req.body_case = P2PBUF__REQUEST__BODY_RESET;
+	req.reset = &reset;
+	len = p2pbuf__request__pack(&req, buf);
+	ck_assert_int_eq(send(fd, buf, len, 0), (ssize_t)len);
+}
+
+/* The error of the next Reply on a raw connection (events before it are skipped). */
+static int read_reply_error(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint8_t buf[65536];
+
+	for (;;) {
+		ck_assert_int_eq(poll(&p, 1, timeout_ms), 1);
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		ck_assert_int_gt(n, 0);
+		P2pbuf__ServerMessage *sm = p2pbuf__server_message__unpack(NULL, (size_t)n, buf);
+		ck_assert_ptr_nonnull(sm);
+		bool reply = sm->body_case == P2PBUF__SERVER_MESSAGE__BODY_REPLY;
+		int err = reply ? sm->reply->error : 0;
+		p2pbuf__server_message__free_unpacked(sm, NULL);
+		if (reply)
+			return err;
+	}
+}
+
+START_TEST(stuck_cycle_does_not_block_others)
+{
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf_device *ds;
+	size_t n;
+	uint64_t id;
+	int raw = harness_raw_connect(&h);
+
+	/* sim1 takes 1.5 s to reopen: its cycle sits on the worker thread meanwhile. */
+	send_reset_async(raw, "sim1");
+	usleep(100000);
+	int fd = export_whole(c, "sim0", &id);
+	close(fd);
+	ck_assert_int_eq(p2pbuf_list_devices(c, &ds, &n), 0);
+	ck_assert_str_eq(ds[1].name, "sim1");
+	ck_assert_int_eq(ds[1].state, P2PBUF_DEVICE_CYCLING);
+	p2pbuf_devices_free(ds, n);
+	/* Exports from the cycling device are refused, not queued. */
+	struct p2pbuf_range r = { 0, 0x1000 };
+	uint64_t size;
+	ck_assert_int_eq(p2pbuf_export(c, "sim1", 0, &r, 1, NULL, &id, &size), -EBUSY);
+	/* The reset is answered, with success, once the device is ready again. */
+	ck_assert_int_eq(read_reply_error(raw, 5000), 0);
+	close(raw);
+	for (int i = 0; i < 100 && generation(c, "sim1") != 1; i++)
+		usleep(50000);
+	ck_assert_uint_eq(generation(c, "sim1"), 1);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+static Suite *revoke_suite(void)
+{
+	Suite *s = suite_create("revoke");
+	TCase *tc = tcase_create("sim");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, release_ends_at_once);
+	tcase_add_test(tc, release_with_copy_elsewhere_lingers_and_counts);
+	tcase_add_test(tc, admin_revoke_cooperative_holder);
+	tcase_add_test(tc, holder_keeps_fd_past_deadline_cycles_device);
+	tcase_add_test(tc, notify_only_device_lingers);
+	tcase_add_test(tc, ttl_expiry);
+	tcase_add_test(tc, owner_disconnect);
+	tcase_add_test(tc, device_removed);
+	tcase_add_test(tc, device_error_cycles_when_configured);
+	tcase_add_test(tc, policy_reload_revokes);
+	tcase_add_test(tc, stuck_cycle_does_not_block_others);
+	suite_add_tcase(s, tc);
+	TCase *ts = tcase_create("shutdown");
+	tcase_add_checked_fixture(ts, setup, teardown);
+	tcase_set_timeout(ts, 30);
+	tcase_add_test(ts, shutdown_tells_holders);
+	suite_add_tcase(s, ts);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(revoke_suite());
+
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
