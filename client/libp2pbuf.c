@@ -243,6 +243,16 @@ static int take_event(struct p2pbuf *conn, const P2pbuf__Event *m)
 	return 0;
 }
 
+/* What a failed wire_recv() (n <= 0, not -EAGAIN) means for the connection. */
+static int recv_error(ssize_t n)
+{
+	if (n == 0 || n == -ECONNRESET || n == -EPIPE)
+		return -ECONNRESET;
+	if (n == -EMSGSIZE)
+		return -EPROTO;
+	return n >= -ERRNO_MAX ? (int)n : -EIO;
+}
+
 /* Read one record without blocking. Returns 0 with the decoded message and its fds, -EAGAIN
  * when nothing is waiting, or a connection error (the connection is then failed). */
 static int read_record(struct p2pbuf *conn, P2pbuf__ServerMessage **ret_msg, int fds[WIRE_MAX_FDS],
@@ -255,13 +265,13 @@ static int read_record(struct p2pbuf *conn, P2pbuf__ServerMessage **ret_msg, int
 	n = wire_recv(conn->fd, conn->record, sizeof(conn->record), fds, &nfds);
 	if (n == -EAGAIN)
 		return -EAGAIN;
-	if (n == 0 || n == -ECONNRESET || n == -EPIPE)
-		return conn_fail(conn, -ECONNRESET);
-	if (n == -EMSGSIZE)
-		return conn_fail(conn, -EPROTO);
-	if (n < 0)
-		return conn_fail(conn, (int)n);
-
+	/* Failures return their own constant rather than conn_fail()'s result, so that static
+	 * analyzers see "0 means success" even where they stop following calls. */
+	if (n <= 0) {
+		int r = recv_error(n);
+		conn_fail(conn, r);
+		return r < 0 ? r : -EIO;
+	}
 	/* protobuf-c says NULL for both malformed input and no memory; both end the
 	 * connection, since the record cannot be read again. */
 	msg = p2pbuf__server_message__unpack(NULL, (size_t)n, conn->record);
@@ -270,7 +280,8 @@ static int read_record(struct p2pbuf *conn, P2pbuf__ServerMessage **ret_msg, int
 		if (msg)
 			p2pbuf__server_message__free_unpacked(msg, NULL);
 		wire_close_fds(fds, nfds);
-		return conn_fail(conn, -EPROTO);
+		conn_fail(conn, -EPROTO);
+		return -EPROTO;
 	}
 	*ret_msg = msg;
 	*ret_nfds = nfds;
@@ -500,7 +511,7 @@ static int hello(struct p2pbuf *conn)
 	req.hello = &h;
 
 	r = conn_call(conn, &req, NULL, &msg);
-	if (r < 0)
+	if (r != 0)
 		return r;
 	hr = msg->reply->body_case == P2PBUF__REPLY__BODY_HELLO ? msg->reply->hello : NULL;
 	if (!hr)

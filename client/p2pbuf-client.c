@@ -6,6 +6,7 @@
  * exit status tells scripts which kind of failure it was (see usage()). */
 #include <errno.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,9 +55,11 @@ static void usage(FILE *f)
 	      "Commands:\n"
 	      "  devices           list the devices the daemon owns\n"
 	      "  leases [--all]    list your leases (--all: every lease; admins and observers)\n"
-	      "  export DEVICE --bar N [--offset X --length Y]... [--label L] [-- CMD [ARG]...]\n"
-	      "                    take a lease on BAR N of DEVICE; each --offset/--length pair\n"
-	      "                    is one range, none means the whole BAR.\n"
+	      "  export DEVICE --bar N [[--offset X] --length Y]... [--label L]\n"
+	      "         [-- CMD [ARG]...]\n"
+	      "                    take a lease on BAR N of DEVICE. Each --length Y is one\n"
+	      "                    range, starting at the --offset X before it (default 0);\n"
+	      "                    without any, the whole BAR.\n"
 	      "                    Without CMD: print the lease, hold it until SIGINT, SIGTERM\n"
 	      "                    or its revocation, then release it.\n"
 	      "                    With CMD: run CMD with the fd inherited and P2PBUF_FD,\n"
@@ -492,10 +496,13 @@ static int vfail_call(struct p2pbuf *conn, int err, bool admin, const char *fmt,
 	describe(err, admin, &what, &hint);
 	fputs(PROG ": ", stderr);
 	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, ": %s", what);
+	/* The daemon's words come first in importance; ours only fill in what they leave out,
+	 * without saying anything twice. */
+	if (strncasecmp(safe, what, strlen(what)) != 0)
+		fprintf(stderr, ": %s", what);
 	if (safe[0])
 		fprintf(stderr, ": %s", safe);
-	if (hint)
+	if (hint && !strstr(safe, PROG))
 		fprintf(stderr, " (%s)", hint);
 	fputc('\n', stderr);
 	free(safe);
@@ -597,15 +604,16 @@ static bool parse_u64(const char *s, int base, uint64_t *ret, const char **ret_e
 static bool parse_size(const char *s, uint64_t *ret)
 {
 	static const char units[] = "KMGT";
-	const char *end, *u;
+	const char *end;
 	uint64_t v, mult = 1;
 	bool hex = s && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
 
 	if (!parse_u64(s, hex ? 16 : 10, &v, &end))
 		return false;
 	if (*end) {
-		u = strchr(units, end[0] & ~0x20);
-		if (!u || !end[0])
+		/* strchr() also finds the terminating NUL: hence the check of *u. */
+		const char *u = strchr(units, toupper((unsigned char)end[0]));
+		if (!u || !*u)
 			return false;
 		end++;
 		if (strcmp(end, "") != 0 && strcmp(end, "iB") != 0 && strcmp(end, "B") != 0)
@@ -826,6 +834,8 @@ static void lease_json(const struct p2pbuf_lease *l)
 	json_kv_i64("holders", l->holders, &first);
 	json_kv_str("rule", l->rule, &first);
 	json_kv_u64("generation", l->generation, &first);
+	json_kv_i64("deadline_ms", l->deadline_ms, &first);
+	json_kv_bool("lingering", l->lingering, &first);
 	putchar('}');
 }
 
@@ -863,8 +873,8 @@ static void lease_row(struct table *t, const struct p2pbuf_lease *l)
 	if (l->state == P2PBUF_LEASE_ACTIVE || l->reason == P2PBUF_REASON_UNSPECIFIED)
 		table_cell(t, "%s", p2pbuf_lease_state_name(l->state));
 	else
-		table_cell(t, "%s(%s)", p2pbuf_lease_state_name(l->state),
-			   p2pbuf_reason_name(l->reason));
+		table_cell(t, "%s(%s)%s", p2pbuf_lease_state_name(l->state),
+			   p2pbuf_reason_name(l->reason), l->lingering ? ",lingering" : "");
 	if (l->holders < 0)
 		table_cell(t, "?");
 	else
@@ -926,7 +936,6 @@ static void format_duration(uint64_t ms, char *buf, size_t len)
 static int cmd_status(struct p2pbuf *conn, const struct options *o)
 {
 	struct p2pbuf_status st;
-	char uptime[64];
 	int r = p2pbuf_status(conn, &st);
 
 	if (r < 0)
@@ -946,6 +955,7 @@ static int cmd_status(struct p2pbuf *conn, const struct options *o)
 	} else {
 		char *version = sanitize(st.version), *policy = sanitize(st.policy);
 		char *path = sanitize(socket_path(o));
+		char uptime[64];
 		format_duration(st.uptime_ms, uptime, sizeof(uptime));
 		printf("socket:   %s\nversion:  %s\nuptime:   %s\nclients:  %u\nleases:   %u\n"
 		       "devices:  %u\npolicy:   %s\nadmin:    %s\n",
@@ -997,8 +1007,8 @@ struct export_args {
 	bool have_bar;
 	struct p2pbuf_range ranges[64];
 	size_t n_ranges;
-	bool have_offset, have_length;
-	uint64_t offset, length;
+	bool have_offset; /* an --offset waits for its --length */
+	uint64_t offset;
 	const char *label;
 	char **cmd; /* NULL: hold the lease */
 };
@@ -1048,30 +1058,25 @@ static const char *option_value(int argc, char **argv, int *i, const char *name)
 	return argv[++*i];
 }
 
+/* Each --length ends a range, which starts at the --offset given before it, or at 0. */
 static int add_range_part(struct export_args *a, bool is_offset, const char *value)
 {
+	const size_t max = sizeof(a->ranges) / sizeof(a->ranges[0]);
 	uint64_t v;
 
 	if (!parse_size(value, &v))
 		return usage_error("export: bad %s '%s'", is_offset ? "offset" : "length", value);
-	if (is_offset ? a->have_offset : a->have_length)
-		return usage_error("export: --%s given twice for one range; give --offset and "
-				   "--length in pairs",
-				   is_offset ? "offset" : "length");
 	if (is_offset) {
+		if (a->have_offset)
+			return usage_error("export: two --offset without a --length between them");
 		a->have_offset = true;
 		a->offset = v;
-	} else {
-		a->have_length = true;
-		a->length = v;
+		return -1;
 	}
-	if (a->have_offset && a->have_length) {
-		if (a->n_ranges == sizeof(a->ranges) / sizeof(a->ranges[0]))
-			return usage_error("export: too many ranges (at most %zu)",
-					   sizeof(a->ranges) / sizeof(a->ranges[0]));
-		a->ranges[a->n_ranges++] = (struct p2pbuf_range){ a->offset, a->length };
-		a->have_offset = a->have_length = false;
-	}
+	if (a->n_ranges == max)
+		return usage_error("export: too many ranges (at most %zu)", max);
+	a->ranges[a->n_ranges++] = (struct p2pbuf_range){ a->have_offset ? a->offset : 0, v };
+	a->have_offset = false;
 	return -1;
 }
 
@@ -1148,8 +1153,8 @@ static int parse_export(int argc, char **argv, struct export_args *a, struct opt
 		return usage_error("export: missing DEVICE");
 	if (!a->have_bar)
 		return usage_error("export: missing --bar N");
-	if (a->have_offset || a->have_length)
-		return usage_error("export: --offset and --length come in pairs");
+	if (a->have_offset)
+		return usage_error("export: --offset needs a --length after it");
 	return -1;
 }
 
@@ -1489,7 +1494,7 @@ static void watch_event_json(const struct p2pbuf_event *ev, const char *now)
 static void watch_event_text(const struct p2pbuf_event *ev, const char *now)
 {
 	char deadline[64];
-	char *dev, *msg;
+	char *dev;
 
 	switch (ev->type) {
 	case P2PBUF_EVENT_LEASE_REVOKING:
@@ -1506,7 +1511,7 @@ static void watch_event_text(const struct p2pbuf_event *ev, const char *now)
 		printf("%s device %s state=%s gen=%" PRIu32, now, dev,
 		       p2pbuf_device_state_name(ev->state), ev->generation);
 		if (ev->message) {
-			msg = escape_text(ev->message, true);
+			char *msg = escape_text(ev->message, true);
 			printf(" message=\"%s\"", msg);
 			free(msg);
 		}

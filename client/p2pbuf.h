@@ -115,6 +115,9 @@ struct p2pbuf_lease {
 	int holders;                        /* references outside the daemon, -1 = unknown */
 	char *rule;                         /* policy file:line that allowed it */
 	uint32_t generation;
+	int64_t deadline_ms;                /* revoking: holders must let go by then (REALTIME) */
+	bool lingering;                     /* revoking past its deadline and not enforced: kept
+					       by a holder the daemon does not cycle out */
 };
 
 struct p2pbuf_status {

@@ -151,7 +151,7 @@ int p2pbuf_list_devices(struct p2pbuf *conn, struct p2pbuf_device **ret_devices,
 	req.body_case = P2PBUF__REQUEST__BODY_LIST_DEVICES;
 	req.list_devices = &body;
 	r = conn_call(conn, &req, NULL, &msg);
-	if (r < 0)
+	if (r != 0)
 		return r;
 	reply = msg->reply;
 	/* An empty list may come as an absent body: every field is optional. */
@@ -194,6 +194,8 @@ static int copy_lease(const P2pbuf__Lease *src, struct p2pbuf_lease *dst)
 	dst->expires_ms = src->expires_ms;
 	dst->holders = src->has_holders ? src->holders : -1;
 	dst->generation = src->generation;
+	dst->deadline_ms = src->deadline_ms;
+	dst->lingering = src->lingering;
 	if ((r = dup_string(src->device, &dst->device)) < 0 ||
 	    (r = dup_optional(src->label, &dst->label)) < 0 ||
 	    (r = dup_string(src->rule, &dst->rule)) < 0)
@@ -201,55 +203,115 @@ static int copy_lease(const P2pbuf__Lease *src, struct p2pbuf_lease *dst)
 	return copy_ranges(src->ranges, src->n_ranges, &dst->ranges, &dst->n_ranges);
 }
 
-static int copy_leases(const P2pbuf__ListLeasesReply *src, struct p2pbuf_lease **ret, size_t *ret_n)
-{
-	struct p2pbuf_lease *l;
-	size_t n = src ? src->n_leases : 0;
+/* Leases gathered over the pages of one listing. */
+struct lease_list {
+	struct p2pbuf_lease *v;
+	size_t n, cap;
+};
 
-	if (n == 0) {
-		*ret = NULL;
-		*ret_n = 0;
+/* The most leases one listing gathers: what a daemon that never stops saying "more" can make
+ * us allocate (the daemon itself defaults to 4096 leases in all). */
+#define LIST_LEASES_MAX (1u << 20)
+
+/* Make room for add more leases, zeroed, so that a half-copied one can still be freed. */
+static int lease_list_grow(struct lease_list *list, size_t add)
+{
+	struct p2pbuf_lease *v;
+	size_t cap;
+
+	if (list->n + add <= list->cap)
+		return 0;
+	cap = list->n + add > 2 * list->cap ? list->n + add : 2 * list->cap;
+	v = reallocarray(list->v, cap, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	memset(v + list->cap, 0, (cap - list->cap) * sizeof(*v));
+	list->v = v;
+	list->cap = cap;
+	return 0;
+}
+
+static int lease_list_append(struct lease_list *list, const P2pbuf__ListLeasesReply *page)
+{
+	int r = lease_list_grow(list, page->n_leases);
+
+	for (size_t i = 0; r == 0 && i < page->n_leases; i++)
+		r = copy_lease(page->leases[i], &list->v[list->n++]);
+	return r;
+}
+
+/* A page must make progress: when more follow, it lists at least one lease, with ids above
+ * after; otherwise a daemon could keep us asking forever. */
+static bool page_valid(const P2pbuf__ListLeasesReply *page, uint64_t after, size_t have)
+{
+	if (page->n_leases > LIST_LEASES_MAX - have)
+		return false;
+	if (!page->more)
+		return true;
+	return page->n_leases > 0 && page->leases[page->n_leases - 1]->id > after;
+}
+
+/* Ask for the page of leases after id after and append it to list. *ret_after is where the
+ * next page starts, 0 when this was the last one. */
+static int list_page(struct p2pbuf *conn, bool all, uint64_t after, struct lease_list *list,
+		     uint64_t *ret_after)
+{
+	P2pbuf__ListLeases body = P2PBUF__LIST_LEASES__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+	const P2pbuf__ListLeasesReply *page;
+	int r;
+
+	body.has_all = true;
+	body.all = all;
+	body.has_after_id = after > 0;
+	body.after_id = after;
+	req.body_case = P2PBUF__REQUEST__BODY_LIST_LEASES;
+	req.list_leases = &body;
+	r = conn_call(conn, &req, NULL, &msg);
+	if (r != 0)
+		return r;
+	/* An empty list may come as an absent body: every field is optional. */
+	if (msg->reply->body_case == P2PBUF__REPLY__BODY__NOT_SET) {
+		*ret_after = 0;
 		return 0;
 	}
-	l = calloc(n, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		int r = copy_lease(src->leases[i], &l[i]);
-		if (r < 0) {
-			p2pbuf_leases_free(l, i + 1);
-			return r;
-		}
-	}
-	*ret = l;
-	*ret_n = n;
+	if (msg->reply->body_case != P2PBUF__REPLY__BODY_LIST_LEASES)
+		return conn_protocol_error(conn);
+	page = msg->reply->list_leases;
+	if (!page_valid(page, after, list->n))
+		return conn_protocol_error(conn);
+	r = lease_list_append(list, page);
+	if (r < 0)
+		return r;
+	*ret_after = page->more ? page->leases[page->n_leases - 1]->id : 0;
 	return 0;
 }
 
 int p2pbuf_list_leases(struct p2pbuf *conn, bool all, struct p2pbuf_lease **ret_leases,
 		       size_t *ret_n)
 {
-	P2pbuf__ListLeases body = P2PBUF__LIST_LEASES__INIT;
-	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
-	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
-	const P2pbuf__Reply *reply;
+	struct lease_list list = { 0 };
+	uint64_t after = 0;
 	int r;
 
 	if (!conn || !ret_leases || !ret_n)
 		return -EINVAL;
-	body.has_all = true;
-	body.all = all;
-	req.body_case = P2PBUF__REQUEST__BODY_LIST_LEASES;
-	req.list_leases = &body;
-	r = conn_call(conn, &req, NULL, &msg);
-	if (r < 0)
+	/* Listings come in pages that fit one record; leases may come and go between pages. */
+	do
+		r = list_page(conn, all, after, &list, &after);
+	while (r == 0 && after != 0);
+	if (r < 0) {
+		p2pbuf_leases_free(list.v, list.n);
 		return r;
-	reply = msg->reply;
-	if (reply->body_case == P2PBUF__REPLY__BODY_LIST_LEASES)
-		return copy_leases(reply->list_leases, ret_leases, ret_n);
-	if (reply->body_case == P2PBUF__REPLY__BODY__NOT_SET)
-		return copy_leases(NULL, ret_leases, ret_n);
-	return conn_protocol_error(conn);
+	}
+	if (list.n == 0) {
+		free(list.v);
+		list.v = NULL;
+	}
+	*ret_leases = list.v;
+	*ret_n = list.n;
+	return 0;
 }
 
 /* Take lease id and size out of an Export reply; the fd is closed if the reply is unusable. */
@@ -308,7 +370,7 @@ int p2pbuf_export(struct p2pbuf *conn, const char *device, unsigned bar,
 	req.export = &body;
 
 	r = conn_call(conn, &req, &fd, &msg);
-	if (r >= 0)
+	if (r == 0)
 		r = export_result(conn, msg->reply, fd, ret_lease_id, ret_size);
 out:
 	free(pb);
@@ -422,7 +484,7 @@ int p2pbuf_status(struct p2pbuf *conn, struct p2pbuf_status *ret_status)
 	req.body_case = P2PBUF__REQUEST__BODY_STATUS;
 	req.status = &body;
 	r = conn_call(conn, &req, NULL, &msg);
-	if (r < 0)
+	if (r != 0)
 		return r;
 	if (msg->reply->body_case != P2PBUF__REPLY__BODY_STATUS)
 		return conn_protocol_error(conn);

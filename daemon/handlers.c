@@ -357,8 +357,8 @@ static struct lease *find_lease(struct conn *c, uint64_t id, bool any_owner, int
 		*ret_err = -ENOENT;
 		return NULL;
 	}
-	if (!any_owner && l->owner != c) {
-		snprintf(msg, len, "lease %" PRIu64 " belongs to another connection", id);
+	if (!any_owner && l->owner_uid != c->peer.uid && !is_admin(c)) {
+		snprintf(msg, len, "lease %" PRIu64 " belongs to another user", id);
 		*ret_err = -EPERM;
 		return NULL;
 	}
@@ -465,6 +465,11 @@ static void fill_lease(struct lease_msg *m, const struct lease *l)
 	pl->expires_ms = l->expires_ms;
 	pl->rule = (char *)l->rule_where;
 	pl->generation = l->generation;
+	if (l->state == LEASE_REVOKING) {
+		pl->has_deadline_ms = pl->has_lingering = true;
+		pl->deadline_ms = now_realtime_ms() + (l->deadline_ms - now_monotonic_ms());
+		pl->lingering = l->lingering;
+	}
 	int h = l->device->handle ? l->device->ops->holders(l->device->handle, l->fd) : -1;
 	pl->holders = h < 0 ? -1 : h;
 	for (size_t i = 0; i < n; i++) {
@@ -478,7 +483,8 @@ static void fill_lease(struct lease_msg *m, const struct lease *l)
 	pl->ranges = m->rangep;
 }
 
-/* Leases visible to c with id > after, ascending, as many as fit one record. */
+/* Leases visible to c with id > after, ascending, as many as fit one record: every lease for
+ * observers asking for all, otherwise those of the caller's uid (any of its connections). */
 static size_t collect_leases(struct conn *c, bool all, uint64_t after, struct lease_msg *msgs,
 			     P2pbuf__Lease **ptrs, size_t cap, bool *ret_more)
 {
@@ -487,7 +493,7 @@ static size_t collect_leases(struct conn *c, bool all, uint64_t after, struct le
 
 	*ret_more = false;
 	for (const struct lease *l = TAILQ_FIRST(&t->all); l; l = TAILQ_NEXT(l, in_table)) {
-		if (l->id <= after || (!all && l->owner != c))
+		if (l->id <= after || (!all && l->owner_uid != c->peer.uid))
 			continue;
 		if (n == cap) {
 			*ret_more = true;

@@ -90,7 +90,8 @@ int harness_raw_connect(const struct harness *h)
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 
 	ck_assert_int_ge(fd, 0);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->socket);
+	ck_assert_uint_lt(strlen(h->socket), sizeof(sa.sun_path));
+	memcpy(sa.sun_path, h->socket, strlen(h->socket) + 1);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		close(fd);
 		return -errno;
@@ -136,6 +137,8 @@ static const char *daemon_path(void)
 	return path;
 }
 
+/* Test policies are printf formats given the uid; they are the tests' own constants. */
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
 static void write_policy(struct harness *h, const char *fmt)
 {
 	FILE *f = fopen(h->policy, "w");

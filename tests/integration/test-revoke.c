@@ -233,6 +233,7 @@ START_TEST(release_with_copy_elsewhere_lingers_and_counts)
 	/* A released lease is never cycled out, even long past the deadline. */
 	usleep(800000);
 	ck_assert(lease_info(c, id, &l));
+	ck_assert(l.lingering);
 	ck_assert_uint_eq(generation(c, "sim2"), 0);
 	end_child(child);
 	ck_assert(wait_gone(c, id));
@@ -324,6 +325,8 @@ START_TEST(notify_only_device_lingers)
 	ck_assert(lease_info(admin, id, &l));
 	ck_assert_int_eq(l.state, P2PBUF_LEASE_REVOKING);
 	ck_assert_int_eq(l.holders, 1);
+	ck_assert(l.lingering);
+	ck_assert_int_gt(l.deadline_ms, 0);
 	ck_assert_uint_eq(generation(admin, "sim2"), 0);
 	close(fd);
 	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
