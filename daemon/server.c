@@ -17,7 +17,8 @@
 #include "log.h"
 #include "util.h"
 
-#define DEFAULT_SOCKET "/run/p2pbufd/p2pbufd.sock"
+#define DEFAULT_SOCKET_DIR "/run/p2pbufd"
+#define DEFAULT_SOCKET DEFAULT_SOCKET_DIR "/p2pbufd.sock"
 #define RECORDS_PER_WAKEUP 16         /* fairness: one busy client cannot starve the rest */
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
@@ -377,6 +378,9 @@ int server_listen(struct daemon *d)
 		log_info("listening on the socket systemd passed");
 	} else {
 		const char *path = d->opt.socket_path ? d->opt.socket_path : DEFAULT_SOCKET;
+		/* Under systemd RuntimeDirectory= makes it; started by hand, the daemon does. */
+		if (!d->opt.socket_path && mkdir(DEFAULT_SOCKET_DIR, 0755) < 0 && errno != EEXIST)
+			log_warning("cannot create %s: %m", DEFAULT_SOCKET_DIR);
 		r = listen_on_path(d, path);
 		if (r < 0) {
 			log_error("cannot listen on %s: %s", path, strerror(-r));

@@ -16,6 +16,7 @@ cat >"$dir/policy" <<POLICY
 device nic0 sim bar 0 64K bar 2 16M msix-table 0 0x2000+0x800 msix-pba 0 0x3000+0x100
 device cmb0 sim bar 2 2M
 allow user $uid device cmb0 bar 2 max-leases 8 ttl 10m
+allow user $uid device nic0 bar 0
 allow user $uid device nic0 bar 2 range 0+8M
 admin user $uid
 POLICY
@@ -24,7 +25,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 echo "p2pbufd demo: policy $dir/policy, socket $P2PBUF_SOCKET"
 cat "$dir/policy"
-"$daemon" --policy "$dir/policy" 2>"$dir/daemon.log" &
+"$daemon" --policy "$dir/policy" --socket "$P2PBUF_SOCKET" 2>"$dir/daemon.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; echo; echo "--- daemon log ---"; cat "$dir/daemon.log"; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -S "$P2PBUF_SOCKET" ] && break; sleep 0.05; done
@@ -39,5 +40,7 @@ step "p2pbuf-client export cmb0 --bar 2 --offset 0 --length 1M -- sh -c '...'"
 	 ls -l /proc/self/fd/$P2PBUF_FD; cat /proc/self/fdinfo/$P2PBUF_FD'
 step "p2pbuf-client export nic0 --bar 0 --offset 0x2000 --length 4K   # MSI-X table: refused"
 "$client" export nic0 --bar 0 --offset 0x2000 --length 4K -- true || echo "(exit status $?)"
+step "p2pbuf-client export nic0 --bar 2 --offset 8M --length 4K   # outside the rule: denied"
+"$client" export nic0 --bar 2 --offset 8M --length 4K -- true || echo "(exit status $?)"
 step "p2pbuf-client leases   # released when the child exited"
 "$client" leases

@@ -17,5 +17,3 @@ integration_tests = tests/integration/test-daemon tests/integration/test-revoke 
 	tests/integration/test-cli.sh
 TESTS += $(integration_tests)
 EXTRA_DIST += tests/integration/test-cli.sh
-# The tests run the daemon and the CLI from the build tree.
-check_SCRIPTS += daemon/p2pbufd client/p2pbuf-client
