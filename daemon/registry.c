@@ -239,7 +239,12 @@ static void on_err(evutil_socket_t fd, short what, void *arg)
 	uint64_t n;
 
 	(void)!read(fd, &n, sizeof(n));
-	log_error("device %s: the kernel reported a device error (AER)", dev->decl.name);
-	if (dev->decl.on_error == POLICY_ON_ERROR_CYCLE)
+	log_error("device %s: the kernel reported a device error (AER)%s", dev->decl.name,
+		  dev->decl.on_error == POLICY_ON_ERROR_CYCLE ? "; cycling it (on-error cycle)" : "");
+	if (dev->decl.on_error == POLICY_ON_ERROR_CYCLE) {
 		registry_cycle(dev, P2PBUF__REASON__REASON_DEVICE_CYCLE);
+		return;
+	}
+	/* Reported to watchers; the buffers stay live, so the state does not change. */
+	set_state(dev, dev->state, "the kernel reported a device error (AER); leases stay");
 }

@@ -116,6 +116,25 @@ bool harness_peer_closed(int fd, int timeout_ms)
 	}
 }
 
+static int listening_socket(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_uint_lt(strlen(path), sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 16), 0);
+	return fd;
+}
+
+void harness_start_activated(struct harness *h, const char *policy_fmt)
+{
+	h->activated = true;
+	harness_start(h, policy_fmt, NULL);
+}
+
 static bool hello_answered(int fd)
 {
 	/* Hello{major: 1}, encoded by hand to keep the harness free of the library. */
@@ -148,10 +167,25 @@ static void write_policy(struct harness *h, const char *fmt)
 	ck_assert_int_eq(fclose(f), 0);
 }
 
-static void exec_daemon(struct harness *h, const char *const *extra)
+/* In the child: the listening socket becomes fd 3 and the environment says so. */
+static void pass_socket(int sfd)
+{
+	char pid[32];
+
+	if (sfd != 3) {
+		dup2(sfd, 3);
+		close(sfd);
+	}
+	fcntl(3, F_SETFD, 0);
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("LISTEN_FDS", "1", 1);
+	setenv("LISTEN_PID", pid, 1);
+}
+
+static void exec_daemon(struct harness *h, const char *const *extra, int sfd)
 {
 	const char *argv[32] = { daemon_path(), "--policy", h->policy, "--socket", h->socket };
-	size_t n = 5;
+	size_t n = sfd >= 0 ? 3 : 5;
 	char log[160];
 
 	for (; extra && *extra && n < 30; extra++)
@@ -170,6 +204,8 @@ static void exec_daemon(struct harness *h, const char *const *extra)
 	setenv("P2PBUF_SIM_CONTROL", h->dir, 1);
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_PID");
+	if (sfd >= 0)
+		pass_socket(sfd);
 	execv(argv[0], (char *const *)argv);
 	_exit(127);
 }
@@ -181,10 +217,13 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 	snprintf(h->socket, sizeof(h->socket), "%s/sock", h->dir);
 	snprintf(h->policy, sizeof(h->policy), "%s/policy", h->dir);
 	write_policy(h, policy_fmt ? policy_fmt : harness_default_policy);
+	int sfd = h->activated ? listening_socket(h->socket) : -1;
 	h->pid = fork();
 	ck_assert_int_ge(h->pid, 0);
 	if (h->pid == 0)
-		exec_daemon(h, extra_args);
+		exec_daemon(h, extra_args, sfd);
+	if (sfd >= 0)
+		close(sfd);
 	for (int t = 0; t < 5000; t += 10) {
 		int fd = harness_raw_connect(h);
 		if (fd >= 0) {

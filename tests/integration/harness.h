@@ -10,6 +10,7 @@ struct harness {
 	char policy[128];
 	pid_t pid;                    /* the daemon */
 	int baseline_fds;             /* the daemon's open fds once it is ready */
+	bool activated;               /* pass the listening socket as systemd does */
 };
 
 /* The policy every test starts from, for the calling uid (%1$u) as user and admin:
@@ -20,6 +21,10 @@ extern const char harness_default_policy[];
 /* Write policy (a printf format given the caller's uid) and start the daemon with it and
  * the extra arguments (NULL-terminated). Waits until the socket accepts connections. */
 void harness_start(struct harness *h, const char *policy_fmt, const char *const *extra_args);
+
+/* Like harness_start, but the test binds the socket and hands it over as fd 3 with
+ * LISTEN_FDS/LISTEN_PID, the way systemd's socket activation does. */
+void harness_start_activated(struct harness *h, const char *policy_fmt);
 
 /* SIGTERM the daemon, assert it exits 0, remove the directory. */
 void harness_stop(struct harness *h);

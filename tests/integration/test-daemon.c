@@ -550,6 +550,27 @@ START_TEST(bad_policy_refuses_to_start)
 }
 END_TEST
 
+START_TEST(socket_activation)
+{
+	harness_stop(&h);
+	harness_start_activated(&h, NULL);
+	struct p2pbuf *c = connect_ok();
+	int fd = export1(c, "sim1", 0, 0, 0x1000, NULL);
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	p2pbuf_disconnect(c);
+	ck_assert(harness_fds_settle(&h, 2000));
+	char path[160], log[4096] = "";
+	snprintf(path, sizeof(path), "%s/daemon.log", h.dir);
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
+	fclose(f);
+	ck_assert_msg(strstr(log, "listening on the socket systemd passed"), "log: %s", log);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -574,6 +595,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, admin_requests_need_admin);
 	tcase_add_test(tc, admin_revoke_tells_holder);
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
+	tcase_add_test(tc, socket_activation);
 	suite_add_tcase(s, tc);
 	TCase *tp = tcase_create("startup");
 	tcase_add_checked_fixture(tp, setup, NULL);

@@ -412,9 +412,13 @@ START_TEST(device_error_cycles_when_configured)
 	int fb = export_whole(c, "sim0", &b);
 
 	/* sim0 only reports errors; sim3 is cycled on one. */
+	ck_assert_int_eq(p2pbuf_subscribe(c, false), 0);
 	harness_sim_event(&h, "sim0", "error");
+	int k = wait_for(c, &lg, P2PBUF_EVENT_DEVICE_STATE, 0);
+	ck_assert_str_eq(lg.ev[k].device, "sim0");
+	ck_assert_int_eq(lg.ev[k].state, P2PBUF_DEVICE_READY);
 	harness_sim_event(&h, "sim3", "error");
-	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, a);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, a);
 	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_DEVICE_CYCLE);
 	ck_assert_int_lt(find(&lg, P2PBUF_EVENT_LEASE_REVOKED, b), 0);
 	ck_assert_uint_eq(generation(c, "sim0"), 0);
