@@ -22,6 +22,7 @@ daemon_libp2pbufd_core_la_LIBADD = proto/libwire.la $(EVENT_LIBS) $(SYSTEMD_LIBS
 	$(PROTOBUF_C_LIBS) -lpthread
 
 sbin_PROGRAMS += daemon/p2pbufd
+dist_man_MANS += daemon/p2pbufd.8
 daemon_p2pbufd_SOURCES = daemon/main.c
 daemon_p2pbufd_CFLAGS = $(daemon_libp2pbufd_core_la_CFLAGS)
 daemon_p2pbufd_LDADD = daemon/libp2pbufd-core.la
