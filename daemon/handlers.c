@@ -385,6 +385,8 @@ static void handle_revoke(struct conn *c, const P2pbuf__Request *req)
 	int r;
 
 	if (!is_admin(c)) {
+		log_notice("denied: revoke lease=%" PRIu64 " by uid=%u pid=%d: not an admin",
+			   req->revoke->lease_id, (unsigned)c->peer.uid, (int)c->pid);
 		conn_reply(c, req->request_id, -EPERM, "revoke needs an admin rule in the policy",
 			   NULL, -1);
 		return;
@@ -394,7 +396,8 @@ static void handle_revoke(struct conn *c, const P2pbuf__Request *req)
 		conn_reply(c, req->request_id, r, msg, NULL, -1);
 		return;
 	}
-	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u", l->id, (unsigned)c->peer.uid);
+	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u pid=%d", l->id,
+		   (unsigned)c->peer.uid, (int)c->pid);
 	revoke_lease(c->d, l, P2PBUF__REASON__REASON_ADMIN);
 	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
 }
@@ -405,6 +408,8 @@ static void handle_reset(struct conn *c, const P2pbuf__Request *req)
 	char msg[MSG_MAX];
 
 	if (!is_admin(c)) {
+		log_notice("denied: reset device=%s by uid=%u pid=%d: not an admin",
+			   req->reset->device, (unsigned)c->peer.uid, (int)c->pid);
 		conn_reply(c, req->request_id, -EPERM, "reset needs an admin rule in the policy",
 			   NULL, -1);
 		return;
@@ -415,6 +420,8 @@ static void handle_reset(struct conn *c, const P2pbuf__Request *req)
 		return;
 	}
 	if (!dev->cycling) {
+		log_notice("reset: device=%s by uid=%u pid=%d", dev->decl.name,
+			   (unsigned)c->peer.uid, (int)c->pid);
 		int r = registry_cycle(dev, P2PBUF__REASON__REASON_RESET);
 		if (r < 0) {
 			snprintf(msg, sizeof(msg), "device %s cannot be reset: %s", dev->decl.name,
@@ -422,7 +429,6 @@ static void handle_reset(struct conn *c, const P2pbuf__Request *req)
 			conn_reply(c, req->request_id, r, msg, NULL, -1);
 			return;
 		}
-		log_notice("reset: device=%s by uid=%u", dev->decl.name, (unsigned)c->peer.uid);
 	}
 	/* Answered when the cycle ends, so the caller knows the device is ready again. */
 	struct pending_reply *w = calloc(1, sizeof(*w));

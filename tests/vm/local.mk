@@ -2,9 +2,21 @@
 # IOMMU, p2pbufd and its clients running inside. `make check-vm`; see tests/vm/README.md.
 vm_test_files = tests/vm/run-all.sh tests/vm/lib.sh tests/vm/fetch-kernel.sh \
 	tests/vm/build-iommufd.sh tests/vm/mkinitrd.sh tests/vm/run-vm.sh tests/vm/guest-lib.sh \
-	tests/vm/probe.sh
+	tests/vm/probe.sh tests/vm/cases.sh
 EXTRA_DIST += $(vm_test_files) tests/vm/vm-probe.c tests/vm/README.md tests/vm/.shellcheckrc
 
-check-vm: all
-	$(SHELL) $(srcdir)/tests/vm/run-all.sh --install-deps
+# Built with `make check` too, so that it keeps compiling. -no-install makes it the real ELF
+# (not a libtool wrapper); in the guest it finds libp2pbuf in /usr/local/lib.
+check_PROGRAMS += tests/vm/vm-importer
+tests_vm_vm_importer_SOURCES = tests/vm/vm-importer.c
+tests_vm_vm_importer_LDADD = client/libp2pbuf.la
+tests_vm_vm_importer_LDFLAGS = $(AM_LDFLAGS) -no-install
+
+# iomem=relaxed: Debian's kernels have IO_STRICT_DEVMEM and vfio-pci reserves the BARs it
+# opens, so the guest's cases could not read the ivshmem bytes through sysfs without it.
+check-vm: all tests/vm/vm-importer$(EXEEXT)
+	$(SHELL) $(srcdir)/tests/vm/run-all.sh --install-deps --script $(srcdir)/tests/vm/cases.sh \
+		--bin daemon/p2pbufd$(EXEEXT) --bin client/.libs/p2pbuf-client$(EXEEXT) \
+		--bin tests/vm/vm-importer$(EXEEXT) --lib client/.libs/libp2pbuf.so.0 \
+		--append iomem=relaxed
 .PHONY: check-vm

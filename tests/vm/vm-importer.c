@@ -1,0 +1,1271 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vm-importer: the C side of the VM test cases (tests/vm/cases.sh), run inside the QEMU guest.
+ * It is a client of p2pbufd through libp2pbuf's public API only, plus a few helpers that a
+ * busybox-only guest lacks.
+ *
+ * Modes (each prints what it saw; the last line of a failure says "expected ..., got ..."):
+ *
+ *   vm-importer json EXPR < JSON
+ *       Print the value at EXPR in a JSON document (p2pbuf-client --json output). EXPR is a
+ *       chain of .KEY, [N] and [KEY=VALUE] (the first array element whose KEY is VALUE),
+ *       optionally ending in # (the number of elements). Strings print unquoted. Exit 1 when
+ *       the path does not exist, 2 on malformed JSON.
+ *
+ *   vm-importer pattern FILE OFFSET LENGTH
+ *       mmap FILE (a /sys/bus/pci/devices/BDF/resourceN of ivshmem) and check that the bytes
+ *       at OFFSET..OFFSET+LENGTH are the pattern run-vm.sh wrote into the ivshmem backing file:
+ *       the 16 bytes at every offset O read printf("%08x p2pbuf\n", O).
+ *
+ *   vm-importer as USER|UID CMD [ARG]...
+ *       Drop to USER (its groups from /etc/group) or to UID (gid = UID, no supplementary
+ *       groups), then exec CMD.
+ *
+ *   vm-importer export [--socket PATH] [--expect ok|ERRNO] [--label L] DEVICE BAR OFFSET LENGTH
+ *       Ask p2pbufd for one range through libp2pbuf; exit 0 when the outcome is the expected
+ *       one (default ok; e.g. --expect EPERM).
+ *
+ *   vm-importer dma [--socket PATH] --edu BDF DEVICE BAR OFFSET LENGTH
+ *       The iommufd holder test: take a lease on DEVICE BAR OFFSET+LENGTH (ivshmem BAR 2),
+ *       open our own edu device (BDF, bound to vfio-pci, not one p2pbufd owns) through
+ *       /dev/vfio/devices/vfioN + /dev/iommu, map the dma-buf into our IOAS with
+ *       IOMMU_IOAS_MAP_FILE and have edu DMA through it; then ask p2pbufd to reset DEVICE and
+ *       prove that the old buffer is dead. Prints one "step NAME ok|FAIL: detail" line per
+ *       step (cases.sh turns them into results); a step that could not run because an
+ *       earlier one failed is reported as FAIL too, so that the number of results is fixed.
+ *
+ * The build host has linux-libc-dev 6.1, which lacks the iommufd and vfio cdev uapi: the
+ * definitions below are guarded copies (identical in 6.19, 7.2, 7.3).
+ */
+#ifndef _GNU_SOURCE /* config.h defines it in the automake build */
+#define _GNU_SOURCE
+#endif
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include <linux/pci_regs.h>
+#include <linux/types.h>
+#include <linux/vfio.h>
+#if __has_include(<linux/iommufd.h>)
+#include <linux/iommufd.h>
+#endif
+
+#include "p2pbuf.h"
+
+/* ---- uapi newer than the build host's headers ---- */
+#ifndef VFIO_DEVICE_BIND_IOMMUFD
+#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+struct vfio_device_bind_iommufd {
+	__u32 argsz;
+	__u32 flags;
+	__s32 iommufd;
+	__u32 out_devid;
+	__aligned_u64 token_uuid_ptr;
+};
+#endif
+#ifndef VFIO_DEVICE_ATTACH_IOMMUFD_PT
+#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
+struct vfio_device_attach_iommufd_pt {
+	__u32 argsz;
+	__u32 flags;
+	__u32 pt_id;
+	__u32 pasid;
+};
+#endif
+#ifndef IOMMUFD_TYPE
+#define IOMMUFD_TYPE (';')
+#endif
+#ifndef IOMMU_IOAS_ALLOC
+#define IOMMU_IOAS_ALLOC _IO(IOMMUFD_TYPE, 0x81)
+struct iommu_ioas_alloc {
+	__u32 size;
+	__u32 flags;
+	__u32 out_ioas_id;
+};
+#endif
+#ifndef IOMMU_IOAS_MAP
+#define IOMMU_IOAS_MAP _IO(IOMMUFD_TYPE, 0x85)
+struct iommu_ioas_map {
+	__u32 size;
+	__u32 flags;
+	__u32 ioas_id;
+	__u32 __reserved;
+	__aligned_u64 user_va;
+	__aligned_u64 length;
+	__aligned_u64 iova;
+};
+#endif
+#ifndef IOMMU_IOAS_UNMAP
+#define IOMMU_IOAS_UNMAP _IO(IOMMUFD_TYPE, 0x86)
+struct iommu_ioas_unmap {
+	__u32 size;
+	__u32 ioas_id;
+	__aligned_u64 iova;
+	__aligned_u64 length;
+};
+#endif
+#ifndef IOMMU_IOAS_MAP_FILE
+#define IOMMU_IOAS_MAP_FILE _IO(IOMMUFD_TYPE, 0x8f)
+struct iommu_ioas_map_file {
+	__u32 size;
+	__u32 flags;
+	__u32 ioas_id;
+	__s32 fd;
+	__aligned_u64 start;
+	__aligned_u64 length;
+	__aligned_u64 iova;
+};
+#endif
+#ifndef IOMMU_IOAS_MAP_FIXED_IOVA
+#define IOMMU_IOAS_MAP_FIXED_IOVA (1 << 0)
+#define IOMMU_IOAS_MAP_WRITEABLE (1 << 1)
+#define IOMMU_IOAS_MAP_READABLE (1 << 2)
+#endif
+
+#define PROG "vm-importer"
+#define PAGE 4096u
+
+/* ---- small helpers ---- */
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static uint64_t parse_u64(const char *s, const char *what)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || s[0] == '-')
+		die("bad %s '%s'", what, s);
+	return v;
+}
+
+/* "EPERM" for 1, or the number when glibc has no name for it. */
+static const char *errno_name(int e)
+{
+	static char buf[16];
+	const char *n = e > 0 ? strerrorname_np(e) : NULL;
+
+	if (n)
+		return n;
+	snprintf(buf, sizeof(buf), "errno %d", e);
+	return buf;
+}
+
+/* The errno whose name is s ("EPERM"), or 0. */
+static int errno_from_name(const char *s)
+{
+	for (int e = 1; e < 4096; e++) {
+		const char *n = strerrorname_np(e);
+		if (n && strcmp(n, s) == 0)
+			return e;
+	}
+	return 0;
+}
+
+/* Bytes as a C string literal body, for "expected ..., got ..." lines. */
+static void escape(const unsigned char *p, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n && o + 5 < outlen; i++) {
+		if (p[i] == '\n')
+			o += (size_t)snprintf(out + o, outlen - o, "\\n");
+		else if (isprint(p[i]) && p[i] != '\\' && p[i] != '\'')
+			out[o++] = (char)p[i];
+		else
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", p[i]);
+	}
+	out[o] = '\0';
+}
+
+/* ---- json ---- */
+
+static const char *ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *skip_value(const char *p);
+
+/* Past the members or elements of the object or array at p ('{' or '['), or NULL. */
+static const char *skip_container(const char *p)
+{
+	char close = *p == '{' ? '}' : ']';
+
+	p = ws(p + 1);
+	if (*p == close)
+		return p + 1;
+	for (;;) {
+		if (close == '}') {
+			p = skip_value(p);
+			if (!p || *(p = ws(p)) != ':')
+				return NULL;
+			p++;
+		}
+		p = skip_value(p);
+		if (!p)
+			return NULL;
+		p = ws(p);
+		if (*p == ',') {
+			p = ws(p + 1);
+			continue;
+		}
+		return *p == close ? p + 1 : NULL;
+	}
+}
+
+/* The end of the JSON value at p, or NULL when it is malformed. */
+static const char *skip_value(const char *p)
+{
+	p = ws(p);
+	if (*p == '"') {
+		for (p++; *p && *p != '"'; p++)
+			if (*p == '\\' && p[1])
+				p++;
+		return *p ? p + 1 : NULL;
+	}
+	if (*p == '{' || *p == '[')
+		return skip_container(p);
+	if (!*p || strchr(",:}]", *p))
+		return NULL;
+	while (*p && !strchr(",:}] \t\r\n", *p))
+		p++;
+	return p;
+}
+
+/* The text of the scalar at p: a string unescaped (\uXXXX beyond ASCII becomes '?'), any
+ * other value as written. Malloc'd. */
+static char *value_text(const char *p)
+{
+	const char *end;
+	char *out, *o;
+
+	p = ws(p);
+	end = skip_value(p);
+	if (!end)
+		return NULL;
+	out = o = calloc(1, (size_t)(end - p) + 1);
+	if (!out)
+		die("out of memory");
+	if (*p != '"') {
+		memcpy(out, p, (size_t)(end - p));
+		return out;
+	}
+	for (p++; p < end - 1; p++) {
+		if (*p != '\\') {
+			*o++ = *p;
+			continue;
+		}
+		p++;
+		switch (*p) {
+		case 'n':
+			*o++ = '\n';
+			break;
+		case 't':
+			*o++ = '\t';
+			break;
+		case 'r':
+			*o++ = '\r';
+			break;
+		case 'b':
+			*o++ = '\b';
+			break;
+		case 'f':
+			*o++ = '\f';
+			break;
+		case 'u': {
+			unsigned cp = 0;
+			if (sscanf(p + 1, "%4x", &cp) == 1)
+				p += 4;
+			*o++ = cp < 0x80 ? (char)cp : '?';
+			break;
+		}
+		default:
+			*o++ = *p;
+			break;
+		}
+	}
+	return out;
+}
+
+/* The value of member key of the object at p, or NULL. */
+static const char *json_member(const char *p, const char *key)
+{
+	p = ws(p);
+	if (*p != '{')
+		return NULL;
+	p = ws(p + 1);
+	while (*p == '"') {
+		char *k = value_text(p);
+		const char *v;
+		bool hit;
+		p = skip_value(p);
+		if (!k || !p || *(p = ws(p)) != ':') {
+			free(k);
+			return NULL;
+		}
+		v = ws(p + 1);
+		hit = strcmp(k, key) == 0;
+		free(k);
+		if (hit)
+			return v;
+		p = skip_value(v);
+		if (!p || *(p = ws(p)) != ',')
+			return NULL;
+		p = ws(p + 1);
+	}
+	return NULL;
+}
+
+/* Element n of the array at p, or NULL. */
+static const char *json_index(const char *p, long n)
+{
+	p = ws(p);
+	if (*p != '[')
+		return NULL;
+	p = ws(p + 1);
+	for (long i = 0; *p && *p != ']'; i++) {
+		if (i == n)
+			return p;
+		p = skip_value(p);
+		if (!p || *(p = ws(p)) != ',')
+			return NULL;
+		p = ws(p + 1);
+	}
+	return NULL;
+}
+
+/* The first element of the array at p whose member key reads value, or NULL. */
+static const char *json_find(const char *p, const char *key, const char *value)
+{
+	const char *e;
+
+	for (long i = 0; (e = json_index(p, i)); i++) {
+		const char *m = json_member(e, key);
+		char *t = m ? value_text(m) : NULL;
+		bool hit = t && strcmp(t, value) == 0;
+		free(t);
+		if (hit)
+			return e;
+	}
+	return NULL;
+}
+
+static long json_count(const char *p)
+{
+	long n = 0;
+
+	p = ws(p);
+	if (*p == '[') {
+		while (json_index(p, n))
+			n++;
+		return n;
+	}
+	if (*p != '{')
+		return -1;
+	p = ws(p + 1);
+	while (*p == '"') {
+		n++;
+		p = skip_value(p);
+		if (!p || *(p = ws(p)) != ':' || !(p = skip_value(p + 1)))
+			return -1;
+		p = ws(p);
+		if (*p != ',')
+			break;
+		p = ws(p + 1);
+	}
+	return n;
+}
+
+/* One path segment at *expr applied to v. */
+static const char *json_step(const char *v, const char **expr)
+{
+	const char *e = *expr, *end;
+	char seg[256];
+	size_t len;
+
+	if (*e == '.') {
+		len = strcspn(e + 1, ".[#");
+		end = e + 1 + len;
+	} else if (*e == '[') {
+		end = strchr(e, ']');
+		if (!end)
+			die("json: unterminated [ in the path");
+		len = (size_t)(end - e - 1);
+		end++;
+	} else {
+		die("json: bad path at '%s'", e);
+	}
+	if (len >= sizeof(seg))
+		die("json: path segment too long");
+	memcpy(seg, e + 1, len);
+	seg[len] = '\0';
+	*expr = end;
+	if (*e == '.')
+		return json_member(v, seg);
+	char *eq = strchr(seg, '=');
+	if (!eq)
+		return json_index(v, strtol(seg, NULL, 10));
+	*eq = '\0';
+	return json_find(v, seg, eq + 1);
+}
+
+static char *read_all(FILE *f)
+{
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap);
+	size_t n;
+
+	while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+		len += n;
+		if (len + 1 == cap)
+			buf = realloc(buf, cap *= 2);
+	}
+	if (!buf)
+		die("out of memory");
+	buf[len] = '\0';
+	return buf;
+}
+
+static int cmd_json(int argc, char **argv)
+{
+	const char *expr, *v;
+	char *doc;
+
+	if (argc != 2)
+		die("usage: json EXPR < JSON");
+	doc = read_all(stdin);
+	if (!skip_value(doc)) {
+		fprintf(stderr, PROG ": json: malformed JSON: %.200s\n", doc);
+		return 2;
+	}
+	expr = argv[1];
+	v = doc;
+	while (v && *expr && *expr != '#')
+		v = json_step(v, &expr);
+	if (!v) {
+		fprintf(stderr, PROG ": json: %s: no such value in %.300s\n", argv[1], doc);
+		return 1;
+	}
+	if (*expr == '#') {
+		printf("%ld\n", json_count(v));
+	} else {
+		char *t = value_text(v);
+		printf("%s\n", t ? t : "");
+		free(t);
+	}
+	free(doc);
+	return 0;
+}
+
+/* ---- the ivshmem pattern ---- */
+
+/* Check buf (len bytes, read at BAR offset off) against the pattern. Returns true, or false
+ * with "expected ..., got ..." in why. */
+static bool pattern_ok(const unsigned char *buf, size_t len, uint64_t off, char *why, size_t wlen)
+{
+	for (size_t i = 0; i < len; i += 16) {
+		uint64_t o = off + i;
+		char want[32], got[80], w[80];
+		size_t n = len - i < 16 ? len - i : 16;
+		snprintf(want, sizeof(want), "%08" PRIx64 " p2pbuf\n", o & ~(uint64_t)15);
+		if (o % 16 == 0 && memcmp(buf + i, want, n) == 0)
+			continue;
+		escape((const unsigned char *)want, n, w, sizeof(w));
+		escape(buf + i, n, got, sizeof(got));
+		snprintf(why, wlen, "at BAR offset 0x%" PRIx64 ": expected '%s', got '%s'", o, w,
+			 got);
+		return false;
+	}
+	return true;
+}
+
+/* Read len bytes at off of a sysfs resource file through mmap (read() is not offered for
+ * memory BARs), with 32-bit loads as the device would see them. */
+static int resource_read(const char *path, uint64_t off, size_t len, unsigned char *out)
+{
+	uint64_t base = off & ~(uint64_t)(PAGE - 1);
+	size_t maplen = (size_t)(off - base) + len;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	volatile uint32_t *p;
+	void *m;
+
+	if (fd < 0)
+		return -errno;
+	m = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, (off_t)base);
+	close(fd);
+	if (m == MAP_FAILED)
+		return -errno;
+	p = (volatile uint32_t *)((char *)m + (off - base));
+	for (size_t i = 0; i + 4 <= len; i += 4) {
+		uint32_t v = p[i / 4];
+		memcpy(out + i, &v, 4);
+	}
+	munmap(m, maplen);
+	return 0;
+}
+
+static int cmd_pattern(int argc, char **argv)
+{
+	uint64_t off, len;
+	unsigned char *buf;
+	char why[256], first[64];
+	int r;
+
+	if (argc != 4)
+		die("usage: pattern FILE OFFSET LENGTH");
+	off = parse_u64(argv[2], "offset");
+	len = parse_u64(argv[3], "length");
+	if (len == 0 || len > (64u << 20) || off % 4 || len % 16)
+		die("pattern: offset must be 4-aligned, length a multiple of 16, at most 64M");
+	buf = malloc(len);
+	if (!buf)
+		die("out of memory");
+	r = resource_read(argv[1], off, len, buf);
+	if (r < 0) {
+		printf("expected the pattern at 0x%" PRIx64 ", got no mapping of %s: %s\n", off,
+		       argv[1], strerror(-r));
+		return 1;
+	}
+	if (!pattern_ok(buf, len, off, why, sizeof(why))) {
+		printf("%s\n", why);
+		return 1;
+	}
+	escape(buf, 16, first, sizeof(first));
+	printf("pattern ok: %" PRIu64 " bytes at BAR offset 0x%" PRIx64 " of %s, first '%s'\n", len,
+	       off, argv[1], first);
+	free(buf);
+	return 0;
+}
+
+/* ---- identities ---- */
+
+/* Become who (a user name, or a numeric uid with gid = uid and no supplementary groups). */
+static void drop_to(const char *who)
+{
+	struct passwd *pw = getpwnam(who);
+	char *end;
+
+	if (pw) {
+		if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+		    setuid(pw->pw_uid) < 0)
+			die("cannot become %s: %m", who);
+		return;
+	}
+	errno = 0;
+	unsigned long uid = strtoul(who, &end, 10);
+	if (errno || *end || end == who || uid > 65535)
+		die("no user '%s'", who);
+	if (setgroups(0, NULL) < 0 || setgid((gid_t)uid) < 0 || setuid((uid_t)uid) < 0)
+		die("cannot become uid %lu: %m", uid);
+}
+
+static void print_identity(void)
+{
+	gid_t groups[64];
+	int n = getgroups(64, groups);
+
+	printf("identity: uid %u gid %u groups", (unsigned)getuid(), (unsigned)getgid());
+	for (int i = 0; i < n; i++)
+		printf("%s%u", i ? "," : " ", (unsigned)groups[i]);
+	printf("%s\n", n > 0 ? "" : " -");
+}
+
+static int cmd_as(int argc, char **argv)
+{
+	if (argc < 3)
+		die("usage: as USER|UID CMD [ARG]...");
+	drop_to(argv[1]);
+	execvp(argv[2], argv + 2);
+	fprintf(stderr, PROG ": cannot run %s: %m\n", argv[2]);
+	return 127;
+}
+
+/* ---- export ---- */
+
+struct conn_opts {
+	const char *socket;
+	const char *expect;
+	const char *label;
+	const char *edu;
+};
+
+/* Options common to export and dma (each takes a value); leaves *argi at the first operand. */
+static void parse_opts(int argc, char **argv, int *argi, struct conn_opts *o)
+{
+	int i = 1;
+
+	while (i < argc && strncmp(argv[i], "--", 2) == 0) {
+		const char *opt = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			die("%s needs a value", opt);
+		if (!strcmp(opt, "--socket"))
+			o->socket = v;
+		else if (!strcmp(opt, "--expect"))
+			o->expect = v;
+		else if (!strcmp(opt, "--label"))
+			o->label = v;
+		else if (!strcmp(opt, "--edu"))
+			o->edu = v;
+		else
+			die("unknown option %s", opt);
+		i += 2;
+	}
+	*argi = i;
+}
+
+static struct p2pbuf *connect_or_die(const char *socket)
+{
+	struct p2pbuf *conn;
+	int r = p2pbuf_connect(socket, &conn);
+
+	if (r < 0) {
+		printf("expected a connection to p2pbufd, got %s: %s\n", errno_name(-r),
+		       strerror(-r));
+		exit(1);
+	}
+	return conn;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+	struct conn_opts o = { .expect = "ok", .label = "vm-importer" };
+	struct p2pbuf_range range;
+	struct p2pbuf *conn;
+	uint64_t id = 0, size = 0;
+	char got[160];
+	int argi, fd, want = 0;
+	unsigned bar;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 4)
+		die("usage: export [--socket PATH] [--expect ok|ERRNO] [--label L] DEVICE BAR "
+		    "OFFSET LENGTH");
+	if (strcmp(o.expect, "ok") != 0 && !(want = errno_from_name(o.expect)))
+		die("--expect: unknown errno name '%s'", o.expect);
+	bar = (unsigned)parse_u64(argv[argi + 1], "BAR");
+	range.offset = parse_u64(argv[argi + 2], "offset");
+	range.length = parse_u64(argv[argi + 3], "length");
+	print_identity();
+	conn = connect_or_die(o.socket);
+	fd = p2pbuf_export(conn, argv[argi], bar, &range, 1, o.label, &id, &size);
+	if (fd >= 0) {
+		printf("export: lease %" PRIu64 " size %" PRIu64 " fd %d\n", id, size, fd);
+		snprintf(got, sizeof(got), "success (lease %" PRIu64 " size %" PRIu64 ")", id,
+			 size);
+		p2pbuf_lease_release(conn, id, fd);
+	} else {
+		printf("export: refused with %s (%d): %s\n", errno_name(-fd), fd,
+		       p2pbuf_last_message(conn));
+		snprintf(got, sizeof(got), "%s (\"%.120s\")", errno_name(-fd),
+			 p2pbuf_last_message(conn));
+	}
+	p2pbuf_disconnect(conn);
+	if ((want == 0 && fd >= 0) || (want != 0 && fd == -want)) {
+		printf("as expected: %s\n", got);
+		return 0;
+	}
+	printf("expected %s, got %s\n", want ? errno_name(want) : "success", got);
+	return 1;
+}
+
+/* ---- our own edu device, through iommufd ---- */
+
+/* IOVAs: below 256 MiB, edu's 28-bit DMA mask. */
+#define IOVA_LEASE ((uint64_t)0x100000)	  /* the leased dma-buf */
+#define IOVA_OWN ((uint64_t)0x200000)	  /* one page of our own memory */
+#define IOVA_REVOKED ((uint64_t)0x300000) /* the revoked buffer again (must fail) */
+#define IOVA_NEW ((uint64_t)0x400000)	  /* the buffer of a new lease after the reset */
+#define EDU_ID 0x010000edu		  /* BAR0 register 0x00 */
+#define EDU_DMA_SRC 0x80
+#define EDU_DMA_DST 0x88
+#define EDU_DMA_CNT 0x90
+#define EDU_DMA_CMD 0x98
+#define EDU_DMA_RUN 0x1
+#define EDU_DMA_TO_PCI 0x2 /* edu buffer -> bus address; clear: bus address -> buffer */
+#define EDU_BUF 0x40000	   /* edu's internal 4 KiB DMA buffer (not readable by MMIO) */
+/* Bytes per edu DMA. Not the whole 4 KiB buffer: QEMU 7.2's edu_check_range() wants the
+ * transfer's end strictly below the buffer's end and calls hw_error() (QEMU aborts, the
+ * guest is gone) for a 4096-byte transfer. */
+#define DMA_LEN 2048u
+
+struct edu {
+	int iommufd;
+	int dev;
+	uint32_t ioas;
+	uint64_t bar0; /* region offsets in dev */
+	uint64_t config;
+};
+
+static int region_offset(int dev, unsigned index, uint64_t *ret)
+{
+	struct vfio_region_info ri = { .argsz = sizeof(ri), .index = index };
+
+	if (ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, &ri) < 0)
+		return -errno;
+	*ret = ri.offset;
+	return 0;
+}
+
+static int edu_rd32(const struct edu *e, unsigned reg, uint32_t *ret)
+{
+	return pread(e->dev, ret, 4, (off_t)(e->bar0 + reg)) == 4 ? 0 : -EIO;
+}
+
+static int edu_wr32(const struct edu *e, unsigned reg, uint32_t v)
+{
+	return pwrite(e->dev, &v, 4, (off_t)(e->bar0 + reg)) == 4 ? 0 : -EIO;
+}
+
+/* /dev/vfio/devices/vfioN of bdf, from sysfs. */
+static int cdev_path(const char *bdf, char *buf, size_t len)
+{
+	char dir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int r = -ENOENT;
+
+	snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%s/vfio-dev", bdf);
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, "vfio", 4) == 0) {
+			snprintf(buf, len, "/dev/vfio/devices/%s", de->d_name);
+			r = 0;
+			break;
+		}
+	closedir(d);
+	return r;
+}
+
+/* Record what failed with errno's text; returns -errno. */
+static int efail(char *why, size_t wlen, const char *what)
+{
+	int e = errno ? errno : EIO;
+
+	snprintf(why, wlen, "%s: %s", what, strerror(e));
+	return -e;
+}
+
+/* Open edu through its cdev, bind it to a fresh iommufd, attach it to a new IOAS, enable
+ * memory decode and bus mastering. why says what was done, or what failed. */
+static int edu_open(const char *bdf, struct edu *e, char *why, size_t wlen)
+{
+	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
+	struct vfio_device_attach_iommufd_pt at = { .argsz = sizeof(at) };
+	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+	char path[PATH_MAX];
+	uint16_t cmd;
+	uint32_t id = 0;
+	int r = cdev_path(bdf, path, sizeof(path));
+
+	if (r < 0) {
+		snprintf(why, wlen, "no vfio-dev/vfioN for %s: %s", bdf, strerror(-r));
+		return r;
+	}
+	e->dev = open(path, O_RDWR | O_CLOEXEC);
+	if (e->dev < 0)
+		return efail(why, wlen, path);
+	e->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (e->iommufd < 0)
+		return efail(why, wlen, "/dev/iommu");
+	bind.iommufd = e->iommufd;
+	if (ioctl(e->dev, VFIO_DEVICE_BIND_IOMMUFD, &bind) < 0)
+		return efail(why, wlen, "VFIO_DEVICE_BIND_IOMMUFD");
+	if (ioctl(e->iommufd, IOMMU_IOAS_ALLOC, &alloc) < 0)
+		return efail(why, wlen, "IOMMU_IOAS_ALLOC");
+	e->ioas = alloc.out_ioas_id;
+	at.pt_id = e->ioas;
+	if (ioctl(e->dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at) < 0)
+		return efail(why, wlen, "VFIO_DEVICE_ATTACH_IOMMUFD_PT");
+	if (region_offset(e->dev, VFIO_PCI_BAR0_REGION_INDEX, &e->bar0) < 0 ||
+	    region_offset(e->dev, VFIO_PCI_CONFIG_REGION_INDEX, &e->config) < 0)
+		return efail(why, wlen, "VFIO_DEVICE_GET_REGION_INFO");
+	if (pread(e->dev, &cmd, 2, (off_t)(e->config + PCI_COMMAND)) != 2)
+		return efail(why, wlen, "reading PCI_COMMAND");
+	cmd |= PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+	if (pwrite(e->dev, &cmd, 2, (off_t)(e->config + PCI_COMMAND)) != 2)
+		return efail(why, wlen, "writing PCI_COMMAND");
+	if (edu_rd32(e, 0, &id) < 0 || id != EDU_ID) {
+		snprintf(why, wlen, "expected edu id 0x%x at BAR0 0x0, got 0x%x", EDU_ID, id);
+		return -ENODEV;
+	}
+	snprintf(why, wlen, "%.200s bound to iommufd, IOAS %u attached, bus master on, id 0x%x",
+		 path, e->ioas, id);
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One edu DMA of cnt bytes between bus address iova and edu's buffer; waits for the RUN bit
+ * to clear (edu runs it from a 100 ms timer). */
+static int edu_dma(const struct edu *e, uint64_t iova, bool to_pci, uint32_t cnt, char *why,
+		   size_t wlen)
+{
+	uint32_t cmd = 0;
+	int64_t deadline = now_ms() + 10000;
+	int r = edu_wr32(e, EDU_DMA_SRC, (uint32_t)(to_pci ? EDU_BUF : iova));
+
+	if (r == 0)
+		r = edu_wr32(e, EDU_DMA_DST, (uint32_t)(to_pci ? iova : EDU_BUF));
+	if (r == 0)
+		r = edu_wr32(e, EDU_DMA_CNT, cnt);
+	if (r == 0)
+		r = edu_wr32(e, EDU_DMA_CMD, EDU_DMA_RUN | (to_pci ? EDU_DMA_TO_PCI : 0));
+	while (r == 0) {
+		usleep(10000);
+		r = edu_rd32(e, EDU_DMA_CMD, &cmd);
+		if (r < 0 || !(cmd & EDU_DMA_RUN))
+			break;
+		if (now_ms() > deadline) {
+			snprintf(why, wlen, "edu DMA still running after 10 s");
+			return -ETIMEDOUT;
+		}
+	}
+	if (r < 0)
+		snprintf(why, wlen, "accessing edu's DMA registers through BAR 0 failed");
+	return r;
+}
+
+static int ioas_map_user(const struct edu *e, void *va, uint64_t len, uint64_t iova)
+{
+	struct iommu_ioas_map m = {
+		.size = sizeof(m),
+		.flags =
+		    IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+		.ioas_id = e->ioas,
+		.user_va = (uintptr_t)va,
+		.length = len,
+		.iova = iova,
+	};
+
+	return ioctl(e->iommufd, IOMMU_IOAS_MAP, &m) < 0 ? -errno : 0;
+}
+
+static int ioas_map_file(const struct edu *e, int fd, uint64_t len, uint64_t iova)
+{
+	struct iommu_ioas_map_file m = {
+		.size = sizeof(m),
+		.flags =
+		    IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+		.ioas_id = e->ioas,
+		.fd = fd,
+		.start = 0,
+		.length = len,
+		.iova = iova,
+	};
+
+	return ioctl(e->iommufd, IOMMU_IOAS_MAP_FILE, &m) < 0 ? -errno : 0;
+}
+
+static int ioas_unmap(const struct edu *e, uint64_t iova, uint64_t len)
+{
+	struct iommu_ioas_unmap u = {
+		.size = sizeof(u), .ioas_id = e->ioas, .iova = iova, .length = len
+	};
+
+	return ioctl(e->iommufd, IOMMU_IOAS_UNMAP, &u) < 0 ? -errno : 0;
+}
+
+/* ---- the dma mode's steps ---- */
+
+enum step_id {
+	S_EXPORT,
+	S_EDU_OPEN,
+	S_MAP_OWN,
+	S_MAP_FILE,
+	S_DMA_READ_LIVE,
+	S_DMA_WRITE_LIVE,
+	S_RESET,
+	S_RESET_EVENT,
+	S_DMA_READ_REVOKED,
+	S_MAP_FILE_REVOKED,
+	S_NEW_LEASE_LIVE,
+	S_COUNT,
+};
+
+static const char *const step_names[S_COUNT] = {
+	[S_EXPORT] = "export",
+	[S_EDU_OPEN] = "edu-open",
+	[S_MAP_OWN] = "map-own-page",
+	[S_MAP_FILE] = "map-file",
+	[S_DMA_READ_LIVE] = "dma-read-live",
+	[S_DMA_WRITE_LIVE] = "dma-write-live",
+	[S_RESET] = "reset",
+	[S_RESET_EVENT] = "reset-event",
+	[S_DMA_READ_REVOKED] = "dma-read-revoked",
+	[S_MAP_FILE_REVOKED] = "map-file-revoked",
+	[S_NEW_LEASE_LIVE] = "new-lease-live",
+};
+
+struct dma_test {
+	const char *socket, *device, *edu_bdf;
+	unsigned bar;
+	struct p2pbuf_range range;
+	struct p2pbuf *conn;
+	uint64_t lease;
+	int fd;
+	char resource[PATH_MAX]; /* the exporter's sysfs resource file, for the write check */
+	uint32_t generation;
+	struct edu edu;
+	unsigned char *own;  /* one page mapped at IOVA_OWN */
+	uint64_t probe;	     /* offset inside the lease that DMA reads */
+	int result[S_COUNT]; /* 0 not run, 1 ok, -1 failed */
+	bool revoked_seen;
+	enum p2pbuf_reason revoked_reason;
+};
+
+static bool step(struct dma_test *t, enum step_id s, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool step(struct dma_test *t, enum step_id s, bool ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	t->result[s] = ok ? 1 : -1;
+	printf("step %s %s: ", step_names[s], ok ? "ok" : "FAIL");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	return ok;
+}
+
+static void on_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
+{
+	struct dma_test *t = userdata;
+
+	(void)conn;
+	printf("event: type %d lease %" PRIu64 " reason %s\n", ev->type, ev->lease_id,
+	       p2pbuf_reason_name(ev->reason));
+	if (ev->type == P2PBUF_EVENT_LEASE_REVOKED && ev->lease_id == t->lease) {
+		t->revoked_seen = true;
+		t->revoked_reason = ev->reason;
+	}
+}
+
+/* The generation and sysfs resource file of the device under test. */
+static int device_facts(struct dma_test *t, uint32_t *ret_gen)
+{
+	struct p2pbuf_device *d;
+	size_t n;
+	int r = p2pbuf_list_devices(t->conn, &d, &n);
+
+	if (r < 0)
+		return r;
+	r = -ENODEV;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(d[i].name, t->device) != 0)
+			continue;
+		*ret_gen = d[i].generation;
+		snprintf(t->resource, sizeof(t->resource), "/sys/bus/pci/devices/%s/resource%u",
+			 d[i].address, t->bar);
+		r = 0;
+	}
+	p2pbuf_devices_free(d, n);
+	return r;
+}
+
+static bool do_export(struct dma_test *t, enum step_id s, uint64_t *ret_id, int *ret_fd)
+{
+	uint64_t size = 0;
+	int fd = p2pbuf_export(t->conn, t->device, t->bar, &t->range, 1, "vm-importer-dma", ret_id,
+			       &size);
+
+	if (fd < 0)
+		return step(t, s, false, "expected a lease on %s BAR %u, got %s: %s", t->device,
+			    t->bar, errno_name(-fd), p2pbuf_last_message(t->conn));
+	*ret_fd = fd;
+	if (s == S_EXPORT)
+		step(t, s, size == t->range.length,
+		     "lease %" PRIu64 " fd %d size %" PRIu64 " (expected %" PRIu64 ")", *ret_id, fd,
+		     size, (uint64_t)t->range.length);
+	return size == t->range.length;
+}
+
+/* DMA one page at iova into edu's buffer and back out into our own page; the page is filled
+ * with fill first, so that a DMA that did not happen shows. */
+static int dma_fetch(struct dma_test *t, uint64_t iova, unsigned char fill, char *why, size_t wlen)
+{
+	int r;
+
+	memset(t->own, fill, PAGE);
+	r = edu_dma(&t->edu, iova, false, DMA_LEN, why, wlen);
+	if (r == 0)
+		r = edu_dma(&t->edu, IOVA_OWN, true, DMA_LEN, why, wlen);
+	return r;
+}
+
+/* Through the live mapping: what edu reads must be the host's pattern. */
+static void test_read_live(struct dma_test *t, enum step_id s, uint64_t iova)
+{
+	char why[256], first[80];
+	int r = dma_fetch(t, iova + t->probe, 0x5a, why, sizeof(why));
+
+	if (r < 0) {
+		step(t, s, false, "%s", why);
+		return;
+	}
+	escape(t->own, 16, first, sizeof(first));
+	if (pattern_ok(t->own, DMA_LEN, t->range.offset + t->probe, why, sizeof(why)))
+		step(t, s, true,
+		     "edu read %u bytes at IOVA 0x%" PRIx64 " = BAR offset 0x%" PRIx64
+		     ": '%s' (the host's pattern)",
+		     DMA_LEN, iova + t->probe, (uint64_t)t->range.offset + t->probe, first);
+	else
+		step(t, s, false, "edu DMA from IOVA 0x%" PRIx64 ": %s", iova + t->probe, why);
+}
+
+/* edu writes a marker through the mapping into the last page of the lease; the exporter's
+ * view of the BAR (sysfs resource mmap) must show it. */
+static void test_write_live(struct dma_test *t)
+{
+	static const char marker[] = "written by edu through the p2pbuf lease\n";
+	uint64_t page = t->range.length - PAGE;
+	unsigned char seen[sizeof(marker) + 3];
+	char why[256], got[256];
+	int r;
+
+	memset(t->own, 0, PAGE);
+	memcpy(t->own, marker, sizeof(marker));
+	r = edu_dma(&t->edu, IOVA_OWN, false, DMA_LEN, why, sizeof(why));
+	if (r == 0)
+		r = edu_dma(&t->edu, IOVA_LEASE + page, true, DMA_LEN, why, sizeof(why));
+	if (r < 0) {
+		step(t, S_DMA_WRITE_LIVE, false, "%s", why);
+		return;
+	}
+	r = resource_read(t->resource, t->range.offset + page, sizeof(seen) & ~3u, seen);
+	if (r < 0) {
+		step(t, S_DMA_WRITE_LIVE, false, "expected to read %s, got %s", t->resource,
+		     strerror(-r));
+		return;
+	}
+	escape(seen, sizeof(marker) - 1, got, sizeof(got));
+	step(t, S_DMA_WRITE_LIVE, memcmp(seen, marker, sizeof(marker) - 1) == 0,
+	     "edu wrote at IOVA 0x%" PRIx64 "; %s at 0x%" PRIx64 ": expected the marker, got '%s'",
+	     IOVA_LEASE + page, t->resource, (uint64_t)t->range.offset + page, got);
+}
+
+static void test_reset(struct dma_test *t)
+{
+	uint32_t gen = 0;
+	int64_t deadline;
+	int r = p2pbuf_reset(t->conn, t->device);
+
+	if (r < 0) {
+		step(t, S_RESET, false, "expected p2pbuf_reset(%s) to succeed, got %s: %s",
+		     t->device, errno_name(-r), p2pbuf_last_message(t->conn));
+		return;
+	}
+	r = device_facts(t, &gen);
+	step(t, S_RESET, r == 0 && gen == t->generation + 1,
+	     "p2pbuf_reset(%s) returned 0; generation expected %u, got %u", t->device,
+	     t->generation + 1, gen);
+	deadline = now_ms() + 5000;
+	r = p2pbuf_dispatch(t->conn);
+	while (r >= 0 && !t->revoked_seen && now_ms() < deadline)
+		r = p2pbuf_wait(t->conn, 500);
+	step(t, S_RESET_EVENT, t->revoked_seen && t->revoked_reason == P2PBUF_REASON_RESET,
+	     "expected LEASE_REVOKED for lease %" PRIu64 " with reason reset, got %s", t->lease,
+	     t->revoked_seen ? p2pbuf_reason_name(t->revoked_reason) : "no event");
+}
+
+/* What a DMA through the revoked mapping gives: with the IOVA unmapped, the emulated VT-d
+ * faults the read (a DMAR fault in the guest's log; cases.sh checks it) and QEMU completes it
+ * from its unassigned-memory handler, which reads as zeros; edu copies those into its buffer.
+ * edu's buffer is loaded with 0xa5 first and our page filled with 0x5a, so that all zeros can
+ * only come from the faulted read: the pattern means the mapping is still live, 0xa5 that the
+ * read never reached edu's buffer, 0x5a that edu wrote nothing back. */
+static void test_read_revoked(struct dma_test *t)
+{
+	char why[256], first[80];
+	size_t zeros = 0;
+	const char *what = "";
+	int r;
+
+	memset(t->own, 0xa5, PAGE);
+	r = edu_dma(&t->edu, IOVA_OWN, false, DMA_LEN, why, sizeof(why));
+	if (r == 0)
+		r = dma_fetch(t, IOVA_LEASE + t->probe, 0x5a, why, sizeof(why));
+	if (r < 0) {
+		step(t, S_DMA_READ_REVOKED, false, "%s", why);
+		return;
+	}
+	for (size_t i = 0; i < DMA_LEN; i++)
+		zeros += t->own[i] == 0;
+	if (pattern_ok(t->own, DMA_LEN, t->range.offset + t->probe, why, sizeof(why)))
+		what = " (the pattern: the mapping is still live)";
+	else if (t->own[0] == 0xa5)
+		what = " (edu's buffer unchanged: the read did not happen)";
+	else if (t->own[0] == 0x5a)
+		what = " (our page unchanged: edu wrote nothing back)";
+	escape(t->own, 16, first, sizeof(first));
+	step(t, S_DMA_READ_REVOKED, zeros == DMA_LEN,
+	     "edu DMA from IOVA 0x%" PRIx64 " after the reset: expected %u zero bytes (a DMAR "
+	     "fault reads as zeros), got %zu zero bytes, first '%s'%s",
+	     IOVA_LEASE + t->probe, DMA_LEN, zeros, first, what);
+	printf("dmar-fault-expected: iova 0x%" PRIx64 " device %s\n",
+	       (IOVA_LEASE + t->probe) & ~(uint64_t)(PAGE - 1), t->edu_bdf);
+}
+
+static void test_map_revoked(struct dma_test *t)
+{
+	int r = ioas_map_file(&t->edu, t->fd, t->range.length, IOVA_REVOKED);
+
+	step(t, S_MAP_FILE_REVOKED, r == -ENODEV,
+	     "IOMMU_IOAS_MAP_FILE of the old fd at IOVA 0x%" PRIx64 ": expected ENODEV, got %s",
+	     IOVA_REVOKED, r == 0 ? "success" : errno_name(-r));
+	if (r == 0)
+		ioas_unmap(&t->edu, IOVA_REVOKED, t->range.length);
+}
+
+static void test_new_lease(struct dma_test *t)
+{
+	uint64_t id;
+	int fd, r;
+
+	if (!do_export(t, S_NEW_LEASE_LIVE, &id, &fd))
+		return;
+	r = ioas_map_file(&t->edu, fd, t->range.length, IOVA_NEW);
+	if (r < 0) {
+		step(t, S_NEW_LEASE_LIVE, false,
+		     "IOMMU_IOAS_MAP_FILE of the new lease %" PRIu64 ": expected success, got %s",
+		     id, errno_name(-r));
+	} else {
+		test_read_live(t, S_NEW_LEASE_LIVE, IOVA_NEW);
+		ioas_unmap(&t->edu, IOVA_NEW, t->range.length);
+	}
+	r = p2pbuf_lease_release(t->conn, id, fd);
+	if (r < 0)
+		printf("release of lease %" PRIu64 ": %s\n", id, errno_name(-r));
+}
+
+/* Everything up to a live mapping; false when a later step cannot run. */
+static bool setup_live(struct dma_test *t)
+{
+	char why[512];
+	int r;
+
+	if (!do_export(t, S_EXPORT, &t->lease, &t->fd))
+		return false;
+	r = edu_open(t->edu_bdf, &t->edu, why, sizeof(why));
+	if (!step(t, S_EDU_OPEN, r == 0, "%s", why))
+		return false;
+	t->own = aligned_alloc(PAGE, PAGE);
+	r = t->own ? ioas_map_user(&t->edu, t->own, PAGE, IOVA_OWN) : -ENOMEM;
+	if (!step(t, S_MAP_OWN, r == 0, "IOMMU_IOAS_MAP of one page at IOVA 0x%" PRIx64 ": %s",
+		  IOVA_OWN, r == 0 ? "ok" : errno_name(-r)))
+		return false;
+	r = ioas_map_file(&t->edu, t->fd, t->range.length, IOVA_LEASE);
+	return step(t, S_MAP_FILE, r == 0,
+		    "IOMMU_IOAS_MAP_FILE of lease %" PRIu64 " (%" PRIu64
+		    " bytes) at IOVA 0x%" PRIx64 ": %s%s",
+		    t->lease, (uint64_t)t->range.length, IOVA_LEASE,
+		    r == 0 ? "mapped" : "expected success, got ", r == 0 ? "" : errno_name(-r));
+}
+
+static int cmd_dma(int argc, char **argv)
+{
+	struct conn_opts o = { 0 };
+	struct dma_test t = { .fd = -1, .edu = { .iommufd = -1, .dev = -1 } };
+	int argi, failed = 0;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 4 || !o.edu)
+		die("usage: dma [--socket PATH] --edu BDF DEVICE BAR OFFSET LENGTH");
+	t.socket = o.socket;
+	t.edu_bdf = o.edu;
+	t.device = argv[argi];
+	t.bar = (unsigned)parse_u64(argv[argi + 1], "BAR");
+	t.range.offset = parse_u64(argv[argi + 2], "offset");
+	t.range.length = parse_u64(argv[argi + 3], "length");
+	if (t.range.length < 2 * PAGE || t.range.length % PAGE)
+		die("dma: the range must be at least two pages");
+	/* Not the first page: a wrong start offset in the mapping would then show. */
+	t.probe = t.range.length >= 4 * PAGE ? 2 * PAGE : 0;
+	t.conn = connect_or_die(t.socket);
+	p2pbuf_set_event_handler(t.conn, on_event, &t);
+	if (device_facts(&t, &t.generation) < 0)
+		printf("device %s: not listed by p2pbufd\n", t.device);
+	if (setup_live(&t)) {
+		test_read_live(&t, S_DMA_READ_LIVE, IOVA_LEASE);
+		test_write_live(&t);
+		test_reset(&t);
+		if (t.result[S_RESET] != 0) {
+			test_read_revoked(&t);
+			test_map_revoked(&t);
+			test_new_lease(&t);
+		}
+	}
+	for (int s = 0; s < S_COUNT; s++) {
+		if (t.result[s] == 0)
+			printf("step %s FAIL: not run (an earlier step failed)\n", step_names[s]);
+		failed += t.result[s] != 1;
+	}
+	if (t.edu.iommufd >= 0)
+		ioas_unmap(&t.edu, IOVA_LEASE, t.range.length);
+	if (t.fd >= 0)
+		close(t.fd);
+	p2pbuf_release(t.conn, t.lease); /* ended by the reset already: -ENOENT is fine */
+	p2pbuf_disconnect(t.conn);
+	printf("%d of %d steps failed\n", failed, S_COUNT);
+	return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2)
+		die("usage: vm-importer json|pattern|as|export|dma ... (see the source's header)");
+	if (!strcmp(argv[1], "json"))
+		return cmd_json(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "pattern"))
+		return cmd_pattern(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "as"))
+		return cmd_as(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "export"))
+		return cmd_export(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "dma"))
+		return cmd_dma(argc - 1, argv + 1);
+	die("unknown mode '%s'", argv[1]);
+}
