@@ -98,6 +98,8 @@ struct daemon {
 	bool listen_fd_owned;         /* false when systemd passed it */
 	struct event *ev_listen;
 	TAILQ_HEAD(, conn) conns;
+	TAILQ_HEAD(, conn) dead;      /* closed, freed by ev_reap on the loop's next turn */
+	struct event *ev_reap;
 	unsigned n_conns;
 	uint64_t next_conn_id;
 	struct event *ev_signals[4];

@@ -124,12 +124,12 @@ static void handle_list_devices(struct conn *c, const P2pbuf__Request *req)
 	struct daemon *d = c->d;
 	P2pbuf__ListDevicesReply ldr = P2PBUF__LIST_DEVICES_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
-	_cleanup_free_ struct device_msg *msgs = calloc(d->n_devices + 1, sizeof(*msgs));
-	_cleanup_free_ P2pbuf__Device **ptrs = calloc(d->n_devices + 1, sizeof(*ptrs));
+	struct device_msg *msgs = calloc(d->n_devices + 1, sizeof(*msgs));
+	P2pbuf__Device **ptrs = calloc(d->n_devices + 1, sizeof(*ptrs));
 
 	if (!msgs || !ptrs) {
 		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
-		return;
+		goto out;
 	}
 	for (size_t i = 0; i < d->n_devices; i++) {
 		fill_device(&msgs[i], &d->devices[i]);
@@ -140,6 +140,9 @@ static void handle_list_devices(struct conn *c, const P2pbuf__Request *req)
 	reply.body_case = P2PBUF__REPLY__BODY_LIST_DEVICES;
 	reply.list_devices = &ldr;
 	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+out:
+	free(ptrs);
+	free(msgs);
 }
 
 /* ---- export ---- */
@@ -443,17 +446,19 @@ static void handle_reset(struct conn *c, const P2pbuf__Request *req)
 
 /* ---- listings and status ---- */
 
-struct lease_msg {
-	P2pbuf__Lease l;
-	P2pbuf__Range *rangep[WIRE_MAX_RANGES];
-	P2pbuf__Range ranges[WIRE_MAX_RANGES];
+/* One page of a lease listing: protobuf-c views of the leases, their ranges in one pool. */
+struct lease_page {
+	P2pbuf__Lease *leases;
+	P2pbuf__Lease **ptrs;
+	P2pbuf__Range *ranges;
+	P2pbuf__Range **rangep;
+	size_t n;
+	bool more;
 };
 
-static void fill_lease(struct lease_msg *m, const struct lease *l)
+static void fill_lease(P2pbuf__Lease *pl, const struct lease *l, P2pbuf__Range *ranges,
+		       P2pbuf__Range **rangep)
 {
-	P2pbuf__Lease *pl = &m->l;
-	size_t n = l->n_ranges < WIRE_MAX_RANGES ? l->n_ranges : WIRE_MAX_RANGES;
-
 	p2pbuf__lease__init(pl);
 	pl->has_id = pl->has_bar = pl->has_size = pl->has_state = pl->has_reason = true;
 	pl->has_owner_uid = pl->has_owner_pid = pl->has_created_ms = pl->has_expires_ms = true;
@@ -478,44 +483,77 @@ static void fill_lease(struct lease_msg *m, const struct lease *l)
 	}
 	int h = l->device->handle ? l->device->ops->holders(l->device->handle, l->fd) : -1;
 	pl->holders = h < 0 ? -1 : h;
-	for (size_t i = 0; i < n; i++) {
-		p2pbuf__range__init(&m->ranges[i]);
-		m->ranges[i].has_offset = m->ranges[i].has_length = true;
-		m->ranges[i].offset = l->ranges[i].offset;
-		m->ranges[i].length = l->ranges[i].length;
-		m->rangep[i] = &m->ranges[i];
+	for (size_t i = 0; i < l->n_ranges; i++) {
+		p2pbuf__range__init(&ranges[i]);
+		ranges[i].has_offset = ranges[i].has_length = true;
+		ranges[i].offset = l->ranges[i].offset;
+		ranges[i].length = l->ranges[i].length;
+		rangep[i] = &ranges[i];
 	}
-	pl->n_ranges = n;
-	pl->ranges = m->rangep;
+	pl->n_ranges = l->n_ranges;
+	pl->ranges = rangep;
 }
 
-/* Leases visible to c with id > after, ascending, as many as fit one record: every lease for
- * observers asking for all, otherwise those of the caller's uid (any of its connections). */
-static size_t collect_leases(struct conn *c, bool all, uint64_t after, struct lease_msg *msgs,
-			     P2pbuf__Lease **ptrs, size_t cap, bool *ret_more)
+/* Leases visible to c: every lease for observers asking for all, otherwise those of the
+ * caller's uid (any of its connections). */
+static bool visible(const struct conn *c, const struct lease *l, bool all, uint64_t after)
 {
-	const struct lease_table *t = &c->d->leases;
-	size_t n = 0, bytes = 0;
+	return l->id > after && (all || l->owner_uid == c->peer.uid);
+}
 
-	*ret_more = false;
-	for (const struct lease *l = TAILQ_FIRST(&t->all); l; l = TAILQ_NEXT(l, in_table)) {
-		if (l->id <= after || (!all && l->owner_uid != c->peer.uid))
-			continue;
-		if (n == cap) {
-			*ret_more = true;
-			break;
+/* Allocate a page for the first cap visible leases with id > after. */
+static int page_alloc(struct conn *c, bool all, uint64_t after, size_t cap,
+		      struct lease_page *pg)
+{
+	size_t n = 0, n_ranges = 0;
+
+	for (const struct lease *l = TAILQ_FIRST(&c->d->leases.all); l && n < cap;
+	     l = TAILQ_NEXT(l, in_table)) {
+		if (visible(c, l, all, after)) {
+			n++;
+			n_ranges += l->n_ranges;
 		}
-		fill_lease(&msgs[n], l);
-		size_t sz = protobuf_c_message_get_packed_size(&msgs[n].l.base) + 8;
+	}
+	pg->leases = calloc(n + 1, sizeof(*pg->leases));
+	pg->ptrs = calloc(n + 1, sizeof(*pg->ptrs));
+	pg->ranges = calloc(n_ranges + 1, sizeof(*pg->ranges));
+	pg->rangep = calloc(n_ranges + 1, sizeof(*pg->rangep));
+	return pg->leases && pg->ptrs && pg->ranges && pg->rangep ? 0 : -ENOMEM;
+}
+
+static void page_free(struct lease_page *pg)
+{
+	free(pg->leases);
+	free(pg->ptrs);
+	free(pg->ranges);
+	free(pg->rangep);
+}
+
+/* Fill the page in ascending id order with as many leases as fit one record. */
+static void page_fill(struct conn *c, bool all, uint64_t after, size_t cap,
+		      struct lease_page *pg)
+{
+	size_t bytes = 0, r = 0;
+
+	for (const struct lease *l = TAILQ_FIRST(&c->d->leases.all); l;
+	     l = TAILQ_NEXT(l, in_table)) {
+		if (!visible(c, l, all, after))
+			continue;
+		if (pg->n == cap) {
+			pg->more = true;
+			return;
+		}
+		P2pbuf__Lease *pl = &pg->leases[pg->n];
+		fill_lease(pl, l, &pg->ranges[r], &pg->rangep[r]);
+		size_t sz = protobuf_c_message_get_packed_size(&pl->base) + 8;
 		if (bytes + sz > LIST_PAGE_BYTES) {
-			*ret_more = true;
-			break;
+			pg->more = true;
+			return;
 		}
 		bytes += sz;
-		ptrs[n] = &msgs[n].l;
-		n++;
+		r += l->n_ranges;
+		pg->ptrs[pg->n++] = pl;
 	}
-	return n;
 }
 
 static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
@@ -524,7 +562,8 @@ static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
 	uint64_t after = req->list_leases->after_id;
 	P2pbuf__ListLeasesReply llr = P2PBUF__LIST_LEASES_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
-	size_t cap = c->d->leases.count < 512 ? c->d->leases.count : 512;
+	struct lease_page pg = {};
+	const size_t cap = 512;
 
 	if (all && !is_observer(c)) {
 		conn_reply(c, req->request_id, -EPERM,
@@ -532,20 +571,20 @@ static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
 			   -1);
 		return;
 	}
-	_cleanup_free_ struct lease_msg *msgs = calloc(cap + 1, sizeof(*msgs));
-	_cleanup_free_ P2pbuf__Lease **ptrs = calloc(cap + 1, sizeof(*ptrs));
-	if (!msgs || !ptrs) {
+	if (page_alloc(c, all, after, cap, &pg) < 0) {
 		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
-		return;
+		goto out;
 	}
-	bool more;
-	llr.n_leases = collect_leases(c, all, after, msgs, ptrs, cap, &more);
+	page_fill(c, all, after, cap, &pg);
+	llr.n_leases = pg.n;
+	llr.leases = pg.ptrs;
 	llr.has_more = true;
-	llr.more = more;
-	llr.leases = ptrs;
+	llr.more = pg.more;
 	reply.body_case = P2PBUF__REPLY__BODY_LIST_LEASES;
 	reply.list_leases = &llr;
 	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+out:
+	page_free(&pg);
 }
 
 static void handle_subscribe(struct conn *c, const P2pbuf__Request *req)

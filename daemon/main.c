@@ -232,6 +232,7 @@ static int daemon_init(struct daemon *d)
 	int r;
 
 	TAILQ_INIT(&d->conns);
+	TAILQ_INIT(&d->dead);
 	d->listen_fd = -1;
 	d->page_size = device_page_size();
 	d->started_ms = now_monotonic_ms();
@@ -263,7 +264,7 @@ static void daemon_fini(struct daemon *d)
 {
 	if (d->ev_listen || d->listen_fd >= 0)
 		server_stop(d);
-	/* Deferred connection frees and finished worker jobs run once more. */
+	/* Finished worker jobs run once more. */
 	if (d->base)
 		event_base_loop(d->base, EVLOOP_NONBLOCK);
 	worker_free(d->worker);

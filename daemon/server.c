@@ -86,17 +86,24 @@ static void conn_detach(struct conn *c)
 		revoke_owner_gone(d, l);
 }
 
-static void conn_free_deferred(evutil_socket_t fd, short what, void *arg)
+/* Free every closed connection. */
+static void reap(evutil_socket_t fd, short what, void *arg)
 {
-	conn_free(arg);
+	struct daemon *d = arg;
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&d->dead))) {
+		TAILQ_REMOVE(&d->dead, c, link);
+		conn_free(c);
+	}
 }
 
 /* The connection stops at once, but its memory lives until the loop's next turn, because
- * callers up the stack (a handler, a broadcast) may still hold it. */
+ * callers up the stack (a handler, a broadcast) may still hold it. event_active() cannot
+ * fail, so no out-of-memory path frees it early. */
 void conn_close(struct conn *c, const char *why)
 {
 	struct daemon *d = c->d;
-	static const struct timeval now;
 
 	if (c->closing)
 		return;
@@ -109,8 +116,8 @@ void conn_close(struct conn *c, const char *why)
 	event_del(c->ev_write);
 	closep(&c->fd);
 	conn_detach(c);
-	if (event_base_once(d->base, -1, EV_TIMEOUT, conn_free_deferred, c, &now) < 0)
-		conn_free(c);
+	TAILQ_INSERT_TAIL(&d->dead, c, link);
+	event_active(d->ev_reap, EV_TIMEOUT, 1);
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -388,8 +395,9 @@ int server_listen(struct daemon *d)
 		}
 		log_info("listening on %s", path);
 	}
+	d->ev_reap = event_new(d->base, -1, 0, reap, d);
 	d->ev_listen = event_new(d->base, d->listen_fd, EV_READ | EV_PERSIST, on_accept, d);
-	if (!d->ev_listen || event_add(d->ev_listen, NULL) < 0)
+	if (!d->ev_reap || !d->ev_listen || event_add(d->ev_listen, NULL) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -405,8 +413,13 @@ void server_stop(struct daemon *d)
 	while ((c = TAILQ_FIRST(&d->conns))) {
 		/* Flush what is queued (the shutdown events) as far as the socket takes it. */
 		on_write(c->fd, EV_WRITE, c);
-		if (TAILQ_FIRST(&d->conns) == c)
+		if (!c->closing)
 			conn_close(c, "daemon stopping");
+	}
+	reap(-1, 0, d);
+	if (d->ev_reap) {
+		event_free(d->ev_reap);
+		d->ev_reap = NULL;
 	}
 	if (d->listen_fd_owned) {
 		if (d->opt.socket_path)

@@ -550,6 +550,32 @@ START_TEST(bad_policy_refuses_to_start)
 }
 END_TEST
 
+static const char *const many_leases[] = { "--max-leases-per-client", "700", NULL };
+
+START_TEST(lease_listing_pages)
+{
+	harness_stop(&h);
+	harness_start(&h, NULL, many_leases);
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_lease *ls;
+	size_t n;
+
+	/* More than one record's worth (a page holds at most 512). */
+	for (int i = 0; i < 600; i++) {
+		int fd = export1(c, "sim1", 0, (uint64_t)(i % 256) * 0x1000, 0x1000, NULL);
+		ck_assert_msg(fd >= 0, "export %d: %s", i, p2pbuf_last_message(c));
+		close(fd);
+	}
+	ck_assert_int_eq(p2pbuf_list_leases(c, false, &ls, &n), 0);
+	ck_assert_uint_eq(n, 600);
+	for (size_t i = 1; i < n; i++)
+		ck_assert_uint_gt(ls[i].id, ls[i - 1].id);
+	p2pbuf_leases_free(ls, n);
+	p2pbuf_disconnect(c);
+	ck_assert(harness_fds_settle(&h, 5000));
+}
+END_TEST
+
 START_TEST(socket_activation)
 {
 	harness_stop(&h);
@@ -596,6 +622,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, admin_revoke_tells_holder);
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
 	tcase_add_test(tc, socket_activation);
+	tcase_add_test(tc, lease_listing_pages);
 	suite_add_tcase(s, tc);
 	TCase *tp = tcase_create("startup");
 	tcase_add_checked_fixture(tp, setup, NULL);
