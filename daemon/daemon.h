@@ -57,7 +57,7 @@ struct device {
 };
 
 struct outmsg {
-	TAILQ_ENTRY(outmsg) link;
+	STAILQ_ENTRY(outmsg) link;
 	int fd;                       /* a duplicate owned by the queue, or -1 */
 	size_t len;
 	uint8_t data[];
@@ -68,7 +68,7 @@ struct conn {
 	int fd;
 	struct event *ev_read;
 	struct event *ev_write;
-	TAILQ_HEAD(, outmsg) outq;    /* records the socket would not take yet */
+	STAILQ_HEAD(, outmsg) outq;   /* records the socket would not take yet, oldest first */
 	size_t outq_bytes;
 	pid_t pid;
 	gid_t groups[CONN_MAX_GROUPS];

@@ -110,30 +110,58 @@ static int oom(struct parser *p)
 	return -ENOMEM;
 }
 
+/* -errno, for a call that has just failed and so set errno to a positive value. Testing the
+ * result, not errno, lets clang's analyzer see that it is negative; without that it follows a
+ * "success" whose out-values were never written. */
+static int negative_errno(void)
+{
+	int r = -errno;
+
+	return r < 0 ? r : -EIO;
+}
+
 /* Record "file:line:col: message" (or "file: message" for the whole file) unless an earlier
- * error is already recorded, and return err. */
-__attribute__((format(printf, 5, 6))) static int fail(struct parser *p, const struct where *at,
-						      unsigned col, int err, const char *fmt, ...)
+ * error is already recorded. Out of memory, it records that instead. */
+__attribute__((format(printf, 5, 6))) static void
+record_error(struct parser *p, const struct where *at, unsigned col, int err, const char *fmt, ...)
 {
 	_cleanup_free_ char *msg = NULL;
 	va_list ap;
 
 	if (p->err)
-		return err;
+		return;
 	va_start(ap, fmt);
 	msg = vformat(fmt, ap);
 	va_end(ap);
-	if (!msg)
-		return oom(p);
+	if (!msg) {
+		oom(p);
+		return;
+	}
 	if (at->line > 0)
 		p->error = format("%s:%u:%u: %s", at->file, at->line, col, msg);
 	else
 		p->error = format("%s: %s", at->file, msg);
-	if (!p->error)
-		return oom(p);
+	if (!p->error) {
+		oom(p);
+		return;
+	}
 	p->err = err;
-	return err;
 }
+
+/* record_error, then evaluate to err (negative), which callers pass up; the parse returns the
+ * recorded error in the end. A macro so that callers see the value itself: clang's analyzer
+ * never follows a call into a variadic function, and would otherwise assume a failed check
+ * (say take_size) may have succeeded without writing its result.
+ * Pass at as a pointer to a named struct: a compound literal "&(struct where){ f, 0 }" would be
+ * split at its comma, which the copy into fail_at_ turns into a compile error rather than a
+ * call with every argument shifted. */
+#define fail(p, at, col, err, ...)                                                                 \
+	({                                                                                         \
+		const struct where *fail_at_ = (at);                                               \
+		int fail_err_ = (err);                                                             \
+		record_error(p, fail_at_, col, fail_err_, __VA_ARGS__);                            \
+		fail_err_;                                                                         \
+	})
 
 /* Make room for one more element; returns the (possibly moved) array, or NULL with the old
  * one untouched. Doubling keeps appending linear. */
@@ -1045,12 +1073,13 @@ static int parse_line(struct parser *p, struct line *l)
 /* Keep a copy of the file name for the policy's lifetime: devices and rules point at it. */
 static int add_file(struct parser *p, const char *file, const char **ret_name)
 {
+	const struct where at = { file, 0 };
 	struct policy *pol = p->policy;
 	char **files;
 
 	if (pol->n_files >= POLICY_MAX_FILES)
-		return fail(p, &(struct where){ file, 0 }, 0, -E2BIG,
-			    "too many policy files (at most %d)", POLICY_MAX_FILES);
+		return fail(p, &at, 0, -E2BIG, "too many policy files (at most %d)",
+			    POLICY_MAX_FILES);
 	files = grow(pol->files, &p->cap_files, pol->n_files, sizeof(*files));
 	if (!files)
 		return oom(p);
@@ -1071,9 +1100,10 @@ static int parse_file(struct parser *p, const char *file, const char *text, size
 	r = add_file(p, file, &l.at.file);
 	if (r < 0)
 		return r;
-	if (len > POLICY_MAX_SIZE)
-		return fail(p, &(struct where){ l.at.file, 0 }, 0, -E2BIG,
-			    "file is larger than %d bytes", POLICY_MAX_SIZE);
+	if (len > POLICY_MAX_SIZE) {
+		const struct where whole = { l.at.file, 0 };
+		return fail(p, &whole, 0, -E2BIG, "file is larger than %d bytes", POLICY_MAX_SIZE);
+	}
 	while (pos < len) {
 		const char *nl = memchr(text + pos, '\n', len - pos);
 		size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
@@ -1154,7 +1184,7 @@ static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return -errno;
+			return negative_errno();
 		if (n == 0)
 			break;
 		len += (size_t)n;
@@ -1172,7 +1202,7 @@ static int read_file(int dirfd, const char *name, char **ret_text, size_t *ret_l
 	struct stat st;
 
 	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
+		return negative_errno();
 	if (!S_ISREG(st.st_mode))
 		return -EBADFD;
 	if (st.st_size > POLICY_MAX_SIZE)
@@ -1228,11 +1258,12 @@ static bool is_dropin(const char *name)
 
 static int add_name(struct parser *p, struct names *names, const char *dir, const char *name)
 {
+	const struct where at = { dir, 0 };
 	char **v;
 
 	if (names->n >= POLICY_MAX_FILES - 1)
-		return fail(p, &(struct where){ dir, 0 }, 0, -E2BIG,
-			    "too many policy files (at most %d)", POLICY_MAX_FILES);
+		return fail(p, &at, 0, -E2BIG, "too many policy files (at most %d)",
+			    POLICY_MAX_FILES);
 	v = grow(names->v, &names->cap, names->n, sizeof(*v));
 	if (!v)
 		return oom(p);
@@ -1246,6 +1277,8 @@ static int add_name(struct parser *p, struct names *names, const char *dir, cons
 
 static int list_dropins(struct parser *p, DIR *d, const char *dir, struct names *names)
 {
+	const struct where at = { dir, 0 };
+
 	for (;;) {
 		struct dirent *de;
 		int r;
@@ -1261,7 +1294,7 @@ static int list_dropins(struct parser *p, DIR *d, const char *dir, struct names 
 			return r;
 	}
 	if (errno != 0)
-		return fail(p, &(struct where){ dir, 0 }, 0, -errno, "cannot read directory: %s",
+		return fail(p, &at, 0, negative_errno(), "cannot read directory: %s",
 			    strerror(errno));
 	return 0;
 }
@@ -1273,16 +1306,19 @@ static int compare_names(const void *a, const void *b)
 
 static int open_dir(const char *dir, DIR **ret_dir)
 {
-	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
 
 	if (fd < 0)
-		return -errno;
+		return negative_errno();
 	d = fdopendir(fd);
-	if (!d)
-		return -errno;
-	fd = -1; /* now owned by d */
-	*ret_dir = d;
+	if (!d) {
+		int r = negative_errno();
+
+		close(fd);
+		return r;
+	}
+	*ret_dir = d; /* which now owns fd */
 	return 0;
 }
 
@@ -1292,6 +1328,7 @@ static int load_dropins(struct parser *p, const char *path)
 	_cleanup_(names_done) struct names names = { 0 };
 	_cleanup_(closedirp) DIR *d = NULL;
 	_cleanup_free_ char *dir = format("%s.d", path);
+	const struct where at = { dir, 0 };
 	int r;
 
 	if (!dir)
@@ -1300,12 +1337,14 @@ static int load_dropins(struct parser *p, const char *path)
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
-		return fail(p, &(struct where){ dir, 0 }, 0, r, "cannot open directory: %s",
-			    strerror(-r));
+		return fail(p, &at, 0, r, "cannot open directory: %s", strerror(-r));
 	r = list_dropins(p, d, dir, &names);
 	if (r < 0)
 		return r;
-	qsort(names.v, names.n, sizeof(*names.v), compare_names);
+	/* An empty directory leaves names.v NULL, and qsort's array must not be NULL even when
+	 * there is nothing to sort. */
+	if (names.n > 1)
+		qsort(names.v, names.n, sizeof(*names.v), compare_names);
 	for (size_t i = 0; i < names.n; i++) {
 		_cleanup_free_ char *display = format("%s/%s", dir, names.v[i]);
 		if (!display)
@@ -1348,19 +1387,21 @@ int policy_parse(const char *file, const char *text, size_t len,
 		 const struct policy_resolver *resolver, struct policy **ret_policy,
 		 char **ret_error)
 {
-	_cleanup_(parser_done) struct parser p = { 0 };
+	struct parser p = { 0 };
 	int r;
 
 	r = parser_start(&p, resolver);
 	if (r >= 0)
 		r = parse_file(&p, file, text, len);
-	return parser_end(&p, r, ret_policy, ret_error);
+	r = parser_end(&p, r, ret_policy, ret_error);
+	parser_done(&p);
+	return r;
 }
 
 int policy_load(const char *path, const struct policy_resolver *resolver,
 		struct policy **ret_policy, char **ret_error)
 {
-	_cleanup_(parser_done) struct parser p = { 0 };
+	struct parser p = { 0 };
 	int r;
 
 	r = parser_start(&p, resolver);
@@ -1368,7 +1409,9 @@ int policy_load(const char *path, const struct policy_resolver *resolver,
 		r = load_file(&p, AT_FDCWD, path, path);
 	if (r >= 0)
 		r = load_dropins(&p, path);
-	return parser_end(&p, r, ret_policy, ret_error);
+	r = parser_end(&p, r, ret_policy, ret_error);
+	parser_done(&p);
+	return r;
 }
 
 void policy_free(struct policy *policy)
@@ -1506,11 +1549,12 @@ static int system_user(const char *name, uint32_t *ret_uid)
 		return r;
 	for (size_t size = nss_buffer_size(_SC_GETPW_R_SIZE_MAX); size <= RESOLVER_MAX_BUF;
 	     size *= 2) {
-		_cleanup_free_ char *buf = malloc(size);
+		char *buf = malloc(size);
 		struct passwd pw, *res = NULL;
 		if (!buf)
 			return -ENOMEM;
 		r = getpwnam_r(name, &pw, buf, size, &res);
+		free(buf); /* the strings in pw point into buf; the id kept below does not */
 		if (r == ERANGE)
 			continue;
 		r = nss_result(r, res != NULL);
@@ -1530,11 +1574,12 @@ static int system_group(const char *name, uint32_t *ret_gid)
 		return r;
 	for (size_t size = nss_buffer_size(_SC_GETGR_R_SIZE_MAX); size <= RESOLVER_MAX_BUF;
 	     size *= 2) {
-		_cleanup_free_ char *buf = malloc(size);
+		char *buf = malloc(size);
 		struct group gr, *res = NULL;
 		if (!buf)
 			return -ENOMEM;
 		r = getgrnam_r(name, &gr, buf, size, &res);
+		free(buf); /* the strings in gr point into buf; the id kept below does not */
 		if (r == ERANGE)
 			continue;
 		r = nss_result(r, res != NULL);

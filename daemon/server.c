@@ -52,8 +52,8 @@ static void conn_free(struct conn *c)
 {
 	struct outmsg *m;
 
-	while ((m = TAILQ_FIRST(&c->outq))) {
-		TAILQ_REMOVE(&c->outq, m, link);
+	while ((m = STAILQ_FIRST(&c->outq))) {
+		STAILQ_REMOVE_HEAD(&c->outq, link);
 		closep(&m->fd);
 		free(m);
 	}
@@ -145,7 +145,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 		c->d = d;
 		c->fd = fd;
 		c->id = ++d->next_conn_id;
-		TAILQ_INIT(&c->outq);
+		STAILQ_INIT(&c->outq);
 		LIST_INIT(&c->leases);
 		int r = peer_identity(c);
 		c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, on_read, c);
@@ -178,7 +178,7 @@ static int conn_queue(struct conn *c, const uint8_t *buf, size_t len, int fd)
 	}
 	m->len = len;
 	memcpy(m->data, buf, len);
-	TAILQ_INSERT_TAIL(&c->outq, m, link);
+	STAILQ_INSERT_TAIL(&c->outq, m, link);
 	c->outq_bytes += len;
 	event_add(c->ev_write, NULL);
 	return 0;
@@ -200,7 +200,7 @@ static void conn_send(struct conn *c, const ProtobufCMessage *msg, int fd)
 		return;
 	}
 	protobuf_c_message_pack(msg, buf);
-	if (TAILQ_EMPTY(&c->outq)) {
+	if (STAILQ_EMPTY(&c->outq)) {
 		r = wire_send(c->fd, buf, len, fd >= 0 ? &fd : NULL, fd >= 0);
 		if (r == 0)
 			return;
@@ -219,7 +219,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	struct outmsg *m;
 
-	while ((m = TAILQ_FIRST(&c->outq))) {
+	while ((m = STAILQ_FIRST(&c->outq))) {
 		int r = wire_send(c->fd, m->data, m->len, m->fd >= 0 ? &m->fd : NULL, m->fd >= 0);
 		if (r == -EAGAIN) {
 			event_add(c->ev_write, NULL);
@@ -229,7 +229,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 			conn_close(c, strerror(-r));
 			return;
 		}
-		TAILQ_REMOVE(&c->outq, m, link);
+		STAILQ_REMOVE_HEAD(&c->outq, link);
 		c->outq_bytes -= m->len;
 		closep(&m->fd);
 		free(m);

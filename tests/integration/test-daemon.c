@@ -550,6 +550,41 @@ START_TEST(bad_policy_refuses_to_start)
 }
 END_TEST
 
+/* A client that sends requests but never reads the replies is dropped once the daemon has
+ * queued CONN_MAX_OUTQ_BYTES for it, rather than let it grow the daemon's memory. */
+START_TEST(client_that_never_reads_is_dropped)
+{
+	int fd = harness_raw_connect(&h);
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+	P2pbuf__ListDevices ld = P2PBUF__LIST_DEVICES__INIT;
+	uint8_t buf[256];
+	bool dropped = false;
+
+	hello.has_major = true;
+	hello.major = 1;
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	size_t len = p2pbuf__request__pack(&req, buf);
+	send_raw(fd, buf, len);
+	req.body_case = P2PBUF__REQUEST__BODY_LIST_DEVICES;
+	req.list_devices = &ld;
+	len = p2pbuf__request__pack(&req, buf);
+	/* Each reply is a few hundred bytes: some 10000 of them pass the 1 MiB cap. */
+	for (int i = 0; i < 100000 && !dropped; i++) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN)
+			usleep(1000);
+		else if (n < 0)
+			dropped = true;       /* EPIPE/ECONNRESET: the daemon hung up */
+	}
+	ck_assert(dropped || harness_peer_closed(fd, 5000));
+	close(fd);
+	assert_serving();
+	ck_assert(harness_fds_settle(&h, 2000));
+}
+END_TEST
+
 static const char *const many_leases[] = { "--max-leases-per-client", "700", NULL };
 
 START_TEST(lease_listing_pages)
@@ -623,6 +658,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
 	tcase_add_test(tc, socket_activation);
 	tcase_add_test(tc, lease_listing_pages);
+	tcase_add_test(tc, client_that_never_reads_is_dropped);
 	suite_add_tcase(s, tc);
 	TCase *tp = tcase_create("startup");
 	tcase_add_checked_fixture(tp, setup, NULL);

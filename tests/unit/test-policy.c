@@ -952,6 +952,26 @@ START_TEST(test_load_dropins)
 }
 END_TEST
 
+/* A drop-in directory with no *.policy file in it adds nothing (and sorts nothing). */
+START_TEST(test_load_empty_dropins)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL;
+
+	tmpdir_make(&t);
+	write_file(t.path, "policy", "device d0 pci 01:00.0\nallow user alice device d0\n");
+	make_dir(t.path, "policy.d");
+	write_file(t.path, "policy.d/README", "not a policy\n");
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), 0);
+	ck_assert_ptr_null(error);
+	ck_assert_uint_eq(pol->n_files, 1);
+	ck_assert_uint_eq(pol->n_rules, 1);
+	policy_free(pol);
+	tmpdir_remove(&t);
+}
+END_TEST
+
 START_TEST(test_load_error_file)
 {
 	struct tmpdir t;
@@ -1368,6 +1388,7 @@ static Suite *policy_suite(void)
 	tc = tcase_create("load");
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_load_dropins);
+	tcase_add_test(tc, test_load_empty_dropins);
 	tcase_add_test(tc, test_load_error_file);
 	tcase_add_test(tc, test_load_without_dropins);
 	tcase_add_test(tc, test_load_bad_dropin);

@@ -31,6 +31,17 @@
 #     its own IOAS and has its own edu DMA through it; after a reset the mapping is dead
 #     (zeros and a DMAR fault) and a new MAP_FILE of the old fd fails with ENODEV
 #                                                     [p2pbufd-dma-* iommufd-*]
+#  11 revoking one lease (admin revoke), on a p2pbufd owning only ivshmem with a 2 s
+#     revoke-deadline; vm-importer owns edu and maps its leases in the iommufd flavour:
+#     a holder that keeps its fd (and mapping) past the deadline: the device cycles, the holder
+#     hears reason admin, every other lease of the device ends with device-cycle, the kept
+#     buffer is dead (zeros, DMAR fault, MAP_FILE ENODEV), generation + 1, new exports work
+#                                                     [revoke-keep-*]
+#     a holder that unmaps, closes and releases when told: reason admin before the deadline,
+#     no cycle, the other leases stay active and live          [revoke-release-*]
+#     a holder that passed its fd on (fork+exec by p2pbuf-client, SCM_RIGHTS by vm-importer)
+#     or keeps only its IOMMU mapping, and released: revoking (released), holders 1, lingering
+#     after the deadline, no cycle, gone once the last reference is dropped  [revoke-pass-*]
 # Knobs (run-all.sh --append NAME=VALUE): P2PBUF_VM_VERBOSE=1 (guest-lib: show every check's
 # output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings).
 
@@ -54,9 +65,12 @@ expect_eq() {
 	fi
 }
 
-# jget FILE EXPR: the value at EXPR (see vm-importer json) of the JSON in FILE, "" if none.
+# jget FILE EXPR...: the values at each EXPR (see vm-importer json) of the JSON in FILE, on one
+# line; "" for a value that does not exist, and a non-zero exit status.
 jget() {
-	vm-importer json "$2" <"$1" 2>/dev/null
+	_jf=$1
+	shift
+	vm-importer json "$@" <"$_jf" 2>/dev/null
 }
 
 # wait_file FILE SECONDS: wait until FILE exists.
@@ -151,6 +165,11 @@ section() {
 	FAILS_BEFORE=$(grep -c '^FAIL' "$VM_RESULTS" 2>/dev/null)
 }
 
+# subsection TITLE: a part of a section, in the log.
+subsection() {
+	echo "-- $1 (guest uptime $(cut -d ' ' -f 1 /proc/uptime) s)"
+}
+
 section_end() {
 	_now=$(grep -c '^FAIL' "$VM_RESULTS" 2>/dev/null)
 	if [ -n "${DAEMON:-}" ] && [ "${_now:-0}" != "${FAILS_BEFORE:-0}" ]; then
@@ -215,6 +234,76 @@ fds_match() {
 		"$(wc -l <"$W/$1.fds"); $(fds_diff "$2" "$W/$1.fds")"
 }
 
+# fds_baseline FILE: p2pbufd's fds once the listening socket is its only socket (the status
+# client of start_daemon has gone).
+fds_baseline() {
+	_i=0
+	while fd_list "$DPID" >"$1" && [ "$(grep -c '^socket:' "$1")" != 1 ] && [ "$_i" -lt 50 ]; do
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	echo "p2pbufd pid $DPID: $(wc -l <"$1") fds at baseline"
+}
+
+# steps_results PREFIX FILE: vm-importer's "step NAME ok|FAIL: detail" lines in FILE as results
+# PREFIX-NAME.
+steps_results() {
+	while IFS= read -r _line; do
+		case $_line in
+		"step "*)
+			_r=${_line#step }
+			_n=${_r%% *}
+			_r=${_r#* }
+			if [ "${_r%%:*}" = ok ]; then
+				pass "$1-$_n"
+			else
+				fail "$1-$_n" "${_r#*: }"
+			fi
+			;;
+		esac
+	done <"$2"
+}
+
+# dmar_faults NAME FILE: every "dmar-fault-expected: iova IOVA device BDF" line of vm-importer
+# in FILE has its DMAR read fault in the kernel log (the emulated VT-d reports each one).
+dmar_faults() {
+	_dn=$1
+	_want=$(sed -n 's/^dmar-fault-expected: iova \(0x[0-9a-f]*\) device \(.*\)/\2 \1/p' "$2")
+	_missing=
+	# shellcheck disable=SC2086 # pairs of words
+	set -- $_want
+	while [ $# -ge 2 ]; do
+		dmesg | grep 'DMAR:.*DMA Read' | grep -q "\[$1\] fault addr $2 " || _missing="$_missing $2"
+		shift 2
+	done
+	if [ -n "$_want" ] && [ -z "$_missing" ]; then
+		pass "$_dn"
+	else
+		fail "$_dn" "expected DMAR read faults at ${_want:-?} (device iova), missing:" \
+			"${_missing:-?}; the last one logged: '$(dmesg | grep 'DMAR:.*fault' | tail -n 1)'"
+	fi
+}
+
+# watch_start NAME: spawn `p2pbuf-client --json watch` as NAME; PASS NAME-subscribed once it
+# reports the end of a throwaway lease (then it hears everything that follows).
+watch_start() {
+	spawn "$1" p2pbuf-client --json watch
+	_i=0
+	until grep -q '"lease-revoked"' "$W/$1.out" 2>/dev/null || [ "$_i" -ge 20 ]; do
+		p2pbuf-client export ivshmem --bar 2 --offset 0 --length 4K -- true \
+			>"$W/throwaway.out" 2>&1
+		sleep 0.2
+		_i=$((_i + 1))
+	done
+	if grep -q '"lease-revoked"' "$W/$1.out"; then
+		pass "$1-subscribed"
+	else
+		fail "$1-subscribed" "expected watch to report a throwaway lease's end, got '$(
+			last_line "$W/$1.out")'; the throwaway export said '$(
+			last_line "$W/throwaway.out")'"
+	fi
+}
+
 # ---- setup ----
 
 echo "flavour $P2PBUF_VM_FLAVOUR, kernel $P2PBUF_VM_KVER"
@@ -251,14 +340,7 @@ else
 	_path="through legacy VFIO group"
 fi
 check daemon-vfio-path grep -q "$_path" "$W/p2pbufd.out"
-# The baseline: the listening socket is its only socket (the status client has gone).
-_i=0
-while fd_list "$DPID" >"$W/fds-baseline" && [ "$(grep -c '^socket:' "$W/fds-baseline")" != 1 ] &&
-	[ "$_i" -lt 50 ]; do
-	sleep 0.1
-	_i=$((_i + 1))
-done
-echo "p2pbufd pid $DPID: $(wc -l <"$W/fds-baseline") fds at baseline"
+fds_baseline "$W/fds-baseline"
 
 # ---- 1: devices ----
 section "1: devices"
@@ -378,20 +460,7 @@ expect_eq leases-released "leases listed after the holder let go" 0 \
 
 # ---- 7: reset ----
 section "7: reset"
-spawn watch p2pbuf-client --json watch
-# The watcher is subscribed once it reports the end of a throwaway lease.
-_i=0
-until grep -q '"lease-revoked"' "$W/watch.out" 2>/dev/null || [ "$_i" -ge 20 ]; do
-	p2pbuf-client export ivshmem --bar 2 --offset 0 --length 4K -- true >"$W/throwaway.out" 2>&1
-	sleep 0.2
-	_i=$((_i + 1))
-done
-if grep -q '"lease-revoked"' "$W/watch.out"; then
-	pass watch-subscribed
-else
-	fail watch-subscribed "expected watch to report a throwaway lease's end, got '$(
-		last_line "$W/watch.out")'; the throwaway export said '$(last_line "$W/throwaway.out")'"
-fi
+watch_start watch
 spawn holder7 p2pbuf-client --json export ivshmem --bar 2 --offset 0x20000 --length 0x1000 \
 	--label reset-holder
 _lease=$(lease_of holder7)
@@ -405,22 +474,9 @@ expect_eq reset-holder-told "holder's last line" \
 wait_grep "$W/watch.out" '"state":"ready"' 10
 expect_eq watch-exit "watch's exit status after SIGTERM" 0 "$(stop watch)"
 sed 's/^/watch| /' "$W/watch.out"
-# The ivshmem events as "event:detail" words.
-_events=$(while IFS= read -r _line; do
-	_e=$(printf '%s\n' "$_line" | vm-importer json .event)
-	case $_e in
-	device-state)
-		[ "$(printf '%s\n' "$_line" | vm-importer json .device)" = ivshmem ] &&
-			printf '%s:%s ' "$_e" "$(printf '%s\n' "$_line" | vm-importer json .state)"
-		;;
-	lease-revoked)
-		[ "$(printf '%s\n' "$_line" | vm-importer json .lease)" = "$_lease" ] &&
-			printf '%s:%s ' "$_e" "$(printf '%s\n' "$_line" | vm-importer json .reason)"
-		;;
-	esac
-done <"$W/watch.out")
-expect_eq watch-reset-events "watch's events for the reset" \
-	"lease-revoked:reset device-state:cycling device-state:ready " "$_events"
+expect_eq watch-reset-events "watch's events for the holder's lease and ivshmem" \
+	"holder:revoked:reset ivshmem:cycling ivshmem:ready" \
+	"$(vm-importer events ivshmem "${_lease:-?}=holder" <"$W/watch.out")"
 p2pbuf-client --json devices >"$W/devices7.json" 2>&1
 expect_eq reset-generation "ivshmem after the reset: state generation" "ready 1" \
 	"$(jget "$W/devices7.json" '.devices[name=ivshmem].state') $(
@@ -478,42 +534,285 @@ section_end
 # ---- 10: iommufd: a holder that imports its lease into its own IOAS ----
 if [ "$P2PBUF_VM_FLAVOUR" != iommufd ]; then
 	skip iommufd-dma "Debian's stock kernel has no iommufd: a holder cannot import its buffer"
-	exit 0
-fi
-section "10: iommufd holder with its own edu"
-cat >"$W/policy-dma" <<EOF
+else
+	section "10: iommufd holder with its own edu"
+	cat >"$W/policy-dma" <<EOF
 # Only ivshmem: edu belongs to the test's holder, not to p2pbufd.
 device ivshmem pci $IVSHMEM
 allow user root device ivshmem
 admin user root
 EOF
-start_daemon p2pbufd-dma "$W/policy-dma" || exit 1
-timeout 120 vm-importer dma --edu "$EDU" ivshmem 2 0x40000 0x10000 >"$W/dma.out" 2>&1
-echo "vm-importer dma exited $?"
-sed 's/^/dma| /' "$W/dma.out"
-while IFS= read -r _line; do
-	case $_line in
-	"step "*)
-		_r=${_line#step }
-		_n=${_r%% *}
-		_r=${_r#* }
-		if [ "${_r%%:*}" = ok ]; then
-			pass "iommufd-$_n"
-		else
-			fail "iommufd-$_n" "${_r#*: }"
-		fi
-		;;
-	esac
-done <"$W/dma.out"
-# The revoked mapping's DMA must have faulted in the IOMMU: the kernel logs it with edu's
-# address and the page.
-_iova=$(sed -n 's/^dmar-fault-expected: iova \(0x[0-9a-f]*\) .*/\1/p' "$W/dma.out")
-if [ -n "$_iova" ] && dmesg | grep 'DMAR:.*DMA Read' | grep -q "\[$EDU\] fault addr $_iova "; then
-	pass iommufd-dmar-fault
-else
-	fail iommufd-dmar-fault "expected a DMAR read fault for [$EDU] at ${_iova:-?}, got: '$(
-		dmesg | grep 'DMAR:.*fault' | tail -n 1)'"
+	start_daemon p2pbufd-dma "$W/policy-dma" || exit 1
+	timeout 120 vm-importer dma --edu "$EDU" ivshmem 2 0x40000 0x10000 >"$W/dma.out" 2>&1
+	echo "vm-importer dma exited $?"
+	sed 's/^/dma| /' "$W/dma.out"
+	steps_results iommufd "$W/dma.out"
+	# The revoked mapping's DMA must have faulted in the IOMMU: the kernel logs it with edu's
+	# address and the page.
+	dmar_faults iommufd-dmar-fault "$W/dma.out"
+	stop_daemon p2pbufd-dma
 fi
-stop_daemon p2pbufd-dma
+section_end
+
+
+# ---- 11: revoking one lease ----
+# A p2pbufd that owns only ivshmem (edu belongs to vm-importer in the iommufd flavour) with a
+# 2 s revoke-deadline: holders are counted every 100 ms, the device cycles at the deadline.
+section "11: revocation of one lease"
+DEADLINE_MS=2000
+cat >"$W/policy-revoke" <<EOF
+device ivshmem pci $IVSHMEM revoke-deadline 2s
+allow user root device ivshmem
+admin user root
+EOF
+start_daemon p2pbufd-revoke "$W/policy-revoke" || exit 1
+fds_baseline "$W/fds-revoke-baseline"
+
+# spawn_importer NAME MODE ARG...: spawn vm-importer MODE, with our own edu (--edu) in the
+# iommufd flavour.
+spawn_importer() {
+	_si=$1
+	_sm=$2
+	shift 2
+	if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+		spawn "$_si" vm-importer "$_sm" --edu "$EDU" "$@"
+	else
+		spawn "$_si" vm-importer "$_sm" "$@"
+	fi
+}
+
+# importer_ready NAME: wait for the "ready lease V bystander Y generation G" line of a spawned
+# vm-importer revoke; sets _v, _y and _gen0 ("" if it never came).
+importer_ready() {
+	_v='' _y='' _gen0=''
+	wait_grep "$W/$1.out" '^ready lease ' 60 || return 1
+	# shellcheck disable=SC2046 # the three numbers
+	set -- $(sed -n \
+		's/^ready lease \([0-9]*\) bystander \([0-9]*\) generation \([0-9]*\)$/\1 \2 \3/p' \
+		"$W/$1.out")
+	_v=$1 _y=$2 _gen0=$3
+}
+
+# revoke_cli NAME ID: the admin revokes lease ID with p2pbuf-client.
+revoke_cli() {
+	p2pbuf-client revoke "$2" >"$W/$1.out" 2>&1
+	_rc=$?
+	expect_eq "$1" "p2pbuf-client revoke $2: exit status, output" \
+		"0 lease $2 is being revoked; its holder has been told to let go" \
+		"$_rc $(last_line "$W/$1.out")"
+}
+
+# lease_facts FILE ID: "state reason holders lingering" of lease ID in FILE (leases --json),
+# "gone" when it is not listed.
+lease_facts() {
+	_l=".leases[id=$2]"
+	if _f=$(jget "$1" "$_l.state" "$_l.reason" "$_l.holders" "$_l.lingering"); then
+		echo "$_f"
+	else
+		echo gone
+	fi
+}
+
+# leases_now FILE: every lease, as the admin sees it.
+leases_now() {
+	p2pbuf-client --json leases --all >"$1" 2>&1
+}
+
+# wait_lease ID FACTS SECONDS: poll the listing until lease ID's facts read FACTS; prints them.
+wait_lease() {
+	_i=0
+	while leases_now "$W/leases-poll.json" &&
+		[ "$(lease_facts "$W/leases-poll.json" "$1")" != "$2" ] && [ "$_i" -lt $(($3 * 5)) ]; do
+		sleep 0.2
+		_i=$((_i + 1))
+	done
+	lease_facts "$W/leases-poll.json" "$1"
+}
+
+# ivshmem_state: "state generation" of ivshmem.
+ivshmem_state() {
+	p2pbuf-client --json devices >"$W/devices-revoke.json" 2>&1
+	jget "$W/devices-revoke.json" '.devices[name=ivshmem].state' \
+		'.devices[name=ivshmem].generation'
+}
+
+# cycles_logged: how many device cycles for an overdue lease p2pbufd has logged so far.
+cycles_logged() {
+	grep -c 'kept it past the deadline (reason [a-z-]*); cycling the device' \
+		"$W/p2pbufd-revoke.out"
+}
+
+# What holds the buffer of a lease the holder kept: its fd, plus its IOMMU mapping (iommufd
+# takes a dma-buf reference for IOMMU_IOAS_MAP_FILE) in the iommufd flavour.
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	HELD=2
+else
+	HELD=1
+fi
+watch_start revoke-watch
+
+# -- A: the holder keeps its fd (and mapping) past the deadline: the device cycles --
+subsection "11a: the holder keeps its fd past the deadline"
+spawn other11a p2pbuf-client --json export ivshmem --bar 2 --offset 0x120000 --length 0x1000 \
+	--label revoke-other
+_other=$(lease_of other11a)
+spawn_importer keep revoke --then keep --deadline "$DEADLINE_MS" ivshmem 2 0x100000 0x10000
+importer_ready keep
+revoke_cli revoke-keep-cli "${_v:-?}"
+leases_now "$W/leases11a.json"
+expect_eq revoke-keep-listed-revoking \
+	"lease ${_v:-?} right after the revoke: state reason holders lingering" \
+	"revoking admin $HELD false" "$(lease_facts "$W/leases11a.json" "${_v:-?}")"
+_dl=$(jget "$W/leases11a.json" ".leases[id=${_v:-?}].deadline_ms")
+expect_eq revoke-keep-listed-deadline "lease ${_v:-?}: deadline_ms set" yes \
+	"$([ "${_dl:-0}" -gt 0 ] 2>/dev/null && echo yes || echo "'$_dl'")"
+expect_eq revoke-keep-importer-exit "vm-importer revoke --then keep: exit status" 0 \
+	"$(reap keep 60)"
+sed 's/^/keep| /' "$W/keep.out"
+steps_results revoke-keep "$W/keep.out"
+expect_eq revoke-keep-other-told "the other client (lease ${_other:-?}): exit status, last line" \
+	"10 {\"lease\":${_other:-?},\"revoked\":true,\"reason\":\"device-cycle\"}" \
+	"$(reap other11a 15) $(last_line "$W/other11a.out")"
+expect_eq revoke-keep-generation "ivshmem after the cycle: state generation" \
+	"ready $((${_gen0:-0} + 1))" "$(ivshmem_state)"
+leases_now "$W/leases11a-after.json"
+expect_eq revoke-keep-leases-ended "leases victim, bystander, other after the cycle" \
+	"gone gone gone" "$(lease_facts "$W/leases11a-after.json" "${_v:-?}") $(
+		lease_facts "$W/leases11a-after.json" "${_y:-?}") $(
+		lease_facts "$W/leases11a-after.json" "${_other:-?}")"
+_msg="kept it past the deadline (reason admin); cycling the device"
+expect_eq revoke-keep-logged "p2pbufd's log: the cycle for lease ${_v:-?}" yes \
+	"$(says "$W/p2pbufd-revoke.out" "lease ${_v:-?} on ivshmem: $HELD holder(s) $_msg")"
+wait_grep "$W/revoke-watch.out" "\"state\":\"ready\",\"generation\":$((${_gen0:-0} + 1))" 10
+expect_eq revoke-keep-watch "watch's events for the victim's lease and ivshmem" \
+	"victim:revoking:admin victim:revoked:admin ivshmem:cycling ivshmem:ready" \
+	"$(vm-importer events ivshmem "${_v:-?}=victim" <"$W/revoke-watch.out")"
+expect_eq revoke-keep-watch-others "watch's events for the bystander's and the other's leases" \
+	"bystander:revoked:device-cycle other:revoked:device-cycle" "$(
+		vm-importer events - "${_y:-?}=bystander" <"$W/revoke-watch.out") $(
+		vm-importer events - "${_other:-?}=other" <"$W/revoke-watch.out")"
+check revoke-keep-new-export-cli vm-importer export ivshmem 2 0x120000 0x1000
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	dmar_faults revoke-keep-dmar-faults "$W/keep.out"
+fi
+_cycles=$(cycles_logged)
+
+# -- B: the holder unmaps, closes and releases when told: no cycle --
+subsection "11b: the holder lets go when told"
+_wl=$(wc -l <"$W/revoke-watch.out")
+_gen=$(ivshmem_state)
+spawn other11b p2pbuf-client --json export ivshmem --bar 2 --offset 0x150000 --length 0x1000 \
+	--label revoke-other
+_other=$(lease_of other11b)
+spawn_importer release revoke --then release --deadline "$DEADLINE_MS" ivshmem 2 0x130000 0x10000
+importer_ready release
+revoke_cli revoke-release-cli "${_v:-?}"
+expect_eq revoke-release-importer-exit "vm-importer revoke --then release: exit status" 0 \
+	"$(reap release 60)"
+sed 's/^/release| /' "$W/release.out"
+steps_results revoke-release "$W/release.out"
+# p2pbuf-client holding a lease does the same: it closes its fd and releases (exit 10).
+spawn cli11b p2pbuf-client --json export ivshmem --bar 2 --offset 0x151000 --length 0x1000 \
+	--label revoke-cli
+_cli=$(lease_of cli11b)
+revoke_cli revoke-release-cli-holder-revoke "${_cli:-?}"
+expect_eq revoke-release-cli-holder \
+	"p2pbuf-client holding lease ${_cli:-?}: exit status, last line" \
+	"10 {\"lease\":${_cli:-?},\"revoked\":true,\"reason\":\"admin\"}" \
+	"$(reap cli11b 15) $(last_line "$W/cli11b.out")"
+expect_eq revoke-release-cli-holder-ended "lease ${_cli:-?} once its holder let go" gone \
+	"$(wait_lease "${_cli:-?}" gone 1)"
+leases_now "$W/leases11b.json"
+expect_eq revoke-release-other-untouched \
+	"the other client (lease ${_other:-?}): running; state reason holders lingering" \
+	"running active unspecified 1 false" \
+	"$(reap other11b 0) $(lease_facts "$W/leases11b.json" "${_other:-?}")"
+expect_eq revoke-release-no-cycle "ivshmem: state generation; cycles logged" \
+	"$_gen; $_cycles" "$(ivshmem_state); $(cycles_logged)"
+expect_eq revoke-release-logged "p2pbufd's log: lease ${_v:-?} ended with reason admin" yes \
+	"$(says "$W/p2pbufd-revoke.out" "lease ${_v:-?} ended: device=ivshmem .* reason=admin")"
+wait_grep "$W/revoke-watch.out" "\"lease-revoked\",\"lease\":${_cli:-?}," 5
+expect_eq revoke-release-watch \
+	"watch's events for the victim's, the CLI holder's and the other's leases, and ivshmem" \
+	"victim:revoking:admin victim:revoked:admin cli:revoking:admin cli:revoked:admin" \
+	"$(tail -n "+$((_wl + 1))" "$W/revoke-watch.out" |
+		vm-importer events ivshmem "${_v:-?}=victim" "${_cli:-?}=cli" "${_other:-?}=other")"
+expect_eq revoke-release-other-exit "the other client's exit status after SIGTERM" 0 \
+	"$(stop other11b)"
+
+# -- C: released while another process still holds the buffer: it lingers, no cycle --
+subsection "11c: released, but still held elsewhere"
+_gen=$(ivshmem_state)
+spawn_importer passfd pass-fd ivshmem 2 0x170000 0x10000
+_p='' _m=''
+if wait_grep "$W/passfd.out" '^wait lingering' 60; then
+	_p=$(sed -n 's/^released lease \([0-9]*\) .*/\1/p' "$W/passfd.out")
+	_m=$(sed -n 's/^released lease .* mapped \([0-9]*\)$/\1/p' "$W/passfd.out")
+fi
+# p2pbuf-client runs a command with the fd; the command leaves a background process holding
+# it and exits; p2pbuf-client then releases the lease.
+# shellcheck disable=SC2016 # expanded by the command's own shell
+p2pbuf-client export ivshmem --bar 2 --offset 0x160000 --length 0x1000 --label pass-exec -- \
+	sh -c 'sleep 60 </dev/null >/dev/null 2>&1 & echo "keeper=$! lease=$P2PBUF_LEASE_ID"' \
+	>"$W/pass-exec.out" 2>&1
+_rc=$?
+leases_now "$W/leases11c.json"
+_ke=$(sed -n 's/^keeper=\([0-9]*\) .*/\1/p' "$W/pass-exec.out")
+_e=$(sed -n 's/.* lease=\([0-9]*\)$/\1/p' "$W/pass-exec.out")
+expect_eq revoke-pass-exec-cli "export -- sh -c 'sleep &': exit status, keeper, lease" "0 yes yes" \
+	"$_rc $([ -n "$_ke" ] && echo yes) $([ -n "$_e" ] && echo yes)"
+echo "pass-exec: lease ${_e:-?} held by pid ${_ke:-?}: $(fd_list "${_ke:-none}" 2>/dev/null |
+	grep -c dmabuf) dma-buf fd(s)"
+# names: exec (fork+exec), fd (SCM_RIGHTS), mapped (only the IOMMU mapping holds it)
+_held="exec=${_e:-?} fd=${_p:-?}"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_held="$_held mapped=${_m:-?}"
+else
+	skip revoke-pass-mapped "Debian's stock kernel has no iommufd: no importer mapping"
+fi
+for _h in $_held; do
+	expect_eq "revoke-pass-${_h%%=*}-held" \
+		"lease ${_h#*=} just released: state reason holders lingering" \
+		"revoking released 1 false" "$(lease_facts "$W/leases11c.json" "${_h#*=}")"
+done
+# Past the deadline: lingering, never cycled.
+_msg="kept it past the deadline (reason released); not enforced"
+for _h in $_held; do
+	expect_eq "revoke-pass-${_h%%=*}-lingering" \
+		"lease ${_h#*=} past the deadline: state reason holders lingering" \
+		"revoking released 1 true" "$(wait_lease "${_h#*=}" "revoking released 1 true" 5)"
+	expect_eq "revoke-pass-${_h%%=*}-logged" "p2pbufd's log: lease ${_h#*=} lingers" yes \
+		"$(says "$W/p2pbufd-revoke.out" "lease ${_h#*=} on ivshmem: 1 holder(s) $_msg")"
+done
+expect_eq revoke-pass-no-cycle "ivshmem: state generation; cycles logged" \
+	"$_gen; $_cycles" "$(ivshmem_state); $(cycles_logged)"
+# The last references go, one by one.
+[ -n "$_ke" ] && kill "$_ke"
+expect_eq revoke-pass-exec-ended "lease ${_e:-?} once the process holding it exited" gone \
+	"$(wait_lease "${_e:-?}" gone 3)"
+expect_eq revoke-pass-fd-still-held "lease ${_p:-?} meanwhile" "revoking released 1 true" \
+	"$(lease_facts "$W/leases-poll.json" "${_p:-?}")"
+kill -USR1 "$(cat "$W/passfd.pid")"
+wait_grep "$W/passfd.out" '^wait keeper-closed' 30
+expect_eq revoke-pass-fd-ended "lease ${_p:-?} once the keeper closed its copy" gone \
+	"$(wait_lease "${_p:-?}" gone 3)"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	expect_eq revoke-pass-mapped-still-held "lease ${_m:-?} meanwhile (only its IOMMU mapping)" \
+		"revoking released 1 true" "$(lease_facts "$W/leases-poll.json" "${_m:-?}")"
+fi
+kill -USR1 "$(cat "$W/passfd.pid")"
+expect_eq revoke-pass-importer-exit "vm-importer pass-fd: exit status" 0 "$(reap passfd 30)"
+sed 's/^/passfd| /' "$W/passfd.out"
+steps_results revoke-pass "$W/passfd.out"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	expect_eq revoke-pass-mapped-ended "lease ${_m:-?} once unmapped" gone \
+		"$(wait_lease "${_m:-?}" gone 3)"
+fi
+expect_eq revoke-pass-no-cycle-end "ivshmem at the end: state generation; cycles logged" \
+	"$_gen; $_cycles" "$(ivshmem_state); $(cycles_logged)"
+
+expect_eq revoke-watch-exit "watch's exit status after SIGTERM" 0 "$(stop revoke-watch)"
+fds_match fds-after-revoke "$W/fds-revoke-baseline"
+stop_daemon p2pbufd-revoke
 section_end
 exit 0

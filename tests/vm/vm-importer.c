@@ -6,11 +6,12 @@
  *
  * Modes (each prints what it saw; the last line of a failure says "expected ..., got ..."):
  *
- *   vm-importer json EXPR < JSON
- *       Print the value at EXPR in a JSON document (p2pbuf-client --json output). EXPR is a
- *       chain of .KEY, [N] and [KEY=VALUE] (the first array element whose KEY is VALUE),
- *       optionally ending in # (the number of elements). Strings print unquoted. Exit 1 when
- *       the path does not exist, 2 on malformed JSON.
+ *   vm-importer json EXPR... < JSON
+ *       Print the value at each EXPR in a JSON document (p2pbuf-client --json output), on one
+ *       line separated by spaces. EXPR is a chain of .KEY, [N] and [KEY=VALUE] (the first array
+ *       element whose KEY is VALUE), optionally ending in # (the number of elements). Strings
+ *       print unquoted. Exit 1 when a path does not exist (its value prints empty), 2 on
+ *       malformed JSON.
  *
  *   vm-importer pattern FILE OFFSET LENGTH
  *       mmap FILE (a /sys/bus/pci/devices/BDF/resourceN of ivshmem) and check that the bytes
@@ -34,6 +35,34 @@
  *       step (cases.sh turns them into results); a step that could not run because an
  *       earlier one failed is reported as FAIL too, so that the number of results is fixed.
  *
+ *   vm-importer revoke --then keep|release --deadline MS [--socket PATH] [--edu BDF]
+ *                      DEVICE BAR OFFSET LENGTH
+ *       A holder whose lease an admin revokes (the device's revoke-deadline is MS). Two
+ *       connections: the victim's lease at OFFSET+LENGTH, a bystander's right after it; with
+ *       --edu both are mapped into our own IOAS (as in dma) and read through. Prints
+ *       "ready lease V bystander Y generation G", then waits for cases.sh to revoke V
+ *       (p2pbuf-client revoke V). keep: keep the fd and the mapping past the deadline; the
+ *       device must cycle: LeaseRevoked{V, admin} at the deadline, LeaseRevoked{Y,
+ *       device-cycle}, generation + 1, both mappings dead (DMA reads zeros), a new
+ *       IOMMU_IOAS_MAP_FILE of V's fd ENODEV, a new lease live. release: unmap, close and
+ *       release when told; LeaseRevoked{V, admin} before the deadline, and after it no cycle,
+ *       Y still active and live. "step NAME ok|FAIL: detail" lines as in dma.
+ *
+ *   vm-importer pass-fd [--socket PATH] [--edu BDF] DEVICE BAR OFFSET LENGTH
+ *       A holder that releases a lease whose buffer another process still holds: it passes
+ *       the fd of a lease (OFFSET+LENGTH) by SCM_RIGHTS to a keeper process (forked before the
+ *       export), and with --edu maps a second lease (right after it) into its IOAS; then it
+ *       releases both (closing its fds, keeping the mapping), prints "released lease P keeper
+ *       K mapped M" and "wait lingering", and waits for SIGUSR1; then (reads through the
+ *       mapping, which must still be live, and) has the keeper close its copy, prints
+ *       "wait keeper-closed", waits for SIGUSR1 again, and unmaps. cases.sh checks the
+ *       listings between. Steps as in dma.
+ *
+ *   vm-importer events DEVICE [ID=NAME]... < WATCH
+ *       The events of `p2pbuf-client --json watch` output that concern DEVICE's state or the
+ *       leases ID, as one line of words NAME:revoking:REASON, NAME:revoked:REASON and
+ *       DEVICE:STATE, in order.
+ *
  * The build host has linux-libc-dev 6.1, which lacks the iommufd and vfio cdev uapi: the
  * definitions below are guarded copies (identical in 6.19, 7.2, 7.3).
  */
@@ -54,8 +83,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
@@ -461,33 +495,36 @@ static char *read_all(FILE *f)
 
 static int cmd_json(int argc, char **argv)
 {
-	const char *expr, *v;
 	char *doc;
+	int rc = 0;
 
-	if (argc != 2)
-		die("usage: json EXPR < JSON");
+	if (argc < 2)
+		die("usage: json EXPR... < JSON");
 	doc = read_all(stdin);
 	if (!skip_value(doc)) {
 		fprintf(stderr, PROG ": json: malformed JSON: %.200s\n", doc);
 		return 2;
 	}
-	expr = argv[1];
-	v = doc;
-	while (v && *expr && *expr != '#')
-		v = json_step(v, &expr);
-	if (!v) {
-		fprintf(stderr, PROG ": json: %s: no such value in %.300s\n", argv[1], doc);
-		return 1;
+	for (int i = 1; i < argc; i++) {
+		const char *expr = argv[i], *v = doc;
+		while (v && *expr && *expr != '#')
+			v = json_step(v, &expr);
+		if (i > 1)
+			putchar(' ');
+		if (!v) {
+			fprintf(stderr, PROG ": json: %s: no such value in %.300s\n", argv[i], doc);
+			rc = 1;
+		} else if (*expr == '#') {
+			printf("%ld", json_count(v));
+		} else {
+			char *t = value_text(v);
+			printf("%s", t ? t : "");
+			free(t);
+		}
 	}
-	if (*expr == '#') {
-		printf("%ld\n", json_count(v));
-	} else {
-		char *t = value_text(v);
-		printf("%s\n", t ? t : "");
-		free(t);
-	}
+	putchar('\n');
 	free(doc);
-	return 0;
+	return rc;
 }
 
 /* ---- the ivshmem pattern ---- */
@@ -620,9 +657,12 @@ struct conn_opts {
 	const char *expect;
 	const char *label;
 	const char *edu;
+	const char *then;     /* revoke: keep or release */
+	const char *deadline; /* revoke, pass-fd: the device's revoke-deadline in ms */
 };
 
-/* Options common to export and dma (each takes a value); leaves *argi at the first operand. */
+/* Options of the modes that talk to p2pbufd (each takes a value); leaves *argi at the first
+ * operand. */
 static void parse_opts(int argc, char **argv, int *argi, struct conn_opts *o)
 {
 	int i = 1;
@@ -639,6 +679,10 @@ static void parse_opts(int argc, char **argv, int *argi, struct conn_opts *o)
 			o->label = v;
 		else if (!strcmp(opt, "--edu"))
 			o->edu = v;
+		else if (!strcmp(opt, "--then"))
+			o->then = v;
+		else if (!strcmp(opt, "--deadline"))
+			o->deadline = v;
 		else
 			die("unknown option %s", opt);
 		i += 2;
@@ -1022,17 +1066,23 @@ static bool do_export(struct dma_test *t, enum step_id s, uint64_t *ret_id, int 
 	return size == t->range.length;
 }
 
-/* DMA one page at iova into edu's buffer and back out into our own page; the page is filled
- * with fill first, so that a DMA that did not happen shows. */
-static int dma_fetch(struct dma_test *t, uint64_t iova, unsigned char fill, char *why, size_t wlen)
+/* DMA_LEN bytes at iova into edu's buffer and back out into own (our page at IOVA_OWN); own
+ * is filled with fill first, so that a DMA that did not happen shows. */
+static int edu_fetch(const struct edu *e, unsigned char *own, uint64_t iova, unsigned char fill,
+		     char *why, size_t wlen)
 {
 	int r;
 
-	memset(t->own, fill, PAGE);
-	r = edu_dma(&t->edu, iova, false, DMA_LEN, why, wlen);
+	memset(own, fill, PAGE);
+	r = edu_dma(e, iova, false, DMA_LEN, why, wlen);
 	if (r == 0)
-		r = edu_dma(&t->edu, IOVA_OWN, true, DMA_LEN, why, wlen);
+		r = edu_dma(e, IOVA_OWN, true, DMA_LEN, why, wlen);
 	return r;
+}
+
+static int dma_fetch(struct dma_test *t, uint64_t iova, unsigned char fill, char *why, size_t wlen)
+{
+	return edu_fetch(&t->edu, t->own, iova, fill, why, wlen);
 }
 
 /* Through the live mapping: what edu reads must be the host's pattern. */
@@ -1252,11 +1302,962 @@ static int cmd_dma(int argc, char **argv)
 	return failed ? 1 : 0;
 }
 
+/* ---- the revocation modes: common parts ---- */
+
+/* IOVAs of the revoke and pass-fd modes: apart from the dma mode's, so that the DMAR faults
+ * cases.sh looks for in the kernel log cannot be those of an earlier case. */
+#define IOVA_VICTIM ((uint64_t)0x600000)    /* the lease the admin revokes */
+#define IOVA_BYSTANDER ((uint64_t)0x700000) /* another lease on the same device */
+#define IOVA_AFTER ((uint64_t)0x800000)	    /* a lease taken after the device cycle */
+#define IOVA_RETRY ((uint64_t)0x900000)	    /* the revoked buffer again (must fail) */
+#define WAIT_GO_MS 60000		    /* how long to wait for cases.sh's SIGUSR1 */
+#define MAX_STEPS 16
+
+static int64_t now_rt_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A mode's steps, each reported once as "step NAME ok|FAIL: detail"; steps_finish() reports
+ * those that never ran as failed, so that cases.sh always gets the same set of results. */
+struct step_def {
+	const char *name;
+	bool edu_only; /* only with --edu (the iommufd flavour) */
+};
+
+struct steps {
+	const struct step_def *defs;
+	size_t n;
+	bool edu;
+	int result[MAX_STEPS]; /* 0 not run, 1 ok, -1 failed */
+};
+
+static void steps_init(struct steps *s, const struct step_def *defs, size_t n, bool edu)
+{
+	if (n > MAX_STEPS)
+		die("internal error: %zu steps", n);
+	*s = (struct steps){ .defs = defs, .n = n, .edu = edu };
+}
+
+static bool rstep(struct steps *s, const char *name, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool rstep(struct steps *s, const char *name, bool ok, const char *fmt, ...)
+{
+	va_list ap;
+	size_t i = 0;
+
+	while (i < s->n && strcmp(s->defs[i].name, name) != 0)
+		i++;
+	if (i == s->n || s->result[i] != 0 || (s->defs[i].edu_only && !s->edu))
+		die("internal error: step '%s' unknown, reported twice or not for this run", name);
+	s->result[i] = ok ? 1 : -1;
+	printf("step %s %s: ", name, ok ? "ok" : "FAIL");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	return ok;
+}
+
+static int steps_finish(const struct steps *s)
+{
+	int failed = 0, total = 0;
+
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->defs[i].edu_only && !s->edu)
+			continue;
+		total++;
+		if (s->result[i] == 0)
+			printf("step %s FAIL: not run (an earlier step failed)\n", s->defs[i].name);
+		failed += s->result[i] != 1;
+	}
+	printf("%d of %d steps failed\n", failed, total);
+	return failed ? 1 : 0;
+}
+
+/* What one connection heard about its lease. */
+struct lease_watch {
+	const char *who;
+	uint64_t lease;
+	bool revoking, revoked;
+	enum p2pbuf_reason revoking_reason, revoked_reason;
+	int64_t deadline_rt;		 /* LeaseRevoking's deadline, CLOCK_REALTIME ms */
+	int64_t revoking_rt, revoked_rt; /* when the events came, CLOCK_REALTIME ms */
+	unsigned others;		 /* events about anything else */
+};
+
+static void on_lease_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
+{
+	struct lease_watch *w = userdata;
+	int64_t now = now_rt_ms();
+
+	(void)conn;
+	if (ev->type == P2PBUF_EVENT_DEVICE_STATE) {
+		printf("event %s: device %s %s generation %" PRIu32 "\n", w->who, ev->device,
+		       p2pbuf_device_state_name(ev->state), ev->generation);
+		w->others++;
+		return;
+	}
+	printf("event %s: lease %" PRIu64 " %s reason %s", w->who, ev->lease_id,
+	       ev->type == P2PBUF_EVENT_LEASE_REVOKING ? "revoking" : "revoked",
+	       p2pbuf_reason_name(ev->reason));
+	if (ev->type == P2PBUF_EVENT_LEASE_REVOKING)
+		printf(", deadline in %" PRId64 " ms", ev->deadline_ms - now);
+	putchar('\n');
+	if (ev->lease_id != w->lease) {
+		w->others++;
+	} else if (ev->type == P2PBUF_EVENT_LEASE_REVOKING && !w->revoking) {
+		w->revoking = true;
+		w->revoking_reason = ev->reason;
+		w->deadline_rt = ev->deadline_ms;
+		w->revoking_rt = now;
+	} else if (ev->type == P2PBUF_EVENT_LEASE_REVOKED && !w->revoked) {
+		w->revoked = true;
+		w->revoked_reason = ev->reason;
+		w->revoked_rt = now;
+	}
+}
+
+/* Deliver the events of conns[0..n) until *until is true (until NULL: never), a signal comes
+ * on sfd (-1: none) or timeout_ms passes. Returns 1 (until), 2 (signal), 0 (timeout) or
+ * -errno (a connection failed). */
+static int pump(struct p2pbuf *const *conns, size_t n, int sfd, const bool *until, int timeout_ms)
+{
+	int64_t end = now_ms() + timeout_ms;
+	struct pollfd pfd[3];
+
+	if (n > 2)
+		die("internal error: pump of %zu connections", n);
+	for (;;) {
+		for (size_t i = 0; i < n; i++) {
+			int r = p2pbuf_dispatch(conns[i]);
+			if (r < 0)
+				return r;
+		}
+		if (until && *until)
+			return 1;
+		int64_t left = end - now_ms();
+		if (left <= 0)
+			return 0;
+		for (size_t i = 0; i < n; i++)
+			pfd[i] = (struct pollfd){ .fd = p2pbuf_get_fd(conns[i]), .events = POLLIN };
+		pfd[n] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+		if (poll(pfd, n + 1, (int)left) < 0 && errno != EINTR)
+			return -errno;
+		if (sfd >= 0 && (pfd[n].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			(void)!read(sfd, &si, sizeof(si));
+			return 2;
+		}
+	}
+}
+
+/* A signalfd for SIGUSR1, which cases.sh sends to say "go on" after a "wait NAME" line. */
+static int go_signal_fd(void)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		die("sigprocmask: %m");
+	fd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (fd < 0)
+		die("signalfd: %m");
+	return fd;
+}
+
+/* Print "wait NAME" and wait for cases.sh's SIGUSR1, delivering events meanwhile; the step
+ * "wait-NAME" says how it went. */
+static bool wait_go(struct steps *s, const char *name, struct p2pbuf *const *conns, size_t n,
+		    int sfd)
+{
+	char step_name[64];
+	int64_t t0 = now_ms();
+	int r;
+
+	printf("wait %s\n", name);
+	fflush(stdout);
+	r = pump(conns, n, sfd, NULL, WAIT_GO_MS);
+	snprintf(step_name, sizeof(step_name), "wait-%s", name);
+	return rstep(s, step_name, r == 2,
+		     "expected SIGUSR1 from cases.sh within %d s, got %s after %" PRId64 " ms",
+		     WAIT_GO_MS / 1000,
+		     r == 2   ? "it"
+		     : r == 0 ? "nothing"
+			      : errno_name(-r),
+		     now_ms() - t0);
+}
+
+/* The state and generation of device as p2pbufd lists it. */
+static int device_gen(struct p2pbuf *conn, const char *device, enum p2pbuf_device_state *ret_state,
+		      uint32_t *ret_gen)
+{
+	struct p2pbuf_device *d;
+	size_t n;
+	int r = p2pbuf_list_devices(conn, &d, &n);
+
+	if (r < 0)
+		return r;
+	r = -ENODEV;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(d[i].name, device) != 0)
+			continue;
+		*ret_state = d[i].state;
+		*ret_gen = d[i].generation;
+		r = 0;
+	}
+	p2pbuf_devices_free(d, n);
+	return r;
+}
+
+/* Wait up to timeout_ms for device to be ready (a cycle runs on p2pbufd's worker thread). */
+static int wait_ready(struct p2pbuf *conn, const char *device, int timeout_ms,
+		      enum p2pbuf_device_state *ret_state, uint32_t *ret_gen)
+{
+	int64_t end = now_ms() + timeout_ms;
+	int r;
+
+	while ((r = device_gen(conn, device, ret_state, ret_gen)) == 0 &&
+	       *ret_state != P2PBUF_DEVICE_READY && now_ms() < end)
+		usleep(100000);
+	return r;
+}
+
+/* The state of lease id among conn's own leases: P2PBUF_LEASE_UNKNOWN when not listed. */
+static enum p2pbuf_lease_state lease_state(struct p2pbuf *conn, uint64_t id)
+{
+	enum p2pbuf_lease_state st = P2PBUF_LEASE_UNKNOWN;
+	struct p2pbuf_lease *l;
+	size_t n;
+
+	if (p2pbuf_list_leases(conn, false, &l, &n) < 0)
+		return P2PBUF_LEASE_UNKNOWN;
+	for (size_t i = 0; i < n; i++)
+		if (l[i].id == id)
+			st = l[i].state;
+	p2pbuf_leases_free(l, n);
+	return st;
+}
+
+enum verdict { V_PATTERN, V_ZEROS, V_OTHER, V_ERROR };
+
+/* What edu reads at iova, where the ivshmem pattern at BAR offset bar_off is when the mapping
+ * is live. As in test_read_revoked: edu's buffer is loaded with 0xa5 and our page filled with
+ * 0x5a first, so that all zeros can only come from a faulted read. what describes it. */
+static enum verdict dma_verdict(const struct edu *e, unsigned char *own, uint64_t iova,
+				uint64_t bar_off, char *what, size_t wlen)
+{
+	char why[256], first[80];
+	size_t zeros = 0;
+	int r;
+
+	memset(own, 0xa5, PAGE);
+	r = edu_dma(e, IOVA_OWN, false, DMA_LEN, why, sizeof(why));
+	if (r == 0)
+		r = edu_fetch(e, own, iova, 0x5a, why, sizeof(why));
+	if (r < 0) {
+		snprintf(what, wlen, "edu DMA from IOVA 0x%" PRIx64 ": %.160s", iova, why);
+		return V_ERROR;
+	}
+	escape(own, 16, first, sizeof(first));
+	if (pattern_ok(own, DMA_LEN, bar_off, why, sizeof(why))) {
+		snprintf(what, wlen,
+			 "edu read the pattern at IOVA 0x%" PRIx64 " (BAR offset 0x%" PRIx64
+			 "): '%s'",
+			 iova, bar_off, first);
+		return V_PATTERN;
+	}
+	for (size_t i = 0; i < DMA_LEN; i++)
+		zeros += own[i] == 0;
+	snprintf(what, wlen, "edu read %zu zero bytes of %u at IOVA 0x%" PRIx64 ", first '%s'%s",
+		 zeros, DMA_LEN, iova, first,
+		 own[0] == 0xa5	  ? " (edu's buffer unchanged: the read did not happen)"
+		 : own[0] == 0x5a ? " (our page unchanged: edu wrote nothing back)"
+				  : "");
+	return zeros == DMA_LEN ? V_ZEROS : V_OTHER;
+}
+
+/* Open edu (as the dma mode does) and map one page of our own at IOVA_OWN. */
+static bool edu_setup(struct steps *s, const char *bdf, struct edu *e, unsigned char **ret_own)
+{
+	char why[512];
+	int r = edu_open(bdf, e, why, sizeof(why));
+
+	if (!rstep(s, "edu-open", r == 0, "%s", why))
+		return false;
+	*ret_own = aligned_alloc(PAGE, PAGE);
+	r = *ret_own ? ioas_map_user(e, *ret_own, PAGE, IOVA_OWN) : -ENOMEM;
+	if (r < 0)
+		rstep(s, "map", false, "IOMMU_IOAS_MAP of one page at IOVA 0x%" PRIx64 ": %s",
+		      IOVA_OWN, errno_name(-r));
+	return r == 0;
+}
+
+/* ---- revoke: an admin revokes our lease; we keep it past the deadline, or let go ---- */
+
+static const struct step_def revoke_keep_steps[] = {
+	{ "export", false },
+	{ "edu-open", true },
+	{ "map", true },
+	{ "dma-live", true },
+	{ "revoking-event", false },
+	{ "revoked-event", false },
+	{ "bystander-told", false },
+	{ "generation", false },
+	{ "dma-revoked", true },
+	{ "bystander-dma-revoked", true },
+	{ "map-file-enodev", true },
+	{ "new-export", false },
+};
+
+static const struct step_def revoke_release_steps[] = {
+	{ "export", false },
+	{ "edu-open", true },
+	{ "map", true },
+	{ "dma-live", true },
+	{ "revoking-event", false },
+	{ "release", false },
+	{ "revoked-event", false },
+	{ "bystander-untouched", false },
+	{ "generation", false },
+	{ "bystander-dma-live", true },
+};
+
+enum { VICTIM, BYSTANDER };
+
+struct revoke_test {
+	struct steps s;
+	bool keep;
+	const char *device;
+	unsigned bar;
+	struct p2pbuf_range range[2]; /* the victim's, the bystander's (right after it) */
+	int64_t deadline;	      /* the device's revoke-deadline, ms */
+	struct p2pbuf *conn[2];	      /* two clients of p2pbufd */
+	struct lease_watch w[2];
+	int fd[2];
+	uint64_t iova[2];
+	uint32_t gen0;
+	const char *edu_bdf;
+	struct edu edu;
+	unsigned char *own;
+	uint64_t probe; /* offset inside a lease that DMA reads */
+};
+
+/* Both leases, each on its own connection; with edu both mapped and read through. */
+static bool revoke_setup(struct revoke_test *t)
+{
+	static const char *const labels[2] = { "revoke-victim", "revoke-bystander" };
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	char what[2][256];
+	uint64_t size[2] = { 0, 0 };
+	enum verdict v[2];
+	int r;
+
+	for (int i = 0; i < 2; i++) {
+		t->fd[i] = p2pbuf_export(t->conn[i], t->device, t->bar, &t->range[i], 1, labels[i],
+					 &t->w[i].lease, &size[i]);
+		if (t->fd[i] < 0)
+			return rstep(&t->s, "export", false,
+				     "expected a lease on %s BAR %u at 0x%" PRIx64
+				     " (%s), got %s: %s",
+				     t->device, t->bar, (uint64_t)t->range[i].offset, labels[i],
+				     errno_name(-t->fd[i]), p2pbuf_last_message(t->conn[i]));
+	}
+	r = device_gen(t->conn[VICTIM], t->device, &st, &t->gen0);
+	if (!rstep(&t->s, "export", r == 0 && st == P2PBUF_DEVICE_READY,
+		   "victim lease %" PRIu64 " (fd %d, %" PRIu64
+		   " bytes) and bystander lease %" PRIu64 " (fd %d, %" PRIu64
+		   " bytes) on two connections; %s %s, generation %" PRIu32,
+		   t->w[VICTIM].lease, t->fd[VICTIM], size[VICTIM], t->w[BYSTANDER].lease,
+		   t->fd[BYSTANDER], size[BYSTANDER], t->device, p2pbuf_device_state_name(st),
+		   t->gen0))
+		return false;
+	if (!t->edu_bdf)
+		return true;
+	if (!edu_setup(&t->s, t->edu_bdf, &t->edu, &t->own))
+		return false;
+	for (int i = 0; i < 2; i++) {
+		r = ioas_map_file(&t->edu, t->fd[i], t->range[i].length, t->iova[i]);
+		if (r < 0)
+			return rstep(&t->s, "map", false,
+				     "IOMMU_IOAS_MAP_FILE of lease %" PRIu64 " at IOVA 0x%" PRIx64
+				     ": expected success, got %s",
+				     t->w[i].lease, t->iova[i], errno_name(-r));
+	}
+	rstep(&t->s, "map", true,
+	      "our page at IOVA 0x%" PRIx64 ", victim at 0x%" PRIx64 ", bystander at 0x%" PRIx64,
+	      IOVA_OWN, t->iova[VICTIM], t->iova[BYSTANDER]);
+	for (int i = 0; i < 2; i++)
+		v[i] = dma_verdict(&t->edu, t->own, t->iova[i] + t->probe,
+				   t->range[i].offset + t->probe, what[i], sizeof(what[i]));
+	return rstep(&t->s, "dma-live", v[VICTIM] == V_PATTERN && v[BYSTANDER] == V_PATTERN,
+		     "victim: %s; bystander: %s (expected the pattern through both)", what[VICTIM],
+		     what[BYSTANDER]);
+}
+
+/* Tell cases.sh our lease (it revokes it) and wait for LeaseRevoking. */
+static bool revoke_wait_revoking(struct revoke_test *t)
+{
+	struct lease_watch *w = &t->w[VICTIM];
+	int64_t left;
+
+	printf("ready lease %" PRIu64 " bystander %" PRIu64 " generation %" PRIu32 "\n", w->lease,
+	       t->w[BYSTANDER].lease, t->gen0);
+	fflush(stdout);
+	pump(t->conn, 2, -1, &w->revoking, 30000);
+	if (!w->revoking)
+		return rstep(&t->s, "revoking-event", false,
+			     "expected LeaseRevoking for lease %" PRIu64 " within 30 s, got none",
+			     w->lease);
+	left = w->deadline_rt - w->revoking_rt;
+	return rstep(&t->s, "revoking-event",
+		     w->revoking_reason == P2PBUF_REASON_ADMIN && left > 0 &&
+			 left <= t->deadline + 50,
+		     "LeaseRevoking for lease %" PRIu64 ": reason %s, deadline in %" PRId64
+		     " ms (expected reason admin, a deadline within %" PRId64 " ms)",
+		     w->lease, p2pbuf_reason_name(w->revoking_reason), left, t->deadline);
+}
+
+/* The dead mappings after the device cycle, and a new lease that works. */
+static void revoke_after_cycle(struct revoke_test *t)
+{
+	static const char *const steps[2] = { "dma-revoked", "bystander-dma-revoked" };
+	char what[256];
+	uint64_t id = 0, size = 0;
+	int fd, r;
+
+	if (t->edu_bdf) {
+		for (int i = 0; i < 2; i++) {
+			enum verdict v =
+			    dma_verdict(&t->edu, t->own, t->iova[i] + t->probe,
+					t->range[i].offset + t->probe, what, sizeof(what));
+			rstep(&t->s, steps[i], v == V_ZEROS,
+			      "lease %" PRIu64 " after the cycle: %s (expected %u zero bytes: a "
+			      "DMAR fault reads as zeros)",
+			      t->w[i].lease, what, DMA_LEN);
+			printf("dmar-fault-expected: iova 0x%" PRIx64 " device %s\n",
+			       (t->iova[i] + t->probe) & ~(uint64_t)(PAGE - 1), t->edu_bdf);
+		}
+		r = ioas_map_file(&t->edu, t->fd[VICTIM], t->range[VICTIM].length, IOVA_RETRY);
+		rstep(&t->s, "map-file-enodev", r == -ENODEV,
+		      "IOMMU_IOAS_MAP_FILE of the kept fd of lease %" PRIu64 " at IOVA 0x%" PRIx64
+		      ": expected ENODEV, got %s",
+		      t->w[VICTIM].lease, IOVA_RETRY, r == 0 ? "success" : errno_name(-r));
+		if (r == 0)
+			ioas_unmap(&t->edu, IOVA_RETRY, t->range[VICTIM].length);
+	}
+	fd = p2pbuf_export(t->conn[VICTIM], t->device, t->bar, &t->range[VICTIM], 1, "revoke-after",
+			   &id, &size);
+	if (fd < 0) {
+		rstep(&t->s, "new-export", false, "expected a new lease, got %s: %s",
+		      errno_name(-fd), p2pbuf_last_message(t->conn[VICTIM]));
+		return;
+	}
+	if (!t->edu_bdf) {
+		rstep(&t->s, "new-export", size == t->range[VICTIM].length,
+		      "new lease %" PRIu64 ": %" PRIu64 " bytes (expected %" PRIu64 ")", id, size,
+		      (uint64_t)t->range[VICTIM].length);
+	} else if ((r = ioas_map_file(&t->edu, fd, t->range[VICTIM].length, IOVA_AFTER)) < 0) {
+		rstep(&t->s, "new-export", false,
+		      "IOMMU_IOAS_MAP_FILE of new lease %" PRIu64 ": expected success, got %s", id,
+		      errno_name(-r));
+	} else {
+		enum verdict v =
+		    dma_verdict(&t->edu, t->own, IOVA_AFTER + t->probe,
+				t->range[VICTIM].offset + t->probe, what, sizeof(what));
+		rstep(&t->s, "new-export", v == V_PATTERN,
+		      "new lease %" PRIu64 " mapped at IOVA 0x%" PRIx64
+		      ": %s (expected the pattern)",
+		      id, IOVA_AFTER, what);
+		ioas_unmap(&t->edu, IOVA_AFTER, t->range[VICTIM].length);
+	}
+	p2pbuf_lease_release(t->conn[VICTIM], id, fd);
+}
+
+/* The holder keeps its fd (and its mapping) past the deadline: p2pbufd cycles the device. */
+static void revoke_keep(struct revoke_test *t)
+{
+	struct lease_watch *w = &t->w[VICTIM], *b = &t->w[BYSTANDER];
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	uint32_t gen = 0;
+	int r;
+
+	printf("keeping the fd of lease %" PRIu64 "%s past the deadline\n", w->lease,
+	       t->edu_bdf ? " and its IOMMU mapping" : "");
+	fflush(stdout);
+	pump(t->conn, 2, -1, &w->revoked, (int)t->deadline + 20000);
+	if (!w->revoked)
+		rstep(&t->s, "revoked-event", false,
+		      "expected LeaseRevoked for lease %" PRIu64
+		      " at the deadline, got none %" PRId64 " ms after it",
+		      w->lease, now_rt_ms() - w->deadline_rt);
+	else
+		rstep(&t->s, "revoked-event",
+		      w->revoked_reason == P2PBUF_REASON_ADMIN &&
+			  w->revoked_rt >= w->deadline_rt - 50,
+		      "LeaseRevoked for lease %" PRIu64 ": reason %s, %" PRId64
+		      " ms after the deadline (expected reason admin, at or after the deadline)",
+		      w->lease, p2pbuf_reason_name(w->revoked_reason),
+		      w->revoked_rt - w->deadline_rt);
+	pump(t->conn, 2, -1, &b->revoked, 5000);
+	rstep(&t->s, "bystander-told",
+	      b->revoked && b->revoked_reason == P2PBUF_REASON_DEVICE_CYCLE,
+	      "bystander lease %" PRIu64 ": expected LeaseRevoked with reason device-cycle, got %s",
+	      b->lease, b->revoked ? p2pbuf_reason_name(b->revoked_reason) : "no event");
+	r = wait_ready(t->conn[VICTIM], t->device, 15000, &st, &gen);
+	if (!rstep(&t->s, "generation", r == 0 && st == P2PBUF_DEVICE_READY && gen == t->gen0 + 1,
+		   "%s after the cycle: expected ready, generation %" PRIu32 ", got %s, %" PRIu32,
+		   t->device, t->gen0 + 1, r < 0 ? errno_name(-r) : p2pbuf_device_state_name(st),
+		   gen))
+		return;
+	revoke_after_cycle(t);
+}
+
+/* The holder does what it is told: unmap, close, release. No cycle, the bystander stays. */
+static void revoke_release(struct revoke_test *t)
+{
+	struct lease_watch *w = &t->w[VICTIM], *b = &t->w[BYSTANDER];
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	enum p2pbuf_lease_state ls;
+	uint32_t gen = 0;
+	int64_t wait;
+	int r = 0, rr;
+
+	if (t->edu_bdf)
+		r = ioas_unmap(&t->edu, t->iova[VICTIM], t->range[VICTIM].length);
+	rr = p2pbuf_lease_release(t->conn[VICTIM], w->lease, t->fd[VICTIM]);
+	t->fd[VICTIM] = -1;
+	if (t->edu_bdf)
+		rstep(&t->s, "release", r == 0 && rr == 0,
+		      "IOMMU_IOAS_UNMAP of lease %" PRIu64 ": %s; p2pbuf_lease_release: %s",
+		      w->lease, r == 0 ? "ok" : errno_name(-r), rr == 0 ? "ok" : errno_name(-rr));
+	else
+		rstep(&t->s, "release", rr == 0, "p2pbuf_lease_release of lease %" PRIu64 ": %s",
+		      w->lease, rr == 0 ? "ok" : errno_name(-rr));
+	pump(t->conn, 2, -1, &w->revoked, (int)t->deadline + 5000);
+	if (!w->revoked)
+		rstep(&t->s, "revoked-event", false,
+		      "expected LeaseRevoked for lease %" PRIu64 " before the deadline, got none",
+		      w->lease);
+	else
+		rstep(&t->s, "revoked-event",
+		      w->revoked_reason == P2PBUF_REASON_ADMIN && w->revoked_rt < w->deadline_rt,
+		      "LeaseRevoked for lease %" PRIu64 ": reason %s, %" PRId64
+		      " ms before the deadline (expected reason admin, before the deadline)",
+		      w->lease, p2pbuf_reason_name(w->revoked_reason),
+		      w->deadline_rt - w->revoked_rt);
+	/* Past the deadline: nothing else may happen. */
+	wait = w->deadline_rt + 700 - now_rt_ms();
+	if (wait > 0)
+		pump(t->conn, 2, -1, NULL, (int)wait);
+	ls = lease_state(t->conn[BYSTANDER], b->lease);
+	rstep(&t->s, "bystander-untouched",
+	      !b->revoking && !b->revoked && ls == P2PBUF_LEASE_ACTIVE,
+	      "bystander lease %" PRIu64 " 700 ms after the deadline: expected state active and "
+	      "no event, got state %s, %s",
+	      b->lease, p2pbuf_lease_state_name(ls),
+	      b->revoked    ? p2pbuf_reason_name(b->revoked_reason)
+	      : b->revoking ? "LeaseRevoking"
+			    : "no event");
+	r = device_gen(t->conn[VICTIM], t->device, &st, &gen);
+	rstep(&t->s, "generation", r == 0 && st == P2PBUF_DEVICE_READY && gen == t->gen0,
+	      "%s: expected ready, generation %" PRIu32 " (no cycle), got %s, %" PRIu32, t->device,
+	      t->gen0, r < 0 ? errno_name(-r) : p2pbuf_device_state_name(st), gen);
+	if (t->edu_bdf) {
+		char what[256];
+		enum verdict v =
+		    dma_verdict(&t->edu, t->own, t->iova[BYSTANDER] + t->probe,
+				t->range[BYSTANDER].offset + t->probe, what, sizeof(what));
+		rstep(&t->s, "bystander-dma-live", v == V_PATTERN,
+		      "bystander lease %" PRIu64 ": %s (expected the pattern)", b->lease, what);
+	}
+}
+
+static int cmd_revoke(int argc, char **argv)
+{
+	struct conn_opts o = { 0 };
+	struct revoke_test t = { .fd = { -1, -1 },
+				 .iova = { IOVA_VICTIM, IOVA_BYSTANDER },
+				 .w = { { .who = "victim" }, { .who = "bystander" } },
+				 .edu = { .iommufd = -1, .dev = -1 } };
+	int argi, rc;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 4 || !o.then || !o.deadline ||
+	    (strcmp(o.then, "keep") != 0 && strcmp(o.then, "release") != 0))
+		die("usage: revoke --then keep|release --deadline MS [--socket PATH] [--edu BDF] "
+		    "DEVICE BAR OFFSET LENGTH");
+	t.keep = !strcmp(o.then, "keep");
+	t.deadline = (int64_t)parse_u64(o.deadline, "deadline");
+	t.edu_bdf = o.edu;
+	t.device = argv[argi];
+	t.bar = (unsigned)parse_u64(argv[argi + 1], "BAR");
+	t.range[VICTIM].offset = parse_u64(argv[argi + 2], "offset");
+	t.range[VICTIM].length = parse_u64(argv[argi + 3], "length");
+	if (t.range[VICTIM].length < 4 * PAGE || t.range[VICTIM].length > (1u << 20))
+		die("revoke: the range must be 4 pages to 1 MiB");
+	t.range[BYSTANDER].offset = t.range[VICTIM].offset + t.range[VICTIM].length;
+	t.range[BYSTANDER].length = t.range[VICTIM].length;
+	t.probe = 2 * PAGE;
+	if (t.keep)
+		steps_init(&t.s, revoke_keep_steps,
+			   sizeof(revoke_keep_steps) / sizeof(revoke_keep_steps[0]), o.edu != NULL);
+	else
+		steps_init(&t.s, revoke_release_steps,
+			   sizeof(revoke_release_steps) / sizeof(revoke_release_steps[0]),
+			   o.edu != NULL);
+	for (int i = 0; i < 2; i++) {
+		t.conn[i] = connect_or_die(o.socket);
+		p2pbuf_set_event_handler(t.conn[i], on_lease_event, &t.w[i]);
+	}
+	if (revoke_setup(&t) && revoke_wait_revoking(&t)) {
+		if (t.keep)
+			revoke_keep(&t);
+		else
+			revoke_release(&t);
+	}
+	rc = steps_finish(&t.s);
+	for (int i = 0; i < 2; i++) {
+		if (t.edu.iommufd >= 0)
+			ioas_unmap(&t.edu, t.iova[i], t.range[i].length);
+		if (t.fd[i] >= 0)
+			close(t.fd[i]);
+		if (t.w[i].lease)
+			p2pbuf_release(t.conn[i], t.w[i].lease); /* -ENOENT if it ended */
+		p2pbuf_disconnect(t.conn[i]);
+	}
+	return rc;
+}
+
+/* ---- pass-fd: we release our lease while another process still holds the buffer ---- */
+
+/* One message, with fd (>= 0) passed along by SCM_RIGHTS. */
+static int send_msg(int sock, const char *msg, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = strlen(msg) + 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (fd >= 0) {
+		struct cmsghdr *c;
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof(u.buf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+/* One message into buf (NUL-terminated) and the fd it carried (-1 if none), waiting up to
+ * timeout_ms (-1: forever). Returns its length, 0 at EOF, -ETIMEDOUT or -errno. */
+static ssize_t recv_msg(int sock, char *buf, size_t len, int *ret_fd, int timeout_ms)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = buf, .iov_len = len - 1 };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	struct pollfd pfd = { .fd = sock, .events = POLLIN };
+	ssize_t n;
+
+	*ret_fd = -1;
+	if (poll(&pfd, 1, timeout_ms) == 0)
+		return -ETIMEDOUT;
+	n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(ret_fd, CMSG_DATA(c), sizeof(int));
+	return n;
+}
+
+/* Send the keeper msg (with fd, if >= 0) and wait up to 10 s for its answer in reply.
+ * Returns the answer's length or -errno. */
+static int keeper_call(int sock, const char *msg, int fd, char *reply, size_t len)
+{
+	int got = -1, r = send_msg(sock, msg, fd);
+
+	reply[0] = '\0';
+	if (r == 0)
+		r = (int)recv_msg(sock, reply, len, &got, 10000);
+	if (got >= 0)
+		close(got);
+	return r == 0 ? -ECONNRESET : r;
+}
+
+/* The keeper: a process that never talked to p2pbufd. It holds the fd it is sent ("hold")
+ * until told "close", or until its parent goes away. */
+static _Noreturn void keeper_main(int sock)
+{
+	char msg[64], reply[64];
+	int held = -1;
+
+	for (;;) {
+		struct stat st;
+		int fd;
+		ssize_t n = recv_msg(sock, msg, sizeof(msg), &fd, -1);
+		if (n <= 0)
+			_exit(n == 0 ? 0 : 1);
+		if (!strcmp(msg, "hold") && fd >= 0 && held < 0 && fstat(fd, &st) == 0) {
+			held = fd;
+			printf("keeper %d: holds the dma-buf as fd %d (ino %ju)\n", (int)getpid(),
+			       fd, (uintmax_t)st.st_ino);
+			snprintf(reply, sizeof(reply), "held %ju", (uintmax_t)st.st_ino);
+			send_msg(sock, reply, -1);
+		} else if (!strcmp(msg, "close") && held >= 0) {
+			close(held);
+			printf("keeper %d: closed its copy\n", (int)getpid());
+			send_msg(sock, "closed", -1);
+			_exit(0);
+		} else {
+			if (fd >= 0)
+				close(fd);
+			send_msg(sock, "what?", -1);
+		}
+	}
+}
+
+static const struct step_def pass_fd_steps[] = {
+	{ "keeper", false },
+	{ "export", false },
+	{ "pass", false },
+	{ "edu-open", true },
+	{ "map", true },
+	{ "dma-live", true },
+	{ "release", false },
+	{ "wait-lingering", false },
+	{ "dma-after-release", true },
+	{ "keeper-closed", false },
+	{ "wait-keeper-closed", false },
+	{ "unmap", true },
+};
+
+static int cmd_pass_fd(int argc, char **argv)
+{
+	struct conn_opts o = { 0 };
+	struct lease_watch w = { .who = "holder" };
+	struct edu edu = { .iommufd = -1, .dev = -1 };
+	struct p2pbuf_range range[2];
+	struct p2pbuf *conn;
+	struct steps s;
+	struct stat st;
+	unsigned char *own = NULL;
+	const char *device;
+	char msg[64], what[256];
+	uint64_t id[2] = { 0, 0 }, size;
+	int argi, sv[2], sfd, fd[2] = { -1, -1 }, r, r2 = 0, status = 0;
+	unsigned bar;
+	bool mapped = false;
+	pid_t keeper;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 4)
+		die("usage: pass-fd [--socket PATH] [--edu BDF] DEVICE BAR OFFSET LENGTH");
+	steps_init(&s, pass_fd_steps, sizeof(pass_fd_steps) / sizeof(pass_fd_steps[0]),
+		   o.edu != NULL);
+	device = argv[argi];
+	bar = (unsigned)parse_u64(argv[argi + 1], "BAR");
+	range[0].offset = parse_u64(argv[argi + 2], "offset");
+	range[0].length = parse_u64(argv[argi + 3], "length");
+	if (range[0].length < 4 * PAGE || range[0].length > (1u << 20))
+		die("pass-fd: the range must be 4 pages to 1 MiB");
+	range[1].offset = range[0].offset + range[0].length;
+	range[1].length = range[0].length;
+	sfd = go_signal_fd();
+
+	/* The keeper is forked before anything of the lease exists: it gets it only by
+	 * SCM_RIGHTS. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		die("socketpair: %m");
+	fflush(stdout);
+	keeper = fork();
+	if (keeper < 0)
+		die("fork: %m");
+	if (keeper == 0) {
+		close(sv[0]);
+		close(sfd);
+		keeper_main(sv[1]);
+	}
+	close(sv[1]);
+	rstep(&s, "keeper", true, "keeper pid %d, forked before the export", (int)keeper);
+
+	conn = connect_or_die(o.socket);
+	p2pbuf_set_event_handler(conn, on_lease_event, &w);
+	for (int i = 0; i < (o.edu ? 2 : 1); i++) {
+		fd[i] = p2pbuf_export(conn, device, bar, &range[i], 1,
+				      i ? "pass-mapped" : "pass-fd", &id[i], &size);
+		if (fd[i] < 0) {
+			rstep(&s, "export", false, "expected a lease at 0x%" PRIx64 ", got %s: %s",
+			      (uint64_t)range[i].offset, errno_name(-fd[i]),
+			      p2pbuf_last_message(conn));
+			goto out;
+		}
+	}
+	w.lease = id[0];
+	if (o.edu)
+		rstep(&s, "export", true,
+		      "lease %" PRIu64 " (fd %d) to pass on, lease %" PRIu64 " (fd %d) to map",
+		      id[0], fd[0], id[1], fd[1]);
+	else
+		rstep(&s, "export", true, "lease %" PRIu64 " (fd %d) to pass on", id[0], fd[0]);
+
+	r = keeper_call(sv[0], "hold", fd[0], msg, sizeof(msg));
+	fstat(fd[0], &st);
+	if (!rstep(&s, "pass",
+		   r > 0 && !strncmp(msg, "held ", 5) && strtoull(msg + 5, NULL, 10) == st.st_ino,
+		   "sent the fd of lease %" PRIu64 " (ino %ju) to keeper pid %d by SCM_RIGHTS: it "
+		   "answered '%s'",
+		   id[0], (uintmax_t)st.st_ino, (int)keeper, r > 0 ? msg : errno_name(-r)))
+		goto out;
+
+	if (o.edu) {
+		enum verdict v;
+		if (!edu_setup(&s, o.edu, &edu, &own))
+			goto out;
+		r = ioas_map_file(&edu, fd[1], range[1].length, IOVA_VICTIM);
+		if (!rstep(&s, "map", r == 0,
+			   "IOMMU_IOAS_MAP_FILE of lease %" PRIu64 " at IOVA 0x%" PRIx64 ": %s",
+			   id[1], IOVA_VICTIM, r == 0 ? "mapped" : errno_name(-r)))
+			goto out;
+		mapped = true;
+		v = dma_verdict(&edu, own, IOVA_VICTIM + 2 * PAGE, range[1].offset + 2 * PAGE, what,
+				sizeof(what));
+		rstep(&s, "dma-live", v == V_PATTERN, "%s (expected the pattern)", what);
+	}
+
+	/* Release both: the passed one, and the mapped one with its fd closed. */
+	r = p2pbuf_lease_release(conn, id[0], fd[0]);
+	fd[0] = -1;
+	if (o.edu) {
+		r2 = p2pbuf_lease_release(conn, id[1], fd[1]);
+		fd[1] = -1;
+	}
+	if (o.edu)
+		rstep(&s, "release", r == 0 && r2 == 0,
+		      "p2pbuf_lease_release of lease %" PRIu64 " (passed on): %s, of lease %" PRIu64
+		      " (mapping kept): %s",
+		      id[0], r == 0 ? "ok" : errno_name(-r), id[1],
+		      r2 == 0 ? "ok" : errno_name(-r2));
+	else
+		rstep(&s, "release", r == 0,
+		      "p2pbuf_lease_release of lease %" PRIu64 " (passed on): %s", id[0],
+		      r == 0 ? "ok" : errno_name(-r));
+	printf("released lease %" PRIu64 " keeper %d mapped %" PRIu64 "\n", id[0], (int)keeper,
+	       id[1]); /* mapped 0: none */
+	wait_go(&s, "lingering", &conn, 1, sfd);
+
+	if (o.edu) {
+		enum verdict v = dma_verdict(&edu, own, IOVA_VICTIM + 2 * PAGE,
+					     range[1].offset + 2 * PAGE, what, sizeof(what));
+		rstep(&s, "dma-after-release", v == V_PATTERN,
+		      "lease %" PRIu64 " released, still mapped: %s (expected the pattern: nothing "
+		      "revoked it)",
+		      id[1], what);
+	}
+	r = keeper_call(sv[0], "close", -1, msg, sizeof(msg));
+	if (r > 0 && waitpid(keeper, &status, 0) == keeper)
+		keeper = -1;
+	rstep(&s, "keeper-closed",
+	      r > 0 && !strcmp(msg, "closed") && keeper < 0 && WIFEXITED(status) &&
+		  WEXITSTATUS(status) == 0,
+	      "keeper told to close its copy: expected 'closed' and exit 0, got '%s'%s",
+	      r > 0 ? msg : errno_name(-r), keeper < 0 ? ", it exited" : ", it did not exit");
+	wait_go(&s, "keeper-closed", &conn, 1, sfd);
+	if (o.edu) {
+		r = ioas_unmap(&edu, IOVA_VICTIM, range[1].length);
+		mapped = false;
+		rstep(&s, "unmap", r == 0, "IOMMU_IOAS_UNMAP of lease %" PRIu64 ": %s", id[1],
+		      r == 0 ? "ok" : errno_name(-r));
+	}
+	printf("done\n");
+out:
+	if (mapped)
+		ioas_unmap(&edu, IOVA_VICTIM, range[1].length);
+	for (int i = 0; i < 2; i++)
+		if (fd[i] >= 0)
+			p2pbuf_lease_release(conn, id[i], fd[i]);
+	close(sv[0]); /* a keeper still running sees EOF and exits */
+	if (keeper > 0)
+		waitpid(keeper, &status, 0);
+	p2pbuf_disconnect(conn);
+	return steps_finish(&s);
+}
+
+/* ---- events: the watch lines that concern a device and some leases ---- */
+
+/* The text of member key of the JSON object in line, or NULL. Malloc'd. */
+static char *member_text(const char *line, const char *key)
+{
+	const char *m = json_member(line, key);
+
+	return m ? value_text(m) : NULL;
+}
+
+static int cmd_events(int argc, char **argv)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	bool first = true;
+
+	if (argc < 2)
+		die("usage: events DEVICE [ID=NAME]... < p2pbuf-client --json watch output");
+	while (getline(&line, &cap, stdin) > 0) {
+		char *ev = member_text(line, "event");
+		char *a = NULL, *b = NULL;
+		if (ev && !strcmp(ev, "device-state")) {
+			a = member_text(line, "device");
+			b = member_text(line, "state");
+			if (a && b && !strcmp(a, argv[1])) {
+				printf("%s%s:%s", first ? "" : " ", a, b);
+				first = false;
+			}
+		} else if (ev && !strncmp(ev, "lease-", 6)) {
+			a = member_text(line, "lease");
+			b = member_text(line, "reason");
+			for (int i = 2; a && b && i < argc; i++) {
+				const char *eq = strchr(argv[i], '=');
+				if (!eq || strlen(a) != (size_t)(eq - argv[i]) ||
+				    strncmp(argv[i], a, strlen(a)) != 0)
+					continue;
+				printf("%s%s:%s:%s", first ? "" : " ", eq + 1, ev + 6, b);
+				first = false;
+			}
+		}
+		free(ev);
+		free(a);
+		free(b);
+	}
+	free(line);
+	putchar('\n');
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2)
-		die("usage: vm-importer json|pattern|as|export|dma ... (see the source's header)");
+		die("usage: vm-importer json|pattern|as|export|dma|revoke|pass-fd|events ... (see "
+		    "the "
+		    "source's header)");
 	if (!strcmp(argv[1], "json"))
 		return cmd_json(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "pattern"))
@@ -1267,5 +2268,11 @@ int main(int argc, char **argv)
 		return cmd_export(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "dma"))
 		return cmd_dma(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "revoke"))
+		return cmd_revoke(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "pass-fd"))
+		return cmd_pass_fd(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "events"))
+		return cmd_events(argc - 1, argv + 1);
 	die("unknown mode '%s'", argv[1]);
 }
