@@ -128,7 +128,9 @@ void revoke_end_lease(struct daemon *d, struct lease *l, int reason);
 void revoke_device_leases(struct daemon *d, struct device *dev, int reason);
 /* Take l back: it ends at once if nobody but the daemon holds its buffer; otherwise it is
  * revoking, its holder is told, and it ends when the references are gone or, past the
- * device's deadline, by a device cycle (unless the device is notify-only). */
+ * device's deadline, by a device cycle (unless the device is notify-only). A lease already
+ * revoking keeps its first reason, except that an admin or policy revoke of a released,
+ * lingering lease makes it an enforced one. */
 void revoke_lease(struct daemon *d, struct lease *l, int reason);
 /* The holder released l: it ends when nobody else holds the buffer (never enforced). */
 void revoke_release(struct daemon *d, struct lease *l);

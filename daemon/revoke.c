@@ -101,8 +101,23 @@ static void begin_revoke(struct daemon *d, struct lease *l, int reason)
 	arm_tick(d);
 }
 
+/* A lease its holder released lingers while a copy is held elsewhere and is never cycled
+ * out; an admin's revoke or a policy that no longer allows it says the memory must become
+ * unreachable, so the lease is revoked afresh: new reason, new deadline, enforced. */
+static bool escalates(const struct lease *l, int reason)
+{
+	return l->state == LEASE_REVOKING && l->reason == P2PBUF__REASON__REASON_RELEASED &&
+	       (reason == P2PBUF__REASON__REASON_ADMIN || reason == P2PBUF__REASON__REASON_POLICY);
+}
+
 void revoke_lease(struct daemon *d, struct lease *l, int reason)
 {
+	if (escalates(l, reason)) {
+		LIST_REMOVE(l, revoking);
+		l->revoking.le_prev = NULL;
+		l->state = LEASE_ACTIVE;
+		l->lingering = false;
+	}
 	if (l->state != LEASE_ACTIVE)
 		return;                   /* already on its way out: the first reason stands */
 	if (holders(l) == 0)

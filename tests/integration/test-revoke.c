@@ -244,6 +244,37 @@ START_TEST(release_with_copy_elsewhere_lingers_and_counts)
 }
 END_TEST
 
+/* An admin's revoke of a released lease that a copy keeps alive is enforced. */
+START_TEST(admin_revoke_of_lingering_release_is_enforced)
+{
+	struct log obs;
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf *admin = connect_logged(&obs);
+	struct p2pbuf_lease l;
+	uint64_t id;
+	int fd = export_whole(c, "sim0", &id);
+	pid_t child = keep_copy(fd);
+
+	ck_assert_int_eq(p2pbuf_subscribe(admin, true), 0);
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	ck_assert(lease_info(admin, id, &l));
+	ck_assert_int_eq(l.reason, P2PBUF_REASON_RELEASED);
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	ck_assert(lease_info(admin, id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_REVOKING);
+	ck_assert_int_eq(l.reason, P2PBUF_REASON_ADMIN);
+	/* The copy stays: past sim0's 1 s deadline the device is cycled. */
+	int k = wait_for(admin, &obs, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(obs.ev[k].reason, P2PBUF_REASON_ADMIN);
+	for (int i = 0; i < 100 && generation(admin, "sim0") != 1; i++)
+		usleep(20000);
+	ck_assert_uint_eq(generation(admin, "sim0"), 1);
+	end_child(child);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
 START_TEST(admin_revoke_cooperative_holder)
 {
 	struct log lg;
@@ -554,6 +585,7 @@ static Suite *revoke_suite(void)
 	tcase_add_test(tc, release_ends_at_once);
 	tcase_add_test(tc, release_with_copy_elsewhere_lingers_and_counts);
 	tcase_add_test(tc, admin_revoke_cooperative_holder);
+	tcase_add_test(tc, admin_revoke_of_lingering_release_is_enforced);
 	tcase_add_test(tc, holder_keeps_fd_past_deadline_cycles_device);
 	tcase_add_test(tc, notify_only_device_lingers);
 	tcase_add_test(tc, ttl_expiry);
