@@ -837,4 +837,53 @@ expect_eq revoke-watch-exit "watch's exit status after SIGTERM" 0 "$(stop revoke
 fds_match fds-after-revoke "$W/fds-revoke-baseline"
 stop_daemon p2pbufd-revoke
 section_end
+
+# ---- 12: devices that cannot be opened ----
+# nvme has had no driver since case 8, and 0000:7f:1f.7 does not exist: each is listed as
+# failed with a message that says what to do, and p2pbufd serves the others. A second
+# p2pbufd asking for a device the first one holds is told it is busy.
+section "12: devices that cannot be opened"
+cat >"$W/policy-open" <<EOF
+device edu pci $EDU
+device ivshmem pci $IVSHMEM
+device nvme pci $NVME
+device ghost pci 0000:7f:1f.7
+allow user root device edu
+allow user root device ivshmem
+allow user root device nvme
+admin user root
+EOF
+start_daemon p2pbufd-open "$W/policy-open" || exit 1
+p2pbuf-client --json devices >"$W/devices12.json" 2>&1
+expect_eq open-states "states of edu ivshmem nvme ghost" "ready ready failed failed" \
+	"$(jget "$W/devices12.json" '.devices[name=edu].state') $(
+		jget "$W/devices12.json" '.devices[name=ivshmem].state') $(
+		jget "$W/devices12.json" '.devices[name=nvme].state') $(
+		jget "$W/devices12.json" '.devices[name=ghost].state')"
+jget "$W/devices12.json" '.devices[name=nvme].message' >"$W/nvme-message"
+expect_eq open-unbound-message "nvme's message names the fix" yes \
+	"$(says "$W/nvme-message" "not bound to any driver (run p2pbuf-vfio-bind $NVME)")"
+jget "$W/devices12.json" '.devices[name=ghost].message' >"$W/ghost-message"
+expect_eq open-missing-message "ghost's message" yes \
+	"$(says "$W/ghost-message" 'no PCI device at 0000:7f:1f.7')"
+check open-startup-logged grep -q "device nvme ($NVME): .*not bound to any driver" \
+	"$W/p2pbufd-open.out"
+check open-others-serve vm-importer export ivshmem 2 0 0x1000
+check open-failed-refused vm-importer export --expect EIO nvme 2 0 0x1000
+# Busy: the first daemon holds ivshmem.
+printf 'device ivshmem pci %s\nallow user root device ivshmem\n' "$IVSHMEM" >"$W/policy-busy"
+spawn p2pbufd-busy p2pbufd --policy "$W/policy-busy" --socket "$W/sock-busy"
+if wait_file "$W/sock-busy" 30 &&
+	timeout 60 p2pbuf-client --socket "$W/sock-busy" --json devices >"$W/devices-busy.json" 2>&1
+then
+	jget "$W/devices-busy.json" '.devices[name=ivshmem].message' >"$W/busy-message"
+	expect_eq open-busy "second daemon: ivshmem state; message says it is open elsewhere" \
+		"failed yes" "$(jget "$W/devices-busy.json" '.devices[name=ivshmem].state') $(
+			says "$W/busy-message" 'already open')"
+else
+	fail open-busy "the second p2pbufd did not serve: $(last_line "$W/p2pbufd-busy.out")"
+fi
+expect_eq open-busy-exit "second p2pbufd's exit status after SIGTERM" 0 "$(stop p2pbufd-busy)"
+stop_daemon p2pbufd-open
+section_end
 exit 0
