@@ -58,6 +58,10 @@ struct device_ops {
 	 * holds it), or -errno when the backend cannot tell. */
 	int (*holders)(struct device_handle *handle, int fd);
 
+	/* holders() is slow (milliseconds): listings call it only where a lease is being
+	 * revoked, not for every active lease. */
+	bool holders_costly;
+
 	/* The fds that signal removal (REQ) and error (ERR), -1 where there is none. Reading
 	 * one (8 bytes) consumes the event. */
 	void (*event_fds)(struct device_handle *handle, int *ret_req_fd, int *ret_err_fd);

@@ -481,7 +481,9 @@ static void fill_lease(P2pbuf__Lease *pl, const struct lease *l, P2pbuf__Range *
 		pl->deadline_ms = now_realtime_ms() + (l->deadline_ms - now_monotonic_ms());
 		pl->lingering = l->lingering;
 	}
-	int h = l->device->handle ? l->device->ops->holders(l->device->handle, l->fd) : -1;
+	const struct device *dev = l->device;
+	bool count = dev->handle && (l->state == LEASE_REVOKING || !dev->ops->holders_costly);
+	int h = count ? dev->ops->holders(dev->handle, l->fd) : -1;
 	pl->holders = h < 0 ? -1 : h;
 	for (size_t i = 0; i < l->n_ranges; i++) {
 		p2pbuf__range__init(&ranges[i]);
