@@ -13,8 +13,7 @@ tests_fuzz_fuzz_policy_LDFLAGS = -fsanitize=fuzzer,address
 tests_fuzz_fuzz_policy_LDADD = daemon/libp2pbufd-core.la
 FUZZ_SECONDS ?= 60
 # New inputs go to fuzz-corpus-*/ in the build tree (kept: they are the fuzzers' work so
-# far); the policy fuzzer starts from the
-# shipped policy files.
+# far); the policy fuzzer starts from the shipped policy files.
 fuzz: tests/fuzz/fuzz-wire tests/fuzz/fuzz-policy
 	$(MKDIR_P) fuzz-corpus-wire fuzz-corpus-policy
 	tests/fuzz/fuzz-wire -max_total_time=$(FUZZ_SECONDS) fuzz-corpus-wire
