@@ -35,6 +35,7 @@ step p2pbuf-client status
 step p2pbuf-client devices
 "$client" devices
 step "p2pbuf-client export cmb0 --bar 2 --offset 0 --length 1M -- sh -c '...'"
+# shellcheck disable=SC2016 # the child's shell expands the variables
 "$client" export cmb0 --bar 2 --offset 0 --length 1M --label demo -- sh -c \
 	'echo "child got fd $P2PBUF_FD for lease $P2PBUF_LEASE_ID ($P2PBUF_SIZE bytes):";
 	 ls -l /proc/self/fd/$P2PBUF_FD; cat /proc/self/fdinfo/$P2PBUF_FD'
