@@ -81,18 +81,18 @@ struct p2pbuf_bar {
 	uint64_t size;
 	bool is_64bit;
 	bool prefetchable;
-	size_t n_reserved;                  /* ranges that can never be exported (MSI-X) */
+	size_t n_reserved; /* ranges that can never be exported (MSI-X) */
 	struct p2pbuf_range *reserved;
 };
 
 struct p2pbuf_device {
 	char *name;
-	char *address;                      /* PCI address, or "sim" */
-	char *backend;                      /* "vfio" or "sim" */
+	char *address; /* PCI address, or "sim" */
+	char *backend; /* "vfio" or "sim" */
 	bool simulated;
 	enum p2pbuf_device_state state;
-	uint32_t generation;                /* + 1 on every device cycle */
-	char *message;                      /* why it is not ready, or NULL */
+	uint32_t generation; /* + 1 on every device cycle */
+	char *message;	     /* why it is not ready, or NULL */
 	unsigned leases;
 	size_t n_bars;
 	struct p2pbuf_bar *bars;
@@ -105,19 +105,19 @@ struct p2pbuf_lease {
 	size_t n_ranges;
 	struct p2pbuf_range *ranges;
 	uint64_t size;
-	char *label;                        /* or NULL */
+	char *label; /* or NULL */
 	enum p2pbuf_lease_state state;
-	enum p2pbuf_reason reason;          /* set once revoking or ended */
+	enum p2pbuf_reason reason; /* set once revoking or ended */
 	uint32_t owner_uid;
 	pid_t owner_pid;
-	int64_t created_ms;                 /* CLOCK_REALTIME milliseconds */
-	int64_t expires_ms;                 /* 0 = no TTL */
-	int holders;                        /* references outside the daemon, -1 = unknown */
-	char *rule;                         /* policy file:line that allowed it */
+	int64_t created_ms; /* CLOCK_REALTIME milliseconds */
+	int64_t expires_ms; /* 0 = no TTL */
+	int holders;	    /* references outside the daemon, -1 = unknown */
+	char *rule;	    /* policy file:line that allowed it */
 	uint32_t generation;
-	int64_t deadline_ms;                /* revoking: holders must let go by then (REALTIME) */
-	bool lingering;                     /* revoking past its deadline and not enforced: kept
-					       by a holder the daemon does not cycle out */
+	int64_t deadline_ms; /* revoking: holders must let go by then (REALTIME) */
+	bool lingering;	     /* revoking past its deadline and not enforced: kept
+				by a holder the daemon does not cycle out */
 };
 
 struct p2pbuf_status {
@@ -127,24 +127,24 @@ struct p2pbuf_status {
 	unsigned leases;
 	unsigned devices;
 	char *policy;
-	bool admin;                         /* the caller is an admin */
+	bool admin; /* the caller is an admin */
 };
 
 enum p2pbuf_event_type {
-	P2PBUF_EVENT_LEASE_REVOKING = 1,    /* close every copy of the fd, then release */
-	P2PBUF_EVENT_LEASE_REVOKED = 2,     /* the lease has ended; the memory is gone */
-	P2PBUF_EVENT_DEVICE_STATE = 3,      /* a device changed state */
+	P2PBUF_EVENT_LEASE_REVOKING = 1, /* close every copy of the fd, then release */
+	P2PBUF_EVENT_LEASE_REVOKED = 2,	 /* the lease has ended; the memory is gone */
+	P2PBUF_EVENT_DEVICE_STATE = 3,	 /* a device changed state */
 };
 
 struct p2pbuf_event {
 	enum p2pbuf_event_type type;
-	uint64_t lease_id;                  /* lease events */
-	enum p2pbuf_reason reason;          /* lease events */
-	int64_t deadline_ms;                /* LEASE_REVOKING: CLOCK_REALTIME milliseconds */
-	const char *device;                 /* DEVICE_STATE; valid during the callback only */
-	enum p2pbuf_device_state state;     /* DEVICE_STATE */
-	uint32_t generation;                /* DEVICE_STATE */
-	const char *message;                /* DEVICE_STATE, may be NULL */
+	uint64_t lease_id;		/* lease events */
+	enum p2pbuf_reason reason;	/* lease events */
+	int64_t deadline_ms;		/* LEASE_REVOKING: CLOCK_REALTIME milliseconds */
+	const char *device;		/* DEVICE_STATE; valid during the callback only */
+	enum p2pbuf_device_state state; /* DEVICE_STATE */
+	uint32_t generation;		/* DEVICE_STATE */
+	const char *message;		/* DEVICE_STATE, may be NULL */
 };
 
 typedef void (*p2pbuf_event_fn)(struct p2pbuf *conn, const struct p2pbuf_event *event,

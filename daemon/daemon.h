@@ -14,20 +14,20 @@
 #include "worker.h"
 #include "wire.h"
 
-#define CONN_MAX_GROUPS 256           /* supplementary groups kept per peer */
+#define CONN_MAX_GROUPS 256	      /* supplementary groups kept per peer */
 #define CONN_MAX_OUTQ_BYTES (1 << 20) /* a client that does not read is dropped past this */
 
 struct options {
-	const char *socket_path;      /* NULL: socket activation or the default path */
+	const char *socket_path; /* NULL: socket activation or the default path */
 	const char *policy_path;
 	unsigned max_clients;
 	unsigned max_leases_per_client;
-	unsigned max_leases;          /* in the whole daemon */
-	uint64_t max_lease_size;      /* bytes; 0: no cap */
+	unsigned max_leases;	 /* in the whole daemon */
+	uint64_t max_lease_size; /* bytes; 0: no cap */
 	bool verbose;
 };
 
-struct pending_reply {                /* a request answered when a device cycle ends */
+struct pending_reply { /* a request answered when a device cycle ends */
 	struct conn *conn;
 	uint64_t request_id;
 	LIST_ENTRY(pending_reply) link;
@@ -35,30 +35,30 @@ struct pending_reply {                /* a request answered when a device cycle 
 
 struct device {
 	struct daemon *d;
-	struct policy_device decl;    /* copy of its declaration */
+	struct policy_device decl; /* copy of its declaration */
 	const struct device_ops *ops;
 	struct device_handle *handle; /* NULL while closed */
 	struct device_info info;
-	int state;                    /* wire DeviceStateKind */
-	uint32_t generation;          /* + 1 on every device cycle */
-	char message[256];            /* why it is not ready */
+	int state;	     /* wire DeviceStateKind */
+	uint32_t generation; /* + 1 on every device cycle */
+	char message[256];   /* why it is not ready */
 	struct lease_list leases;
 	unsigned n_leases;
-	struct event *ev_req;         /* removal */
-	struct event *ev_err;         /* error */
-	struct worker_job job;        /* the cycle in progress, if any */
+	struct event *ev_req;  /* removal */
+	struct event *ev_err;  /* error */
+	struct worker_job job; /* the cycle in progress, if any */
 	/* Written by the worker during a cycle, installed by the loop when it ends. */
 	struct device_handle *job_handle;
 	struct device_info job_info;
 	char job_msg[256];
 	bool cycling;
-	int cycle_reason;             /* wire Reason given to the leases it ends */
+	int cycle_reason; /* wire Reason given to the leases it ends */
 	LIST_HEAD(, pending_reply) waiters;
 };
 
 struct outmsg {
 	STAILQ_ENTRY(outmsg) link;
-	int fd;                       /* a duplicate owned by the queue, or -1 */
+	int fd; /* a duplicate owned by the queue, or -1 */
 	size_t len;
 	uint8_t data[];
 };
@@ -68,18 +68,18 @@ struct conn {
 	int fd;
 	struct event *ev_read;
 	struct event *ev_write;
-	STAILQ_HEAD(, outmsg) outq;   /* records the socket would not take yet, oldest first */
+	STAILQ_HEAD(, outmsg) outq; /* records the socket would not take yet, oldest first */
 	size_t outq_bytes;
 	pid_t pid;
 	gid_t groups[CONN_MAX_GROUPS];
-	struct policy_peer peer;      /* uid, gid and groups, taken once at accept */
-	bool hello;                   /* Hello accepted; nothing else is served before */
-	bool subscribed;              /* device state events */
-	bool subscribed_all;          /* every event (observers and admins) */
+	struct policy_peer peer; /* uid, gid and groups, taken once at accept */
+	bool hello;		 /* Hello accepted; nothing else is served before */
+	bool subscribed;	 /* device state events */
+	bool subscribed_all;	 /* every event (observers and admins) */
 	bool closing;
 	struct lease_list leases;
-	unsigned n_leases;            /* counted until each lease really ended */
-	uint64_t id;                  /* for log lines */
+	unsigned n_leases; /* counted until each lease really ended */
+	uint64_t id;	   /* for log lines */
 	TAILQ_ENTRY(conn) link;
 };
 
@@ -87,7 +87,7 @@ struct daemon {
 	struct event_base *base;
 	struct options opt;
 	struct policy *policy;
-	unsigned *rule_leases;        /* live leases per rule of the current policy */
+	unsigned *rule_leases; /* live leases per rule of the current policy */
 	struct device *devices;
 	size_t n_devices;
 	struct lease_table leases;
@@ -95,10 +95,10 @@ struct daemon {
 	struct event *ev_revoke_tick; /* polls holders while any lease is revoking */
 	struct worker *worker;
 	int listen_fd;
-	bool listen_fd_owned;         /* false when systemd passed it */
+	bool listen_fd_owned; /* false when systemd passed it */
 	struct event *ev_listen;
 	TAILQ_HEAD(, conn) conns;
-	TAILQ_HEAD(, conn) dead;      /* closed, freed by ev_reap on the loop's next turn */
+	TAILQ_HEAD(, conn) dead; /* closed, freed by ev_reap on the loop's next turn */
 	struct event *ev_reap;
 	unsigned n_conns;
 	uint64_t next_conn_id;
@@ -151,8 +151,7 @@ void conn_reply(struct conn *c, uint64_t request_id, int error, const char *mess
 		P2pbuf__Reply *body, int fd);
 /* Send an event to owner (may be NULL) and to subscribers. device_event: also to connections
  * that subscribed to device state. */
-void server_event(struct daemon *d, const P2pbuf__Event *ev, struct conn *owner,
-		  bool device_event);
+void server_event(struct daemon *d, const P2pbuf__Event *ev, struct conn *owner, bool device_event);
 void server_device_state(struct daemon *d, const struct device *dev);
 
 /* handlers.c: one function per request type. */

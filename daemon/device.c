@@ -82,9 +82,9 @@ static int check_one(const struct device_info *info, unsigned bar, const struct 
 	return check_msix(&info->msix, bar, r, page, i, msg, msglen);
 }
 
-int device_check_ranges(const struct device_info *info, unsigned bar,
-			const struct range *ranges, size_t n, uint64_t page_size,
-			uint64_t max_size, uint64_t *ret_size, char *msg, size_t msglen)
+int device_check_ranges(const struct device_info *info, unsigned bar, const struct range *ranges,
+			size_t n, uint64_t page_size, uint64_t max_size, uint64_t *ret_size,
+			char *msg, size_t msglen)
 {
 	uint64_t total = 0;
 

@@ -12,8 +12,8 @@
 #define DEVICE_MAX_BARS 6
 
 struct device_bar {
-	uint64_t size;                /* 0: no such BAR (or the upper half of a 64-bit BAR) */
-	bool is_io;                   /* I/O port BAR: never exportable */
+	uint64_t size; /* 0: no such BAR (or the upper half of a 64-bit BAR) */
+	bool is_io;    /* I/O port BAR: never exportable */
 	bool is_64bit;
 	bool prefetchable;
 };
@@ -22,7 +22,7 @@ struct device_bar {
 struct device_msix {
 	bool present;
 	unsigned table_bar;
-	struct range table;           /* bytes, as read from the capability */
+	struct range table; /* bytes, as read from the capability */
 	unsigned pba_bar;
 	struct range pba;
 };
@@ -33,12 +33,12 @@ struct device_info {
 	bool can_reset;
 };
 
-struct device_handle;                 /* a backend's open device */
+struct device_handle; /* a backend's open device */
 
 /* A backend. open/close may block (the kernel waits for importers on close) and run on the
  * worker thread; every other operation runs on the event loop and must not block. */
 struct device_ops {
-	const char *name;             /* "vfio", "sim" */
+	const char *name; /* "vfio", "sim" */
 
 	/* Open the device declared by decl, fill *ret_info, enable memory decode. On failure
 	 * return -errno and write a sentence for the admin into msg (msglen bytes). */
@@ -51,8 +51,8 @@ struct device_ops {
 
 	/* Export ranges[0..n) of BAR bar as one new CLOEXEC fd, named name (for fdinfo). The
 	 * ranges have passed device_check_ranges(). */
-	int (*export_ranges)(struct device_handle *handle, unsigned bar,
-			     const struct range *ranges, size_t n, const char *name, int *ret_fd);
+	int (*export_ranges)(struct device_handle *handle, unsigned bar, const struct range *ranges,
+			     size_t n, const char *name, int *ret_fd);
 
 	/* How many references to the buffer behind fd exist besides fd itself (0: nobody else
 	 * holds it), or -errno when the backend cannot tell. */
@@ -80,6 +80,6 @@ uint64_t device_page_size(void);
  * Returns 0 and the total size, or: -ENXIO no such BAR or an I/O BAR; -EINVAL empty,
  * unaligned or overflowing range; -ERANGE outside the BAR; -EADDRNOTAVAIL overlaps MSI-X;
  * -EFBIG larger than max_size. msg (msglen bytes) explains any failure. */
-int device_check_ranges(const struct device_info *info, unsigned bar,
-			const struct range *ranges, size_t n, uint64_t page_size,
-			uint64_t max_size, uint64_t *ret_size, char *msg, size_t msglen);
+int device_check_ranges(const struct device_info *info, unsigned bar, const struct range *ranges,
+			size_t n, uint64_t page_size, uint64_t max_size, uint64_t *ret_size,
+			char *msg, size_t msglen);

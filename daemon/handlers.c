@@ -11,7 +11,7 @@
 #include "util.h"
 
 #define MSG_MAX 320
-#define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024)  /* room left for the reply's envelope */
+#define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
 
 static void handle_hello(struct conn *c, const P2pbuf__Request *req)
 {
@@ -27,10 +27,9 @@ static void handle_hello(struct conn *c, const P2pbuf__Request *req)
 	reply.body_case = P2PBUF__REPLY__BODY_HELLO;
 	reply.hello = &hr;
 	if (!h->has_major || h->major != P2PBUF_PROTO_MAJOR) {
-		snprintf(msg, sizeof(msg),
-			 "p2pbufd %s speaks protocol %d.%d; this client speaks %u.%u",
-			 PACKAGE_VERSION, P2PBUF_PROTO_MAJOR, P2PBUF_PROTO_MINOR, h->major,
-			 h->minor);
+		snprintf(
+		    msg, sizeof(msg), "p2pbufd %s speaks protocol %d.%d; this client speaks %u.%u",
+		    PACKAGE_VERSION, P2PBUF_PROTO_MAJOR, P2PBUF_PROTO_MINOR, h->major, h->minor);
 		conn_reply(c, req->request_id, -EPROTONOSUPPORT, msg, &reply, -1);
 		conn_close(c, "protocol major version mismatch");
 		return;
@@ -51,7 +50,7 @@ static bool is_observer(const struct conn *c)
 
 /* ---- devices ---- */
 
-struct device_msg {                   /* protobuf-c views of one device, filled in place */
+struct device_msg { /* protobuf-c views of one device, filled in place */
 	P2pbuf__Device dev;
 	P2pbuf__Bar bars[DEVICE_MAX_BARS];
 	P2pbuf__Bar *barp[DEVICE_MAX_BARS];
@@ -175,7 +174,7 @@ static int pick_rule(struct conn *c, size_t dev_index, unsigned bar, const struc
 	return matched ? -EDQUOT : -EPERM;
 }
 
-struct export_req {                   /* a decoded, checked Export */
+struct export_req { /* a decoded, checked Export */
 	struct device *dev;
 	unsigned bar;
 	struct range ranges[WIRE_MAX_RANGES];
@@ -185,8 +184,8 @@ struct export_req {                   /* a decoded, checked Export */
 	const char *label;
 };
 
-static int export_decode(struct conn *c, const P2pbuf__Export *e, struct export_req *x,
-			 char *msg, size_t len)
+static int export_decode(struct conn *c, const P2pbuf__Export *e, struct export_req *x, char *msg,
+			 size_t len)
 {
 	x->dev = registry_find(c->d, e->device);
 	if (!x->dev) {
@@ -233,8 +232,10 @@ static int export_check(struct conn *c, struct export_req *x, char *msg, size_t 
 
 	if (r == -EPERM) {
 		describe_peer(c, who, sizeof(who));
-		snprintf(msg, len, "denied by policy: no rule allows %s to export from device %s "
-			 "BAR %u%s", who, x->dev->decl.name, x->bar,
+		snprintf(msg, len,
+			 "denied by policy: no rule allows %s to export from device %s "
+			 "BAR %u%s",
+			 who, x->dev->decl.name, x->bar,
 			 x->n > 1 ? " with these ranges" : " in this range");
 		return r;
 	}
@@ -247,8 +248,10 @@ static int export_check(struct conn *c, struct export_req *x, char *msg, size_t 
 	if (r < 0)
 		return r;
 	if (c->n_leases >= d->opt.max_leases_per_client) {
-		snprintf(msg, len, "this connection holds %u leases, the most allowed "
-			 "(--max-leases-per-client)", c->n_leases);
+		snprintf(msg, len,
+			 "this connection holds %u leases, the most allowed "
+			 "(--max-leases-per-client)",
+			 c->n_leases);
 		return -EDQUOT;
 	}
 	return 0;
@@ -268,8 +271,8 @@ static struct lease *lease_create(struct conn *c, const struct export_req *x, in
 		return NULL;
 	}
 	snprintf(name, sizeof(name), "p2pbuf-lease-%" PRIu64, l->id);
-	*ret_err = x->dev->ops->export_ranges(x->dev->handle, x->bar, x->ranges, x->n, name,
-					      &l->fd);
+	*ret_err =
+	    x->dev->ops->export_ranges(x->dev->handle, x->bar, x->ranges, x->n, name, &l->fd);
 	if (*ret_err < 0) {
 		snprintf(msg, len, "export from device %s failed: %s", x->dev->decl.name,
 			 strerror(-*ret_err));
@@ -331,7 +334,8 @@ static void handle_export(struct conn *c, const P2pbuf__Request *req)
 	struct lease *l = r == 0 ? lease_create(c, &x, &r, msg, sizeof(msg)) : NULL;
 	if (!l) {
 		log_notice("denied: uid=%u pid=%d device=%s bar=%u error=%s: %s",
-			   (unsigned)c->peer.uid, (int)c->pid, e->device, e->bar, strerror(-r), msg);
+			   (unsigned)c->peer.uid, (int)c->pid, e->device, e->bar, strerror(-r),
+			   msg);
 		conn_reply(c, req->request_id, r, msg, NULL, -1);
 		return;
 	}
@@ -399,8 +403,8 @@ static void handle_revoke(struct conn *c, const P2pbuf__Request *req)
 		conn_reply(c, req->request_id, r, msg, NULL, -1);
 		return;
 	}
-	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u pid=%d", l->id,
-		   (unsigned)c->peer.uid, (int)c->pid);
+	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u pid=%d", l->id, (unsigned)c->peer.uid,
+		   (int)c->pid);
 	revoke_lease(c->d, l, P2PBUF__REASON__REASON_ADMIN);
 	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
 }
@@ -504,8 +508,7 @@ static bool visible(const struct conn *c, const struct lease *l, bool all, uint6
 }
 
 /* Allocate a page for the first cap visible leases with id > after. */
-static int page_alloc(struct conn *c, bool all, uint64_t after, size_t cap,
-		      struct lease_page *pg)
+static int page_alloc(struct conn *c, bool all, uint64_t after, size_t cap, struct lease_page *pg)
 {
 	size_t n = 0, n_ranges = 0;
 
@@ -532,8 +535,7 @@ static void page_free(struct lease_page *pg)
 }
 
 /* Fill the page in ascending id order with as many leases as fit one record. */
-static void page_fill(struct conn *c, bool all, uint64_t after, size_t cap,
-		      struct lease_page *pg)
+static void page_fill(struct conn *c, bool all, uint64_t after, size_t cap, struct lease_page *pg)
 {
 	size_t bytes = 0, r = 0;
 
@@ -569,8 +571,8 @@ static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
 
 	if (all && !is_observer(c)) {
 		conn_reply(c, req->request_id, -EPERM,
-			   "listing every lease needs an observer or admin rule in the policy", NULL,
-			   -1);
+			   "listing every lease needs an observer or admin rule in the policy",
+			   NULL, -1);
 		return;
 	}
 	if (page_alloc(c, all, after, cap, &pg) < 0) {

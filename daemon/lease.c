@@ -91,7 +91,7 @@ void lease_forget_owner(struct lease *l)
 {
 	if (LINKED(l, by_owner)) {
 		LIST_REMOVE(l, by_owner);
-		l->by_owner.le_prev = NULL;   /* glibc leaves it set: mark it unlinked */
+		l->by_owner.le_prev = NULL; /* glibc leaves it set: mark it unlinked */
 	}
 	l->owner = NULL;
 }

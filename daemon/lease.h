@@ -18,7 +18,7 @@ struct conn;
 struct device;
 
 enum lease_state {
-	LEASE_ACTIVE = 1,             /* values match the wire's LeaseStateKind */
+	LEASE_ACTIVE = 1, /* values match the wire's LeaseStateKind */
 	LEASE_REVOKING = 2,
 	LEASE_ENDED = 3,
 };
@@ -26,27 +26,27 @@ enum lease_state {
 struct lease {
 	uint64_t id;
 	enum lease_state state;
-	int reason;                   /* wire Reason, once revoking or ended */
-	int fd;                       /* the daemon's own copy of the buffer */
-	struct conn *owner;           /* NULL once the owning connection is gone */
+	int reason;	    /* wire Reason, once revoking or ended */
+	int fd;		    /* the daemon's own copy of the buffer */
+	struct conn *owner; /* NULL once the owning connection is gone */
 	uid_t owner_uid;
 	pid_t owner_pid;
 	struct device *device;
-	uint32_t generation;          /* the device generation it was exported from */
+	uint32_t generation; /* the device generation it was exported from */
 	unsigned bar;
 	uint64_t size;
-	int rule;                     /* index of the allowing rule in the current policy */
-	char rule_where[64];          /* "file:line" of that rule */
+	int rule;	     /* index of the allowing rule in the current policy */
+	char rule_where[64]; /* "file:line" of that rule */
 	char label[LEASE_LABEL_MAX + 1];
-	int64_t created_ms;           /* CLOCK_REALTIME */
-	int64_t expires_ms;           /* CLOCK_REALTIME, 0: no TTL */
-	int64_t deadline_ms;          /* CLOCK_MONOTONIC: revoking holders must let go by then */
-	void *timer;                  /* the caller's TTL timer, owned by the caller */
-	bool lingering;               /* revoking past its deadline, not enforced */
-	TAILQ_ENTRY(lease) in_table;  /* every live lease, in id order */
+	int64_t created_ms;	     /* CLOCK_REALTIME */
+	int64_t expires_ms;	     /* CLOCK_REALTIME, 0: no TTL */
+	int64_t deadline_ms;	     /* CLOCK_MONOTONIC: revoking holders must let go by then */
+	void *timer;		     /* the caller's TTL timer, owned by the caller */
+	bool lingering;		     /* revoking past its deadline, not enforced */
+	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
-	LIST_ENTRY(lease) revoking;   /* on the caller's list of leases being revoked */
+	LIST_ENTRY(lease) revoking; /* on the caller's list of leases being revoked */
 	struct lease *hash_next;
 	size_t n_ranges;
 	struct range ranges[];
@@ -56,11 +56,11 @@ LIST_HEAD(lease_list, lease);
 TAILQ_HEAD(lease_queue, lease);
 
 struct lease_table {
-	struct lease_queue all;       /* ascending ids: new leases go last */
-	struct lease **buckets;       /* ids are sequential, so id & mask spreads them evenly */
+	struct lease_queue all; /* ascending ids: new leases go last */
+	struct lease **buckets; /* ids are sequential, so id & mask spreads them evenly */
 	size_t mask;
-	size_t count;                 /* leases in the table, any state */
-	size_t cap;                   /* most leases at once */
+	size_t count; /* leases in the table, any state */
+	size_t cap;   /* most leases at once */
 	uint64_t next_id;
 };
 

@@ -98,18 +98,31 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 	};
 	int c, r = 0;
 
-	*o = (struct options){ .policy_path = DEFAULT_POLICY, .max_clients = 256,
-			       .max_leases = 4096, .max_leases_per_client = 64 };
+	*o = (struct options){ .policy_path = DEFAULT_POLICY,
+			       .max_clients = 256,
+			       .max_leases = 4096,
+			       .max_leases_per_client = 64 };
 	*ret_check = false;
 	while (r == 0 && (c = getopt_long(argc, argv, "p:s:vqhV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'p': o->policy_path = optarg; break;
-		case 's': o->socket_path = optarg; break;
-		case OPT_CHECK_POLICY: *ret_check = true; break;
-		case OPT_MAX_CLIENTS: r = parse_count("--max-clients", optarg, &o->max_clients); break;
-		case OPT_MAX_LEASES: r = parse_count("--max-leases", optarg, &o->max_leases); break;
+		case 'p':
+			o->policy_path = optarg;
+			break;
+		case 's':
+			o->socket_path = optarg;
+			break;
+		case OPT_CHECK_POLICY:
+			*ret_check = true;
+			break;
+		case OPT_MAX_CLIENTS:
+			r = parse_count("--max-clients", optarg, &o->max_clients);
+			break;
+		case OPT_MAX_LEASES:
+			r = parse_count("--max-leases", optarg, &o->max_leases);
+			break;
 		case OPT_MAX_LEASES_PER_CLIENT:
-			r = parse_count("--max-leases-per-client", optarg, &o->max_leases_per_client);
+			r = parse_count("--max-leases-per-client", optarg,
+					&o->max_leases_per_client);
 			break;
 		case OPT_MAX_LEASE_SIZE:
 			if (parse_u64(optarg, &o->max_lease_size) < 0) {
@@ -118,11 +131,21 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 				r = -EINVAL;
 			}
 			break;
-		case 'v': log_max_priority = LOG_DEBUG; break;
-		case 'q': log_max_priority = LOG_WARNING; break;
-		case 'h': usage(stdout); return 1;
-		case 'V': printf("p2pbufd %s\n", PACKAGE_VERSION); return 1;
-		default: usage(stderr); return -EINVAL;
+		case 'v':
+			log_max_priority = LOG_DEBUG;
+			break;
+		case 'q':
+			log_max_priority = LOG_WARNING;
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case 'V':
+			printf("p2pbufd %s\n", PACKAGE_VERSION);
+			return 1;
+		default:
+			usage(stderr);
+			return -EINVAL;
 		}
 	}
 	if (r == 0 && optind < argc) {
@@ -166,8 +189,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 /* Whether two declarations name the same device the same way (options may differ). */
 static bool same_device(const struct policy_device *a, const struct policy_device *b)
 {
-	return strcmp(a->name, b->name) == 0 && a->kind == b->kind &&
-	       strcmp(a->pci, b->pci) == 0 &&
+	return strcmp(a->name, b->name) == 0 && a->kind == b->kind && strcmp(a->pci, b->pci) == 0 &&
 	       memcmp(a->sim_bar_size, b->sim_bar_size, sizeof(a->sim_bar_size)) == 0 &&
 	       memcmp(&a->sim_msix_table, &b->sim_msix_table, sizeof(a->sim_msix_table)) == 0 &&
 	       memcmp(&a->sim_msix_pba, &b->sim_msix_pba, sizeof(a->sim_msix_pba)) == 0;

@@ -12,12 +12,12 @@
 #include "range.h"
 
 #define POLICY_MAX_BARS 6
-#define POLICY_MAX_NAME 64            /* bytes in a device name */
-#define POLICY_MAX_SIZE (1 << 20)     /* bytes in one policy file */
+#define POLICY_MAX_NAME 64	  /* bytes in a device name */
+#define POLICY_MAX_SIZE (1 << 20) /* bytes in one policy file */
 #define POLICY_MAX_DEVICES 256
 #define POLICY_MAX_RULES 4096
 #define POLICY_DEFAULT_REVOKE_DEADLINE_MS 5000
-#define POLICY_MAX_FILES 128          /* the main file and its .d/ drop-ins together */
+#define POLICY_MAX_FILES 128 /* the main file and its .d/ drop-ins together */
 
 enum policy_subject_kind {
 	POLICY_USER,
@@ -26,22 +26,22 @@ enum policy_subject_kind {
 
 struct policy_subject {
 	enum policy_subject_kind kind;
-	uint32_t id;                  /* uid or gid, resolved at load time */
+	uint32_t id; /* uid or gid, resolved at load time */
 };
 
 enum policy_device_kind {
-	POLICY_DEVICE_SIM,            /* simulated device (memfds, not dma-bufs) */
-	POLICY_DEVICE_PCI,            /* a real device bound to vfio-pci */
+	POLICY_DEVICE_SIM, /* simulated device (memfds, not dma-bufs) */
+	POLICY_DEVICE_PCI, /* a real device bound to vfio-pci */
 };
 
 enum policy_revocation {
-	POLICY_REVOKE_ENFORCE,        /* past the deadline, cycle the device */
-	POLICY_REVOKE_NOTIFY_ONLY,    /* past the deadline, only report lingering holders */
+	POLICY_REVOKE_ENFORCE,	   /* past the deadline, cycle the device */
+	POLICY_REVOKE_NOTIFY_ONLY, /* past the deadline, only report lingering holders */
 };
 
 enum policy_on_error {
-	POLICY_ON_ERROR_REPORT,       /* an ERR event is logged and reported */
-	POLICY_ON_ERROR_CYCLE,        /* an ERR event also cycles the device */
+	POLICY_ON_ERROR_REPORT, /* an ERR event is logged and reported */
+	POLICY_ON_ERROR_CYCLE,	/* an ERR event also cycles the device */
 };
 
 struct policy_sim_msix {
@@ -53,33 +53,33 @@ struct policy_sim_msix {
 struct policy_device {
 	char name[POLICY_MAX_NAME + 1];
 	enum policy_device_kind kind;
-	char pci[16];                 /* PCI: canonical "dddd:bb:dd.f" (lower case) */
-	uint64_t sim_bar_size[POLICY_MAX_BARS];   /* sim: 0 = no such BAR */
-	struct policy_sim_msix sim_msix_table;    /* sim only */
-	struct policy_sim_msix sim_msix_pba;      /* sim only */
-	uint64_t sim_cycle_delay_ms;  /* sim: how long a close/reopen takes (tests) */
-	uint64_t revoke_deadline_ms;  /* how long a holder has to let go */
+	char pci[16];				/* PCI: canonical "dddd:bb:dd.f" (lower case) */
+	uint64_t sim_bar_size[POLICY_MAX_BARS]; /* sim: 0 = no such BAR */
+	struct policy_sim_msix sim_msix_table;	/* sim only */
+	struct policy_sim_msix sim_msix_pba;	/* sim only */
+	uint64_t sim_cycle_delay_ms;		/* sim: how long a close/reopen takes (tests) */
+	uint64_t revoke_deadline_ms;		/* how long a holder has to let go */
 	enum policy_revocation revocation;
 	enum policy_on_error on_error;
-	const char *file;             /* where it was declared */
+	const char *file; /* where it was declared */
 	unsigned line;
 };
 
 struct policy_rule {
 	struct policy_subject who;
-	size_t device;                /* index into policy.devices */
-	int bar;                      /* -1: any BAR */
-	bool has_range;               /* requested ranges must lie inside range */
+	size_t device;	/* index into policy.devices */
+	int bar;	/* -1: any BAR */
+	bool has_range; /* requested ranges must lie inside range */
 	struct range range;
-	unsigned max_leases;          /* live leases under this rule, all holders; 0 = no cap */
-	uint64_t ttl_ms;              /* 0 = leases do not expire */
+	unsigned max_leases; /* live leases under this rule, all holders; 0 = no cap */
+	uint64_t ttl_ms;     /* 0 = leases do not expire */
 	const char *file;
 	unsigned line;
-	char where[64];               /* "file:line", for replies and audit lines */
+	char where[64]; /* "file:line", for replies and audit lines */
 };
 
 struct policy {
-	char **files;                 /* every file read, owned; rules point at these names */
+	char **files; /* every file read, owned; rules point at these names */
 	size_t n_files;
 	struct policy_device *devices;
 	size_t n_devices;
@@ -95,7 +95,7 @@ struct policy {
 struct policy_peer {
 	uid_t uid;
 	gid_t gid;
-	const gid_t *groups;          /* supplementary groups */
+	const gid_t *groups; /* supplementary groups */
 	size_t n_groups;
 };
 

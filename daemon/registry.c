@@ -138,7 +138,8 @@ static int cycle_run(void *arg)
 
 	dev->ops->close(dev->handle);
 	dev->job_handle = NULL;
-	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) == P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE)
+	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) ==
+	    P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE)
 		return 0;
 	return device_open(dev, &dev->job_handle, &dev->job_info, dev->job_msg,
 			   sizeof(dev->job_msg));
@@ -219,7 +220,7 @@ void registry_device_gone(struct device *dev, const char *why)
 	revoke_device_leases(dev->d, dev, P2PBUF__REASON__REASON_DEVICE_GONE);
 	set_state(dev, P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE, why);
 	if (dev->cycling)
-		return;                   /* the running cycle sees GONE and does not reopen */
+		return; /* the running cycle sees GONE and does not reopen */
 	dev->cycling = true;
 	dev->job = (struct worker_job){ .run = close_run, .done = close_done, .arg = dev };
 	worker_submit(dev->d->worker, &dev->job);
@@ -240,7 +241,8 @@ static void on_err(evutil_socket_t fd, short what, void *arg)
 
 	(void)!read(fd, &n, sizeof(n));
 	log_error("device %s: the kernel reported a device error (AER)%s", dev->decl.name,
-		  dev->decl.on_error == POLICY_ON_ERROR_CYCLE ? "; cycling it (on-error cycle)" : "");
+		  dev->decl.on_error == POLICY_ON_ERROR_CYCLE ? "; cycling it (on-error cycle)"
+							      : "");
 	if (dev->decl.on_error == POLICY_ON_ERROR_CYCLE) {
 		registry_cycle(dev, P2PBUF__REASON__REASON_DEVICE_CYCLE);
 		return;

@@ -11,7 +11,7 @@
 #include "log.h"
 #include "util.h"
 
-#define REVOKE_TICK_MS 100            /* how often revoking leases' holders are counted */
+#define REVOKE_TICK_MS 100 /* how often revoking leases' holders are counted */
 
 static void tell_revoked(struct daemon *d, const struct lease *l)
 {
@@ -24,8 +24,7 @@ static void tell_revoked(struct daemon *d, const struct lease *l)
 	ev.body_case = P2PBUF__EVENT__BODY_LEASE_REVOKED;
 	ev.lease_revoked = &body;
 	/* The holder of a released lease asked for the end itself: only observers hear it. */
-	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner,
-		     false);
+	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner, false);
 }
 
 static void tell_revoking(struct daemon *d, const struct lease *l)
@@ -39,8 +38,7 @@ static void tell_revoking(struct daemon *d, const struct lease *l)
 	body.deadline_ms = now_realtime_ms() + (l->deadline_ms - now_monotonic_ms());
 	ev.body_case = P2PBUF__EVENT__BODY_LEASE_REVOKING;
 	ev.lease_revoking = &body;
-	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner,
-		     false);
+	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner, false);
 }
 
 void revoke_end_lease(struct daemon *d, struct lease *l, int reason)
@@ -92,10 +90,12 @@ static void arm_tick(struct daemon *d)
 
 static void begin_revoke(struct daemon *d, struct lease *l, int reason)
 {
-	lease_begin_revoke(l, reason, now_monotonic_ms(), (int64_t)l->device->decl.revoke_deadline_ms);
+	lease_begin_revoke(l, reason, now_monotonic_ms(),
+			   (int64_t)l->device->decl.revoke_deadline_ms);
 	LIST_INSERT_HEAD(&d->revoking, l, revoking);
 	log_notice("lease %" PRIu64 " revoking: device=%s reason=%s holders must let go within "
-		   "%" PRIu64 " ms", l->id, l->device->decl.name, wire_reason_name(reason),
+		   "%" PRIu64 " ms",
+		   l->id, l->device->decl.name, wire_reason_name(reason),
 		   l->device->decl.revoke_deadline_ms);
 	tell_revoking(d, l);
 	arm_tick(d);
@@ -119,7 +119,7 @@ void revoke_lease(struct daemon *d, struct lease *l, int reason)
 		l->lingering = false;
 	}
 	if (l->state != LEASE_ACTIVE)
-		return;                   /* already on its way out: the first reason stands */
+		return; /* already on its way out: the first reason stands */
 	if (holders(l) == 0)
 		revoke_end_lease(d, l, reason);
 	else
@@ -155,17 +155,18 @@ static bool overdue(struct daemon *d, struct lease *l, int h)
 
 	if (!enforced(l)) {
 		if (!l->lingering)
-			log_warning("lease %" PRIu64 " on %s: %d holder(s) kept it past the deadline "
+			log_warning("lease %" PRIu64
+				    " on %s: %d holder(s) kept it past the deadline "
 				    "(reason %s); not enforced, it ends when they close it",
 				    l->id, dev->decl.name, h, wire_reason_name(l->reason));
 		l->lingering = true;
 		return false;
 	}
 	log_warning("lease %" PRIu64 " on %s: %d holder(s) kept it past the deadline (reason %s); "
-		    "cycling the device, which ends its other %u lease(s)", l->id, dev->decl.name,
-		    h, wire_reason_name(l->reason), dev->n_leases - 1);
+		    "cycling the device, which ends its other %u lease(s)",
+		    l->id, dev->decl.name, h, wire_reason_name(l->reason), dev->n_leases - 1);
 	if (registry_cycle(dev, P2PBUF__REASON__REASON_DEVICE_CYCLE) < 0)
-		return false;             /* a cycle is already under way; it ends them */
+		return false; /* a cycle is already under way; it ends them */
 	return true;
 }
 

@@ -19,7 +19,7 @@
 
 #define DEFAULT_SOCKET_DIR "/run/p2pbufd"
 #define DEFAULT_SOCKET DEFAULT_SOCKET_DIR "/p2pbufd.sock"
-#define RECORDS_PER_WAKEUP 16         /* fairness: one busy client cannot starve the rest */
+#define RECORDS_PER_WAKEUP 16 /* fairness: one busy client cannot starve the rest */
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
@@ -259,8 +259,7 @@ void conn_reply(struct conn *c, uint64_t request_id, int error, const char *mess
 	conn_send(c, &sm.base, fd);
 }
 
-void server_event(struct daemon *d, const P2pbuf__Event *ev, struct conn *owner,
-		  bool device_event)
+void server_event(struct daemon *d, const P2pbuf__Event *ev, struct conn *owner, bool device_event)
 {
 	P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
 	struct conn *c, *next;
@@ -331,8 +330,9 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		}
 		if (n < 0) {
 			conn_close(c, n == -EMSGSIZE ? "protocol error: record too large"
-			  : n == -EPROTO ? "protocol error: bad control data (file descriptors?)"
-					 : strerror((int)-n));
+				      : n == -EPROTO
+					  ? "protocol error: bad control data (file descriptors?)"
+					  : strerror((int)-n));
 			return;
 		}
 		wire_close_fds(fds, nfds);

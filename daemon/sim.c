@@ -24,7 +24,7 @@
 #include "util.h"
 
 struct device_handle {
-	int req_fd;                   /* eventfds standing in for VFIO's REQ and ERR */
+	int req_fd; /* eventfds standing in for VFIO's REQ and ERR */
 	int err_fd;
 };
 
@@ -50,8 +50,8 @@ static void sim_info(const struct policy_device *decl, struct device_info *info)
 		info->msix.table = decl->sim_msix_table.range;
 		/* A device has a PBA whenever it has a table; without one declared, it sits in
 		 * the table's own pages. */
-		info->msix.pba_bar = decl->sim_msix_pba.present ? decl->sim_msix_pba.bar
-								: decl->sim_msix_table.bar;
+		info->msix.pba_bar =
+		    decl->sim_msix_pba.present ? decl->sim_msix_pba.bar : decl->sim_msix_table.bar;
 		info->msix.pba = decl->sim_msix_pba.present ? decl->sim_msix_pba.range
 							    : decl->sim_msix_table.range;
 	}
@@ -117,8 +117,8 @@ static void sim_close(struct device_handle *h)
 	free(h);
 }
 
-static int sim_export(struct device_handle *h, unsigned bar, const struct range *ranges,
-		      size_t n, const char *name, int *ret_fd)
+static int sim_export(struct device_handle *h, unsigned bar, const struct range *ranges, size_t n,
+		      const char *name, int *ret_fd)
 {
 	uint64_t size = 0;
 
@@ -145,7 +145,7 @@ static int count_fds(int procfd, const char *pid, dev_t dev, ino_t ino)
 	snprintf(path, sizeof(path), "%s/fd", pid);
 	int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return 0;                 /* gone, or not ours to look at */
+		return 0; /* gone, or not ours to look at */
 	DIR *d = fdopendir(dfd);
 	if (!d) {
 		close(dfd);
@@ -225,6 +225,6 @@ const struct device_ops sim_ops = {
 	.close = sim_close,
 	.export_ranges = sim_export,
 	.holders = sim_holders,
-	.holders_costly = true,       /* a walk through /proc, about 2.5 ms with 80 processes */
+	.holders_costly = true, /* a walk through /proc, about 2.5 ms with 80 processes */
 	.event_fds = sim_event_fds,
 };

@@ -29,17 +29,17 @@ static inline void closep(int *fd)
 #define _cleanup_close_ _cleanup_(closep)
 
 /* Hand over ownership: return the value and leave the variable empty. */
-#define TAKE_FD(fd)                       \
-	({                                \
-		int _fd_ = (fd);          \
-		(fd) = -1;                \
-		_fd_;                     \
+#define TAKE_FD(fd)                                                                                \
+	({                                                                                         \
+		int _fd_ = (fd);                                                                   \
+		(fd) = -1;                                                                         \
+		_fd_;                                                                              \
 	})
-#define TAKE_PTR(p)                       \
-	({                                \
-		__typeof__(p) _p_ = (p);  \
-		(p) = NULL;               \
-		_p_;                      \
+#define TAKE_PTR(p)                                                                                \
+	({                                                                                         \
+		__typeof__(p) _p_ = (p);                                                           \
+		(p) = NULL;                                                                        \
+		_p_;                                                                               \
 	})
 
 /* Milliseconds on CLOCK_REALTIME (for the wire) and CLOCK_MONOTONIC (for deadlines). */

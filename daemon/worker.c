@@ -13,9 +13,9 @@ struct worker {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct worker_job *queue, **queue_tail;   /* waiting to run */
-	struct worker_job *done, **done_tail;     /* finished, waiting for the loop */
-	unsigned pending;                         /* loop thread only */
+	struct worker_job *queue, **queue_tail; /* waiting to run */
+	struct worker_job *done, **done_tail;	/* finished, waiting for the loop */
+	unsigned pending;			/* loop thread only */
 	bool stop;
 	int efd;
 	struct event *ev;

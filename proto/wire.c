@@ -81,8 +81,10 @@ ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t
 	} control;
 	struct iovec iov = { .iov_base = buf, .iov_len = cap };
 	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = control.buf, .msg_controllen = sizeof(control.buf),
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = control.buf,
+		.msg_controllen = sizeof(control.buf),
 	};
 	ssize_t n;
 
@@ -240,8 +242,9 @@ static const char *const lease_state_names[] = {
 	[P2PBUF__LEASE_STATE_KIND__LEASE_ENDED] = "ended",
 };
 
-#define NAME_OF(table, i) \
-	((i) >= 0 && (size_t)(i) < sizeof(table) / sizeof((table)[0]) && (table)[i] ? (table)[i] : "unknown")
+#define NAME_OF(table, i)                                                                          \
+	((i) >= 0 && (size_t)(i) < sizeof(table) / sizeof((table)[0]) && (table)[i] ? (table)[i]   \
+										    : "unknown")
 
 const char *wire_reason_name(int reason)
 {

@@ -9,11 +9,11 @@
 #include "p2pbuf.pb-c.h"
 
 /* Caps on what a peer controls. Changing one is a protocol change: note it in the .proto. */
-#define WIRE_MAX_RECORD 65536     /* bytes in one record */
-#define WIRE_MAX_FDS 4            /* fds attached to one record (a reply carries at most 1) */
-#define WIRE_MAX_RANGES 64        /* ranges in one Export */
-#define WIRE_MAX_STRING 256       /* bytes in any request string (device, label, name) */
-#define WIRE_MAX_NAME 64          /* bytes in a device name */
+#define WIRE_MAX_RECORD 65536 /* bytes in one record */
+#define WIRE_MAX_FDS 4	      /* fds attached to one record (a reply carries at most 1) */
+#define WIRE_MAX_RANGES 64    /* ranges in one Export */
+#define WIRE_MAX_STRING 256   /* bytes in any request string (device, label, name) */
+#define WIRE_MAX_NAME 64      /* bytes in a device name */
 
 /* Send one record of len bytes with nfds fds attached (nfds <= WIRE_MAX_FDS). Never raises
  * SIGPIPE. Returns 0, -EAGAIN when the socket is full (nothing was sent), or -errno. */

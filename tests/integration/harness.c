@@ -19,14 +19,14 @@
 #include "harness.h"
 
 const char harness_default_policy[] =
-	"# integration test policy\n"
-	"device sim0 sim bar 0 64K bar 2 2M bar 4 1M msix-table 0 0x2000+0x800 "
-	"msix-pba 0 0x3000+0x100 revoke-deadline 2s\n"
-	"device sim1 sim bar 0 1M\n"
-	"allow user %1$u device sim0 bar 0\n"
-	"allow user %1$u device sim0 bar 2 range 0+1M max-leases 4\n"
-	"allow user %1$u device sim1\n"
-	"admin user %1$u\n";
+    "# integration test policy\n"
+    "device sim0 sim bar 0 64K bar 2 2M bar 4 1M msix-table 0 0x2000+0x800 "
+    "msix-pba 0 0x3000+0x100 revoke-deadline 2s\n"
+    "device sim1 sim bar 0 1M\n"
+    "allow user %1$u device sim0 bar 0\n"
+    "allow user %1$u device sim0 bar 2 range 0+1M max-leases 4\n"
+    "allow user %1$u device sim1\n"
+    "admin user %1$u\n";
 
 static void sleep_ms(int ms)
 {
@@ -248,7 +248,8 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 			 * runs, so every device is open. */
 			bool ready = hello_answered(fd);
 			close(fd);
-			ck_assert_msg(ready, "p2pbufd did not answer Hello (see %s/daemon.log)", h->dir);
+			ck_assert_msg(ready, "p2pbufd did not answer Hello (see %s/daemon.log)",
+				      h->dir);
 			/* The probe connection must be gone before the baseline is taken. */
 			sleep_ms(50);
 			h->baseline_fds = harness_count_fds(h->pid);

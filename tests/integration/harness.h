@@ -5,12 +5,12 @@
 #include <sys/types.h>
 
 struct harness {
-	char dir[64];                 /* temporary directory holding socket and policy */
+	char dir[64]; /* temporary directory holding socket and policy */
 	char socket[128];
 	char policy[128];
-	pid_t pid;                    /* the daemon */
-	int baseline_fds;             /* the daemon's open fds once it is ready */
-	bool activated;               /* pass the listening socket as systemd does */
+	pid_t pid;	  /* the daemon */
+	int baseline_fds; /* the daemon's open fds once it is ready */
+	bool activated;	  /* pass the listening socket as systemd does */
 };
 
 /* The policy every test starts from, for the calling uid (%1$u) as user and admin:

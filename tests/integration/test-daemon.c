@@ -379,7 +379,9 @@ START_TEST(client_fds_rejected_and_closed)
 		struct cmsghdr align;
 	} ctl = {};
 	struct iovec iov = { buf, len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.b,
 			     .msg_controllen = sizeof(ctl.b) };
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 	cm->cmsg_level = SOL_SOCKET;
@@ -576,7 +578,7 @@ START_TEST(client_that_never_reads_is_dropped)
 		if (n < 0 && errno == EAGAIN)
 			usleep(1000);
 		else if (n < 0)
-			dropped = true;       /* EPIPE/ECONNRESET: the daemon hung up */
+			dropped = true; /* EPIPE/ECONNRESET: the daemon hung up */
 	}
 	ck_assert(dropped || harness_peer_closed(fd, 5000));
 	close(fd);

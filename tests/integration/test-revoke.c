@@ -23,30 +23,30 @@ static struct harness h;
 
 /* revoke-deadline is short so that enforcement is seen quickly; sim2 only reports. */
 static const char policy_fmt[] =
-	"device sim0 sim bar 0 1M revoke-deadline 1s\n"
-	"device sim1 sim bar 0 1M cycle-delay 1500ms revoke-deadline 1s\n"
-	"device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
-	"device sim3 sim bar 0 1M on-error cycle\n"
-	"device sim4 sim bar 0 1M\n"
-	"allow user %1$u device sim0\n"
-	"allow user %1$u device sim1\n"
-	"allow user %1$u device sim2 max-leases 1\n"
-	"allow user %1$u device sim3\n"
-	"allow user %1$u device sim4 ttl 1s\n"
-	"admin user %1$u\n";
+    "device sim0 sim bar 0 1M revoke-deadline 1s\n"
+    "device sim1 sim bar 0 1M cycle-delay 1500ms revoke-deadline 1s\n"
+    "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+    "device sim3 sim bar 0 1M on-error cycle\n"
+    "device sim4 sim bar 0 1M\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim1\n"
+    "allow user %1$u device sim2 max-leases 1\n"
+    "allow user %1$u device sim3\n"
+    "allow user %1$u device sim4 ttl 1s\n"
+    "admin user %1$u\n";
 
 /* The same, without the rule for sim1. */
 static const char policy_without_sim1_fmt[] =
-	"device sim0 sim bar 0 1M revoke-deadline 1s\n"
-	"device sim1 sim bar 0 1M cycle-delay 1500ms revoke-deadline 1s\n"
-	"device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
-	"device sim3 sim bar 0 1M on-error cycle\n"
-	"device sim4 sim bar 0 1M\n"
-	"allow user %1$u device sim0\n"
-	"allow user %1$u device sim2 max-leases 1\n"
-	"allow user %1$u device sim3\n"
-	"allow user %1$u device sim4 ttl 1s\n"
-	"admin user %1$u\n";
+    "device sim0 sim bar 0 1M revoke-deadline 1s\n"
+    "device sim1 sim bar 0 1M cycle-delay 1500ms revoke-deadline 1s\n"
+    "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+    "device sim3 sim bar 0 1M on-error cycle\n"
+    "device sim4 sim bar 0 1M\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim2 max-leases 1\n"
+    "allow user %1$u device sim3\n"
+    "allow user %1$u device sim4 ttl 1s\n"
+    "admin user %1$u\n";
 
 static void setup(void)
 {
@@ -94,15 +94,14 @@ static struct p2pbuf *connect_logged(struct log *lg)
 static int find(const struct log *lg, enum p2pbuf_event_type type, uint64_t lease)
 {
 	for (int i = 0; i < lg->n; i++)
-		if (lg->ev[i].type == type && (type == P2PBUF_EVENT_DEVICE_STATE ||
-					       lg->ev[i].lease_id == lease))
+		if (lg->ev[i].type == type &&
+		    (type == P2PBUF_EVENT_DEVICE_STATE || lg->ev[i].lease_id == lease))
 			return i;
 	return -1;
 }
 
 /* Dispatch events on c until one of type for lease arrived (up to ~5 s). Returns its index. */
-static int wait_for(struct p2pbuf *c, struct log *lg, enum p2pbuf_event_type type,
-		    uint64_t lease)
+static int wait_for(struct p2pbuf *c, struct log *lg, enum p2pbuf_event_type type, uint64_t lease)
 {
 	for (int i = 0; i < 100 && find(lg, type, lease) < 0; i++)
 		ck_assert_int_ge(p2pbuf_wait(c, 50), 0);

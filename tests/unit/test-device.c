@@ -43,8 +43,8 @@ static int check_n(const struct device_info *info, unsigned bar, const struct ra
 {
 	msg[0] = '\0';
 	size_out = SENTINEL;
-	int r = device_check_ranges(info, bar, ranges, n, page, max_size, &size_out, msg,
-				    sizeof(msg));
+	int r =
+	    device_check_ranges(info, bar, ranges, n, page, max_size, &size_out, msg, sizeof(msg));
 	if (r < 0) {
 		ck_assert_msg(msg[0] != '\0', "error %d without a message", r);
 		ck_assert_uint_eq(size_out, SENTINEL);

@@ -38,7 +38,7 @@ static size_t list_ids(uint64_t *ids, size_t max)
 	struct lease *l;
 	size_t n = 0;
 
-	TAILQ_FOREACH(l, &table.all, in_table) {
+	TAILQ_FOREACH (l, &table.all, in_table) {
 		ck_assert_uint_lt(n, max);
 		ids[n++] = l->id;
 	}
@@ -51,7 +51,7 @@ static void assert_ascending(void)
 	uint64_t last = 0;
 	size_t n = 0;
 
-	TAILQ_FOREACH(l, &table.all, in_table) {
+	TAILQ_FOREACH (l, &table.all, in_table) {
 		ck_assert_uint_gt(l->id, last);
 		last = l->id;
 		n++;
@@ -320,13 +320,13 @@ START_TEST(test_delete_unlinks)
 	/* Middle, then head, then the last one. */
 	lease_delete(&table, b);
 	n = 0;
-	LIST_FOREACH(x, &owner, by_owner) {
+	LIST_FOREACH (x, &owner, by_owner) {
 		ck_assert(x == a || x == c);
 		n++;
 	}
 	ck_assert_uint_eq(n, 2);
 	n = 0;
-	LIST_FOREACH(x, &device, by_device) {
+	LIST_FOREACH (x, &device, by_device) {
 		ck_assert(x == a || x == c);
 		n++;
 	}

@@ -716,8 +716,8 @@ END_TEST
 START_TEST(test_reason_names)
 {
 	static const char *const want[] = {
-		"unspecified", "released", "reset", "device-gone", "device-cycle",
-		"policy", "admin", "ttl", "owner-disconnected", "shutdown",
+		"unspecified", "released", "reset", "device-gone",	  "device-cycle",
+		"policy",      "admin",	   "ttl",   "owner-disconnected", "shutdown",
 	};
 
 	for (int i = 0; i < (int)(sizeof(want) / sizeof(want[0])); i++)

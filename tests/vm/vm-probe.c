@@ -283,7 +283,8 @@ static int read_bar(struct probe *p)
 		printf(buf[i] >= 0x20 && buf[i] < 0x7f ? "%c" : "\\x%02x", (unsigned char)buf[i]);
 	printf("\"\n");
 	if (p->expect)
-		check(p, strncmp(buf, p->expect, strlen(p->expect)) == 0, "bar-read matches --expect");
+		check(p, strncmp(buf, p->expect, strlen(p->expect)) == 0,
+		      "bar-read matches --expect");
 	return 0;
 }
 
@@ -427,24 +428,44 @@ static uint64_t parse_u64(const char *s)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "legacy", no_argument, NULL, 'L' }, { "cdev", no_argument, NULL, 'C' },
-		{ "bar", required_argument, NULL, 'b' }, { "offset", required_argument, NULL, 'o' },
+		{ "legacy", no_argument, NULL, 'L' },
+		{ "cdev", no_argument, NULL, 'C' },
+		{ "bar", required_argument, NULL, 'b' },
+		{ "offset", required_argument, NULL, 'o' },
 		{ "length", required_argument, NULL, 'l' },
-		{ "expect", required_argument, NULL, 'e' }, { NULL, 0, NULL, 0 },
+		{ "expect", required_argument, NULL, 'e' },
+		{ NULL, 0, NULL, 0 },
 	};
-	struct probe p = { .bar = 2, .length = 0x1000, .container = -1, .group = -1,
-			   .iommufd = -1, .device = -1 };
+	struct probe p = { .bar = 2,
+			   .length = 0x1000,
+			   .container = -1,
+			   .group = -1,
+			   .iommufd = -1,
+			   .device = -1 };
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'L': p.cdev = false; break;
-		case 'C': p.cdev = true; break;
-		case 'b': p.bar = (unsigned int)parse_u64(optarg); break;
-		case 'o': p.offset = parse_u64(optarg); break;
-		case 'l': p.length = parse_u64(optarg); break;
-		case 'e': p.expect = optarg; break;
-		default: goto usage;
+		case 'L':
+			p.cdev = false;
+			break;
+		case 'C':
+			p.cdev = true;
+			break;
+		case 'b':
+			p.bar = (unsigned int)parse_u64(optarg);
+			break;
+		case 'o':
+			p.offset = parse_u64(optarg);
+			break;
+		case 'l':
+			p.length = parse_u64(optarg);
+			break;
+		case 'e':
+			p.expect = optarg;
+			break;
+		default:
+			goto usage;
 		}
 	}
 	if (optind + 1 != argc || p.bar > VFIO_PCI_BAR5_REGION_INDEX)
