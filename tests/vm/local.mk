@@ -3,12 +3,12 @@
 vm_test_files = tests/vm/run-all.sh tests/vm/lib.sh tests/vm/fetch-kernel.sh \
 	tests/vm/build-iommufd.sh tests/vm/mkinitrd.sh tests/vm/run-vm.sh tests/vm/guest-lib.sh \
 	tests/vm/probe.sh tests/vm/cases.sh
-EXTRA_DIST += $(vm_test_files) tests/vm/vm-probe.c tests/vm/README.md tests/vm/.shellcheckrc
+EXTRA_DIST += $(vm_test_files) tests/vm/vm-probe.c tests/vm/vm-uapi.h tests/vm/README.md tests/vm/.shellcheckrc
 
 # Built with `make check` too, so that it keeps compiling. -no-install makes it the real ELF
 # (not a libtool wrapper); in the guest it finds libp2pbuf in /usr/local/lib.
 check_PROGRAMS += tests/vm/vm-importer
-tests_vm_vm_importer_SOURCES = tests/vm/vm-importer.c
+tests_vm_vm_importer_SOURCES = tests/vm/vm-importer.c tests/vm/vm-uapi.h
 tests_vm_vm_importer_LDADD = client/libp2pbuf.la
 tests_vm_vm_importer_LDFLAGS = $(AM_LDFLAGS) -no-install
 

@@ -14,8 +14,8 @@
  *
  * usage: vm-probe [--legacy|--cdev] [--bar N] [--offset X] [--length Y] [--expect TEXT] BDF
  *
- * The host building this has linux-libc-dev 6.1: the newer uapi is defined here, each name
- * guarded so that newer headers win.
+ * The host building this has linux-libc-dev 6.1: the newer uapi comes from vm-uapi.h, each
+ * name guarded so that newer headers win.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,74 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <linux/pci_regs.h>
-#include <linux/types.h>
-#include <linux/vfio.h>
-#if __has_include(<linux/iommufd.h>)
-#include <linux/iommufd.h>
-#endif
-
-/* ---- uapi newer than the build host's headers (identical in 6.19, 7.2, 7.3) ---- */
-#ifndef VFIO_DEVICE_FEATURE_DMA_BUF
-#define VFIO_DEVICE_FEATURE_DMA_BUF 11
-struct vfio_region_dma_range {
-	__u64 offset;
-	__u64 length;
-};
-struct vfio_device_feature_dma_buf {
-	__u32 region_index;
-	__u32 open_flags;
-	__u32 flags;
-	__u32 nr_ranges;
-	struct vfio_region_dma_range dma_ranges[];
-};
-#endif
-#ifndef VFIO_DEVICE_BIND_IOMMUFD
-#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
-struct vfio_device_bind_iommufd {
-	__u32 argsz;
-	__u32 flags;
-	__s32 iommufd;
-	__u32 out_devid;
-	__aligned_u64 token_uuid_ptr;
-};
-#endif
-#ifndef VFIO_DEVICE_ATTACH_IOMMUFD_PT
-#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
-struct vfio_device_attach_iommufd_pt {
-	__u32 argsz;
-	__u32 flags;
-	__u32 pt_id;
-	__u32 pasid;
-};
-#endif
-#ifndef IOMMUFD_TYPE
-#define IOMMUFD_TYPE (';')
-#endif
-#ifndef IOMMU_IOAS_ALLOC
-#define IOMMU_IOAS_ALLOC _IO(IOMMUFD_TYPE, 0x81)
-struct iommu_ioas_alloc {
-	__u32 size;
-	__u32 flags;
-	__u32 out_ioas_id;
-};
-#endif
-#ifndef IOMMU_IOAS_MAP_FILE
-#define IOMMU_IOAS_MAP_FILE _IO(IOMMUFD_TYPE, 0x8f)
-struct iommu_ioas_map_file {
-	__u32 size;
-	__u32 flags;
-	__u32 ioas_id;
-	__s32 fd;
-	__aligned_u64 start;
-	__aligned_u64 length;
-	__aligned_u64 iova;
-};
-#endif
-#ifndef IOMMU_IOAS_MAP_WRITEABLE
-#define IOMMU_IOAS_MAP_WRITEABLE (1 << 1)
-#define IOMMU_IOAS_MAP_READABLE (1 << 2)
-#endif
+#include "vm-uapi.h"
 
 #define MAX_RANGES 4
 
