@@ -135,7 +135,7 @@ void harness_start_activated(struct harness *h, const char *policy_fmt)
 	harness_start(h, policy_fmt, NULL);
 }
 
-static bool hello_answered(int fd)
+bool harness_raw_hello(int fd)
 {
 	/* Hello{major: 1}, encoded by hand to keep the harness free of the library. */
 	static const uint8_t hello[] = { 0x52, 0x02, 0x08, 0x01 };
@@ -246,7 +246,7 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 		if (fd >= 0) {
 			/* The socket listens before devices open: a Hello answered means the loop
 			 * runs, so every device is open. */
-			bool ready = hello_answered(fd);
+			bool ready = harness_raw_hello(fd);
 			close(fd);
 			ck_assert_msg(ready, "p2pbufd did not answer Hello (see %s/daemon.log)",
 				      h->dir);

@@ -44,5 +44,8 @@ bool harness_fds_settle(struct harness *h, int timeout_ms);
 /* A raw SOCK_SEQPACKET connection to the daemon, without Hello. */
 int harness_raw_connect(const struct harness *h);
 
+/* Send Hello{major 1} on a raw connection and wait for the reply; false if none came. */
+bool harness_raw_hello(int fd);
+
 /* Whether the peer closed the raw connection within timeout_ms. */
 bool harness_peer_closed(int fd, int timeout_ms);

@@ -558,20 +558,14 @@ START_TEST(client_that_never_reads_is_dropped)
 {
 	int fd = harness_raw_connect(&h);
 	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
-	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
 	P2pbuf__ListDevices ld = P2PBUF__LIST_DEVICES__INIT;
 	uint8_t buf[256];
 	bool dropped = false;
 
-	hello.has_major = true;
-	hello.major = 1;
-	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
-	req.hello = &hello;
-	size_t len = p2pbuf__request__pack(&req, buf);
-	send_raw(fd, buf, len);
+	ck_assert(harness_raw_hello(fd));
 	req.body_case = P2PBUF__REQUEST__BODY_LIST_DEVICES;
 	req.list_devices = &ld;
-	len = p2pbuf__request__pack(&req, buf);
+	size_t len = p2pbuf__request__pack(&req, buf);
 	/* Each reply is a few hundred bytes: some 10000 of them pass the 1 MiB cap. */
 	for (int i = 0; i < 100000 && !dropped; i++) {
 		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);

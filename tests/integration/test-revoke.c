@@ -190,6 +190,15 @@ static uint32_t generation(struct p2pbuf *c, const char *dev)
 	return g;
 }
 
+/* Wait (up to 2 s) for dev's generation to reach want, as seen by c; returns it. A device
+ * cycle ends its leases first and reopens on the worker thread after. */
+static uint32_t wait_generation(struct p2pbuf *c, const char *dev, uint32_t want)
+{
+	for (int i = 0; i < 100 && generation(c, dev) != want; i++)
+		usleep(20000);
+	return generation(c, dev);
+}
+
 START_TEST(release_ends_at_once)
 {
 	struct log lg, obs;
@@ -265,9 +274,7 @@ START_TEST(admin_revoke_of_lingering_release_is_enforced)
 	/* The copy stays: past sim0's 1 s deadline the device is cycled. */
 	int k = wait_for(admin, &obs, P2PBUF_EVENT_LEASE_REVOKED, id);
 	ck_assert_int_eq(obs.ev[k].reason, P2PBUF_REASON_ADMIN);
-	for (int i = 0; i < 100 && generation(admin, "sim0") != 1; i++)
-		usleep(20000);
-	ck_assert_uint_eq(generation(admin, "sim0"), 1);
+	ck_assert_uint_eq(wait_generation(admin, "sim0", 1), 1);
 	end_child(child);
 	p2pbuf_disconnect(c);
 	p2pbuf_disconnect(admin);
@@ -316,9 +323,7 @@ START_TEST(holder_keeps_fd_past_deadline_cycles_device)
 	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_ADMIN);
 	k = wait_for(other, &other_lg, P2PBUF_EVENT_LEASE_REVOKED, other_id);
 	ck_assert_int_eq(other_lg.ev[k].reason, P2PBUF_REASON_DEVICE_CYCLE);
-	for (int i = 0; i < 100 && generation(admin, "sim0") != 1; i++)
-		usleep(20000);
-	ck_assert_uint_eq(generation(admin, "sim0"), 1);
+	ck_assert_uint_eq(wait_generation(admin, "sim0", 1), 1);
 	/* The other holder saw the device go through cycling back to ready. */
 	for (int i = 0; i < 100; i++) {
 		int n = 0;
@@ -505,21 +510,14 @@ END_TEST
 static void send_reset_async(int fd, const char *device)
 {
 	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
-	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
 	P2pbuf__Reset reset = P2PBUF__RESET__INIT;
 	uint8_t buf[256];
 
-	hello.has_major = true;
-	hello.major = 1;
-	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
-	req.hello = &hello;
-	size_t len = p2pbuf__request__pack(&req, buf);
-	ck_assert_int_eq(send(fd, buf, len, 0), (ssize_t)len);
-	ck_assert_int_gt(recv(fd, buf, sizeof(buf), 0), 0);
+	ck_assert(harness_raw_hello(fd));
 	reset.device = (char *)device;
 	req.body_case = P2PBUF__REQUEST__BODY_RESET;
 	req.reset = &reset;
-	len = p2pbuf__request__pack(&req, buf);
+	size_t len = p2pbuf__request__pack(&req, buf);
 	ck_assert_int_eq(send(fd, buf, len, 0), (ssize_t)len);
 }
 
@@ -567,9 +565,7 @@ START_TEST(stuck_cycle_does_not_block_others)
 	/* The reset is answered, with success, once the device is ready again. */
 	ck_assert_int_eq(read_reply_error(raw, 5000), 0);
 	close(raw);
-	for (int i = 0; i < 100 && generation(c, "sim1") != 1; i++)
-		usleep(50000);
-	ck_assert_uint_eq(generation(c, "sim1"), 1);
+	ck_assert_uint_eq(wait_generation(c, "sim1", 1), 1);
 	p2pbuf_disconnect(c);
 }
 END_TEST

@@ -129,7 +129,7 @@ static uint64_t parse_u64(const char *s, const char *what)
 /* "EPERM" for 1, or the number when glibc has no name for it. */
 static const char *errno_name(int e)
 {
-	static char buf[16];
+	static char buf[32]; /* "errno -2147483648" fits */
 	const char *n = e > 0 ? strerrorname_np(e) : NULL;
 
 	if (n)
@@ -743,7 +743,7 @@ static int efail(char *why, size_t wlen, const char *what)
 {
 	int e = errno ? errno : EIO;
 
-	snprintf(why, wlen, "%s: %s", what, strerror(e));
+	snprintf(why, wlen, "%.200s: %s", what, strerror(e)); /* what may be a long path */
 	return -e;
 }
 
@@ -2174,28 +2174,23 @@ static int cmd_events(int argc, char **argv)
 	return 0;
 }
 
+static const struct mode {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} modes[] = {
+	{ "json", cmd_json },	    { "pattern", cmd_pattern }, { "as", cmd_as },
+	{ "export", cmd_export },   { "dma", cmd_dma },		{ "revoke", cmd_revoke },
+	{ "pass-fd", cmd_pass_fd }, { "events", cmd_events },
+};
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2)
-		die("usage: vm-importer json|pattern|as|export|dma|revoke|pass-fd|events ... (see "
-		    "the "
-		    "source's header)");
-	if (!strcmp(argv[1], "json"))
-		return cmd_json(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "pattern"))
-		return cmd_pattern(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "as"))
-		return cmd_as(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "export"))
-		return cmd_export(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "dma"))
-		return cmd_dma(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "revoke"))
-		return cmd_revoke(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "pass-fd"))
-		return cmd_pass_fd(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "events"))
-		return cmd_events(argc - 1, argv + 1);
+		die("usage: vm-importer MODE ARGS... (modes: json pattern as export dma revoke "
+		    "pass-fd events; see the source's header)");
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (!strcmp(argv[1], modes[i].name))
+			return modes[i].run(argc - 1, argv + 1);
 	die("unknown mode '%s'", argv[1]);
 }
