@@ -7,7 +7,7 @@
 
 #include "libp2pbuf-private.h"
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
+#include "macro.h"
 
 static void server_message_freep(P2pbuf__ServerMessage **msg)
 {

@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "p2pbuf.h"
 #include "log.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 
 #define MSG_MAX 320
 #define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
@@ -21,15 +23,16 @@ static void handle_hello(struct conn *c, const P2pbuf__Request *req)
 	char msg[MSG_MAX];
 
 	hr.has_major = hr.has_minor = true;
-	hr.major = P2PBUF_PROTO_MAJOR;
-	hr.minor = P2PBUF_PROTO_MINOR;
+	hr.major = P2PBUF_PROTO_VERSION_MAJOR;
+	hr.minor = P2PBUF_PROTO_VERSION_MINOR;
 	hr.server_version = (char *)PACKAGE_VERSION;
 	reply.body_case = P2PBUF__REPLY__BODY_HELLO;
 	reply.hello = &hr;
-	if (!h->has_major || h->major != P2PBUF_PROTO_MAJOR) {
-		snprintf(
-		    msg, sizeof(msg), "p2pbufd %s speaks protocol %d.%d; this client speaks %u.%u",
-		    PACKAGE_VERSION, P2PBUF_PROTO_MAJOR, P2PBUF_PROTO_MINOR, h->major, h->minor);
+	if (!h->has_major || h->major != P2PBUF_PROTO_VERSION_MAJOR) {
+		snprintf(msg, sizeof(msg),
+			 "p2pbufd %s speaks protocol %d.%d; this client speaks %u.%u",
+			 PACKAGE_VERSION, P2PBUF_PROTO_VERSION_MAJOR, P2PBUF_PROTO_VERSION_MINOR,
+			 h->major, h->minor);
 		conn_reply(c, req->request_id, -EPROTONOSUPPORT, msg, &reply, -1);
 		conn_close(c, "protocol major version mismatch");
 		return;
@@ -298,7 +301,7 @@ static void lease_fill(struct conn *c, struct lease *l, const struct export_req 
 	snprintf(l->rule_where, sizeof(l->rule_where), "%s", x->rule->where);
 	snprintf(l->label, sizeof(l->label), "%s", x->label ? x->label : "");
 	memcpy(l->ranges, x->ranges, x->n * sizeof(x->ranges[0]));
-	l->created_ms = now_realtime_ms();
+	l->created_ms = clock_realtime_ms();
 	l->expires_ms = x->rule->ttl_ms ? l->created_ms + (int64_t)x->rule->ttl_ms : 0;
 	LIST_INSERT_HEAD(&c->leases, l, by_owner);
 	LIST_INSERT_HEAD(&x->dev->leases, l, by_device);
@@ -482,7 +485,7 @@ static void fill_lease(P2pbuf__Lease *pl, const struct lease *l, P2pbuf__Range *
 	pl->generation = l->generation;
 	if (l->state == LEASE_REVOKING) {
 		pl->has_deadline_ms = pl->has_lingering = true;
-		pl->deadline_ms = now_realtime_ms() + (l->deadline_ms - now_monotonic_ms());
+		pl->deadline_ms = clock_realtime_ms() + (l->deadline_ms - clock_monotonic_ms());
 		pl->lingering = l->lingering;
 	}
 	const struct device *dev = l->device;
@@ -612,7 +615,7 @@ static void handle_status(struct conn *c, const P2pbuf__Request *req)
 
 	sr.version = (char *)PACKAGE_VERSION;
 	sr.has_uptime_ms = sr.has_clients = sr.has_leases = sr.has_devices = sr.has_admin = true;
-	sr.uptime_ms = (uint64_t)(now_monotonic_ms() - d->started_ms);
+	sr.uptime_ms = (uint64_t)(clock_monotonic_ms() - d->started_ms);
 	sr.clients = d->n_conns;
 	sr.leases = (uint32_t)d->leases.count;
 	sr.devices = (uint32_t)d->n_devices;

@@ -13,7 +13,6 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/revoke.c \
 	daemon/server.c \
 	daemon/sim.c \
-	daemon/util.c daemon/util.h \
 	daemon/vfio.c daemon/vfio.h daemon/vfio-uapi.h \
 	daemon/worker.c daemon/worker.h
 daemon_libp2pbufd_core_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS) \

@@ -12,7 +12,9 @@
 
 #include "daemon.h"
 #include "log.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
+#include "units.h"
 
 #define DEFAULT_POLICY "/etc/p2pbuf/policy"
 
@@ -28,42 +30,21 @@ static void usage(FILE *f)
 		"      --max-clients N            connections at once (default 256)\n"
 		"      --max-leases N             leases in the whole daemon (default 4096)\n"
 		"      --max-leases-per-client N  leases per connection (default 64)\n"
-		"      --max-lease-size BYTES     largest lease, K/M/G suffixes (default: none)\n"
+		"      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
+		"(default: none)\n"
 		"  -v, --verbose                  log debug messages\n"
 		"  -q, --quiet                    log warnings and errors only\n"
 		"  -h, --help                     show this help\n"
 		"  -V, --version                  show the version\n");
 }
 
-/* A count or size: decimal or 0x hex with an optional K/M/G suffix (binary multiples). */
-static int parse_u64(const char *s, uint64_t *ret)
-{
-	char *end;
-	unsigned shift = 0;
-
-	errno = 0;
-	uint64_t v = strtoull(s, &end, 0);
-	if (errno || end == s || *s == '-')
-		return -EINVAL;
-	if (*end == 'K' || *end == 'k')
-		shift = 10;
-	else if (*end == 'M' || *end == 'm')
-		shift = 20;
-	else if (*end == 'G' || *end == 'g')
-		shift = 30;
-	if (shift)
-		end++;
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*ret = v << shift;
-	return 0;
-}
-
 static int parse_count(const char *opt, const char *s, unsigned *ret)
 {
 	uint64_t v;
 
-	if (parse_u64(s, &v) < 0 || v == 0 || v > 1000000) {
+	/* A count is plain decimal digits; the size grammar's digits, without a suffix. */
+	if (s[strspn(s, "0123456789")] || units_parse_size_str(s, &v) < 0 || v == 0 ||
+	    v > 1000000) {
 		fprintf(stderr, "p2pbufd: %s: \"%s\" is not a count from 1 to 1000000\n", opt, s);
 		return -EINVAL;
 	}
@@ -125,8 +106,10 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 					&o->max_leases_per_client);
 			break;
 		case OPT_MAX_LEASE_SIZE:
-			if (parse_u64(optarg, &o->max_lease_size) < 0) {
-				fprintf(stderr, "p2pbufd: --max-lease-size: \"%s\" is not a size\n",
+			if (units_parse_size_str(optarg, &o->max_lease_size) < 0) {
+				fprintf(stderr,
+					"p2pbufd: --max-lease-size: \"%s\" is not a size (bytes, "
+					"or a number with K, M, G or T)\n",
 					optarg);
 				r = -EINVAL;
 			}
@@ -257,7 +240,7 @@ static int daemon_init(struct daemon *d)
 	TAILQ_INIT(&d->dead);
 	d->listen_fd = -1;
 	d->page_size = device_page_size();
-	d->started_ms = now_monotonic_ms();
+	d->started_ms = clock_monotonic_ms();
 	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new()))
 		return -ENOMEM;
 	r = revoke_init(d);

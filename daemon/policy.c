@@ -15,7 +15,8 @@
 #include <unistd.h>
 
 #include "policy.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 
 /* The longest directive (a sim device with every BAR and option) has about 40 words. */
 #define LINE_MAX_TOKENS 64

@@ -8,7 +8,8 @@
 
 #include "daemon.h"
 #include "log.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 
 static const struct device_ops *backend_of(const struct policy_device *decl)
 {

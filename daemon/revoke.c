@@ -9,7 +9,8 @@
 
 #include "daemon.h"
 #include "log.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 
 #define REVOKE_TICK_MS 100 /* how often revoking leases' holders are counted */
 
@@ -35,7 +36,7 @@ static void tell_revoking(struct daemon *d, const struct lease *l)
 	body.has_lease_id = body.has_reason = body.has_deadline_ms = true;
 	body.lease_id = l->id;
 	body.reason = l->reason;
-	body.deadline_ms = now_realtime_ms() + (l->deadline_ms - now_monotonic_ms());
+	body.deadline_ms = clock_realtime_ms() + (l->deadline_ms - clock_monotonic_ms());
 	ev.body_case = P2PBUF__EVENT__BODY_LEASE_REVOKING;
 	ev.lease_revoking = &body;
 	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner, false);
@@ -90,7 +91,7 @@ static void arm_tick(struct daemon *d)
 
 static void begin_revoke(struct daemon *d, struct lease *l, int reason)
 {
-	lease_begin_revoke(l, reason, now_monotonic_ms(),
+	lease_begin_revoke(l, reason, clock_monotonic_ms(),
 			   (int64_t)l->device->decl.revoke_deadline_ms);
 	LIST_INSERT_HEAD(&d->revoking, l, revoking);
 	log_notice("lease %" PRIu64 " revoking: device=%s reason=%s holders must let go within "
@@ -173,7 +174,7 @@ static bool overdue(struct daemon *d, struct lease *l, int h)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	int64_t now = now_monotonic_ms();
+	int64_t now = clock_monotonic_ms();
 	struct lease *l, *next;
 
 restart:
@@ -200,7 +201,7 @@ int revoke_arm_ttl(struct daemon *d, struct lease *l)
 {
 	if (!l->expires_ms)
 		return 0;
-	int64_t ms = l->expires_ms - now_realtime_ms();
+	int64_t ms = l->expires_ms - clock_realtime_ms();
 	struct timeval tv = { .tv_sec = ms > 0 ? ms / 1000 : 0,
 			      .tv_usec = ms > 0 ? (ms % 1000) * 1000 : 0 };
 	l->timer = evtimer_new(d->base, on_ttl, l);

@@ -15,7 +15,8 @@
 
 #include "daemon.h"
 #include "log.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 
 #define DEFAULT_SOCKET_DIR "/run/p2pbufd"
 #define DEFAULT_SOCKET DEFAULT_SOCKET_DIR "/p2pbufd.sock"

@@ -21,7 +21,8 @@
 #include <unistd.h>
 
 #include "device.h"
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 
 struct device_handle {
 	int req_fd; /* eventfds standing in for VFIO's REQ and ERR */

@@ -6,7 +6,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "clock.h"
+#include "macro.h"
 #include "worker.h"
 
 struct worker {

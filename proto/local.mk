@@ -1,7 +1,9 @@
-# The wire schema and the framing both sides share. The protobuf-c code is generated at
+# The wire schema, the framing both sides share, and the helpers both sides link: the size
+# and duration grammar (units), the clocks, the cleanup macros. The protobuf-c code is generated at
 # build time, never committed.
 noinst_LTLIBRARIES += proto/libwire.la
-proto_libwire_la_SOURCES = proto/wire.c proto/wire.h
+proto_libwire_la_SOURCES = proto/wire.c proto/wire.h proto/units.c proto/units.h \
+	proto/clock.c proto/clock.h proto/macro.h
 nodist_proto_libwire_la_SOURCES = proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
 proto_libwire_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) -fPIC
 proto_libwire_la_LIBADD = $(PROTOBUF_C_LIBS)

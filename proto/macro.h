@@ -1,19 +1,21 @@
-/* Small helpers shared by the daemon's modules. */
+/* Cleanup and ownership helpers shared by p2pbufd, libp2pbuf and the CLI: one definition, so
+ * that a cleanup behaves the same wherever it is used. Destructors accept empty values. */
 #pragma once
 
 #include <errno.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* free(*p); for _cleanup_free_. */
 static inline void freep(void *p)
 {
 	free(*(void **)p);
 }
 
-/* Close *fd if open and mark it closed; errno is kept for the caller's error path. */
+/* Close *fd if it is open and mark it closed. errno is kept, so that an error path can clean
+ * up and still report the errno that sent it there. */
 static inline void closep(int *fd)
 {
 	if (*fd >= 0) {
@@ -28,7 +30,7 @@ static inline void closep(int *fd)
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 
-/* Hand over ownership: return the value and leave the variable empty. */
+/* Hand over ownership: evaluate to the value and leave the variable empty. */
 #define TAKE_FD(fd)                                                                                \
 	({                                                                                         \
 		int _fd_ = (fd);                                                                   \
@@ -41,7 +43,3 @@ static inline void closep(int *fd)
 		(p) = NULL;                                                                        \
 		_p_;                                                                               \
 	})
-
-/* Milliseconds on CLOCK_REALTIME (for the wire) and CLOCK_MONOTONIC (for deadlines). */
-int64_t now_realtime_ms(void);
-int64_t now_monotonic_ms(void);
