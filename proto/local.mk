@@ -1,12 +1,19 @@
 # The wire schema, the framing both sides share, and the helpers both sides link: the size
-# and duration grammar (units), the clocks, the cleanup macros. The protobuf-c code is generated at
-# build time, never committed.
+# and duration grammar (units), the clocks, the cleanup macros. The protobuf-c code is
+# generated at build time, never committed.
+
+# libcommon: what every program of the project links, the daemon, libp2pbuf and the CLI
+# alike; no protobuf in it.
+noinst_LTLIBRARIES += proto/libcommon.la
+proto_libcommon_la_SOURCES = proto/units.c proto/units.h proto/clock.c proto/clock.h \
+	proto/macro.h
+proto_libcommon_la_CFLAGS = $(AM_CFLAGS) -fPIC
+
 noinst_LTLIBRARIES += proto/libwire.la
-proto_libwire_la_SOURCES = proto/wire.c proto/wire.h proto/units.c proto/units.h \
-	proto/clock.c proto/clock.h proto/macro.h
+proto_libwire_la_SOURCES = proto/wire.c proto/wire.h
 nodist_proto_libwire_la_SOURCES = proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
 proto_libwire_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) -fPIC
-proto_libwire_la_LIBADD = $(PROTOBUF_C_LIBS)
+proto_libwire_la_LIBADD = proto/libcommon.la $(PROTOBUF_C_LIBS)
 BUILT_SOURCES += proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
 CLEANFILES += proto/p2pbuf.pb-c.c proto/p2pbuf.pb-c.h
 EXTRA_DIST += proto/p2pbuf.proto
