@@ -7,7 +7,7 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/handlers.c \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
-	daemon/policy.c daemon/policy.h \
+	daemon/policy.c daemon/policy-load.c daemon/policy.h \
 	daemon/range.h \
 	daemon/registry.c \
 	daemon/revoke.c \
