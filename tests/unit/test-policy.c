@@ -347,7 +347,6 @@ static const struct {
 START_TEST(test_bad_sizes)
 {
 	char text[256], expected[256];
-	char *error;
 
 	snprintf(text, sizeof(text), "device d sim bar 0 %s\n", bad_sizes[_i].text);
 	/* "4 K" splits into two tokens: the size is "4", and "K" an unknown option. */
@@ -358,9 +357,7 @@ START_TEST(test_bad_sizes)
 	else
 		snprintf(expected, sizeof(expected), "policy:1:20: \"%s\" %s", bad_sizes[_i].text,
 			 bad_sizes[_i].message);
-	error = parse_fail(text, strlen(text), -EINVAL);
-	ck_assert_str_eq(error, expected);
-	free(error);
+	assert_error(text, expected);
 }
 END_TEST
 
@@ -387,16 +384,13 @@ static const struct {
 START_TEST(test_bad_ranges)
 {
 	char text[256], expected[256];
-	char *error;
 
 	snprintf(text, sizeof(text),
 		 "device d pci 01:00.0\nallow user alice device d bar 0 range %s\n",
 		 bad_ranges[_i].range);
 	snprintf(expected, sizeof(expected), "policy:2:%u: %s", bad_ranges[_i].col,
 		 bad_ranges[_i].message);
-	error = parse_fail(text, strlen(text), -EINVAL);
-	ck_assert_str_eq(error, expected);
-	free(error);
+	assert_error(text, expected);
 }
 END_TEST
 
