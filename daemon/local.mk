@@ -10,7 +10,7 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
 	daemon/peer.c daemon/peer.h \
-	daemon/policy.c daemon/policy.h \
+	daemon/policy.c daemon/policy.h daemon/policy-load.c \
 	daemon/range.h \
 	daemon/registry.c daemon/registry.h \
 	daemon/revoke.c daemon/revoke.h \
