@@ -118,11 +118,12 @@ struct report {
 static void report_text(const struct report *r)
 {
 	_cleanup_free_ char *detail = cli_escape_text(r->detail, false);
+	_cleanup_free_ char *context = cli_escape_text(r->context, false);
 
 	fputs(PROG ": ", stderr);
-	if (r->context)
-		fprintf(stderr, "%s: ", r->context);
-	if (strncasecmp(detail, r->message, strlen(r->message)) != 0)
+	if (context[0])
+		fprintf(stderr, "%s: ", context);
+	if (!strcasestr(detail, r->message))
 		fprintf(stderr, "%s%s", r->message, detail[0] ? ": " : "");
 	fputs(detail, stderr);
 	if (r->hint && !strstr(detail, PROG))
@@ -217,7 +218,7 @@ int cli_usage(struct cli *cli, const char *fmt, ...)
 
 void cli_report_usage(const struct cli *cli)
 {
-	_cleanup_free_ char *help = NULL, *hint = NULL;
+	_cleanup_free_ char *help = NULL, *hint = NULL, *message = NULL;
 	const char *verb = cli->verb ? cli->verb->name : NULL;
 	struct report r = {
 		.exit_status = EXIT_USAGE,
@@ -231,8 +232,9 @@ void cli_report_usage(const struct cli *cli)
 	    asprintf(&hint, "try '%s'", help) < 0)
 		cli_oom();
 	r.hint = hint;
+	message = cli_escape_text(r.message, false); /* it may quote what the user typed */
 	/* Not report_text(): the advice of a usage error goes on a line of its own, as usual. */
-	fprintf(stderr, PROG ": %s%s%s\nTry '%s'.\n", verb ? verb : "", verb ? ": " : "", r.message,
+	fprintf(stderr, PROG ": %s%s%s\nTry '%s'.\n", verb ? verb : "", verb ? ": " : "", message,
 		help);
 	if (cli->json)
 		report_json(&r);

@@ -114,8 +114,7 @@ static int leases_run(struct cli *cli, int argc, char **argv)
 		return r;
 	r = p2pbuf_list_leases(conn, all, &l, &n);
 	if (r < 0)
-		return cli_fail(cli, r, all ? CLI_REQUEST | CLI_ADMIN : CLI_REQUEST,
-				p2pbuf_last_message(conn), "leases");
+		return cli_fail(cli, r, CLI_REQUEST, p2pbuf_last_message(conn), "leases");
 	leases_print(cli, l, n);
 	p2pbuf_leases_free(l, n);
 	return 0;
