@@ -96,7 +96,7 @@ device_state() { # SOCKET DEVICE STATE: the device is listed in that state
 		json_ok "$dir/state.json" "any(x['name'] == '$2' and x['state'] == '$3' for x in d[0]['devices'])"
 }
 lease_listed() { "$client" --socket "$sock" leases 2>/dev/null | grep -q "$1"; }
-file_has() { grep -Eq -- "$2" "$1"; }
+file_has() { grep -Eq -- "$2" "$1" 2>/dev/null; } # quiet: the file may not exist yet
 
 cat >"$dir/policy" <<EOF
 device sim0 sim bar 0 64K bar 2 2M msix-table 0 0x2000+0x800
@@ -390,6 +390,36 @@ id=$(sed -n 's/^lease \([0-9]*\) .*/\1/p' "$dir/hold5")
 run_json release-json 0 "d == [{'action': 'release', 'lease': {'id': $id}}]" -- --socket "$sock" release "$id"
 kill -INT "$holder"
 wait "$holder"
+
+# ---- bash completion: commands, options per command, device names from the daemon ----
+# complete WORDS...: what the completion offers for the last word, sorted, on one line.
+complete_words() {
+	(
+		PATH=$(dirname "$client"):$PATH
+		complete() { :; }
+		# shellcheck source=client/p2pbuf-client.bash-completion
+		. "$top_srcdir/client/p2pbuf-client.bash-completion"
+		COMP_WORDS=("$@")
+		COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+		_p2pbuf_client
+		[ ${#COMPREPLY[@]} -eq 0 ] || printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' '
+	)
+}
+check_completion() { # NAME EXPECTED WORDS...
+	local name=$1 want=$2 got
+	shift 2
+	got=$(complete_words "$@")
+	if [ "$got" = "$want" ]; then pass "completion-$name"; else fail "completion-$name" "got '$got', expected '$want'"; fi
+}
+check_completion verbs "release reset revoke " p2pbuf-client re
+check_completion global-options "--help --json --socket --version " p2pbuf-client --
+check_completion export-options "--label --length " p2pbuf-client export sim0 --l
+check_completion leases-all "--all " p2pbuf-client leases --a
+check_completion bar "2 " p2pbuf-client export sim0 --bar 2
+check_completion devices "sim0 sim1 sim2 " p2pbuf-client --socket "$sock" export sim
+check_completion reset-devices "sim1 " p2pbuf-client --socket "$sock" reset sim1
+check_completion help-verbs "devices " p2pbuf-client help dev
+check_completion no-second-operand "" p2pbuf-client --socket "$sock" export sim0 sim
 
 # ---- the second daemon: not an admin, and devices that fail ----
 if wait_for 60 "$client" --socket "$sock2" status >/dev/null 2>&1; then
