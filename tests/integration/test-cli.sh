@@ -98,6 +98,30 @@ device_state() { # SOCKET DEVICE STATE: the device is listed in that state
 lease_listed() { "$client" --socket "$sock" leases 2>/dev/null | grep -q "$1"; }
 file_has() { grep -Eq -- "$2" "$1" 2>/dev/null; } # quiet: the file may not exist yet
 
+# exited NAME PID STATUS PATTERN FILE: the background client PID exits with STATUS, and what
+# it wrote to FILE matches PATTERN.
+exited() {
+	wait "$2"
+	local got=$?
+	if [ "$got" -eq "$3" ] && grep -Eq -- "$4" "$5"; then
+		pass "$1"
+	else
+		fail "$1" "status $got, expected $3: $(cat "$5")"
+	fi
+}
+
+# hold FILE ARGS...: start "export ARGS" holding a lease in the background, its output in FILE;
+# wait for the lease, then set holder (its pid) and id (the lease's).
+hold() {
+	local file=$1
+	shift
+	"$client" "$@" >"$file" 2>&1 &
+	holder=$!
+	pids+=("$holder")
+	wait_for 30 file_has "$file" '^lease' || fail "hold $*" "$(cat "$file")"
+	id=$(sed -n 's/^lease \([0-9]*\) .*/\1/p' "$file")
+}
+
 cat >"$dir/policy" <<EOF
 device sim0 sim bar 0 64K bar 2 2M msix-table 0 0x2000+0x800
 device sim1 sim bar 0 1M
@@ -254,13 +278,10 @@ run release-unknown 5 "no lease" -- release 9999
 run revoke-unknown 5 "no lease|unknown lease" -- revoke 9999
 run reset-unknown 5 "unknown device" -- reset nosuch
 # The second lease on sim2 is over its rule's max-leases 1.
-"$client" --socket "$sock" export sim2 --bar 0 --length 4K >"$dir/hold-quota" 2>&1 &
-quota_holder=$!
-pids+=("$quota_holder")
-wait_for 30 file_has "$dir/hold-quota" '^lease' || fail quota-hold "$(cat "$dir/hold-quota")"
+hold "$dir/hold-quota" --socket "$sock" export sim2 --bar 0 --length 4K
 run quota 7 "lease limit" -- export sim2 --bar 0 --length 4K -- true
-kill -INT "$quota_holder"
-wait "$quota_holder"
+kill -INT "$holder"
+wait "$holder"
 
 # Errors as JSON: one object on stdout, the same exit status.
 run_json error-json-unknown-device 5 "$(error_is ENODEV 5) and d[0]['error']['code'] == -19 and 'nosuch' in d[0]['error']['detail']" -- --socket "$sock" export nosuch --bar 0 -- true
@@ -323,29 +344,19 @@ else
 fi
 
 # ---- a held lease in text: listed, ended by a reset, the reason told to the holder ----
-"$client" --socket "$sock" export sim1 --bar 0 --length 8K >"$dir/hold" 2>&1 &
-holder=$!
-pids+=("$holder")
-wait_for 30 file_has "$dir/hold" '^lease' || true
+hold "$dir/hold" --socket "$sock" export sim1 --bar 0 --length 8K
 if grep -Eq '^lease [0-9]+ device sim1 bar 0 size 8192' "$dir/hold"; then
 	pass export-hold
 else
 	fail export-hold "$(cat "$dir/hold")"
 fi
-id=$(sed -n 's/^lease \([0-9]*\) .*/\1/p' "$dir/hold")
 run leases-held 0 "^$id +sim1" -- leases
 "$client" --socket "$sock" watch >"$dir/watch" 2>&1 &
 watcher=$!
 pids+=("$watcher")
 wait_for 30 file_has "$dir/watch" 'watching scope=all' || fail watch-started "$(cat "$dir/watch")"
 run reset 0 "device sim1 reset" -- reset sim1
-wait "$holder"
-status=$?
-if [ "$status" -eq 10 ] && grep -q "revoked.*reset" "$dir/hold"; then
-	pass holder-told-reset
-else
-	fail holder-told-reset "status $status: $(cat "$dir/hold")"
-fi
+exited holder-told-reset "$holder" 10 "revoked.*reset" "$dir/hold"
 wait_for 30 file_has "$dir/watch" 'sim1.*state=ready' || true
 kill -INT "$watcher"
 wait "$watcher"
@@ -357,10 +368,7 @@ else
 fi
 
 # Interrupting a holder releases its lease; release and revoke by id.
-"$client" --socket "$sock" export sim1 --bar 0 --length 4K >"$dir/hold2" 2>&1 &
-holder=$!
-pids+=("$holder")
-wait_for 30 file_has "$dir/hold2" '^lease' || fail interrupt-hold "$(cat "$dir/hold2")"
+hold "$dir/hold2" --socket "$sock" export sim1 --bar 0 --length 4K
 kill -INT "$holder"
 wait "$holder"
 status=$?
@@ -369,24 +377,10 @@ if [ "$status" -eq 0 ] && wait_for 30 eval '! lease_listed sim1'; then
 else
 	fail interrupt-releases "status $status"
 fi
-"$client" --socket "$sock" export sim1 --bar 0 --length 4K >"$dir/hold3" 2>&1 &
-holder=$!
-pids+=("$holder")
-wait_for 30 file_has "$dir/hold3" '^lease' || fail revoke-hold "$(cat "$dir/hold3")"
-id=$(sed -n 's/^lease \([0-9]*\) .*/\1/p' "$dir/hold3")
+hold "$dir/hold3" --socket "$sock" export sim1 --bar 0 --length 4K
 run_json revoke-json 0 "d == [{'action': 'revoke', 'lease': {'id': $id}}]" -- --socket "$sock" revoke "$id"
-wait "$holder"
-status=$?
-if [ "$status" -eq 10 ] && grep -q "revoked: admin" "$dir/hold3"; then
-	pass holder-told-revoke
-else
-	fail holder-told-revoke "status $status: $(cat "$dir/hold3")"
-fi
-"$client" --socket "$sock" export sim1 --bar 0 --length 4K >"$dir/hold5" 2>&1 &
-holder=$!
-pids+=("$holder")
-wait_for 30 file_has "$dir/hold5" '^lease' || fail release-hold "$(cat "$dir/hold5")"
-id=$(sed -n 's/^lease \([0-9]*\) .*/\1/p' "$dir/hold5")
+exited holder-told-revoke "$holder" 10 "revoked: admin" "$dir/hold3"
+hold "$dir/hold5" --socket "$sock" export sim1 --bar 0 --length 4K
 run_json release-json 0 "d == [{'action': 'release', 'lease': {'id': $id}}]" -- --socket "$sock" release "$id"
 kill -INT "$holder"
 wait "$holder"
@@ -461,29 +455,14 @@ else
 	fail watch-own-device-states "$(cat "$dir/watch2")"
 fi
 # The daemon goes away under a holder and a watcher: both say so and exit 1.
-"$client" --socket "$sock" export slow --bar 0 >"$dir/hold4" 2>&1 &
-holder=$!
-pids+=("$holder")
-wait_for 30 file_has "$dir/hold4" '^lease' || fail lost-hold "$(cat "$dir/hold4")"
+hold "$dir/hold4" --socket "$sock" export slow --bar 0
 # SIGKILL: a daemon that stops cleanly would first tell them their leases end (shutdown).
 {
 	kill -KILL "$daemon2_pid"
 	wait "$daemon2_pid"
 } 2>/dev/null
-wait "$holder"
-status=$?
-if [ "$status" -eq 1 ] && grep -q "closed the connection" "$dir/hold4"; then
-	pass export-lost-connection
-else
-	fail export-lost-connection "status $status: $(cat "$dir/hold4")"
-fi
-wait "$watcher"
-status=$?
-if [ "$status" -eq 1 ] && grep -q "closed the connection" "$dir/watch2"; then
-	pass watch-lost-connection
-else
-	fail watch-lost-connection "status $status: $(cat "$dir/watch2")"
-fi
+exited export-lost-connection "$holder" 1 "closed the connection" "$dir/hold4"
+exited watch-lost-connection "$watcher" 1 "closed the connection" "$dir/watch2"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
