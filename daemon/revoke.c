@@ -20,6 +20,7 @@ struct revoke {
 	size_t n_ttl, cap_ttl;
 	/* Scratch for counting many leases' holders at once. */
 	struct lease **batch;
+	struct device **devs; /* batch[i]'s device, readable after batch[i] is freed */
 	int *fds, *counts;
 	size_t cap_batch;
 };
@@ -282,7 +283,10 @@ static int reserve_batch(struct revoke *rv, size_t n)
 	int *c = reallocarray(rv->counts, cap, sizeof(*c));
 	if (c)
 		rv->counts = c;
-	if (!b || !f || !c)
+	struct device **d = reallocarray(rv->devs, cap, sizeof(*d));
+	if (d)
+		rv->devs = d;
+	if (!b || !f || !c || !d)
 		return -ENOMEM;
 	rv->cap_batch = cap;
 	return 0;
@@ -303,8 +307,10 @@ static void count_batch(struct revoke *rv, size_t n)
 {
 	qsort(rv->batch, n, sizeof(*rv->batch), by_device);
 	for (size_t i = 0, end; i < n; i = end) {
-		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++)
+		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++) {
 			rv->fds[end] = rv->batch[end]->fd;
+			rv->devs[end] = rv->batch[end]->device;
+		}
 		registry_holders_many(rv->batch[i]->device, rv->fds + i, end - i, rv->counts + i);
 	}
 }
@@ -333,14 +339,15 @@ static void run_revoking(struct revoke *rv, int64_t now)
 	 * since those leases are gone. */
 	struct device *cycled = NULL;
 	for (size_t i = 0; i < (size_t)n; i++) {
+		struct device *dev = rv->devs[i];
+		if (dev == cycled)
+			continue; /* batch[i] was freed by the cycle */
 		struct lease *l = rv->batch[i];
-		if (l->device == cycled)
-			continue;
 		int h = rv->counts[i];
 		if (h == 0)
 			revoke_end(rv, l, l->reason);
 		else if (lease_deadline_passed(l, now) && overdue(rv, l, h))
-			cycled = l->device;
+			cycled = dev;
 	}
 }
 
@@ -412,5 +419,6 @@ void revoke_free(struct revoke *rv)
 	free(rv->batch);
 	free(rv->fds);
 	free(rv->counts);
+	free(rv->devs);
 	free(rv);
 }
