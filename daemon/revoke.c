@@ -97,7 +97,8 @@ static void arm(struct event *ev, int64_t ms)
 	struct timeval tv = { .tv_sec = ms > 0 ? ms / 1000 : 0,
 			      .tv_usec = ms > 0 ? (ms % 1000) * 1000 : 0 };
 
-	/* evtimer_add on an initialised timer cannot fail short of a broken event base. */
+	/* Adding a timer fails only when libevent's timer heap must grow; revoke_new added both
+	 * timers once, so the heap already has room for them. */
 	evtimer_add(ev, &tv);
 }
 
@@ -397,10 +398,15 @@ int revoke_new(struct event_base *base, struct lease_table *leases,
 	LIST_INIT(&rv->revoking);
 	rv->ev_tick = evtimer_new(base, on_timer, rv);
 	rv->ev_ttl = evtimer_new(base, on_timer, rv);
-	if (!rv->ev_tick || !rv->ev_ttl) {
+	/* Reserve the timer heap's room for both now, where a failure can still be reported. */
+	static const struct timeval far = { 86400, 0 };
+	if (!rv->ev_tick || !rv->ev_ttl || evtimer_add(rv->ev_tick, &far) < 0 ||
+	    evtimer_add(rv->ev_ttl, &far) < 0) {
 		revoke_free(rv);
 		return -ENOMEM;
 	}
+	evtimer_del(rv->ev_tick);
+	evtimer_del(rv->ev_ttl);
 	*ret_rv = rv;
 	return 0;
 }
