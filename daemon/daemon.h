@@ -87,9 +87,3 @@ int daemon_reload(struct daemon *d, struct policy *p, char **ret_error);
 
 /* Load d->opt.policy_path again and daemon_reload() it; the outcome is logged either way. */
 int daemon_reload_file(struct daemon *d, char **ret_error);
-
-/* The device index of a lease's device in the current policy, or -1. */
-int daemon_policy_device(const struct daemon *d, const struct device *dev);
-
-/* A monotonic deadline as CLOCK_REALTIME milliseconds, for the wire. */
-int64_t daemon_wall_time(const struct daemon *d, int64_t monotonic_ms);
