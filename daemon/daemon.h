@@ -11,6 +11,7 @@
 #include "device.h"
 #include "lease.h"
 #include "policy.h"
+#include "sandbox.h"
 #include "worker.h"
 #include "wire.h"
 
@@ -24,6 +25,7 @@ struct options {
 	unsigned max_leases_per_client;
 	unsigned max_leases;	 /* in the whole daemon */
 	uint64_t max_lease_size; /* bytes; 0: no cap */
+	enum sandbox_mode sandbox;
 	bool verbose;
 };
 

@@ -32,6 +32,7 @@ static void usage(FILE *f)
 		"      --max-leases-per-client N  leases per connection (default 64)\n"
 		"      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
 		"(default: none)\n"
+		"      --sandbox=enforce|log|off  seccomp filter once started (default enforce)\n"
 		"  -v, --verbose                  log debug messages\n"
 		"  -q, --quiet                    log warnings and errors only\n"
 		"  -h, --help                     show this help\n"
@@ -58,6 +59,7 @@ enum {
 	OPT_MAX_LEASES,
 	OPT_MAX_LEASES_PER_CLIENT,
 	OPT_MAX_LEASE_SIZE,
+	OPT_SANDBOX,
 };
 
 /* Returns 0 to run, 1 to exit successfully (help, version), -EINVAL on a usage error. */
@@ -71,6 +73,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 		{ "max-leases", required_argument, NULL, OPT_MAX_LEASES },
 		{ "max-leases-per-client", required_argument, NULL, OPT_MAX_LEASES_PER_CLIENT },
 		{ "max-lease-size", required_argument, NULL, OPT_MAX_LEASE_SIZE },
+		{ "sandbox", required_argument, NULL, OPT_SANDBOX },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -110,6 +113,14 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 				fprintf(stderr,
 					"p2pbufd: --max-lease-size: \"%s\" is not a size (bytes, "
 					"or a number with K, M, G or T)\n",
+					optarg);
+				r = -EINVAL;
+			}
+			break;
+		case OPT_SANDBOX:
+			if (sandbox_parse_mode(optarg, &o->sandbox) < 0) {
+				fprintf(stderr,
+					"p2pbufd: --sandbox: \"%s\" is not enforce, log or off\n",
 					optarg);
 				r = -EINVAL;
 			}
@@ -312,6 +323,8 @@ int main(int argc, char **argv)
 		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 	}
 	r = daemon_init(&d);
+	if (r == 0)
+		r = sandbox_apply(d.opt.sandbox);
 	if (r < 0) {
 		sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
 		daemon_fini(&d);
