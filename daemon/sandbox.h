@@ -2,6 +2,21 @@
  * calls that serving clients and cycling devices need. */
 #pragma once
 
+/* 1 in a build with AddressSanitizer (GCC's __SANITIZE_ADDRESS__, clang's __has_feature):
+ * the filter then also allows what the sanitizer runtime does at thread and process exit
+ * (LeakSanitizer suspends the threads with ptrace from a cloned tracer). 0 in every other
+ * build, release builds included. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANDBOX_SANITIZER_RUNTIME 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANDBOX_SANITIZER_RUNTIME 1
+#endif
+#endif
+#ifndef SANDBOX_SANITIZER_RUNTIME
+#define SANDBOX_SANITIZER_RUNTIME 0
+#endif
+
 enum sandbox_mode {
 	SANDBOX_ENFORCE = 0, /* a call outside the allow-list kills the process (the default) */
 	SANDBOX_LOG, /* ...is logged by the kernel and allowed: for finding what is missing */

@@ -151,9 +151,22 @@ static void do_ioctl_vfio_reset(void)
 }
 
 static const child_fn forbidden[] = {
-	do_socket_inet,	 do_socket_netlink,   do_ptrace,	   do_execve,	 do_fork,
-	do_mmap_exec,	 do_mprotect_exec,    do_mknod_chr,	   do_kill_init, do_setuid,
-	do_ioctl_tcgets, do_ioctl_ioas_alloc, do_ioctl_vfio_reset,
+	do_socket_inet,
+	do_socket_netlink,
+	do_execve,
+	do_mmap_exec,
+	do_mprotect_exec,
+	do_mknod_chr,
+	do_kill_init,
+	do_setuid,
+	do_ioctl_tcgets,
+	do_ioctl_ioas_alloc,
+	do_ioctl_vfio_reset,
+#if !SANDBOX_SANITIZER_RUNTIME
+	/* An ASan build lets LeakSanitizer's tracer clone and ptrace (sandbox.h). */
+	do_ptrace,
+	do_fork,
+#endif
 };
 
 START_TEST(test_enforce_kills)
