@@ -93,9 +93,10 @@ int bench_close(const struct bench_opts *o)
 	bench_result("holder_exit_ms", "%.1f", MS(exited));
 	if (settled)
 		bench_result("close_ms", "%.1f", MS(settled));
-	else
-		bench_result("close_ms", "timeout %u fds_left %d", o->timeout_ms,
-			     bench_count_fds(o->pid) - before);
+	else {
+		bench_result("close_ms", "timeout %u", o->timeout_ms);
+		bench_result("fds_left", "%d", bench_count_fds(o->pid) - before);
+	}
 	return 0;
 }
 

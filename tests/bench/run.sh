@@ -78,6 +78,8 @@ fail() {
 }
 
 uid=$(id -u)
+nofile=$(ulimit -Hn)
+[ "$nofile" = unlimited ] && nofile=$(cat /proc/sys/fs/nr_open)
 # bench0 for exports, bench1 for the reset (so a cycle of one never disturbs the other).
 # allow=no is the policy a reload switches to: same devices, nobody may export any more.
 write_policy() {
@@ -103,10 +105,10 @@ start_server() {
 	server_log=$tmp/$kind.log
 	rm -f "$sock"
 	if [ "$kind" = daemon ]; then
-		(ulimit -n "$(ulimit -Hn)" && exec "${pin[@]}" "$daemon" --policy "$tmp/policy" \
+		(ulimit -n "$nofile" && exec "${pin[@]}" "$daemon" --policy "$tmp/policy" \
 			--socket "$sock" "$@") >"$server_log" 2>&1 &
 	else
-		(ulimit -n "$(ulimit -Hn)" && exec "${pin[@]}" "$baseline" --socket "$sock") \
+		(ulimit -n "$nofile" && exec "${pin[@]}" "$baseline" --socket "$sock") \
 			>"$server_log" 2>&1 &
 	fi
 	server_pid=$!
@@ -126,6 +128,15 @@ measure() {
 }
 
 get() { awk -v t="$1" -v k="$2" '$1 == t && $2 == k { $1 = $2 = ""; sub(/^  /, ""); print }' "$results" | tail -n 1; }
+# A duration result: "12.3 ms", or what a timeout means.
+ms() {
+	local v
+	v=$(get "$1" "$2")
+	case $v in
+	timeout*) echo "more than ${v#timeout } ms (gave up waiting)" ;;
+	*) echo "$v ms" ;;
+	esac
+}
 
 grant_round() {
 	local kind=$1 r=$2 c
@@ -212,13 +223,13 @@ write_policy "$tmp/policy"
 start_server daemon "${scale_opts[@]}"
 measure "close" close --pid "$server_pid" --count "$close_n" --timeout-ms 60000
 stop_server
-echo "(b) a connection holding $(get close leases) leases closes (holder exits): daemon fds back to $(get close daemon_fds | cut -d' ' -f1) after $(get close close_ms) ms (goal < 50 ms; the holder's exit took $(get close holder_exit_ms) ms)"
+echo "(b) a connection holding $(get close leases) leases closes (holder exits): daemon fds back to $(get close daemon_fds | cut -d' ' -f1) after $(ms close close_ms)$(f=$(get close fds_left); [ -n "$f" ] && echo ", $f fds still open") (goal < 50 ms; the holder's exit took $(ms close holder_exit_ms))"
 
 # (c) a reset of a device holding reset_n leases.
 start_server daemon "${scale_opts[@]}"
 measure "reset" reset --device bench1 --count "$reset_n" --timeout-ms 30000
 stop_server
-echo "(c) reset of a device with $(get reset leases) leases: last LeaseRevoked at the holder after $(get reset last_revoked_ms) ms (goal <= 10 ms); the Reset call returned after $(get reset reset_call_ms) ms; $(get reset revoked) revoked ($(get reset reasons)); generation $(get reset generation | sed 's/ / -> /')"
+echo "(c) reset of a device with $(get reset leases) leases: last LeaseRevoked at the holder after $(ms reset last_revoked_ms) (goal <= 10 ms); the Reset call returned after $(ms reset reset_call_ms); $(get reset revoked) revoked ($(get reset reasons)); generation $(get reset generation | sed 's/ / -> /')"
 
 # (d) letgo_n cooperative holders told to let go, by admin revokes, then by a reload.
 letgo() {
@@ -230,7 +241,7 @@ letgo() {
 		--threads 8 --policy "$tmp/policy" --reload-from "$tmp/policy.next" --timeout-ms 60000
 	stop_server
 	local t=letgo-$mode
-	echo "(d) $(get $t holders) cooperative holders told to let go by ${2}: all ended after $(get $t all_ended_ms) ms (goal < 100 ms, no cycle); last told after $(get $t last_told_ms) ms; $(get $t ended) ended ($(get $t reasons)); device cycled: $(get $t cycled) (generation $(get $t generation | sed 's/ / -> /'))"
+	echo "(d) $(get $t holders) cooperative holders told to let go by ${2}: all ended after $(ms $t all_ended_ms) (goal < 100 ms, no cycle); last told after $(ms $t last_told_ms); $(get $t ended) ended ($(get $t reasons)); device cycled: $(get $t cycled) (generation $(get $t generation | sed 's/ / -> /'))"
 }
 letgo revoke "admin revokes"
 letgo reload "a SIGHUP reload that no longer allows them"
@@ -263,7 +274,7 @@ start_server daemon "${scale_opts[@]}"
 measure "leases" leases --pid "$server_pid" --count "$leases_max" --seconds "$leases_seconds"
 kill -0 "$server_pid" 2>/dev/null || fail "p2pbufd died while exporting leases"
 stop_server
-echo "(f) daemon memory per lease: $(get leases leases) leases held, $(get leases bytes_per_lease) B each (RSS $(get leases rss_idle_kib) -> $(get leases rss_kib) KiB; goal: 100,000 leases at < 1 KiB each); stopped by: $(get leases stopped); daemon soft fd limit $(get leases daemon_nofile) (raised by the bench to the hard limit $(ulimit -Hn))"
+echo "(f) daemon memory per lease: $(get leases leases) leases held, $(get leases bytes_per_lease) B each (RSS $(get leases rss_idle_kib) -> $(get leases rss_kib) KiB; goal: 100,000 leases at < 1 KiB each); stopped by: $(get leases stopped); daemon soft fd limit $(get leases daemon_nofile) (raised by the bench to the hard limit $nofile)"
 awk '$1 == "leases" && $2 == "at" { printf "      at %6d leases: RSS %s KiB, %s B per lease, %s us per export since the previous point\n", $3, $5, $7, $9 }' "$results"
 
 # (g) restart to ready with 4,096 leases (issue 9 point 7), against a cold start in the same
