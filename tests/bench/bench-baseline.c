@@ -2,35 +2,35 @@
  *
  * It does per request the least that any broker of memfd-backed buffers must do, and nothing
  * else: one epoll wakeup, one recvmsg, the same protobuf-c Request decode and cap check as
- * the daemon (proto/wire.h), and for an Export a memfd_create + ftruncate + F_ADD_SEALS (what
- * the sim backend does to make a buffer) passed with SCM_RIGHTS in a Reply. A Release is
- * answered at once. No policy, no lease table, no copy of the fd kept, no log line: whatever
- * p2pbufd costs beyond this is the price of its own bookkeeping.
+ * the daemon (proto/wire.h), and for an Export the sim backend's own export (sim_ops from
+ * libp2pbufd-core: memfd_create + ftruncate + F_ADD_SEALS), so that the buffer costs exactly
+ * what it costs the daemon, passed with SCM_RIGHTS in a Reply. A Release is answered at once. No
+ * policy, no lease table, no copy of the fd kept, no log line: whatever p2pbufd costs beyond this
+ * is the price of its own bookkeeping.
  *
  * Usage: bench-baseline --socket PATH. Stops on SIGTERM or SIGINT and removes the socket. */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "device.h"
 #include "macro.h"
 #include "p2pbuf.h"
 #include "wire.h"
 
-/* A whole-BAR export (no ranges) needs a size; the bench always sends one range. */
-#define BASELINE_BAR_SIZE (1u << 20)
+#define BASELINE_BAR_SIZE (1u << 20) /* BAR 0 of the one simulated device */
 #define BASELINE_MAX_EVENTS 64
 
 struct baseline {
+	struct device_handle *dev; /* a sim device, opened as the daemon opens one */
 	int epfd;
 	int listen_fd;
 	int signal_fd;
@@ -76,32 +76,21 @@ static int answer_hello(int sock, const P2pbuf__Request *req)
 	return send_reply(sock, req->request_id, ok ? 0 : -EPROTONOSUPPORT, &reply, -1);
 }
 
-/* The buffer, made as the sim backend makes one: sized, and sealed so that it cannot grow. */
-static int make_buffer(uint64_t size, int *ret_fd)
-{
-	_cleanup_close_ int fd = memfd_create("bench-baseline", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0)
-		return -errno;
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
-		return -errno;
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
 static int answer_export(struct baseline *b, int sock, const P2pbuf__Request *req)
 {
 	const P2pbuf__Export *e = req->export;
 	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
-	uint64_t size = e->n_ranges ? 0 : BASELINE_BAR_SIZE;
+	struct range ranges[WIRE_MAX_RANGES] = { { 0, BASELINE_BAR_SIZE } };
+	size_t n = e->n_ranges ? e->n_ranges : 1; /* none: the whole BAR */
+	uint64_t size = 0;
 	_cleanup_close_ int fd = -1;
 
 	for (size_t i = 0; i < e->n_ranges; i++)
-		size += e->ranges[i]->length;
-	int r = make_buffer(size, &fd);
+		ranges[i] = (struct range){ e->ranges[i]->offset, e->ranges[i]->length };
+	for (size_t i = 0; i < n; i++)
+		size += ranges[i].length;
+	int r = sim_ops.export_ranges(b->dev, e->bar, ranges, n, "bench-baseline", &fd);
 	if (r < 0)
 		return send_reply(sock, req->request_id, r, &reply, -1);
 	er.has_lease_id = er.has_size = true;
@@ -199,11 +188,27 @@ static int stop_signals(int *ret_fd)
 	return *ret_fd < 0 ? -errno : 0;
 }
 
+/* The simulated device the exports come from, declared as a policy would declare it. */
+static int open_device(struct baseline *b)
+{
+	struct policy_device decl = { .name = "baseline", .kind = POLICY_DEVICE_SIM };
+	struct device_info info;
+	char msg[256];
+
+	decl.sim_bar_size[0] = BASELINE_BAR_SIZE;
+	int r = sim_ops.open(&decl, &b->dev, &info, msg, sizeof(msg));
+	if (r < 0)
+		fprintf(stderr, "bench-baseline: sim device: %s\n", msg);
+	return r;
+}
+
 static int setup(struct baseline *b, const char *path)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
-	int r;
+	int r = open_device(b);
 
+	if (r < 0)
+		return r;
 	b->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (b->epfd < 0)
 		return -errno;
@@ -267,6 +272,7 @@ int main(int argc, char **argv)
 	if (r < 0)
 		fprintf(stderr, "bench-baseline: %s\n", strerror(-r));
 	unlink(path);
+	sim_ops.close(b->dev);
 	free(b);
 	return r < 0 ? 1 : 0;
 }

@@ -52,6 +52,20 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static int compare_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median of v[0..n), n > 0; v is sorted in place. */
+static double median(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), compare_double);
+	return v[n / 2];
+}
+
 static void die(const char *what, const char *path)
 {
 	fprintf(stderr, "bench-policy: %s %s: %s\n", what, path, strerror(errno));
@@ -128,7 +142,7 @@ static void write_case(const struct policy_case *c, const char *top, char *ret_p
  * daemon's error message printed as the figure. */
 static struct policy *load(const char *name, const char *path, unsigned k, double *ret_ms)
 {
-	double best[16];
+	double times[16];
 	struct policy *p = NULL;
 
 	for (unsigned i = 0; i < k && i < 16; i++) {
@@ -137,21 +151,14 @@ static struct policy *load(const char *name, const char *path, unsigned k, doubl
 		p = NULL;
 		uint64_t t0 = now_ns();
 		int r = policy_load(path, &policy_system_resolver, &p, &err);
-		best[i] = (double)(now_ns() - t0) / 1e6;
+		times[i] = (double)(now_ns() - t0) / 1e6;
 		if (r < 0) {
 			printf("%s_load_error %s\n", name, err ? err : strerror(-r));
 			free(err);
 			return NULL;
 		}
 	}
-	/* A median of so few: insertion sort. */
-	for (unsigned i = 1; i < k; i++)
-		for (unsigned j = i; j > 0 && best[j - 1] > best[j]; j--) {
-			double t = best[j];
-			best[j] = best[j - 1];
-			best[j - 1] = t;
-		}
-	*ret_ms = best[k / 2];
+	*ret_ms = median(times, k < 16 ? k : 16);
 	return p;
 }
 
@@ -174,13 +181,7 @@ static double decide_ns(const struct policy *p, const struct policy_peer *peer, 
 			}
 		per[k] = (double)(now_ns() - t0) / 1000.0;
 	}
-	for (unsigned i = 1; i < k; i++)
-		for (unsigned j = i; j > 0 && per[j - 1] > per[j]; j--) {
-			double t = per[j];
-			per[j] = per[j - 1];
-			per[j - 1] = t;
-		}
-	return per[k / 2];
+	return median(per, k);
 }
 
 static void run_case(const struct policy_case *c, const char *dir, bool quick)

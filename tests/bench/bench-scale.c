@@ -175,11 +175,26 @@ static void pump_until(struct p2pbuf *conn, const struct track *t, uint64_t unti
 
 /* ---- (c) a reset fans out to many leases ---- */
 
-struct reset_holder {
+/* A connection whose events end tracked leases, dispatched on a thread of its own until
+ * every one ended or until_ns. */
+struct observer {
 	struct p2pbuf *conn;
 	struct track t;
-	int *fds; /* by index in t.ids */
 	uint64_t until_ns;
+};
+
+static void *observer_run(void *arg)
+{
+	struct observer *ob = arg;
+
+	pump_until(ob->conn, &ob->t, ob->until_ns);
+	return NULL;
+}
+
+/* The holder of the reset's leases watches its own events. */
+struct reset_holder {
+	struct observer ob;
+	int *fds; /* by index in ob.t.ids */
 };
 
 /* The holder closes its fd when told, as a well-behaved one does; a reset ends the lease
@@ -187,22 +202,14 @@ struct reset_holder {
 static void reset_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
 {
 	struct reset_holder *h = userdata;
-	long i = ev->type == P2PBUF_EVENT_DEVICE_STATE ? -1 : track_find(&h->t, ev->lease_id);
+	long i = ev->type == P2PBUF_EVENT_DEVICE_STATE ? -1 : track_find(&h->ob.t, ev->lease_id);
 
 	if (i >= 0 && h->fds[i] >= 0) {
 		close(h->fds[i]);
 		h->fds[i] = -1;
 	}
 	if (ev->type == P2PBUF_EVENT_LEASE_REVOKED)
-		track_revoked(&h->t, ev);
-}
-
-static void *reset_pump(void *arg)
-{
-	struct reset_holder *h = arg;
-
-	pump_until(h->conn, &h->t, h->until_ns);
-	return NULL;
+		track_revoked(&h->ob.t, ev);
 }
 
 /* Export o->count leases on conn, keeping the fds; their ids go to ids (sorted later). */
@@ -237,17 +244,17 @@ int bench_reset(const struct bench_opts *o)
 	if (!ids)
 		bench_die("out of memory");
 	bench_raise_nofile();
-	h.conn = bench_connect(o->socket);
-	int r = p2pbuf_subscribe(h.conn, false);
+	h.ob.conn = bench_connect(o->socket);
+	int r = p2pbuf_subscribe(h.ob.conn, false);
 	if (r < 0)
 		bench_die("subscribe: %s", strerror(-r));
-	h.fds = export_many(h.conn, o, ids);
-	track_init(&h.t, ids, o->count);
-	p2pbuf_set_event_handler(h.conn, reset_event, &h);
+	h.fds = export_many(h.ob.conn, o, ids);
+	track_init(&h.ob.t, ids, o->count);
+	p2pbuf_set_event_handler(h.ob.conn, reset_event, &h);
 	struct p2pbuf *admin = bench_connect(o->socket);
 	uint32_t gen0 = bench_generation(admin, o->device);
-	h.until_ns = bench_now_ns() + (uint64_t)o->timeout_ms * 1000000u;
-	if (pthread_create(&tid, NULL, reset_pump, &h) != 0)
+	h.ob.until_ns = bench_now_ns() + (uint64_t)o->timeout_ms * 1000000u;
+	if (pthread_create(&tid, NULL, observer_run, &h.ob) != 0)
 		bench_die("pthread_create failed");
 	uint64_t t0 = bench_now_ns();
 	r = p2pbuf_reset(admin, o->device);
@@ -257,15 +264,15 @@ int bench_reset(const struct bench_opts *o)
 	pthread_join(tid, NULL);
 	bench_result("leases", "%u", o->count);
 	bench_result("reset_call_ms", "%.1f", MS(returned));
-	bench_result("revoked", "%zu", atomic_load(&h.t.ended_n));
-	if (atomic_load(&h.t.ended_n) == h.t.n)
-		bench_result("last_revoked_ms", "%.1f", MS(h.t.last_ns - t0));
+	bench_result("revoked", "%zu", atomic_load(&h.ob.t.ended_n));
+	if (atomic_load(&h.ob.t.ended_n) == h.ob.t.n)
+		bench_result("last_revoked_ms", "%.1f", MS(h.ob.t.last_ns - t0));
 	else
 		bench_result("last_revoked_ms", "timeout %u", o->timeout_ms);
-	report_reasons(&h.t);
+	report_reasons(&h.ob.t);
 	bench_result("generation", "%u %u", gen0, bench_generation(admin, o->device));
 	p2pbuf_disconnect(admin);
-	p2pbuf_disconnect(h.conn);
+	p2pbuf_disconnect(h.ob.conn);
 	return 0;
 }
 
@@ -340,26 +347,12 @@ static void *holder_run(void *arg)
 	return NULL;
 }
 
-struct observer {
-	struct p2pbuf *conn;
-	struct track t;
-	uint64_t until_ns;
-};
-
 static void observer_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
 {
 	struct observer *ob = userdata;
 
 	if (ev->type == P2PBUF_EVENT_LEASE_REVOKED)
 		track_revoked(&ob->t, ev);
-}
-
-static void *observer_run(void *arg)
-{
-	struct observer *ob = arg;
-
-	pump_until(ob->conn, &ob->t, ob->until_ns);
-	return NULL;
 }
 
 /* Tell every holder to let go: by one admin revoke each, or by a policy reload (SIGHUP) that
@@ -487,22 +480,6 @@ int bench_letgo(const struct bench_opts *o)
 
 /* ---- (f) memory per lease, up to the fd limit ---- */
 
-static long nofile_limit(pid_t pid)
-{
-	char path[64], line[256];
-	long soft = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		bench_die("%s: %s", path, strerror(errno));
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Max open files %ld", &soft) == 1)
-			break;
-	fclose(f);
-	return soft;
-}
-
 static bool checkpoint(unsigned n)
 {
 	/* 1, 2, 5 per decade from 1,000: enough points to see whether memory or time per
@@ -522,7 +499,7 @@ int bench_leases(const struct bench_opts *o)
 	char why[400] = "";
 	unsigned n = 0, last_n = 0;
 
-	bench_result("daemon_nofile", "%ld", nofile_limit(o->pid));
+	bench_result("daemon_nofile", "%ld", bench_nofile_limit(o->pid));
 	bench_result("rss_idle_kib", "%ld", rss0);
 	for (; n < o->count && !why[0]; n++) {
 		uint64_t id, size;

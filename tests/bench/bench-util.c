@@ -83,22 +83,37 @@ int bench_count_fds(pid_t pid)
 	return n;
 }
 
-long bench_rss_kib(pid_t pid)
+/* The number after prefix on the first line of /proc/PID/file that starts with it; exits if
+ * there is none or pid is gone. */
+static long proc_value(pid_t pid, const char *file, const char *prefix)
 {
-	char path[64], line[256];
-	long kib = -1;
+	char path[64], line[256], *end;
+	long v = -1;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
 	FILE *f = fopen(path, "re");
 	if (!f)
 		bench_die("%s: %s (did the server die?)", path, strerror(errno));
-	while (kib < 0 && fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kib) != 1)
-			kib = -1;
+	while (v < 0 && fgets(line, sizeof(line), f))
+		if (strncmp(line, prefix, strlen(prefix)) == 0) {
+			v = strtol(line + strlen(prefix), &end, 10);
+			if (end == line + strlen(prefix))
+				v = -1;
+		}
 	fclose(f);
-	if (kib < 0)
-		bench_die("%s has no VmRSS line", path);
-	return kib;
+	if (v < 0)
+		bench_die("%s has no \"%s\" line", path, prefix);
+	return v;
+}
+
+long bench_rss_kib(pid_t pid)
+{
+	return proc_value(pid, "status", "VmRSS:");
+}
+
+long bench_nofile_limit(pid_t pid)
+{
+	return proc_value(pid, "limits", "Max open files");
 }
 
 static int compare_u64(const void *a, const void *b)

@@ -50,6 +50,8 @@ void bench_raise_nofile(void);
 int bench_count_fds(pid_t pid);
 /* VmRSS of pid in KiB; exits if pid is gone. */
 long bench_rss_kib(pid_t pid);
+/* The soft RLIMIT_NOFILE of pid, from /proc/PID/limits; exits if pid is gone. */
+long bench_nofile_limit(pid_t pid);
 
 /* Sort v[0..n) and return its p-quantile (0 < p <= 1) in microseconds; 0 if n == 0. */
 void bench_sort(uint64_t *v, size_t n);
