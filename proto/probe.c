@@ -120,7 +120,10 @@ int probe_version_cmp(const struct probe_version *a, const struct probe_version 
 
 char *probe_format_version(const struct probe_version *v, char *buf, size_t len)
 {
-	snprintf(buf, len, "%u.%u.%u", v->major, v->minor, v->patch);
+	if (v->patch)
+		snprintf(buf, len, "%u.%u.%u", v->major, v->minor, v->patch);
+	else
+		snprintf(buf, len, "%u.%u", v->major, v->minor);
 	return buf;
 }
 

@@ -73,7 +73,7 @@ int probe_parse_version(const char *release, struct probe_version *ret);
 /* <0, 0 or >0 as a is older than, the same as or newer than b. */
 int probe_version_cmp(const struct probe_version *a, const struct probe_version *b);
 
-/* "7.1.5" into buf (at least 32 bytes). Returns buf. */
+/* "7.1.5", or "6.19" for 6.19.0, into buf (at least 32 bytes). Returns buf. */
 char *probe_format_version(const struct probe_version *v, char *buf, size_t len);
 
 /* The known issues that affect version v, one per call: pass NULL first, then the previous
