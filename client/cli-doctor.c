@@ -296,9 +296,11 @@ static void check_inferred(struct doctor *d, const struct probe_caps *caps)
 	else
 		add_check(d, "iommufd-map-file", NULL,
 			  caps->iommufd == PROBE_UNKNOWN ? ST_UNKNOWN : ST_FAIL, "inferred",
-			  "unlikely: %s%s", caps->iommufd == PROBE_YES ? "" : "iommufd: ",
-			  caps->iommufd == PROBE_YES ? "this kernel is older than 6.19"
-						     : caps->iommufd_reason);
+			  "unlikely: %s",
+			  caps->iommufd == PROBE_YES
+			      ? "Linux older than 6.19 does not map VFIO dma-bufs with "
+				"IOMMU_IOAS_MAP_FILE"
+			      : "IOMMU_IOAS_MAP_FILE needs iommufd (see the iommufd check)");
 }
 
 static void check_features(struct doctor *d)
@@ -586,7 +588,7 @@ static char *host_words(const struct p2ppath *p)
 	char *s;
 
 	if (p->host == P2PPATH_HOST_CPU)
-		s = strdup("which the kernel allows on AMD Zen and newer CPUs");
+		s = strdup("the CPU is an AMD Zen or newer, on which the kernel allows it");
 	else if (asprintf(&s, "host bridge %04x:%04x (%s under %s) %s", h->vendor, h->device,
 			  h->address, h->host_bridge,
 			  p->host == P2PPATH_HOST_LISTED ? "is on the kernel's P2PDMA list"
@@ -742,10 +744,12 @@ static int pick_device(struct doctor *d, const struct p2pbuf_device *list, size_
 		add_dev(d, addr, NULL, "exporter");
 		return 0;
 	}
-	return cli_fail_local(d->cli, -ENODEV, "doctor: %s is %s", d->device_arg,
-			      d->daemon_reachable ? "neither a device of p2pbufd nor a PCI address"
-						  : "not a PCI address, and without p2pbufd a "
-						    "device name cannot be resolved");
+	return cli_fail(d->cli, -ENODEV, CLI_REQUEST,
+			d->daemon_reachable
+			    ? "neither a device of p2pbufd nor a PCI address"
+			    : "not a PCI address, and without p2pbufd a device name "
+			      "cannot be resolved",
+			"doctor %s", d->device_arg);
 }
 
 /* Without DEVICE: the daemon's real devices, else every device bound to VFIO. */
@@ -815,20 +819,22 @@ static const char *acs_words(uint16_t ctrl, char *buf, size_t len)
 static void print_acs(const struct p2ppath *p)
 {
 	char words[32];
+	const char *sep = " ";
 
 	printf("ACS on the path:");
 	for (int side = 0; side < 2; side++)
-		for (size_t i = 0; i < (side ? p->n_b : p->a[0].address[0] ? p->n_a : 0); i++) {
+		for (size_t i = 0; i < (side ? p->n_b : p->n_a); i++) {
 			const struct p2ppath_node *n = side ? &p->b[i] : &p->a[i];
 			if (!p->on_path[side][i])
 				continue;
 			if (n->acs < 0)
-				printf(" %s unreadable;", n->address);
+				printf("%s%s unreadable", sep, n->address);
 			else if (n->acs == 0)
-				printf(" %s no ACS;", n->address);
+				printf("%s%s no ACS", sep, n->address);
 			else
-				printf(" %s %s (ctrl 0x%04x);", n->address,
+				printf("%s%s %s (ctrl 0x%04x)", sep, n->address,
 				       acs_words(n->acs_ctrl, words, sizeof(words)), n->acs_ctrl);
+			sep = "; ";
 		}
 	putchar('\n');
 }
@@ -945,7 +951,10 @@ static void json_path(struct json *j, const struct doctor *d)
 	json_nodes(j, "importer_chain", p, 1);
 	json_str(j, "common", p->common_a >= 0 ? p->a[p->common_a].address : NULL);
 	json_i64(j, "distance", p->distance);
-	json_bool(j, "crosses_root_complex", p->map != P2PPATH_BUS_ADDR);
+	if (p->map == P2PPATH_UNKNOWN)
+		json_null(j, "crosses_root_complex");
+	else
+		json_bool(j, "crosses_root_complex", p->map != P2PPATH_BUS_ADDR);
 	json_bool(j, "same_host_bridge", p->same_host_bridge);
 	json_str(j, "host_rule", host[p->host]);
 	json_host(j, "exporter_host", &p->host_a);

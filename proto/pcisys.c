@@ -261,6 +261,23 @@ static int cmp_address(const void *a, const void *b)
 	return strcmp(a, b);
 }
 
+/* Add address to the n entries of ret, or, once it holds max, put it in place of the largest
+ * if it is smaller: ret ends up with the max smallest. */
+static void keep_smallest(char ret[][PCISYS_ADDR_MAX], size_t n, size_t max, const char *address)
+{
+	size_t largest = 0;
+
+	if (n < max) {
+		sysroot_copy(ret[n], PCISYS_ADDR_MAX, address);
+		return;
+	}
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(ret[i], ret[largest]) > 0)
+			largest = i;
+	if (n > 0 && strcmp(address, ret[largest]) < 0)
+		sysroot_copy(ret[largest], PCISYS_ADDR_MAX, address);
+}
+
 /* The PCI addresses among the entries of directory root + dir other than skip, sorted, into
  * ret (up to max); filter, if given, must accept each. Returns how many or -errno. */
 static int list_addresses(const char *root, const char *dir, const char *skip,
@@ -280,8 +297,7 @@ static int list_addresses(const char *root, const char *dir, const char *skip,
 		if (!is_address(e->d_name) || (skip && !strcmp(e->d_name, skip)) ||
 		    (filter && !filter(root, e->d_name)))
 			continue;
-		if (n < max)
-			sysroot_copy(ret[n], PCISYS_ADDR_MAX, e->d_name);
+		keep_smallest(ret, n < max ? n : max, max, e->d_name);
 		n++;
 	}
 	closedir(d);

@@ -81,6 +81,6 @@ int pcisys_group_type(const char *root, int group, char *buf, size_t len);
  * none, or -errno. */
 int pcisys_root_bus_first(const char *root, const char *host_bridge, struct pcisys_device *ret);
 
-/* The addresses of all functions bound to a VFIO driver, sorted, up to max. Returns how many
+/* The addresses of all functions bound to a VFIO driver, sorted (the max lowest). Returns how many
  * there are or -errno. */
 int pcisys_vfio_devices(const char *root, char ret[][PCISYS_ADDR_MAX], size_t max);
