@@ -48,6 +48,8 @@ struct daemon_options {
 	unsigned max_leases_per_client;
 	unsigned max_leases;	 /* in the whole daemon */
 	uint64_t max_lease_size; /* bytes; 0: no cap */
+	gid_t socket_group;	 /* (gid_t)-1: as created */
+	mode_t socket_mode;	 /* of a socket the daemon creates itself */
 };
 
 struct daemon {

@@ -306,6 +306,8 @@ static int by_device(const void *a, const void *b)
  * (one /proc walk on the simulated backend, however many leases). */
 static void count_batch(struct revoke *rv, size_t n)
 {
+	if (n == 0)
+		return; /* the batch may not even be allocated yet */
 	qsort(rv->batch, n, sizeof(*rv->batch), by_device);
 	for (size_t i = 0, end; i < n; i = end) {
 		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++) {
