@@ -38,7 +38,7 @@ extern "C" {
 
 /* Protocol version this library speaks. */
 #define P2PBUF_PROTO_VERSION_MAJOR 1
-#define P2PBUF_PROTO_VERSION_MINOR 0
+#define P2PBUF_PROTO_VERSION_MINOR 1
 
 struct p2pbuf;
 
@@ -74,6 +74,7 @@ enum p2pbuf_reason {
 	P2PBUF_REASON_TTL = 7,
 	P2PBUF_REASON_OWNER_DISCONNECTED = 8,
 	P2PBUF_REASON_SHUTDOWN = 9,
+	P2PBUF_REASON_RESTART = 10, /* the daemon restarted and could not keep it */
 };
 
 struct p2pbuf_bar {

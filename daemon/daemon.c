@@ -66,6 +66,24 @@ static void on_answer(void *ctx, void *token, uint64_t request_id, int error, co
 
 /* ---- start and stop ---- */
 
+/* What the kernel offers, for clients to ask (Hello, Status). The export is probed on the
+ * first vfio-pci device open, whose fd the backend lends for parking. */
+static void probe_kernel(struct daemon *d)
+{
+	probe_caps(NULL, &d->caps);
+	for (size_t i = 0; i < registry_count(d->registry); i++) {
+		struct device *dev = registry_device(d->registry, i);
+		struct parked_fd fds[DEVICE_MAX_PARKED];
+		size_t n = dev->handle && dev->ops->park ? dev->ops->park(dev->handle, fds) : 0;
+		for (size_t k = 0; k < n; k++)
+			if (strcmp(fds[k].role, "device") == 0) {
+				d->caps.dma_buf_export =
+				    probe_dma_buf_export(fds[k].fd, d->caps.dma_buf_export_reason);
+				return;
+			}
+	}
+}
+
 int daemon_start(struct daemon *d, struct event_base *base, struct policy *policy)
 {
 	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, d };
@@ -96,7 +114,10 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 	r = worker_new(base, &d->worker);
 	if (r < 0)
 		return r;
-	return registry_new(base, d->worker, policy, d->backend, &gcb, &d->registry);
+	r = registry_new(base, d->worker, policy, d->backend, &gcb, &d->registry);
+	if (r == 0)
+		probe_kernel(d);
+	return r;
 }
 
 void daemon_stop(struct daemon *d)

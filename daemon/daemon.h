@@ -34,6 +34,7 @@
 #include "clock.h"
 #include "lease.h"
 #include "policy.h"
+#include "probe.h"
 #include "registry.h"
 #include "revoke.h"
 #include "sandbox.h"
@@ -69,6 +70,7 @@ struct daemon {
 	LIST_HEAD(, session) subscribers; /* sessions that subscribed to events */
 	int64_t started_ms;
 	uint64_t page_size;
+	struct probe_caps caps; /* the kernel's, probed at start-up, for Hello and Status */
 	bool stopping;
 };
 

@@ -15,6 +15,29 @@
 #define MSG_MAX 320
 #define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
 
+/* The probed kernel capabilities as the wire carries them; caps[] holds the four answers. */
+static void fill_caps(const struct probe_caps *pc, P2pbuf__KernelCaps *kc,
+		      P2pbuf__Capability caps[4])
+{
+	const enum probe_answer answers[4] = { pc->iommufd, pc->vfio_cdev, pc->dma_buf_export,
+					       pc->per_buffer_revoke };
+	const char *const reasons[4] = { pc->iommufd_reason, pc->vfio_cdev_reason,
+					 pc->dma_buf_export_reason, pc->per_buffer_revoke_reason };
+
+	p2pbuf__kernel_caps__init(kc);
+	kc->kernel_release = (char *)pc->release;
+	for (int i = 0; i < 4; i++) {
+		p2pbuf__capability__init(&caps[i]);
+		caps[i].has_answer = true;
+		caps[i].answer = (P2pbuf__CapAnswer)answers[i];
+		caps[i].reason = (char *)reasons[i];
+	}
+	kc->iommufd = &caps[0];
+	kc->vfio_cdev = &caps[1];
+	kc->dma_buf_export = &caps[2];
+	kc->per_buffer_revoke = &caps[3];
+}
+
 static void handle_hello(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Hello *h = req->hello;
@@ -26,6 +49,10 @@ static void handle_hello(struct session *c, const P2pbuf__Request *req)
 	hr.major = P2PBUF_PROTO_VERSION_MAJOR;
 	hr.minor = P2PBUF_PROTO_VERSION_MINOR;
 	hr.server_version = (char *)PACKAGE_VERSION;
+	P2pbuf__KernelCaps kc;
+	P2pbuf__Capability caps[4];
+	fill_caps(&c->d->caps, &kc, caps);
+	hr.kernel_caps = &kc;
 	reply.body_case = P2PBUF__REPLY__BODY_HELLO;
 	reply.hello = &hr;
 	if (!h->has_major || h->major != P2PBUF_PROTO_VERSION_MAJOR) {
@@ -606,6 +633,10 @@ static void handle_status(struct session *c, const P2pbuf__Request *req)
 	sr.devices = (uint32_t)registry_count(d->registry);
 	sr.policy = (char *)d->opt.policy_path;
 	sr.admin = is_admin(c);
+	P2pbuf__KernelCaps kc;
+	P2pbuf__Capability caps[4];
+	fill_caps(&d->caps, &kc, caps);
+	sr.kernel_caps = &kc;
 	reply.body_case = P2PBUF__REPLY__BODY_STATUS;
 	reply.status = &sr;
 	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);

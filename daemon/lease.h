@@ -49,6 +49,7 @@ struct lease {
 	int next_rule;	     /* scratch for a policy reload: the rule that allows it next */
 	char rule_where[64]; /* "file:line" of that rule */
 	char label[LEASE_LABEL_MAX + 1];
+	uint8_t token[16];	     /* proves ownership in a Reclaim (WIRE_TOKEN_LEN) */
 	int64_t created_ms;	     /* CLOCK_REALTIME */
 	int64_t expires_ms;	     /* CLOCK_REALTIME, 0: no TTL */
 	int64_t expires_mono;	     /* the same on CLOCK_MONOTONIC, 0: no TTL */
