@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <sys/random.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,7 +327,19 @@ static void lease_fill(struct session *c, struct lease *l, const struct export_r
 	lease_attach(&d->leases, l, &c->leases, &x->dev->leases, (int)(x->rule - d->policy->rules));
 }
 
-static void export_reply(struct session *c, uint64_t request_id, const struct lease *l)
+/* Compare tokens in time that does not depend on where they differ. */
+static bool tokens_equal(const uint8_t *a, const uint8_t *b)
+{
+	uint8_t diff = 0;
+
+	for (size_t i = 0; i < WIRE_TOKEN_LEN; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+/* The reply to an Export (with the fd) or to a Reclaim (the client has the fd already). */
+static void export_reply(struct session *c, uint64_t request_id, const struct lease *l,
+			 bool with_fd)
 {
 	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
@@ -336,9 +349,11 @@ static void export_reply(struct session *c, uint64_t request_id, const struct le
 	er.size = l->size;
 	er.generation = l->generation;
 	er.expires_ms = l->expires_ms;
+	er.has_reclaim_token = true;
+	er.reclaim_token = (ProtobufCBinaryData){ sizeof(l->token), (uint8_t *)l->token };
 	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
 	reply.export = &er;
-	conn_reply(c->conn, request_id, 0, NULL, &reply, l->fd);
+	conn_reply(c->conn, request_id, 0, NULL, &reply, with_fd ? l->fd : -1);
 }
 
 static void handle_export(struct session *c, const P2pbuf__Request *req)
@@ -357,14 +372,28 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 		return;
 	}
 	lease_fill(c, l, &x);
-	if (revoke_track(c->d->revoke, l) < 0) {
+	if (getrandom(l->token, sizeof(l->token), 0) != sizeof(l->token) ||
+	    revoke_track(c->d->revoke, l) < 0) {
 		/* Never handed out: nobody holds it, and its owner hears only the error. */
 		lease_delete(&c->d->leases, l);
 		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
 		return;
 	}
+	/* Parked and recorded before the client has it, so that a restart cannot lose it. */
+	r = persist_lease_added(c->d->persist, l);
+	if (r < 0) {
+		lease_delete(&c->d->leases, l);
+		snprintf(msg, sizeof(msg), "%s",
+			 r == -ENOSPC
+			     ? "the service manager's fd store is full (FileDescriptorStoreMax=)"
+			     : "the lease cannot be kept across a restart");
+		audit_denied(c->peer, "export", e->device, (int)e->bar, r == -ENOSPC ? -EDQUOT : r,
+			     msg);
+		conn_reply(c->conn, req->request_id, r == -ENOSPC ? -EDQUOT : r, msg, NULL, -1);
+		return;
+	}
 	audit_granted(l);
-	export_reply(c, req->request_id, l);
+	export_reply(c, req->request_id, l, true);
 }
 
 /* ---- release, revoke, reset ---- */
@@ -403,6 +432,44 @@ static void handle_release(struct session *c, const P2pbuf__Request *req)
 		l->owner_let_go = true;
 	revoke_release(c->d->revoke, l);
 	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
+}
+
+/* Take back a lease this connection lost (a restart of the daemon, or its own connection):
+ * its user, with its token. A lease another connection holds is not taken from it. */
+static void handle_reclaim(struct session *c, const P2pbuf__Request *req)
+{
+	const P2pbuf__Reclaim *rc = req->reclaim;
+	struct lease *l = lease_find(&c->d->leases, rc->lease_id);
+	char msg[MSG_MAX];
+
+	/* One answer for "no such lease", "not yours" and "wrong token": nothing to probe. */
+	if (!l || l->peer->view.uid != c->peer->view.uid || rc->token.len != sizeof(l->token) ||
+	    !tokens_equal(l->token, rc->token.data)) {
+		snprintf(msg, sizeof(msg), "no lease %" PRIu64 " of yours with that token",
+			 rc->lease_id);
+		conn_reply(c->conn, req->request_id, -ENOENT, msg, NULL, -1);
+		return;
+	}
+	if (l->owner && session_of_lease(l) != c) {
+		snprintf(msg, sizeof(msg), "lease %" PRIu64 " is held by another connection",
+			 rc->lease_id);
+		conn_reply(c->conn, req->request_id, -EBUSY, msg, NULL, -1);
+		return;
+	}
+	if (l->state == LEASE_ENDED) {
+		snprintf(msg, sizeof(msg), "lease %" PRIu64 " has ended", rc->lease_id);
+		conn_reply(c->conn, req->request_id, -ENOENT, msg, NULL, -1);
+		return;
+	}
+	lease_set_owner(l, &c->leases);
+	l->unclaimed = false;
+	l->owner_let_go = false;
+	bool was_revoking = l->state == LEASE_REVOKING;
+	revoke_reclaimed(c->d->revoke, l);
+	if (was_revoking && l->state == LEASE_ACTIVE)
+		persist_lease_revoking(c->d->persist, l, 0); /* active again */
+	audit_reclaimed(c->peer, l);
+	export_reply(c, req->request_id, l, false);
 }
 
 static bool need_admin(struct session *c, const P2pbuf__Request *req, const char *what,
@@ -654,6 +721,7 @@ static const handler_fn handlers[] = {
 	[P2PBUF__REQUEST__BODY_RESET] = handle_reset,
 	[P2PBUF__REQUEST__BODY_STATUS] = handle_status,
 	[P2PBUF__REQUEST__BODY_REVOKE] = handle_revoke,
+	[P2PBUF__REQUEST__BODY_RECLAIM] = handle_reclaim,
 };
 
 void handle_request(struct session *c, const P2pbuf__Request *req)

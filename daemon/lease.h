@@ -57,6 +57,7 @@ struct lease {
 	size_t ttl_slot;	     /* the revocation engine's: its place in the TTL heap, +1 */
 	bool lingering;		     /* revoking past its deadline, not enforced */
 	bool owner_let_go;	     /* its exporting connection released it: it needs no events */
+	bool unclaimed;		     /* adopted after a restart, not yet reclaimed by its owner */
 	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
@@ -87,12 +88,18 @@ void lease_table_fini(struct lease_table *t);
  * -EDQUOT when the table is full. fd is -1 until the caller stores the buffer. */
 int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease);
 
+/* The same with a given id, above every id so far (leases adopted after a restart). */
+int lease_new_id(struct lease_table *t, uint64_t id, size_t n_ranges, struct lease **ret_lease);
+
 /* The lease with this id, or NULL. */
 struct lease *lease_find(const struct lease_table *t, uint64_t id);
 
 /* Link l into its owner's and its device's sets and count it against rule (or -1). */
 void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owner,
 		  struct lease_set *on_dev, int rule);
+
+/* Give l a new owner (a Reclaim), taking it off any old one. */
+void lease_set_owner(struct lease *l, struct lease_set *owner);
 
 /* Take l off its owner's set (the connection went away); it stays on its device. */
 void lease_forget_owner(struct lease *l);

@@ -10,6 +10,7 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
 	daemon/peer.c daemon/peer.h \
+	daemon/persist.c daemon/persist.h \
 	daemon/policy.c daemon/policy.h daemon/policy-load.c \
 	daemon/range.h \
 	daemon/registry.c daemon/registry.h \

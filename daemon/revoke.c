@@ -207,6 +207,26 @@ static void let_go(struct revoke *rv, struct lease *l, int reason)
 		begin(rv, l, reason);
 }
 
+void revoke_resume(struct revoke *rv, struct lease *l, int reason, int64_t deadline_ms,
+		   bool lingering)
+{
+	if (!lease_begin_revoke(l, reason, 0, 0))
+		return;
+	l->deadline_ms = deadline_ms;
+	l->lingering = lingering;
+	LIST_INSERT_HEAD(&rv->revoking, l, revoking);
+	rv->n_revoking++;
+	arm_tick(rv);
+}
+
+void revoke_reclaimed(struct revoke *rv, struct lease *l)
+{
+	if (l->state != LEASE_REVOKING || l->reason != REASON(OWNER_DISCONNECTED))
+		return;
+	unlist(rv, l);
+	lease_reactivate(l);
+}
+
 void revoke_release(struct revoke *rv, struct lease *l)
 {
 	let_go(rv, l, REASON(RELEASED));

@@ -487,22 +487,17 @@ static int listen_on_path(struct server *s, const char *path)
 
 static int take_listener(struct server *s)
 {
-	int n = sd_listen_fds(1);
 	int r;
 
-	if (n < 0)
-		return n;
-	if (n > 1)
-		return -E2BIG;
-	if (n == 1 && !s->opt.socket_path) {
-		s->listen_fd = SD_LISTEN_FDS_START;
-		if (sd_is_socket_unix(s->listen_fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0)
-			return -ENOTSOCK;
+	if (s->opt.listen_fd >= 0 && !s->opt.socket_path) {
+		s->listen_fd = s->opt.listen_fd;
 		if (fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK) < 0)
 			return -errno;
 		log_info("listening on the socket systemd passed");
 		return 0;
 	}
+	if (s->opt.listen_fd >= 0)
+		close(s->opt.listen_fd); /* --socket wins over the socket unit */
 	const char *path = s->opt.socket_path ? s->opt.socket_path : P2PBUF_SOCKET_PATH;
 	/* Under systemd RuntimeDirectory= makes it; started by hand, the daemon does. */
 	if (!s->opt.socket_path && mkdir(P2PBUF_RUNTIME_DIR, 0755) < 0 && errno != EEXIST)
