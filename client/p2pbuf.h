@@ -135,6 +135,8 @@ enum p2pbuf_event_type {
 	P2PBUF_EVENT_LEASE_REVOKING = 1, /* close every copy of the fd, then release */
 	P2PBUF_EVENT_LEASE_REVOKED = 2,	 /* the lease has ended; the memory is gone */
 	P2PBUF_EVENT_DEVICE_STATE = 3,	 /* a device changed state */
+	P2PBUF_EVENT_RECONNECTED = 4,	 /* the connection was lost and made again (see
+					    p2pbuf_set_reconnect); poll p2pbuf_get_fd() anew */
 };
 
 struct p2pbuf_event {
@@ -146,6 +148,8 @@ struct p2pbuf_event {
 	enum p2pbuf_device_state state; /* DEVICE_STATE */
 	uint32_t generation;		/* DEVICE_STATE */
 	const char *message;		/* DEVICE_STATE, may be NULL */
+	unsigned reclaimed;		/* RECONNECTED: leases taken back (a lease that could
+					   not be is told as LEASE_REVOKED, reason restart) */
 };
 
 typedef void (*p2pbuf_event_fn)(struct p2pbuf *conn, const struct p2pbuf_event *event,
@@ -210,6 +214,17 @@ void p2pbuf_status_free(struct p2pbuf_status *status);
 /* Ask for events beyond those about the caller's own leases (all: every lease and device,
  * for admins and observers; otherwise device state events). */
 int p2pbuf_subscribe(struct p2pbuf *conn, bool all);
+
+/* When the connection to the daemon is lost (a restart of p2pbufd), make it again by itself:
+ * p2pbuf_dispatch() and p2pbuf_wait() retry with growing pauses (20 ms to 1 s) for up to
+ * timeout_ms, exchange Hello, ask for every lease this connection exported back with the
+ * token its export returned, subscribe again as before, and deliver P2PBUF_EVENT_RECONNECTED.
+ * The fds and mappings the program holds stay valid throughout: the daemon keeps the buffers
+ * alive across its restart. A lease the daemon no longer has is delivered as
+ * P2PBUF_EVENT_LEASE_REVOKED with reason restart. timeout_ms 0 turns it off (the default): a
+ * lost connection is then reported as -ECONNRESET. The socket fd changes: an event loop must
+ * watch p2pbuf_get_fd() anew after RECONNECTED. */
+int p2pbuf_set_reconnect(struct p2pbuf *conn, int timeout_ms);
 
 /* Install the callback that p2pbuf_dispatch() delivers events to (NULL: drop events). */
 void p2pbuf_set_event_handler(struct p2pbuf *conn, p2pbuf_event_fn fn, void *userdata);

@@ -189,6 +189,7 @@ static int adopt_lease(struct daemon *d, struct device *dev, const P2pbuf__State
 		l->expires_mono = 1;
 	lease_attach(&d->leases, l, NULL, &dev->leases, -1);
 	l->unclaimed = true;
+	l->parked = true;
 	revoke_track(d->revoke, l);
 	if (rv)
 		revoke_resume(d->revoke, l, rv->reason, mono + (rv->deadline_ms - wall),

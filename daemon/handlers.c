@@ -381,6 +381,7 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 	}
 	/* Parked and recorded before the client has it, so that a restart cannot lose it. */
 	r = persist_lease_added(c->d->persist, l);
+	l->parked = r == 0 && persist_enabled(c->d->persist);
 	if (r < 0) {
 		lease_delete(&c->d->leases, l);
 		snprintf(msg, sizeof(msg), "%s",
@@ -569,7 +570,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 	}
 	const struct device *dev = l->device;
 	bool count = l->state == LEASE_REVOKING || !registry_holders_costly(dev);
-	pl->holders = count ? registry_holders(dev, l->fd) : -1;
+	pl->holders = count ? lease_user_holders(l, registry_holders(dev, l->fd)) : -1;
 	for (size_t i = 0; i < l->n_ranges; i++) {
 		p2pbuf__range__init(&ranges[i]);
 		ranges[i].has_offset = ranges[i].has_length = true;

@@ -182,6 +182,11 @@ bool lease_end(struct lease *l, int reason)
 	return true;
 }
 
+int lease_user_holders(const struct lease *l, int counted)
+{
+	return l->parked && counted > 0 ? counted - 1 : counted;
+}
+
 bool lease_deadline_passed(const struct lease *l, int64_t now_ms)
 {
 	return l->state == LEASE_REVOKING && now_ms >= l->deadline_ms;

@@ -58,6 +58,7 @@ struct lease {
 	bool lingering;		     /* revoking past its deadline, not enforced */
 	bool owner_let_go;	     /* its exporting connection released it: it needs no events */
 	bool unclaimed;		     /* adopted after a restart, not yet reclaimed by its owner */
+	bool parked;		     /* the service manager's fd store holds a copy of the buffer */
 	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
@@ -121,6 +122,10 @@ void lease_reactivate(struct lease *l);
 /* -> ended with reason (kept if the lease was already revoking for another reason). Returns
  * true if the state changed. */
 bool lease_end(struct lease *l, int reason);
+
+/* References to l's buffer held by its users, from the backend's count (which includes the
+ * copy parked in the service manager's fd store, not a user's). */
+int lease_user_holders(const struct lease *l, int counted);
 
 /* Whether a revoking lease's deadline has passed at now_ms. */
 bool lease_deadline_passed(const struct lease *l, int64_t now_ms);

@@ -497,8 +497,11 @@ static int replay(struct inventory *inv, P2pbuf__StateEntry *e, size_t *cap_l, s
 	case P2PBUF__STATE_ENTRY__BODY_LEASE_ADDED:
 		if (inv->n_leases && e->lease_added->id <= inv->leases[inv->n_leases - 1]->id)
 			return -EBADMSG;
-		if (grow((void **)&inv->leases, cap_l, inv->n_leases, sizeof(*inv->leases)) < 0 ||
-		    grow((void **)&inv->revoking, cap_l, inv->n_leases, sizeof(*inv->revoking)) < 0)
+		/* One capacity for both arrays: grow them together. */
+		size_t cap = *cap_l;
+		if (grow((void **)&inv->revoking, &cap, inv->n_leases, sizeof(*inv->revoking)) <
+			0 ||
+		    grow((void **)&inv->leases, cap_l, inv->n_leases, sizeof(*inv->leases)) < 0)
 			return -ENOMEM;
 		inv->revoking[inv->n_leases] = NULL;
 		inv->leases[inv->n_leases++] = e->lease_added;
