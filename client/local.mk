@@ -8,7 +8,9 @@ client_libp2pbuf_la_LDFLAGS = $(AM_LDFLAGS) -no-undefined \
 # Relink when the symbol map changes (automake's name for libp2pbuf_la's extra dependencies).
 EXTRA_client_libp2pbuf_la_DEPENDENCIES = $(srcdir)/client/libp2pbuf.sym
 EXTRA_DIST += client/libp2pbuf.sym client/libp2pbuf.pc.in
-include_HEADERS += client/p2pbuf.h
+# configure makes p2pbuf.h from p2pbuf.h.in: it carries the configured socket path.
+nodist_include_HEADERS = client/p2pbuf.h
+EXTRA_DIST += client/p2pbuf.h.in
 
 # pkgconfigdir is defined in the top-level Makefile.am.
 pkgconfig_DATA += client/libp2pbuf.pc

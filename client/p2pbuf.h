@@ -33,7 +33,8 @@
 extern "C" {
 #endif
 
-/* Where the daemon listens unless told otherwise ($P2PBUF_SOCKET overrides it). */
+/* Where the daemon listens unless told otherwise ($P2PBUF_SOCKET overrides it); configure
+ * writes it into this header from p2pbuf.h.in (runstatedir). */
 #define P2PBUF_DEFAULT_SOCKET "/run/p2pbufd/p2pbufd.sock"
 
 /* Protocol version this library speaks. */
