@@ -19,4 +19,4 @@ bin_PROGRAMS += client/p2pbuf-client
 client_p2pbuf_client_SOURCES = client/p2pbuf-client.c
 client_p2pbuf_client_CFLAGS = $(AM_CFLAGS)
 client_p2pbuf_client_LDADD = client/libp2pbuf.la proto/libcommon.la
-dist_man_MANS += client/p2pbuf-client.1
+dist_man_MANS += client/p2pbuf-client.1 client/libp2pbuf.3
