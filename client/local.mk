@@ -16,7 +16,16 @@ EXTRA_DIST += client/p2pbuf.h.in
 pkgconfig_DATA += client/libp2pbuf.pc
 
 bin_PROGRAMS += client/p2pbuf-client
-client_p2pbuf_client_SOURCES = client/p2pbuf-client.c
+client_p2pbuf_client_SOURCES = client/cli.h client/cli-main.c client/cli-errors.c \
+	client/cli-output.c client/cli-devices.c client/cli-leases.c client/cli-export.c \
+	client/cli-admin.c
 client_p2pbuf_client_CFLAGS = $(AM_CFLAGS)
 client_p2pbuf_client_LDADD = client/libp2pbuf.la proto/libcommon.la
 dist_man_MANS += client/p2pbuf-client.1 client/libp2pbuf.3
+
+# Bash completion, installed under the name bash-completion loads it by: the command's.
+bashcompletion_DATA = client/completion/p2pbuf-client
+client/completion/p2pbuf-client: $(srcdir)/client/p2pbuf-client.bash-completion
+	$(AM_V_GEN)$(MKDIR_P) client/completion && cp $(srcdir)/client/p2pbuf-client.bash-completion $@
+CLEANFILES += client/completion/p2pbuf-client
+EXTRA_DIST += client/p2pbuf-client.bash-completion

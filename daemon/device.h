@@ -30,7 +30,6 @@ struct device_msix {
 struct device_info {
 	struct device_bar bars[DEVICE_MAX_BARS];
 	struct device_msix msix;
-	bool can_reset;
 };
 
 struct device_handle; /* a backend's open device */
@@ -57,6 +56,10 @@ struct device_ops {
 	/* How many references to the buffer behind fd exist besides fd itself (0: nobody else
 	 * holds it), or -errno when the backend cannot tell. */
 	int (*holders)(struct device_handle *handle, int fd);
+
+	/* The same for fds[0..n) at once, into counts[0..n); NULL where a loop over holders()
+	 * costs no more. Returns 0 or -errno (then no count is valid). */
+	int (*holders_many)(struct device_handle *handle, const int *fds, size_t n, int *counts);
 
 	/* holders() is slow (milliseconds): listings call it only where a lease is being
 	 * revoked, not for every active lease. */

@@ -1,21 +1,21 @@
-/* The dispatch table: one handler per request type, and which requests are allowed before
- * Hello (only Hello itself). Handlers decide, reply, and log the audit lines. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "daemon.h"
-#include "p2pbuf.h"
-#include "log.h"
-#include "clock.h"
+#include "handlers.h"
 #include "macro.h"
+#include "p2pbuf.h"
+#include "peer.h"
+#include "session.h"
 
 #define MSG_MAX 320
 #define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
 
-static void handle_hello(struct conn *c, const P2pbuf__Request *req)
+static void handle_hello(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Hello *h = req->hello;
 	P2pbuf__HelloReply hr = P2PBUF__HELLO_REPLY__INIT;
@@ -33,22 +33,22 @@ static void handle_hello(struct conn *c, const P2pbuf__Request *req)
 			 "p2pbufd %s speaks protocol %d.%d; this client speaks %u.%u",
 			 PACKAGE_VERSION, P2PBUF_PROTO_VERSION_MAJOR, P2PBUF_PROTO_VERSION_MINOR,
 			 h->major, h->minor);
-		conn_reply(c, req->request_id, -EPROTONOSUPPORT, msg, &reply, -1);
-		conn_close(c, "protocol major version mismatch");
+		conn_reply(c->conn, req->request_id, -EPROTONOSUPPORT, msg, &reply, -1);
+		conn_close(c->conn, "protocol major version mismatch");
 		return;
 	}
 	c->hello = true;
-	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
 }
 
-static bool is_admin(const struct conn *c)
+static bool is_admin(const struct session *c)
 {
-	return policy_is_admin(c->d->policy, &c->peer);
+	return policy_is_admin(c->d->policy, &c->peer->view);
 }
 
-static bool is_observer(const struct conn *c)
+static bool is_observer(const struct session *c)
 {
-	return policy_is_observer(c->d->policy, &c->peer);
+	return policy_is_observer(c->d->policy, &c->peer->view);
 }
 
 /* ---- devices ---- */
@@ -112,7 +112,7 @@ static void fill_device(struct device_msg *m, const struct device *dev)
 	m->dev.simulated = sim;
 	m->dev.state = dev->state;
 	m->dev.generation = dev->generation;
-	m->dev.leases = dev->n_leases;
+	m->dev.leases = dev->leases.n;
 	if (dev->message[0])
 		m->dev.message = (char *)dev->message;
 	/* While cycling the worker owns the device; its last known BARs are shown from info,
@@ -121,27 +121,28 @@ static void fill_device(struct device_msg *m, const struct device *dev)
 		fill_bars(m, dev);
 }
 
-static void handle_list_devices(struct conn *c, const P2pbuf__Request *req)
+static void handle_list_devices(struct session *c, const P2pbuf__Request *req)
 {
-	struct daemon *d = c->d;
+	struct registry *reg = c->d->registry;
+	size_t n = registry_count(reg);
 	P2pbuf__ListDevicesReply ldr = P2PBUF__LIST_DEVICES_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
-	struct device_msg *msgs = calloc(d->n_devices + 1, sizeof(*msgs));
-	P2pbuf__Device **ptrs = calloc(d->n_devices + 1, sizeof(*ptrs));
+	struct device_msg *msgs = calloc(n + 1, sizeof(*msgs));
+	P2pbuf__Device **ptrs = calloc(n + 1, sizeof(*ptrs));
 
 	if (!msgs || !ptrs) {
-		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
 		goto out;
 	}
-	for (size_t i = 0; i < d->n_devices; i++) {
-		fill_device(&msgs[i], &d->devices[i]);
+	for (size_t i = 0; i < n; i++) {
+		fill_device(&msgs[i], registry_device(reg, i));
 		ptrs[i] = &msgs[i].dev;
 	}
-	ldr.n_devices = d->n_devices;
+	ldr.n_devices = n;
 	ldr.devices = ptrs;
 	reply.body_case = P2PBUF__REPLY__BODY_LIST_DEVICES;
 	reply.list_devices = &ldr;
-	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
 out:
 	free(ptrs);
 	free(msgs);
@@ -149,27 +150,19 @@ out:
 
 /* ---- export ---- */
 
-static void describe_peer(const struct conn *c, char *buf, size_t len)
-{
-	int n = snprintf(buf, len, "uid %u gid %u", (unsigned)c->peer.uid, (unsigned)c->peer.gid);
-
-	for (size_t i = 0; i < c->peer.n_groups && n > 0 && (size_t)n < len; i++)
-		n += snprintf(buf + n, len - n, "%s%u", i ? "," : " groups ",
-			      (unsigned)c->peer.groups[i]);
-}
-
 /* The first rule that allows the request and still has room under its max-leases. */
-static int pick_rule(struct conn *c, size_t dev_index, unsigned bar, const struct range *r,
+static int pick_rule(struct session *c, size_t dev_index, unsigned bar, const struct range *r,
 		     size_t n, const struct policy_rule **ret_rule)
 {
 	const struct daemon *d = c->d;
 	const struct policy_rule *rule = NULL;
 	bool matched = false;
 
-	while ((rule = policy_match_export(d->policy, &c->peer, dev_index, bar, r, n, rule))) {
+	while (
+	    (rule = policy_match_export(d->policy, &c->peer->view, dev_index, bar, r, n, rule))) {
 		matched = true;
 		size_t i = (size_t)(rule - d->policy->rules);
-		if (!rule->max_leases || d->rule_leases[i] < rule->max_leases) {
+		if (!rule->max_leases || d->leases.rule_leases[i] < rule->max_leases) {
 			*ret_rule = rule;
 			return 0;
 		}
@@ -187,10 +180,10 @@ struct export_req { /* a decoded, checked Export */
 	const char *label;
 };
 
-static int export_decode(struct conn *c, const P2pbuf__Export *e, struct export_req *x, char *msg,
-			 size_t len)
+static int export_decode(struct session *c, const P2pbuf__Export *e, struct export_req *x,
+			 char *msg, size_t len)
 {
-	x->dev = registry_find(c->d, e->device);
+	x->dev = registry_find(c->d->registry, e->device);
 	if (!x->dev) {
 		snprintf(msg, len, "unknown device \"%s\" (see p2pbuf-client devices)", e->device);
 		return -ENODEV;
@@ -227,14 +220,16 @@ static int export_decode(struct conn *c, const P2pbuf__Export *e, struct export_
 }
 
 /* Policy, then ranges, then quotas: the order in which a refusal tells the least. */
-static int export_check(struct conn *c, struct export_req *x, char *msg, size_t len)
+static int export_check(struct session *c, struct export_req *x, char *msg, size_t len)
 {
 	struct daemon *d = c->d;
 	char who[160];
-	int r = pick_rule(c, (size_t)(x->dev - d->devices), x->bar, x->ranges, x->n, &x->rule);
+	int dev_index = daemon_policy_device(d, x->dev);
+	int r = dev_index < 0 ? -EPERM
+			      : pick_rule(c, (size_t)dev_index, x->bar, x->ranges, x->n, &x->rule);
 
 	if (r == -EPERM) {
-		describe_peer(c, who, sizeof(who));
+		peer_describe(c->peer, who, sizeof(who));
 		snprintf(msg, len,
 			 "denied by policy: no rule allows %s to export from device %s "
 			 "BAR %u%s",
@@ -250,17 +245,17 @@ static int export_check(struct conn *c, struct export_req *x, char *msg, size_t 
 				d->opt.max_lease_size, &x->size, msg, len);
 	if (r < 0)
 		return r;
-	if (c->n_leases >= d->opt.max_leases_per_client) {
+	if (c->leases.n >= d->opt.max_leases_per_client) {
 		snprintf(msg, len,
 			 "this connection holds %u leases, the most allowed "
 			 "(--max-leases-per-client)",
-			 c->n_leases);
+			 c->leases.n);
 		return -EDQUOT;
 	}
 	return 0;
 }
 
-static struct lease *lease_create(struct conn *c, const struct export_req *x, int *ret_err,
+static struct lease *lease_create(struct session *c, const struct export_req *x, int *ret_err,
 				  char *msg, size_t len)
 {
 	struct daemon *d = c->d;
@@ -285,32 +280,26 @@ static struct lease *lease_create(struct conn *c, const struct export_req *x, in
 	return l;
 }
 
-static void lease_fill(struct conn *c, struct lease *l, const struct export_req *x)
+static void lease_fill(struct session *c, struct lease *l, const struct export_req *x)
 {
 	struct daemon *d = c->d;
-	size_t rule = (size_t)(x->rule - d->policy->rules);
+	int64_t ttl = (int64_t)x->rule->ttl_ms;
 
-	l->owner = c;
-	l->owner_uid = c->peer.uid;
-	l->owner_pid = c->pid;
+	l->peer = peer_ref((struct peer *)c->peer);
 	l->device = x->dev;
 	l->generation = x->dev->generation;
 	l->bar = x->bar;
 	l->size = x->size;
-	l->rule = (int)rule;
 	snprintf(l->rule_where, sizeof(l->rule_where), "%s", x->rule->where);
 	snprintf(l->label, sizeof(l->label), "%s", x->label ? x->label : "");
 	memcpy(l->ranges, x->ranges, x->n * sizeof(x->ranges[0]));
-	l->created_ms = clock_realtime_ms();
-	l->expires_ms = x->rule->ttl_ms ? l->created_ms + (int64_t)x->rule->ttl_ms : 0;
-	LIST_INSERT_HEAD(&c->leases, l, by_owner);
-	LIST_INSERT_HEAD(&x->dev->leases, l, by_device);
-	c->n_leases++;
-	x->dev->n_leases++;
-	d->rule_leases[rule]++;
+	l->created_ms = d->clock->realtime_ms(d->clock->ctx);
+	l->expires_ms = ttl ? l->created_ms + ttl : 0;
+	l->expires_mono = ttl ? d->clock->monotonic_ms(d->clock->ctx) + ttl : 0;
+	lease_attach(&d->leases, l, &c->leases, &x->dev->leases, (int)(x->rule - d->policy->rules));
 }
 
-static void export_reply(struct conn *c, uint64_t request_id, const struct lease *l)
+static void export_reply(struct session *c, uint64_t request_id, const struct lease *l)
 {
 	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
@@ -322,10 +311,10 @@ static void export_reply(struct conn *c, uint64_t request_id, const struct lease
 	er.expires_ms = l->expires_ms;
 	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
 	reply.export = &er;
-	conn_reply(c, request_id, 0, NULL, &reply, l->fd);
+	conn_reply(c->conn, request_id, 0, NULL, &reply, l->fd);
 }
 
-static void handle_export(struct conn *c, const P2pbuf__Request *req)
+static void handle_export(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Export *e = req->export;
 	struct export_req x;
@@ -336,28 +325,24 @@ static void handle_export(struct conn *c, const P2pbuf__Request *req)
 		r = export_check(c, &x, msg, sizeof(msg));
 	struct lease *l = r == 0 ? lease_create(c, &x, &r, msg, sizeof(msg)) : NULL;
 	if (!l) {
-		log_notice("denied: uid=%u pid=%d device=%s bar=%u error=%s: %s",
-			   (unsigned)c->peer.uid, (int)c->pid, e->device, e->bar, strerror(-r),
-			   msg);
-		conn_reply(c, req->request_id, r, msg, NULL, -1);
+		audit_denied(c->peer, "export", e->device, (int)e->bar, r, msg);
+		conn_reply(c->conn, req->request_id, r, msg, NULL, -1);
 		return;
 	}
 	lease_fill(c, l, &x);
-	if (revoke_arm_ttl(c->d, l) < 0) {
-		revoke_end_lease(c->d, l, P2PBUF__REASON__REASON_TTL);
-		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+	if (revoke_track(c->d->revoke, l) < 0) {
+		/* Never handed out: nobody holds it, and its owner hears only the error. */
+		lease_delete(&c->d->leases, l);
+		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
 		return;
 	}
-	log_info("granted: lease=%" PRIu64 " uid=%u pid=%d device=%s bar=%u ranges=%zu "
-		 "size=%" PRIu64 " rule=%s label=%s",
-		 l->id, (unsigned)c->peer.uid, (int)c->pid, x.dev->decl.name, x.bar, x.n, x.size,
-		 l->rule_where, l->label);
+	audit_granted(l);
 	export_reply(c, req->request_id, l);
 }
 
 /* ---- release, revoke, reset ---- */
 
-static struct lease *find_lease(struct conn *c, uint64_t id, bool any_owner, int *ret_err,
+static struct lease *find_lease(struct session *c, uint64_t id, bool any_owner, int *ret_err,
 				char *msg, size_t len)
 {
 	struct lease *l = lease_find(&c->d->leases, id);
@@ -367,7 +352,7 @@ static struct lease *find_lease(struct conn *c, uint64_t id, bool any_owner, int
 		*ret_err = -ENOENT;
 		return NULL;
 	}
-	if (!any_owner && l->owner_uid != c->peer.uid && !is_admin(c)) {
+	if (!any_owner && l->peer->view.uid != c->peer->view.uid && !is_admin(c)) {
 		snprintf(msg, len, "lease %" PRIu64 " belongs to another user", id);
 		*ret_err = -EPERM;
 		return NULL;
@@ -375,80 +360,80 @@ static struct lease *find_lease(struct conn *c, uint64_t id, bool any_owner, int
 	return l;
 }
 
-static void handle_release(struct conn *c, const P2pbuf__Request *req)
+static void handle_release(struct session *c, const P2pbuf__Request *req)
 {
 	char msg[MSG_MAX];
 	int r;
 	struct lease *l = find_lease(c, req->release->lease_id, false, &r, msg, sizeof(msg));
 
 	if (!l) {
-		conn_reply(c, req->request_id, r, msg, NULL, -1);
+		conn_reply(c->conn, req->request_id, r, msg, NULL, -1);
 		return;
 	}
-	revoke_release(c->d, l);
-	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
+	/* The exporting connection that ends an active lease itself needs no events; released
+	 * from another process, or after being told to let go, the exporter hears the end. */
+	if (session_of_lease(l) == c && l->state == LEASE_ACTIVE)
+		l->owner_let_go = true;
+	revoke_release(c->d->revoke, l);
+	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
 }
 
-static void handle_revoke(struct conn *c, const P2pbuf__Request *req)
+static bool need_admin(struct session *c, const P2pbuf__Request *req, const char *what,
+		       const char *object)
 {
 	char msg[MSG_MAX];
+
+	if (is_admin(c))
+		return true;
+	snprintf(msg, sizeof(msg), "%s needs an admin rule in the policy", what);
+	audit_denied(c->peer, what, object, -1, -EPERM, msg);
+	conn_reply(c->conn, req->request_id, -EPERM, msg, NULL, -1);
+	return false;
+}
+
+static void handle_revoke(struct session *c, const P2pbuf__Request *req)
+{
+	char msg[MSG_MAX], id[24];
 	int r;
 
-	if (!is_admin(c)) {
-		log_notice("denied: revoke lease=%" PRIu64 " by uid=%u pid=%d: not an admin",
-			   req->revoke->lease_id, (unsigned)c->peer.uid, (int)c->pid);
-		conn_reply(c, req->request_id, -EPERM, "revoke needs an admin rule in the policy",
-			   NULL, -1);
+	snprintf(id, sizeof(id), "lease %" PRIu64, req->revoke->lease_id);
+	if (!need_admin(c, req, "revoke", id))
 		return;
-	}
 	struct lease *l = find_lease(c, req->revoke->lease_id, true, &r, msg, sizeof(msg));
 	if (!l) {
-		conn_reply(c, req->request_id, r, msg, NULL, -1);
+		conn_reply(c->conn, req->request_id, r, msg, NULL, -1);
 		return;
 	}
-	log_notice("revoke: lease=%" PRIu64 " by admin uid=%u pid=%d", l->id, (unsigned)c->peer.uid,
-		   (int)c->pid);
-	revoke_lease(c->d, l, P2PBUF__REASON__REASON_ADMIN);
-	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
+	audit_admin_revoke(c->peer, l);
+	revoke_lease(c->d->revoke, l, P2PBUF__REASON__REASON_ADMIN);
+	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
 }
 
-static void handle_reset(struct conn *c, const P2pbuf__Request *req)
+static void handle_reset(struct session *c, const P2pbuf__Request *req)
 {
-	struct device *dev = registry_find(c->d, req->reset->device);
+	struct device *dev = registry_find(c->d->registry, req->reset->device);
 	char msg[MSG_MAX];
 
-	if (!is_admin(c)) {
-		log_notice("denied: reset device=%s by uid=%u pid=%d: not an admin",
-			   req->reset->device, (unsigned)c->peer.uid, (int)c->pid);
-		conn_reply(c, req->request_id, -EPERM, "reset needs an admin rule in the policy",
-			   NULL, -1);
+	if (!need_admin(c, req, "reset", req->reset->device))
 		return;
-	}
 	if (!dev) {
 		snprintf(msg, sizeof(msg), "unknown device \"%s\"", req->reset->device);
-		conn_reply(c, req->request_id, -ENODEV, msg, NULL, -1);
+		conn_reply(c->conn, req->request_id, -ENODEV, msg, NULL, -1);
 		return;
 	}
 	if (!dev->cycling) {
-		log_notice("reset: device=%s by uid=%u pid=%d", dev->decl.name,
-			   (unsigned)c->peer.uid, (int)c->pid);
+		audit_reset(c->peer, dev);
 		int r = registry_cycle(dev, P2PBUF__REASON__REASON_RESET);
 		if (r < 0) {
 			snprintf(msg, sizeof(msg), "device %s cannot be reset: %s", dev->decl.name,
 				 r == -ENXIO ? "it is gone" : strerror(-r));
-			conn_reply(c, req->request_id, r, msg, NULL, -1);
+			conn_reply(c->conn, req->request_id, r, msg, NULL, -1);
 			return;
 		}
 	}
 	/* Answered when the cycle ends, so the caller knows the device is ready again. */
-	struct pending_reply *w = calloc(1, sizeof(*w));
-	if (!w) {
-		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
-		return;
-	}
-	w->conn = c;
-	w->request_id = req->request_id;
-	LIST_INSERT_HEAD(&dev->waiters, w, link);
+	if (registry_add_waiter(dev, c, req->request_id) < 0)
+		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
 }
 
 /* ---- listings and status ---- */
@@ -463,8 +448,8 @@ struct lease_page {
 	bool more;
 };
 
-static void fill_lease(P2pbuf__Lease *pl, const struct lease *l, P2pbuf__Range *ranges,
-		       P2pbuf__Range **rangep)
+static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct lease *l,
+		       P2pbuf__Range *ranges, P2pbuf__Range **rangep)
 {
 	p2pbuf__lease__init(pl);
 	pl->has_id = pl->has_bar = pl->has_size = pl->has_state = pl->has_reason = true;
@@ -477,21 +462,20 @@ static void fill_lease(P2pbuf__Lease *pl, const struct lease *l, P2pbuf__Range *
 	pl->label = (char *)l->label;
 	pl->state = (P2pbuf__LeaseStateKind)l->state;
 	pl->reason = l->reason;
-	pl->owner_uid = l->owner_uid;
-	pl->owner_pid = l->owner_pid;
+	pl->owner_uid = l->peer->view.uid;
+	pl->owner_pid = l->peer->pid;
 	pl->created_ms = l->created_ms;
 	pl->expires_ms = l->expires_ms;
 	pl->rule = (char *)l->rule_where;
 	pl->generation = l->generation;
 	if (l->state == LEASE_REVOKING) {
 		pl->has_deadline_ms = pl->has_lingering = true;
-		pl->deadline_ms = clock_realtime_ms() + (l->deadline_ms - clock_monotonic_ms());
+		pl->deadline_ms = daemon_wall_time(d, l->deadline_ms);
 		pl->lingering = l->lingering;
 	}
 	const struct device *dev = l->device;
-	bool count = dev->handle && (l->state == LEASE_REVOKING || !dev->ops->holders_costly);
-	int h = count ? dev->ops->holders(dev->handle, l->fd) : -1;
-	pl->holders = h < 0 ? -1 : h;
+	bool count = l->state == LEASE_REVOKING || !registry_holders_costly(dev);
+	pl->holders = count ? registry_holders(dev, l->fd) : -1;
 	for (size_t i = 0; i < l->n_ranges; i++) {
 		p2pbuf__range__init(&ranges[i]);
 		ranges[i].has_offset = ranges[i].has_length = true;
@@ -505,13 +489,14 @@ static void fill_lease(P2pbuf__Lease *pl, const struct lease *l, P2pbuf__Range *
 
 /* Leases visible to c: every lease for observers asking for all, otherwise those of the
  * caller's uid (any of its connections). */
-static bool visible(const struct conn *c, const struct lease *l, bool all, uint64_t after)
+static bool visible(const struct session *c, const struct lease *l, bool all, uint64_t after)
 {
-	return l->id > after && (all || l->owner_uid == c->peer.uid);
+	return l->id > after && (all || l->peer->view.uid == c->peer->view.uid);
 }
 
 /* Allocate a page for the first cap visible leases with id > after. */
-static int page_alloc(struct conn *c, bool all, uint64_t after, size_t cap, struct lease_page *pg)
+static int page_alloc(struct session *c, bool all, uint64_t after, size_t cap,
+		      struct lease_page *pg)
 {
 	size_t n = 0, n_ranges = 0;
 
@@ -538,7 +523,8 @@ static void page_free(struct lease_page *pg)
 }
 
 /* Fill the page in ascending id order with as many leases as fit one record. */
-static void page_fill(struct conn *c, bool all, uint64_t after, size_t cap, struct lease_page *pg)
+static void page_fill(struct session *c, bool all, uint64_t after, size_t cap,
+		      struct lease_page *pg)
 {
 	size_t bytes = 0, r = 0;
 
@@ -551,7 +537,7 @@ static void page_fill(struct conn *c, bool all, uint64_t after, size_t cap, stru
 			return;
 		}
 		P2pbuf__Lease *pl = &pg->leases[pg->n];
-		fill_lease(pl, l, &pg->ranges[r], &pg->rangep[r]);
+		fill_lease(c->d, pl, l, &pg->ranges[r], &pg->rangep[r]);
 		size_t sz = protobuf_c_message_get_packed_size(&pl->base) + 8;
 		if (bytes + sz > LIST_PAGE_BYTES) {
 			pg->more = true;
@@ -563,7 +549,7 @@ static void page_fill(struct conn *c, bool all, uint64_t after, size_t cap, stru
 	}
 }
 
-static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
+static void handle_list_leases(struct session *c, const P2pbuf__Request *req)
 {
 	bool all = req->list_leases->all;
 	uint64_t after = req->list_leases->after_id;
@@ -573,13 +559,13 @@ static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
 	const size_t cap = 512;
 
 	if (all && !is_observer(c)) {
-		conn_reply(c, req->request_id, -EPERM,
+		conn_reply(c->conn, req->request_id, -EPERM,
 			   "listing every lease needs an observer or admin rule in the policy",
 			   NULL, -1);
 		return;
 	}
 	if (page_alloc(c, all, after, cap, &pg) < 0) {
-		conn_reply(c, req->request_id, -ENOMEM, "out of memory", NULL, -1);
+		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
 		goto out;
 	}
 	page_fill(c, all, after, cap, &pg);
@@ -589,25 +575,24 @@ static void handle_list_leases(struct conn *c, const P2pbuf__Request *req)
 	llr.more = pg.more;
 	reply.body_case = P2PBUF__REPLY__BODY_LIST_LEASES;
 	reply.list_leases = &llr;
-	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
 out:
 	page_free(&pg);
 }
 
-static void handle_subscribe(struct conn *c, const P2pbuf__Request *req)
+static void handle_subscribe(struct session *c, const P2pbuf__Request *req)
 {
 	if (req->subscribe->all && !is_observer(c)) {
-		conn_reply(c, req->request_id, -EPERM,
+		conn_reply(c->conn, req->request_id, -EPERM,
 			   "watching every lease needs an observer or admin rule in the policy",
 			   NULL, -1);
 		return;
 	}
-	c->subscribed = true;
-	c->subscribed_all = req->subscribe->all;
-	conn_reply(c, req->request_id, 0, NULL, NULL, -1);
+	session_subscribe(c, req->subscribe->all);
+	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
 }
 
-static void handle_status(struct conn *c, const P2pbuf__Request *req)
+static void handle_status(struct session *c, const P2pbuf__Request *req)
 {
 	struct daemon *d = c->d;
 	P2pbuf__StatusReply sr = P2PBUF__STATUS_REPLY__INIT;
@@ -615,18 +600,18 @@ static void handle_status(struct conn *c, const P2pbuf__Request *req)
 
 	sr.version = (char *)PACKAGE_VERSION;
 	sr.has_uptime_ms = sr.has_clients = sr.has_leases = sr.has_devices = sr.has_admin = true;
-	sr.uptime_ms = (uint64_t)(clock_monotonic_ms() - d->started_ms);
-	sr.clients = d->n_conns;
+	sr.uptime_ms = (uint64_t)(d->clock->monotonic_ms(d->clock->ctx) - d->started_ms);
+	sr.clients = server_clients(d->server);
 	sr.leases = (uint32_t)d->leases.count;
-	sr.devices = (uint32_t)d->n_devices;
+	sr.devices = (uint32_t)registry_count(d->registry);
 	sr.policy = (char *)d->opt.policy_path;
 	sr.admin = is_admin(c);
 	reply.body_case = P2PBUF__REPLY__BODY_STATUS;
 	reply.status = &sr;
-	conn_reply(c, req->request_id, 0, NULL, &reply, -1);
+	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
 }
 
-typedef void (*handler_fn)(struct conn *c, const P2pbuf__Request *req);
+typedef void (*handler_fn)(struct session *c, const P2pbuf__Request *req);
 
 static const handler_fn handlers[] = {
 	[P2PBUF__REQUEST__BODY_HELLO] = handle_hello,
@@ -640,20 +625,20 @@ static const handler_fn handlers[] = {
 	[P2PBUF__REQUEST__BODY_REVOKE] = handle_revoke,
 };
 
-void handle_request(struct conn *c, const P2pbuf__Request *req)
+void handle_request(struct session *c, const P2pbuf__Request *req)
 {
 	size_t k = (size_t)req->body_case;
 
 	if (k >= ARRAY_SIZE(handlers) || !handlers[k]) {
-		conn_reply(c, req->request_id, -EOPNOTSUPP, "unknown request type", NULL, -1);
+		conn_reply(c->conn, req->request_id, -EOPNOTSUPP, "unknown request type", NULL, -1);
 		return;
 	}
 	if (!c->hello && k != P2PBUF__REQUEST__BODY_HELLO) {
-		conn_reply(c, req->request_id, -EPROTO, "send Hello first", NULL, -1);
+		conn_reply(c->conn, req->request_id, -EPROTO, "send Hello first", NULL, -1);
 		return;
 	}
 	if (c->d->stopping) {
-		conn_reply(c, req->request_id, -ESHUTDOWN, "p2pbufd is stopping", NULL, -1);
+		conn_reply(c->conn, req->request_id, -ESHUTDOWN, "p2pbufd is stopping", NULL, -1);
 		return;
 	}
 	handlers[k](c, req);

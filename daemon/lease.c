@@ -2,21 +2,30 @@
 #include <stdlib.h>
 
 #include "lease.h"
+#include "macro.h"
+#include "peer.h"
 
-int lease_table_init(struct lease_table *t, size_t cap)
+int lease_table_init(struct lease_table *t, size_t cap, size_t n_rules)
 {
 	size_t n = 16;
 
 	while (n < cap)
 		n <<= 1;
 	t->buckets = calloc(n, sizeof(*t->buckets));
-	if (!t->buckets)
+	t->rule_leases = calloc(n_rules + 1, sizeof(*t->rule_leases));
+	if (!t->buckets || !t->rule_leases) {
+		free(t->buckets);
+		free(t->rule_leases);
+		t->buckets = NULL;
+		t->rule_leases = NULL;
 		return -ENOMEM;
+	}
 	TAILQ_INIT(&t->all);
 	t->mask = n - 1;
 	t->count = 0;
 	t->cap = cap;
 	t->next_id = 1;
+	t->n_rules = n_rules;
 	return 0;
 }
 
@@ -26,13 +35,12 @@ void lease_table_fini(struct lease_table *t)
 
 	if (!t->buckets)
 		return;
-	while ((l = TAILQ_FIRST(&t->all))) {
-		TAILQ_REMOVE(&t->all, l, in_table);
-		free(l);
-	}
+	while ((l = TAILQ_FIRST(&t->all)))
+		lease_delete(t, l);
 	free(t->buckets);
+	free(t->rule_leases);
 	t->buckets = NULL;
-	t->count = 0;
+	t->rule_leases = NULL;
 }
 
 int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease)
@@ -45,7 +53,7 @@ int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease)
 	l->id = t->next_id++;
 	l->state = LEASE_ACTIVE;
 	l->fd = -1;
-	l->rule = -1;
+	l->rule = l->next_rule = -1;
 	l->n_ranges = n_ranges;
 	struct lease **b = &t->buckets[l->id & t->mask];
 	l->hash_next = *b;
@@ -64,6 +72,43 @@ struct lease *lease_find(const struct lease_table *t, uint64_t id)
 	return NULL;
 }
 
+void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owner,
+		  struct lease_set *on_dev, int rule)
+{
+	if (owner) {
+		LIST_INSERT_HEAD(&owner->list, l, by_owner);
+		owner->n++;
+		l->owner = owner;
+	}
+	LIST_INSERT_HEAD(&on_dev->list, l, by_device);
+	on_dev->n++;
+	l->on_dev = on_dev;
+	l->rule = rule;
+	if (rule >= 0 && (size_t)rule < t->n_rules)
+		t->rule_leases[rule]++;
+}
+
+void lease_forget_owner(struct lease *l)
+{
+	if (!l->owner)
+		return;
+	LIST_REMOVE(l, by_owner);
+	l->owner->n--;
+	l->owner = NULL;
+}
+
+unsigned *lease_table_swap_rules(struct lease_table *t, unsigned *counts, size_t n_rules)
+{
+	unsigned *old = t->rule_leases;
+	struct lease *l;
+
+	t->rule_leases = counts;
+	t->n_rules = n_rules;
+	TAILQ_FOREACH (l, &t->all, in_table)
+		l->rule = l->next_rule;
+	return old;
+}
+
 /* Whether an intrusive list entry is linked; LIST_REMOVE on an unlinked one would crash. */
 #define LINKED(l, field) ((l)->field.le_prev != NULL)
 
@@ -78,22 +123,18 @@ void lease_delete(struct lease_table *t, struct lease *l)
 		TAILQ_REMOVE(&t->all, l, in_table);
 		t->count--;
 	}
-	if (LINKED(l, by_owner))
-		LIST_REMOVE(l, by_owner);
-	if (LINKED(l, by_device))
+	lease_forget_owner(l);
+	if (l->on_dev) {
 		LIST_REMOVE(l, by_device);
+		l->on_dev->n--;
+	}
 	if (LINKED(l, revoking))
 		LIST_REMOVE(l, revoking);
+	if (l->rule >= 0 && (size_t)l->rule < t->n_rules)
+		t->rule_leases[l->rule]--;
+	closep(&l->fd);
+	peer_unref(l->peer);
 	free(l);
-}
-
-void lease_forget_owner(struct lease *l)
-{
-	if (LINKED(l, by_owner)) {
-		LIST_REMOVE(l, by_owner);
-		l->by_owner.le_prev = NULL; /* glibc leaves it set: mark it unlinked */
-	}
-	l->owner = NULL;
 }
 
 bool lease_begin_revoke(struct lease *l, int reason, int64_t now_ms, int64_t grace_ms)
@@ -104,6 +145,15 @@ bool lease_begin_revoke(struct lease *l, int reason, int64_t now_ms, int64_t gra
 	l->reason = reason;
 	l->deadline_ms = now_ms + grace_ms;
 	return true;
+}
+
+void lease_reactivate(struct lease *l)
+{
+	if (l->state != LEASE_REVOKING)
+		return;
+	l->state = LEASE_ACTIVE;
+	l->reason = 0;
+	l->lingering = false;
 }
 
 bool lease_end(struct lease *l, int reason)

@@ -1,7 +1,8 @@
 /* The lease table: every buffer p2pbufd handed out, with the daemon's own copy of its fd.
- * A lease moves active -> revoking -> ended; this module keeps the table and the state
- * machine and does no I/O: the caller tells events and closes devices. Time is passed in, so
- * tests control the clock. */
+ * A lease moves active -> revoking -> ended. This module is the only one that links a lease
+ * into the lists of its owner and its device and keeps their counts and the per-rule counts
+ * (lease_attach / lease_delete); it does no I/O but closing a deleted lease's fd. Time is
+ * passed in, so tests control the clock. */
 #pragma once
 
 #include <stdbool.h>
@@ -14,8 +15,8 @@
 
 #define LEASE_LABEL_MAX 256
 
-struct conn;
 struct device;
+struct peer;
 
 enum lease_state {
 	LEASE_ACTIVE = 1, /* values match the wire's LeaseStateKind */
@@ -23,37 +24,46 @@ enum lease_state {
 	LEASE_ENDED = 3,
 };
 
+LIST_HEAD(lease_list, lease);
+TAILQ_HEAD(lease_queue, lease);
+
+/* The leases of one owner (a connection) or one device, with their number. */
+struct lease_set {
+	struct lease_list list;
+	unsigned n;
+};
+
 struct lease {
 	uint64_t id;
 	enum lease_state state;
-	int reason;	    /* wire Reason, once revoking or ended */
-	int fd;		    /* the daemon's own copy of the buffer */
-	struct conn *owner; /* NULL once the owning connection is gone */
-	uid_t owner_uid;
-	pid_t owner_pid;
+	int reason;		  /* wire Reason, once revoking or ended */
+	int fd;			  /* the daemon's own copy of the buffer; the lease owns it */
+	struct lease_set *owner;  /* the exporting connection's set; NULL once it is gone */
+	struct lease_set *on_dev; /* its device's set */
+	struct peer *peer;	  /* who asked for it (a reference) */
 	struct device *device;
 	uint32_t generation; /* the device generation it was exported from */
 	unsigned bar;
 	uint64_t size;
-	int rule;	     /* index of the allowing rule in the current policy */
+	int rule;	     /* index of the allowing rule in the current policy, or -1 */
+	int next_rule;	     /* scratch for a policy reload: the rule that allows it next */
 	char rule_where[64]; /* "file:line" of that rule */
 	char label[LEASE_LABEL_MAX + 1];
 	int64_t created_ms;	     /* CLOCK_REALTIME */
 	int64_t expires_ms;	     /* CLOCK_REALTIME, 0: no TTL */
+	int64_t expires_mono;	     /* the same on CLOCK_MONOTONIC, 0: no TTL */
 	int64_t deadline_ms;	     /* CLOCK_MONOTONIC: revoking holders must let go by then */
-	void *timer;		     /* the caller's TTL timer, owned by the caller */
+	size_t ttl_slot;	     /* the revocation engine's: its place in the TTL heap, +1 */
 	bool lingering;		     /* revoking past its deadline, not enforced */
+	bool owner_let_go;	     /* its exporting connection released it: it needs no events */
 	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
-	LIST_ENTRY(lease) revoking; /* on the caller's list of leases being revoked */
+	LIST_ENTRY(lease) revoking; /* on the revocation engine's list */
 	struct lease *hash_next;
 	size_t n_ranges;
 	struct range ranges[];
 };
-
-LIST_HEAD(lease_list, lease);
-TAILQ_HEAD(lease_queue, lease);
 
 struct lease_table {
 	struct lease_queue all; /* ascending ids: new leases go last */
@@ -62,12 +72,14 @@ struct lease_table {
 	size_t count; /* leases in the table, any state */
 	size_t cap;   /* most leases at once */
 	uint64_t next_id;
+	unsigned *rule_leases; /* live leases per rule of the current policy */
+	size_t n_rules;
 };
 
-/* Make an empty table for at most cap leases. */
-int lease_table_init(struct lease_table *t, size_t cap);
+/* Make an empty table for at most cap leases, counting against n_rules rules. */
+int lease_table_init(struct lease_table *t, size_t cap, size_t n_rules);
 
-/* Free every lease left (their fds must already be closed) and the table. */
+/* Delete every lease left (closing their fds) and free the table. */
 void lease_table_fini(struct lease_table *t);
 
 /* Allocate an active lease with a fresh id and room for n ranges, and add it to the table.
@@ -77,15 +89,26 @@ int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease);
 /* The lease with this id, or NULL. */
 struct lease *lease_find(const struct lease_table *t, uint64_t id);
 
-/* Remove l from the table (and from its owner and device lists) and free it. */
-void lease_delete(struct lease_table *t, struct lease *l);
+/* Link l into its owner's and its device's sets and count it against rule (or -1). */
+void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owner,
+		  struct lease_set *on_dev, int rule);
 
-/* Take l off its owner's list and forget the owner (the connection went away). */
+/* Take l off its owner's set (the connection went away); it stays on its device. */
 void lease_forget_owner(struct lease *l);
+
+/* Replace the per-rule counts (a policy reload): counts has n_rules entries and already
+ * counts every lease by its next_rule, which becomes its rule. Returns the old array. */
+unsigned *lease_table_swap_rules(struct lease_table *t, unsigned *counts, size_t n_rules);
+
+/* Unlink l from everything, uncount it, close its fd, drop its peer, and free it. */
+void lease_delete(struct lease_table *t, struct lease *l);
 
 /* active -> revoking with reason, holders told to let go by now_ms + grace_ms. Returns true if
  * the state changed (false: already revoking or ended; the first reason stands). */
 bool lease_begin_revoke(struct lease *l, int reason, int64_t now_ms, int64_t grace_ms);
+
+/* A revoking lease goes back to active (before it is revoked afresh for a new reason). */
+void lease_reactivate(struct lease *l);
 
 /* -> ended with reason (kept if the lease was already revoking for another reason). Returns
  * true if the state changed. */

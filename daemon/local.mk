@@ -2,18 +2,22 @@
 # integration tests link as well.
 noinst_LTLIBRARIES += daemon/libp2pbufd-core.la
 daemon_libp2pbufd_core_la_SOURCES = \
-	daemon/daemon.h \
+	daemon/audit.c daemon/audit.h \
+	daemon/daemon.c daemon/daemon.h \
 	daemon/device.c daemon/device.h \
-	daemon/handlers.c \
+	daemon/events.c daemon/events.h \
+	daemon/handlers.c daemon/handlers.h \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
-	daemon/policy.c daemon/policy.h \
+	daemon/peer.c daemon/peer.h \
+	daemon/policy.c daemon/policy.h daemon/policy-load.c \
 	daemon/range.h \
-	daemon/registry.c \
-	daemon/revoke.c \
-	daemon/server.c \
+	daemon/registry.c daemon/registry.h \
+	daemon/revoke.c daemon/revoke.h \
+	daemon/server.c daemon/server.h \
+	daemon/session.c daemon/session.h \
 	daemon/sim.c \
-	daemon/vfio.c daemon/vfio.h daemon/vfio-uapi.h \
+	daemon/vfio.c daemon/vfio-uapi.h \
 	daemon/worker.c daemon/worker.h
 daemon_libp2pbufd_core_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS) \
 	$(SYSTEMD_CFLAGS) -pthread

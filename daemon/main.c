@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/thread.h>
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
@@ -61,7 +60,7 @@ enum {
 };
 
 /* Returns 0 to run, 1 to exit successfully (help, version), -EINVAL on a usage error. */
-static int parse_options(int argc, char **argv, struct options *o, bool *ret_check)
+static int parse_options(int argc, char **argv, struct daemon_options *o, bool *ret_check)
 {
 	static const struct option longopts[] = {
 		{ "policy", required_argument, NULL, 'p' },
@@ -79,10 +78,10 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 	};
 	int c, r = 0;
 
-	*o = (struct options){ .policy_path = DEFAULT_POLICY,
-			       .max_clients = 256,
-			       .max_leases = 4096,
-			       .max_leases_per_client = 64 };
+	*o = (struct daemon_options){ .policy_path = DEFAULT_POLICY,
+				      .max_clients = 256,
+				      .max_leases = 4096,
+				      .max_leases_per_client = 64 };
 	*ret_check = false;
 	while (r == 0 && (c = getopt_long(argc, argv, "p:s:vqhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -138,17 +137,14 @@ static int parse_options(int argc, char **argv, struct options *o, bool *ret_che
 	return r;
 }
 
-static int load_policy(struct daemon *d)
+static int load_policy(const char *path, struct policy **ret_policy)
 {
 	_cleanup_free_ char *err = NULL;
-	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &d->policy, &err);
+	int r = policy_load(path, &policy_system_resolver, ret_policy, &err);
 
-	if (r < 0) {
+	if (r < 0)
 		log_error("%s", err ? err : strerror(-r));
-		return r;
-	}
-	d->rule_leases = calloc(d->policy->n_rules + 1, sizeof(*d->rule_leases));
-	return d->rule_leases ? 0 : -ENOMEM;
+	return r;
 }
 
 /* SIGTERM/SIGINT: every lease ends with reason shutdown and its holder is told before any
@@ -156,142 +152,92 @@ static int load_policy(struct daemon *d)
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	struct lease *l;
 
 	if (d->stopping)
 		return;
-	d->stopping = true;
 	log_notice("stopping on %s", strsignal((int)sig));
 	sd_notify(0, "STOPPING=1\nSTATUS=Stopping: ending leases");
-	while ((l = TAILQ_FIRST(&d->leases.all)))
-		revoke_end_lease(d, l, P2PBUF__REASON__REASON_SHUTDOWN);
-	server_stop(d);
+	daemon_stop(d);
 	event_base_loopexit(d->base, NULL);
 }
 
-/* Whether two declarations name the same device the same way (options may differ). */
-static bool same_device(const struct policy_device *a, const struct policy_device *b)
-{
-	return strcmp(a->name, b->name) == 0 && a->kind == b->kind && strcmp(a->pci, b->pci) == 0 &&
-	       memcmp(a->sim_bar_size, b->sim_bar_size, sizeof(a->sim_bar_size)) == 0 &&
-	       memcmp(&a->sim_msix_table, &b->sim_msix_table, sizeof(a->sim_msix_table)) == 0 &&
-	       memcmp(&a->sim_msix_pba, &b->sim_msix_pba, sizeof(a->sim_msix_pba)) == 0;
-}
-
-static const char *reload_refusal(const struct daemon *d, const struct policy *p)
-{
-	if (p->n_devices != d->n_devices)
-		return "the set of devices changed";
-	for (size_t i = 0; i < p->n_devices; i++)
-		if (!same_device(&p->devices[i], &d->devices[i].decl))
-			return "a device declaration changed";
-	return NULL;
-}
-
 /* SIGHUP: load the policy again; a policy with an error, or one that changes which devices
- * the daemon owns, is refused and the current one stays (fail closed). Live leases are
- * re-checked against the new rules. */
+ * the daemon owns, is refused and the current one stays (fail closed). */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
-	struct daemon *d = arg;
-	struct policy *p = NULL;
 	_cleanup_free_ char *err = NULL;
 
 	sd_notify(0, "RELOADING=1\nSTATUS=Reloading the policy");
-	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &p, &err);
-	const char *why = r < 0 ? (err ? err : strerror(-r)) : reload_refusal(d, p);
-	if (why) {
-		log_error("reload refused, keeping the current policy: %s%s", why,
-			  r < 0 ? "" : " (restart p2pbufd to change devices)");
-		policy_free(p);
-		sd_notify(0, "READY=1\nSTATUS=Policy reload refused; see the log");
-		return;
-	}
-	struct policy *old = d->policy;
-	d->policy = p;
-	for (size_t i = 0; i < d->n_devices; i++)
-		d->devices[i].decl = p->devices[i];
-	revoke_recheck_policy(d);
-	policy_free(old);
-	log_notice("policy %s reloaded: %zu devices, %zu rules", d->opt.policy_path, p->n_devices,
-		   p->n_rules);
-	sd_notify(0, "READY=1\nSTATUS=Policy reloaded");
+	int r = daemon_reload_file(arg, &err);
+	sd_notify(0, r < 0 ? "READY=1\nSTATUS=Policy reload refused; see the log"
+			   : "READY=1\nSTATUS=Policy reloaded");
 }
 
-static int setup_signals(struct daemon *d)
+struct signals {
+	struct event *ev[3];
+};
+
+static int setup_signals(struct daemon *d, struct signals *s)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++) {
-		d->ev_signals[i] = evsignal_new(d->base, sigs[i],
-						sigs[i] == SIGHUP ? on_sighup : on_stop_signal, d);
-		if (!d->ev_signals[i] || event_add(d->ev_signals[i], NULL) < 0)
+		s->ev[i] = evsignal_new(d->base, sigs[i],
+					sigs[i] == SIGHUP ? on_sighup : on_stop_signal, d);
+		if (!s->ev[i] || event_add(s->ev[i], NULL) < 0)
 			return -ENOMEM;
 	}
 	return 0;
 }
 
-static int daemon_init(struct daemon *d)
+static void free_signals(struct signals *s)
 {
-	int r;
-
-	TAILQ_INIT(&d->conns);
-	TAILQ_INIT(&d->dead);
-	d->listen_fd = -1;
-	d->page_size = device_page_size();
-	d->started_ms = clock_monotonic_ms();
-	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new()))
-		return -ENOMEM;
-	r = revoke_init(d);
-	if (r < 0)
-		return r;
-	r = load_policy(d);
-	if (r < 0)
-		return r;
-	r = lease_table_init(&d->leases, d->opt.max_leases);
-	if (r < 0)
-		return r;
-	r = setup_signals(d);
-	if (r < 0)
-		return r;
-	/* The socket first, so clients queue in its backlog while devices open. */
-	r = server_listen(d);
-	if (r < 0)
-		return r;
-	r = worker_new(d->base, &d->worker);
-	if (r < 0)
-		return r;
-	return registry_open_all(d);
+	for (size_t i = 0; i < ARRAY_SIZE(s->ev); i++)
+		if (s->ev[i])
+			event_free(s->ev[i]);
 }
 
-static void daemon_fini(struct daemon *d)
+static int check_policy(const char *path)
 {
-	if (d->ev_listen || d->listen_fd >= 0)
-		server_stop(d);
-	/* Finished worker jobs run once more. */
-	if (d->base)
-		event_base_loop(d->base, EVLOOP_NONBLOCK);
-	worker_free(d->worker);
-	revoke_fini(d);
-	registry_close_all(d);
-	lease_table_fini(&d->leases);
-	for (size_t i = 0; i < ARRAY_SIZE(d->ev_signals); i++)
-		if (d->ev_signals[i])
-			event_free(d->ev_signals[i]);
-	if (d->base)
-		event_base_free(d->base);
-	policy_free(d->policy);
-	free(d->rule_leases);
+	struct policy *p = NULL;
+	int r = load_policy(path, &p);
+
+	if (r == 0)
+		printf("%s: OK: %zu devices, %zu rules\n", path, p->n_devices, p->n_rules);
+	policy_free(p);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-static unsigned count_ready(const struct daemon *d)
+static int run(struct daemon *d, struct event_base *base)
 {
-	unsigned n = 0;
+	struct policy *policy = NULL;
+	struct signals sigs = {};
+	int r = load_policy(d->opt.policy_path, &policy);
 
-	for (size_t i = 0; i < d->n_devices; i++)
-		n += d->devices[i].state == P2PBUF__DEVICE_STATE_KIND__DEVICE_READY;
-	return n;
+	if (r == 0)
+		r = daemon_start(d, base, policy);
+	else
+		policy_free(policy);
+	if (r == 0)
+		r = setup_signals(d, &sigs);
+	if (r < 0) {
+		sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
+		daemon_stop(d);
+		daemon_finish(d);
+		free_signals(&sigs);
+		return EXIT_FAILURE;
+	}
+	unsigned ready = registry_ready(d->registry);
+	size_t n = registry_count(d->registry);
+	log_notice("p2pbufd %s ready: %u of %zu devices ready, policy %s", PACKAGE_VERSION, ready,
+		   n, d->opt.policy_path);
+	sd_notifyf(0, "READY=1\nSTATUS=Serving %u of %zu devices", ready, n);
+	r = event_base_dispatch(base) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	daemon_stop(d);
+	daemon_finish(d);
+	free_signals(&sigs);
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -302,25 +248,14 @@ int main(int argc, char **argv)
 
 	if (r != 0)
 		return r > 0 ? EXIT_SUCCESS : 2;
-	if (check_only) {
-		r = load_policy(&d);
-		if (r == 0)
-			printf("%s: OK: %zu devices, %zu rules\n", d.opt.policy_path,
-			       d.policy->n_devices, d.policy->n_rules);
-		policy_free(d.policy);
-		free(d.rule_leases);
-		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
-	}
-	r = daemon_init(&d);
-	if (r < 0) {
-		sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
-		daemon_fini(&d);
+	if (check_only)
+		return check_policy(d.opt.policy_path);
+	struct event_base *base = event_base_new();
+	if (!base) {
+		log_error("cannot create the event loop: out of memory");
 		return EXIT_FAILURE;
 	}
-	log_notice("p2pbufd %s ready: %u of %zu devices ready, policy %s", PACKAGE_VERSION,
-		   count_ready(&d), d.n_devices, d.opt.policy_path);
-	sd_notifyf(0, "READY=1\nSTATUS=Serving %u of %zu devices", count_ready(&d), d.n_devices);
-	event_base_dispatch(d.base);
-	daemon_fini(&d);
-	return EXIT_SUCCESS;
+	r = run(&d, base);
+	event_base_free(base);
+	return r;
 }

@@ -1,22 +1,17 @@
-/* Policy: read the policy files into a struct policy, resolving every name once, and answer
- * the pure questions the grant path asks. The format is in policy/p2pbuf-policy.5. */
-#include <dirent.h>
+/* Policy: the parser that turns policy text into a struct policy, resolving every name once
+ * through the resolver it is given, and the pure questions the grant path asks. Nothing here
+ * touches a file or the user database: policy-load.c reads the files and provides the system
+ * resolver. The format is in policy/p2pbuf-policy.5. */
 #include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "policy.h"
-#include "clock.h"
 #include "macro.h"
+#include "units.h"
 
 /* The longest directive (a sim device with every BAR and option) has about 40 words. */
 #define LINE_MAX_TOKENS 64
@@ -24,10 +19,10 @@
 #define SUBJECT_MAX_NAME 256
 /* Tokens quoted in messages are cut here, so that a runaway token cannot flood the log. */
 #define QUOTE_MAX 80
-/* Keeps "now + duration" far from overflowing wherever the daemon adds it. */
-#define DURATION_MAX_S UINT32_MAX
-/* A group with a huge member list needs a big getgrnam_r buffer, but not a boundless one. */
-#define RESOLVER_MAX_BUF (16 << 20)
+/* What the messages say the value grammars of proto/units.h are. */
+#define SIZE_GRAMMAR "bytes or a number with K, M, G or T"
+#define OFFSET_GRAMMAR "bytes, a number with K, M, G or T, or 0x and hex digits"
+#define DURATION_GRAMMAR "a number with ms, s, m, h or d (no unit: seconds)"
 #define OPTIONS_MAX 8
 
 #define TOK_FMT "\"%.*s%s\""
@@ -64,7 +59,7 @@ struct pending {
 	unsigned range_col;
 };
 
-struct parser {
+struct policy_parser {
 	struct policy *policy;
 	const struct policy_resolver *resolver;
 	struct pending *pending; /* one per rule, same index */
@@ -102,7 +97,7 @@ __attribute__((format(printf, 1, 2))) static char *format(const char *fmt, ...)
 	return s;
 }
 
-static int oom(struct parser *p)
+static int oom(struct policy_parser *p)
 {
 	if (!p->err) {
 		p->err = -ENOMEM;
@@ -111,29 +106,18 @@ static int oom(struct parser *p)
 	return -ENOMEM;
 }
 
-/* -errno, for a call that has just failed and so set errno to a positive value. Testing the
- * result, not errno, lets clang's analyzer see that it is negative; without that it follows a
- * "success" whose out-values were never written. */
-static int negative_errno(void)
-{
-	int r = -errno;
-
-	return r < 0 ? r : -EIO;
-}
-
 /* Record "file:line:col: message" (or "file: message" for the whole file) unless an earlier
  * error is already recorded. Out of memory, it records that instead. */
-__attribute__((format(printf, 5, 6))) static void
-record_error(struct parser *p, const struct where *at, unsigned col, int err, const char *fmt, ...)
+__attribute__((format(printf, 5, 0))) static void record_verror(struct policy_parser *p,
+								const struct where *at,
+								unsigned col, int err,
+								const char *fmt, va_list ap)
 {
 	_cleanup_free_ char *msg = NULL;
-	va_list ap;
 
 	if (p->err)
 		return;
-	va_start(ap, fmt);
 	msg = vformat(fmt, ap);
-	va_end(ap);
 	if (!msg) {
 		oom(p);
 		return;
@@ -149,10 +133,21 @@ record_error(struct parser *p, const struct where *at, unsigned col, int err, co
 	p->err = err;
 }
 
+__attribute__((format(printf, 5, 6))) static void record_error(struct policy_parser *p,
+							       const struct where *at, unsigned col,
+							       int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	record_verror(p, at, col, err, fmt, ap);
+	va_end(ap);
+}
+
 /* record_error, then evaluate to err (negative), which callers pass up; the parse returns the
  * recorded error in the end. A macro so that callers see the value itself: clang's analyzer
  * never follows a call into a variadic function, and would otherwise assume a failed check
- * (say take_size) may have succeeded without writing its result.
+ * (say take_value) may have succeeded without writing its result.
  * Pass at as a pointer to a named struct: a compound literal "&(struct where){ f, 0 }" would be
  * split at its comma, which the copy into fail_at_ turns into a compile error rather than a
  * call with every argument shifted. */
@@ -185,106 +180,17 @@ static bool token_is(const struct token *t, const char *word)
 	return t->len == strlen(word) && memcmp(t->s, word, t->len) == 0;
 }
 
-/* ---- Numbers, sizes, durations, addresses ---- */
+/* ---- Addresses ---- */
 
-static int digit_value(char c, unsigned base)
+static int hex_digit(char c)
 {
-	int v = -1;
-
 	if (c >= '0' && c <= '9')
-		v = c - '0';
-	else if (c >= 'a' && c <= 'f')
-		v = c - 'a' + 10;
-	else if (c >= 'A' && c <= 'F')
-		v = c - 'A' + 10;
-	return v >= 0 && (unsigned)v < base ? v : -1;
-}
-
-/* Parse the leading digits of s (decimal, or hex after "0x"), leaving the rest (a suffix) to
- * the caller. Leading zeros do not mean octal: "010" is ten. */
-static int parse_number(const char *s, size_t len, bool allow_hex, uint64_t *ret_value,
-			size_t *ret_used)
-{
-	unsigned base = 10;
-	size_t i = 0, start;
-	uint64_t v = 0;
-	int d;
-
-	if (allow_hex && len > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		i = 2;
-	}
-	for (start = i; i < len && (d = digit_value(s[i], base)) >= 0; i++) {
-		if (v > (UINT64_MAX - (uint64_t)d) / base)
-			return -ERANGE;
-		v = v * base + (uint64_t)d;
-	}
-	if (i == start)
-		return -EINVAL;
-	*ret_value = v;
-	*ret_used = i;
-	return 0;
-}
-
-static bool suffix_is(const char *s, size_t len, const char *suffix)
-{
-	return len == strlen(suffix) && strncasecmp(s, suffix, len) == 0;
-}
-
-/* A size: a number with an optional binary suffix (K, KiB, M, ... T, TiB; any case). */
-static int parse_size(const char *s, size_t len, uint64_t *ret_size)
-{
-	static const struct {
-		const char *short_form, *long_form;
-		unsigned shift;
-	} suffixes[] = { { "", "", 0 },
-			 { "K", "KiB", 10 },
-			 { "M", "MiB", 20 },
-			 { "G", "GiB", 30 },
-			 { "T", "TiB", 40 } };
-	uint64_t v;
-	size_t used;
-	int r;
-
-	r = parse_number(s, len, true, &v, &used);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++) {
-		if (!suffix_is(s + used, len - used, suffixes[i].short_form) &&
-		    !suffix_is(s + used, len - used, suffixes[i].long_form))
-			continue;
-		if (v > UINT64_MAX >> suffixes[i].shift)
-			return -ERANGE;
-		*ret_size = v << suffixes[i].shift;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-/* A duration in milliseconds: a decimal number with ms, s, m or h (none: seconds). */
-static int parse_duration(const char *s, size_t len, uint64_t *ret_ms)
-{
-	static const struct {
-		const char *suffix;
-		uint64_t ms;
-	} units[] = { { "ms", 1 }, { "s", 1000 }, { "", 1000 }, { "m", 60000 }, { "h", 3600000 } };
-	uint64_t v;
-	size_t used;
-	int r;
-
-	r = parse_number(s, len, false, &v, &used);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
-		if (len - used != strlen(units[i].suffix) ||
-		    memcmp(s + used, units[i].suffix, len - used) != 0)
-			continue;
-		if (v > (uint64_t)DURATION_MAX_S * 1000 / units[i].ms)
-			return -ERANGE;
-		*ret_ms = v * units[i].ms;
-		return 0;
-	}
-	return -EINVAL;
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
 }
 
 static int hex_field(const char *s, size_t len, unsigned *ret_value)
@@ -292,7 +198,7 @@ static int hex_field(const char *s, size_t len, unsigned *ret_value)
 	unsigned v = 0;
 
 	for (size_t i = 0; i < len; i++) {
-		int d = digit_value(s[i], 16);
+		int d = hex_digit(s[i]);
 		if (d < 0)
 			return -EINVAL;
 		v = v * 16 + (unsigned)d;
@@ -343,7 +249,7 @@ static bool is_control(char c)
 }
 
 /* Split one line into tokens; '#' starts a comment wherever it appears. */
-static int tokenize(struct parser *p, struct line *l, const char *s, size_t len)
+static int tokenize(struct policy_parser *p, struct line *l, const char *s, size_t len)
 {
 	size_t i = 0;
 
@@ -374,8 +280,10 @@ static const struct token *next_token(struct line *l)
 }
 
 /* The next token, or an error just past the end of the line saying what was expected. */
-__attribute__((format(printf, 4, 5))) static int
-expect_token(struct parser *p, struct line *l, const struct token **ret, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int expect_token(struct policy_parser *p,
+							      struct line *l,
+							      const struct token **ret,
+							      const char *fmt, ...)
 {
 	_cleanup_free_ char *what = NULL;
 	const struct token *t = next_token(l);
@@ -395,22 +303,32 @@ expect_token(struct parser *p, struct line *l, const struct token **ret, const c
 
 /* ---- Values ---- */
 
-/* what names the value in messages: "size", "offset", "length". */
-static int take_size(struct parser *p, const struct line *l, const char *what,
-		     const struct token *t, uint64_t *ret_size)
+/* A number in one of the grammars of proto/units.h, and how messages name it. */
+struct value_kind {
+	const char *noun; /* with its article: "a size" */
+	const char *grammar;
+	int (*parse)(const char *s, size_t len, uint64_t *ret_value);
+};
+
+static const struct value_kind size_value = { "a size", SIZE_GRAMMAR, units_parse_size };
+static const struct value_kind offset_value = { "an offset", OFFSET_GRAMMAR, units_parse_offset };
+static const struct value_kind length_value = { "a length", OFFSET_GRAMMAR, units_parse_offset };
+
+static int take_value(struct policy_parser *p, const struct line *l, const struct value_kind *kind,
+		      const struct token *t, uint64_t *ret_value)
 {
-	int r = parse_size(t->s, t->len, ret_size);
+	int r = kind->parse(t->s, t->len, ret_value);
 
 	if (r == -ERANGE)
-		return fail(p, &l->at, t->col, -EINVAL, "%s " TOK_FMT " is too large", what,
-			    TOK_ARG(t));
+		return fail(p, &l->at, t->col, -EINVAL,
+			    TOK_FMT " is too large: %s must be below 2^64", TOK_ARG(t), kind->noun);
 	if (r < 0)
-		return fail(p, &l->at, t->col, -EINVAL, "%s " TOK_FMT " is not a number", what,
-			    TOK_ARG(t));
+		return fail(p, &l->at, t->col, -EINVAL, TOK_FMT " is not %s: use %s", TOK_ARG(t),
+			    kind->noun, kind->grammar);
 	return 0;
 }
 
-static int take_range(struct parser *p, const struct line *l, const struct token *t,
+static int take_range(struct policy_parser *p, const struct line *l, const struct token *t,
 		      struct range *ret_range)
 {
 	const char *plus = memchr(t->s, '+', t->len);
@@ -422,8 +340,8 @@ static int take_range(struct parser *p, const struct line *l, const struct token
 			    TOK_ARG(t));
 	off = (struct token){ t->s, (size_t)(plus - t->s), t->col };
 	len = (struct token){ plus + 1, t->len - off.len - 1, t->col + (unsigned)off.len + 1 };
-	if (take_size(p, l, "offset", &off, &r.offset) < 0 ||
-	    take_size(p, l, "length", &len, &r.length) < 0)
+	if (take_value(p, l, &offset_value, &off, &r.offset) < 0 ||
+	    take_value(p, l, &length_value, &len, &r.length) < 0)
 		return -EINVAL;
 	if (r.length == 0)
 		return fail(p, &l->at, t->col, -EINVAL, "range " TOK_FMT " is empty", TOK_ARG(t));
@@ -435,23 +353,24 @@ static int take_range(struct parser *p, const struct line *l, const struct token
 }
 
 /* key is the option the duration belongs to, for the message. */
-static int take_duration(struct parser *p, const struct line *l, const struct token *key,
+static int take_duration(struct policy_parser *p, const struct line *l, const struct token *key,
 			 const struct token *t, uint64_t *ret_ms)
 {
-	int r = parse_duration(t->s, t->len, ret_ms);
+	char max[UNITS_FORMAT_MAX];
+	int r = units_parse_duration(t->s, t->len, ret_ms);
 
 	if (r == -ERANGE)
-		return fail(p, &l->at, t->col, -EINVAL,
-			    "%.*s " TOK_FMT " is too long (at most %us)", (int)key->len, key->s,
-			    TOK_ARG(t), DURATION_MAX_S);
+		return fail(p, &l->at, t->col, -EINVAL, "%.*s " TOK_FMT " is too long (at most %s)",
+			    (int)key->len, key->s, TOK_ARG(t),
+			    units_format_duration(UNITS_DURATION_MAX_MS, max));
 	if (r < 0)
 		return fail(p, &l->at, t->col, -EINVAL,
-			    "%.*s " TOK_FMT " is not a duration such as 500ms, 30s, 10m or 2h",
-			    (int)key->len, key->s, TOK_ARG(t));
+			    "%.*s " TOK_FMT " is not a duration: use %s", (int)key->len, key->s,
+			    TOK_ARG(t), DURATION_GRAMMAR);
 	return 0;
 }
 
-static int take_bar(struct parser *p, const struct line *l, const struct token *t,
+static int take_bar(struct policy_parser *p, const struct line *l, const struct token *t,
 		    unsigned *ret_bar)
 {
 	if (t->len != 1 || t->s[0] < '0' || t->s[0] >= '0' + POLICY_MAX_BARS)
@@ -468,7 +387,7 @@ static bool is_name_char(char c)
 	       c == '_' || c == '.' || c == '-';
 }
 
-static int take_device_name(struct parser *p, const struct line *l, const struct token *t,
+static int take_device_name(struct policy_parser *p, const struct line *l, const struct token *t,
 			    char ret_name[POLICY_MAX_NAME + 1])
 {
 	if (t->len > POLICY_MAX_NAME)
@@ -491,7 +410,7 @@ static int take_device_name(struct parser *p, const struct line *l, const struct
 struct option {
 	const char *name;
 	bool repeatable; /* sim "bar": once per BAR index, checked by the parser */
-	int (*parse)(struct parser *p, struct line *l, const struct token *key, void *ctx);
+	int (*parse)(struct policy_parser *p, struct line *l, const struct token *key, void *ctx);
 };
 
 struct option_set {
@@ -509,7 +428,8 @@ static const struct option *find_option(const struct option_set *set, const stru
 }
 
 /* Options may come in any order, each at most once per line. */
-static int parse_options(struct parser *p, struct line *l, const struct option_set *set, void *ctx)
+static int parse_options(struct policy_parser *p, struct line *l, const struct option_set *set,
+			 void *ctx)
 {
 	unsigned seen[OPTIONS_MAX] = { 0 };
 	const struct token *t;
@@ -545,7 +465,7 @@ struct device_ctx {
 	unsigned msix_range_col[2];
 };
 
-static int opt_sim_bar(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_sim_bar(struct policy_parser *p, struct line *l, const struct token *key, void *ctx)
 {
 	struct device_ctx *c = ctx;
 	const struct token *tb, *ts;
@@ -559,7 +479,7 @@ static int opt_sim_bar(struct parser *p, struct line *l, const struct token *key
 		return fail(p, &l->at, tb->col, -EINVAL, "bar %u is already declared at column %u",
 			    bar, c->bar_col[bar]);
 	if (expect_token(p, l, &ts, "a size after \"bar %u\"", bar) < 0 ||
-	    take_size(p, l, "size", ts, &size) < 0)
+	    take_value(p, l, &size_value, ts, &size) < 0)
 		return -EINVAL;
 	if (size < 4096 || (size & (size - 1)) != 0)
 		return fail(p, &l->at, ts->col, -EINVAL,
@@ -570,7 +490,7 @@ static int opt_sim_bar(struct parser *p, struct line *l, const struct token *key
 	return 0;
 }
 
-static int parse_msix(struct parser *p, struct line *l, const struct token *key,
+static int parse_msix(struct policy_parser *p, struct line *l, const struct token *key,
 		      struct device_ctx *c, size_t which)
 {
 	struct policy_sim_msix *m = which == 0 ? &c->dev.sim_msix_table : &c->dev.sim_msix_pba;
@@ -588,17 +508,19 @@ static int parse_msix(struct parser *p, struct line *l, const struct token *key,
 	return 0;
 }
 
-static int opt_msix_table(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_msix_table(struct policy_parser *p, struct line *l, const struct token *key,
+			  void *ctx)
 {
 	return parse_msix(p, l, key, ctx, 0);
 }
 
-static int opt_msix_pba(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_msix_pba(struct policy_parser *p, struct line *l, const struct token *key, void *ctx)
 {
 	return parse_msix(p, l, key, ctx, 1);
 }
 
-static int opt_cycle_delay(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_cycle_delay(struct policy_parser *p, struct line *l, const struct token *key,
+			   void *ctx)
 {
 	struct device_ctx *c = ctx;
 	const struct token *t;
@@ -608,7 +530,8 @@ static int opt_cycle_delay(struct parser *p, struct line *l, const struct token 
 	return take_duration(p, l, key, t, &c->dev.sim_cycle_delay_ms);
 }
 
-static int opt_revoke_deadline(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_revoke_deadline(struct policy_parser *p, struct line *l, const struct token *key,
+			       void *ctx)
 {
 	struct device_ctx *c = ctx;
 	const struct token *t;
@@ -618,7 +541,8 @@ static int opt_revoke_deadline(struct parser *p, struct line *l, const struct to
 	return take_duration(p, l, key, t, &c->dev.revoke_deadline_ms);
 }
 
-static int opt_revocation(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_revocation(struct policy_parser *p, struct line *l, const struct token *key,
+			  void *ctx)
 {
 	struct device_ctx *c = ctx;
 	const struct token *t;
@@ -636,7 +560,7 @@ static int opt_revocation(struct parser *p, struct line *l, const struct token *
 	return 0;
 }
 
-static int opt_on_error(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_on_error(struct policy_parser *p, struct line *l, const struct token *key, void *ctx)
 {
 	struct device_ctx *c = ctx;
 	const struct token *t;
@@ -681,7 +605,7 @@ static const struct option_set pci_option_set = { pci_options, ARRAY_SIZE(pci_op
 
 /* The MSI-X structures must lie inside a BAR of the device; which BARs exist is known only
  * once the whole line has been read. */
-static int check_msix(struct parser *p, const struct line *l, const struct device_ctx *c,
+static int check_msix(struct policy_parser *p, const struct line *l, const struct device_ctx *c,
 		      size_t which)
 {
 	const struct policy_sim_msix *m =
@@ -703,7 +627,7 @@ static int check_msix(struct parser *p, const struct line *l, const struct devic
 	return 0;
 }
 
-static int parse_sim(struct parser *p, struct line *l, struct device_ctx *c)
+static int parse_sim(struct policy_parser *p, struct line *l, struct device_ctx *c)
 {
 	bool any_bar = false;
 	int r;
@@ -722,7 +646,7 @@ static int parse_sim(struct parser *p, struct line *l, struct device_ctx *c)
 	return 0;
 }
 
-static int parse_pci(struct parser *p, struct line *l, struct device_ctx *c)
+static int parse_pci(struct policy_parser *p, struct line *l, struct device_ctx *c)
 {
 	const struct policy *pol = p->policy;
 	const struct token *t;
@@ -750,7 +674,7 @@ static int parse_pci(struct parser *p, struct line *l, struct device_ctx *c)
 	return parse_options(p, l, &pci_option_set, c);
 }
 
-static int take_new_device_name(struct parser *p, struct line *l,
+static int take_new_device_name(struct policy_parser *p, struct line *l,
 				char ret_name[POLICY_MAX_NAME + 1])
 {
 	const struct policy *pol = p->policy;
@@ -773,7 +697,7 @@ static const struct policy_device device_defaults = {
 	.on_error = POLICY_ON_ERROR_REPORT,
 };
 
-static int parse_device(struct parser *p, struct line *l)
+static int parse_device(struct policy_parser *p, struct line *l)
 {
 	struct device_ctx c = { .dev = device_defaults };
 	struct policy *pol = p->policy;
@@ -814,7 +738,7 @@ static const char *subject_kind_name(enum policy_subject_kind kind)
 }
 
 /* Names are resolved here, once, so that a request never waits on NSS. */
-static int resolve_subject(struct parser *p, const struct line *l, const struct token *t,
+static int resolve_subject(struct policy_parser *p, const struct line *l, const struct token *t,
 			   enum policy_subject_kind kind, struct policy_subject *ret_subject)
 {
 	const char *what = subject_kind_name(kind);
@@ -845,7 +769,7 @@ static int resolve_subject(struct parser *p, const struct line *l, const struct 
 }
 
 /* "user NAME|UID" or "group NAME|GID" after directive. */
-static int parse_subject(struct parser *p, struct line *l, const char *directive,
+static int parse_subject(struct policy_parser *p, struct line *l, const char *directive,
 			 struct policy_subject *ret_subject)
 {
 	enum policy_subject_kind kind;
@@ -867,8 +791,8 @@ static int parse_subject(struct parser *p, struct line *l, const char *directive
 }
 
 /* admin and observer lines: one subject, appended to *list. */
-static int parse_role(struct parser *p, struct line *l, struct policy_subject **list, size_t *n,
-		      size_t *cap)
+static int parse_role(struct policy_parser *p, struct line *l, struct policy_subject **list,
+		      size_t *n, size_t *cap)
 {
 	const struct token *key = &l->tok[0], *t;
 	char directive[16];
@@ -893,14 +817,14 @@ static int parse_role(struct parser *p, struct line *l, struct policy_subject **
 	return 0;
 }
 
-static int parse_admin(struct parser *p, struct line *l)
+static int parse_admin(struct policy_parser *p, struct line *l)
 {
 	struct policy *pol = p->policy;
 
 	return parse_role(p, l, &pol->admins, &pol->n_admins, &p->cap_admins);
 }
 
-static int parse_observer(struct parser *p, struct line *l)
+static int parse_observer(struct policy_parser *p, struct line *l)
 {
 	struct policy *pol = p->policy;
 
@@ -912,7 +836,7 @@ struct rule_ctx {
 	struct pending pending;
 };
 
-static int opt_rule_bar(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_rule_bar(struct policy_parser *p, struct line *l, const struct token *key, void *ctx)
 {
 	struct rule_ctx *c = ctx;
 	const struct token *t;
@@ -926,7 +850,8 @@ static int opt_rule_bar(struct parser *p, struct line *l, const struct token *ke
 	return 0;
 }
 
-static int opt_rule_range(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_rule_range(struct policy_parser *p, struct line *l, const struct token *key,
+			  void *ctx)
 {
 	struct rule_ctx *c = ctx;
 	const struct token *t;
@@ -940,25 +865,24 @@ static int opt_rule_range(struct parser *p, struct line *l, const struct token *
 	return 0;
 }
 
-static int opt_max_leases(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_max_leases(struct policy_parser *p, struct line *l, const struct token *key,
+			  void *ctx)
 {
 	struct rule_ctx *c = ctx;
 	const struct token *t;
 	uint64_t v;
-	size_t used;
 
 	if (expect_token(p, l, &t, "a number after " TOK_FMT, TOK_ARG(key)) < 0)
 		return -EINVAL;
-	if (parse_number(t->s, t->len, false, &v, &used) < 0 || used != t->len || v == 0 ||
-	    v > UINT32_MAX)
+	if (units_parse_count(t->s, t->len, &v) < 0 || v == 0 || v > UINT32_MAX)
 		return fail(p, &l->at, t->col, -EINVAL,
-			    "max-leases " TOK_FMT " is not a number from 1 to %u", TOK_ARG(t),
-			    UINT32_MAX);
+			    "max-leases " TOK_FMT " is not a decimal number from 1 to %u",
+			    TOK_ARG(t), UINT32_MAX);
 	c->rule.max_leases = (unsigned)v;
 	return 0;
 }
 
-static int opt_ttl(struct parser *p, struct line *l, const struct token *key, void *ctx)
+static int opt_ttl(struct policy_parser *p, struct line *l, const struct token *key, void *ctx)
 {
 	struct rule_ctx *c = ctx;
 	const struct token *t;
@@ -996,7 +920,7 @@ static void format_where(char *buf, size_t size, const char *file, unsigned line
 		snprintf(buf, size, "...%s%s", file + flen - (room - 3), num);
 }
 
-static int append_rule(struct parser *p, const struct rule_ctx *c)
+static int append_rule(struct policy_parser *p, const struct rule_ctx *c)
 {
 	struct policy *pol = p->policy;
 	struct policy_rule *rules;
@@ -1015,7 +939,7 @@ static int append_rule(struct parser *p, const struct rule_ctx *c)
 	return 0;
 }
 
-static int parse_allow(struct parser *p, struct line *l)
+static int parse_allow(struct policy_parser *p, struct line *l)
 {
 	struct rule_ctx c = { .rule = { .bar = -1, .file = l->at.file, .line = l->at.line } };
 	const struct token *t;
@@ -1048,11 +972,11 @@ static int parse_allow(struct parser *p, struct line *l)
 
 /* ---- Files ---- */
 
-static int parse_line(struct parser *p, struct line *l)
+static int parse_line(struct policy_parser *p, struct line *l)
 {
 	static const struct {
 		const char *name;
-		int (*parse)(struct parser *p, struct line *l);
+		int (*parse)(struct policy_parser *p, struct line *l);
 	} directives[] = {
 		{ "device", parse_device },
 		{ "allow", parse_allow },
@@ -1072,7 +996,7 @@ static int parse_line(struct parser *p, struct line *l)
 }
 
 /* Keep a copy of the file name for the policy's lifetime: devices and rules point at it. */
-static int add_file(struct parser *p, const char *file, const char **ret_name)
+static int add_file(struct policy_parser *p, const char *file, const char **ret_name)
 {
 	const struct where at = { file, 0 };
 	struct policy *pol = p->policy;
@@ -1092,7 +1016,7 @@ static int add_file(struct parser *p, const char *file, const char **ret_name)
 	return 0;
 }
 
-static int parse_file(struct parser *p, const char *file, const char *text, size_t len)
+static int parse_file(struct policy_parser *p, const char *file, const char *text, size_t len)
 {
 	struct line l = { 0 };
 	size_t pos = 0;
@@ -1121,8 +1045,9 @@ static int parse_file(struct parser *p, const char *file, const char *text, size
 }
 
 /* A rule naming a sim device is checked against its BARs, which are known exactly. */
-static int check_rule_bar(struct parser *p, const struct where *at, const struct policy_rule *rule,
-			  const struct pending *pend, const struct policy_device *dev)
+static int check_rule_bar(struct policy_parser *p, const struct where *at,
+			  const struct policy_rule *rule, const struct pending *pend,
+			  const struct policy_device *dev)
 {
 	uint64_t size;
 
@@ -1141,7 +1066,7 @@ static int check_rule_bar(struct parser *p, const struct where *at, const struct
 }
 
 /* Runs once every file is read, since a rule may precede its device. */
-static int resolve_rules(struct parser *p)
+static int resolve_rules(struct policy_parser *p)
 {
 	struct policy *pol = p->policy;
 
@@ -1161,219 +1086,61 @@ static int resolve_rules(struct parser *p)
 	return 0;
 }
 
-/* Read to the end: fstat's size is only a hint, since the file may change while we read. */
-static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
+int policy_parser_new(const struct policy_resolver *resolver, struct policy_parser **ret_parser)
 {
-	size_t cap = hint + 1, len = 0;
-	_cleanup_free_ char *text = malloc(cap);
+	struct policy_parser *p = calloc(1, sizeof(*p));
 
-	if (!text)
+	if (!p)
 		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-		if (len == cap) {
-			char *t;
-			if (cap > POLICY_MAX_SIZE)
-				return -E2BIG;
-			cap = cap * 2 > POLICY_MAX_SIZE + 1 ? POLICY_MAX_SIZE + 1 : cap * 2;
-			t = realloc(text, cap);
-			if (!t)
-				return -ENOMEM;
-			text = t;
-		}
-		n = read(fd, text + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return negative_errno();
-		if (n == 0)
-			break;
-		len += (size_t)n;
+	p->resolver = resolver;
+	p->policy = calloc(1, sizeof(*p->policy));
+	if (!p->policy) {
+		free(p);
+		return -ENOMEM;
 	}
-	*ret_text = TAKE_PTR(text);
-	*ret_len = len;
+	*ret_parser = p;
 	return 0;
 }
 
-/* Returns -E2BIG for an over-long file and -EBADFD for anything but a regular file. */
-static int read_file(int dirfd, const char *name, char **ret_text, size_t *ret_len)
+void policy_parser_free(struct policy_parser *p)
 {
-	/* O_NONBLOCK: a FIFO put in place of the policy must not hang the daemon. */
-	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	struct stat st;
-
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return negative_errno();
-	if (!S_ISREG(st.st_mode))
-		return -EBADFD;
-	if (st.st_size > POLICY_MAX_SIZE)
-		return -E2BIG;
-	return read_all(fd, (size_t)st.st_size, ret_text, ret_len);
-}
-
-static int load_file(struct parser *p, int dirfd, const char *name, const char *display)
-{
-	_cleanup_free_ char *text = NULL;
-	const struct where at = { display, 0 };
-	size_t len = 0;
-	int r;
-
-	r = read_file(dirfd, name, &text, &len);
-	if (r == -E2BIG)
-		return fail(p, &at, 0, r, "file is larger than %d bytes", POLICY_MAX_SIZE);
-	if (r == -EBADFD)
-		return fail(p, &at, 0, -EINVAL, "not a regular file");
-	if (r == -ENOMEM)
-		return oom(p);
-	if (r < 0)
-		return fail(p, &at, 0, r, "cannot read: %s", strerror(-r));
-	return parse_file(p, display, text, len);
-}
-
-struct names {
-	char **v;
-	size_t n, cap;
-};
-
-static void names_done(struct names *names)
-{
-	for (size_t i = 0; i < names->n; i++)
-		free(names->v[i]);
-	free(names->v);
-}
-
-static void closedirp(DIR **d)
-{
-	if (*d)
-		closedir(*d);
-}
-
-/* Drop-ins end in ".policy"; hidden files are skipped, as editors and package managers leave
- * them behind. */
-static bool is_dropin(const char *name)
-{
-	size_t len = strlen(name);
-
-	return name[0] != '.' && len > 7 && strcmp(name + len - 7, ".policy") == 0;
-}
-
-static int add_name(struct parser *p, struct names *names, const char *dir, const char *name)
-{
-	const struct where at = { dir, 0 };
-	char **v;
-
-	if (names->n >= POLICY_MAX_FILES - 1)
-		return fail(p, &at, 0, -E2BIG, "too many policy files (at most %d)",
-			    POLICY_MAX_FILES);
-	v = grow(names->v, &names->cap, names->n, sizeof(*v));
-	if (!v)
-		return oom(p);
-	names->v = v;
-	v[names->n] = strdup(name);
-	if (!v[names->n])
-		return oom(p);
-	names->n++;
-	return 0;
-}
-
-static int list_dropins(struct parser *p, DIR *d, const char *dir, struct names *names)
-{
-	const struct where at = { dir, 0 };
-
-	for (;;) {
-		struct dirent *de;
-		int r;
-
-		errno = 0;
-		de = readdir(d);
-		if (!de)
-			break;
-		if (!is_dropin(de->d_name))
-			continue;
-		r = add_name(p, names, dir, de->d_name);
-		if (r < 0)
-			return r;
-	}
-	if (errno != 0)
-		return fail(p, &at, 0, negative_errno(), "cannot read directory: %s",
-			    strerror(errno));
-	return 0;
-}
-
-static int compare_names(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int open_dir(const char *dir, DIR **ret_dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
-
-	if (fd < 0)
-		return negative_errno();
-	d = fdopendir(fd);
-	if (!d) {
-		int r = negative_errno();
-
-		close(fd);
-		return r;
-	}
-	*ret_dir = d; /* which now owns fd */
-	return 0;
-}
-
-/* path.d/ *.policy, in byte order of their names so that "10-" sorts before "20-". */
-static int load_dropins(struct parser *p, const char *path)
-{
-	_cleanup_(names_done) struct names names = { 0 };
-	_cleanup_(closedirp) DIR *d = NULL;
-	_cleanup_free_ char *dir = format("%s.d", path);
-	const struct where at = { dir, 0 };
-	int r;
-
-	if (!dir)
-		return oom(p);
-	r = open_dir(dir, &d);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0)
-		return fail(p, &at, 0, r, "cannot open directory: %s", strerror(-r));
-	r = list_dropins(p, d, dir, &names);
-	if (r < 0)
-		return r;
-	/* An empty directory leaves names.v NULL, and qsort's array must not be NULL even when
-	 * there is nothing to sort. */
-	if (names.n > 1)
-		qsort(names.v, names.n, sizeof(*names.v), compare_names);
-	for (size_t i = 0; i < names.n; i++) {
-		_cleanup_free_ char *display = format("%s/%s", dir, names.v[i]);
-		if (!display)
-			return oom(p);
-		r = load_file(p, dirfd(d), names.v[i], display);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-static void parser_done(struct parser *p)
-{
+	if (!p)
+		return;
 	policy_free(p->policy);
 	free(p->pending);
 	free(p->error);
+	free(p);
 }
 
-static int parser_start(struct parser *p, const struct policy_resolver *resolver)
+int policy_parser_add(struct policy_parser *p, const char *file, const char *text, size_t len)
 {
-	*p = (struct parser){ .resolver = resolver };
-	p->policy = calloc(1, sizeof(*p->policy));
-	return p->policy ? 0 : oom(p);
+	/* After an error nothing more is read, so that the first error stays the one reported
+	 * and no file is parsed against a half-built policy. */
+	if (p->err)
+		return p->err;
+	if (!p->policy)
+		return -EINVAL; /* already finished */
+	return parse_file(p, file, text, len);
 }
 
-static int parser_end(struct parser *p, int r, struct policy **ret_policy, char **ret_error)
+int policy_parser_fail(struct policy_parser *p, const char *file, int err, const char *fmt, ...)
 {
-	if (r >= 0)
+	const struct where at = { file, 0 };
+	va_list ap;
+
+	va_start(ap, fmt);
+	record_verror(p, &at, 0, err, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+int policy_parser_finish(struct policy_parser *p, struct policy **ret_policy, char **ret_error)
+{
+	int r = p->err;
+
+	if (r == 0 && !p->policy)
+		return -EINVAL; /* already finished */
+	if (r == 0)
 		r = resolve_rules(p);
 	if (r < 0) {
 		if (ret_error)
@@ -1388,31 +1155,17 @@ int policy_parse(const char *file, const char *text, size_t len,
 		 const struct policy_resolver *resolver, struct policy **ret_policy,
 		 char **ret_error)
 {
-	struct parser p = { 0 };
-	int r;
+	_cleanup_(policy_parser_freep) struct policy_parser *p = NULL;
+	int r = policy_parser_new(resolver, &p);
 
-	r = parser_start(&p, resolver);
-	if (r >= 0)
-		r = parse_file(&p, file, text, len);
-	r = parser_end(&p, r, ret_policy, ret_error);
-	parser_done(&p);
-	return r;
-}
-
-int policy_load(const char *path, const struct policy_resolver *resolver,
-		struct policy **ret_policy, char **ret_error)
-{
-	struct parser p = { 0 };
-	int r;
-
-	r = parser_start(&p, resolver);
-	if (r >= 0)
-		r = load_file(&p, AT_FDCWD, path, path);
-	if (r >= 0)
-		r = load_dropins(&p, path);
-	r = parser_end(&p, r, ret_policy, ret_error);
-	parser_done(&p);
-	return r;
+	if (r < 0) {
+		if (ret_error)
+			*ret_error = NULL; /* no memory even for the parser, let alone a message */
+		return r;
+	}
+	/* An error is kept in the parser, and finish reports it. */
+	(void)policy_parser_add(p, file, text, len);
+	return policy_parser_finish(p, ret_policy, ret_error);
 }
 
 void policy_free(struct policy *policy)
@@ -1506,92 +1259,3 @@ bool policy_is_observer(const struct policy *policy, const struct policy_peer *p
 	return policy_is_admin(policy, peer) ||
 	       any_subject_matches(policy->observers, policy->n_observers, peer);
 }
-
-/* ---- The system resolver ---- */
-
-/* A name of digits only is an id, as chown(1) takes it; (uint32_t)-1 is never a valid one. */
-static int parse_id(const char *name, bool *ret_numeric, uint32_t *ret_id)
-{
-	size_t used, len = strspn(name, "0123456789");
-	uint64_t v;
-
-	*ret_numeric = len > 0 && name[len] == '\0';
-	if (!*ret_numeric)
-		return 0;
-	if (parse_number(name, len, false, &v, &used) < 0 || v >= UINT32_MAX)
-		return -EINVAL;
-	*ret_id = (uint32_t)v;
-	return 0;
-}
-
-static int nss_result(int r, bool found)
-{
-	if (r == 0)
-		return found ? 0 : -ENOENT;
-	/* getpwnam_r(3): these also mean "no such name" with some NSS modules. */
-	if (r == ENOENT || r == ESRCH || r == EBADF || r == EPERM)
-		return -ENOENT;
-	return -r;
-}
-
-static size_t nss_buffer_size(int name)
-{
-	long hint = sysconf(name);
-
-	return hint > 0 && hint < RESOLVER_MAX_BUF ? (size_t)hint : 1024;
-}
-
-static int system_user(const char *name, uint32_t *ret_uid)
-{
-	bool numeric;
-	int r = parse_id(name, &numeric, ret_uid);
-
-	if (r < 0 || numeric)
-		return r;
-	for (size_t size = nss_buffer_size(_SC_GETPW_R_SIZE_MAX); size <= RESOLVER_MAX_BUF;
-	     size *= 2) {
-		char *buf = malloc(size);
-		struct passwd pw, *res = NULL;
-		if (!buf)
-			return -ENOMEM;
-		r = getpwnam_r(name, &pw, buf, size, &res);
-		free(buf); /* the strings in pw point into buf; the id kept below does not */
-		if (r == ERANGE)
-			continue;
-		r = nss_result(r, res != NULL);
-		if (r >= 0)
-			*ret_uid = pw.pw_uid;
-		return r;
-	}
-	return -ERANGE;
-}
-
-static int system_group(const char *name, uint32_t *ret_gid)
-{
-	bool numeric;
-	int r = parse_id(name, &numeric, ret_gid);
-
-	if (r < 0 || numeric)
-		return r;
-	for (size_t size = nss_buffer_size(_SC_GETGR_R_SIZE_MAX); size <= RESOLVER_MAX_BUF;
-	     size *= 2) {
-		char *buf = malloc(size);
-		struct group gr, *res = NULL;
-		if (!buf)
-			return -ENOMEM;
-		r = getgrnam_r(name, &gr, buf, size, &res);
-		free(buf); /* the strings in gr point into buf; the id kept below does not */
-		if (r == ERANGE)
-			continue;
-		r = nss_result(r, res != NULL);
-		if (r >= 0)
-			*ret_gid = gr.gr_gid;
-		return r;
-	}
-	return -ERANGE;
-}
-
-const struct policy_resolver policy_system_resolver = {
-	.user = system_user,
-	.group = system_group,
-};

@@ -1,7 +1,12 @@
-/* Policy: which devices p2pbufd owns and who may export what from them. Parsing and
- * evaluation are pure: names are resolved once at load time through a resolver, and the
- * checks look only at the data given. Rules only allow (default deny), so their order never
- * matters. The format is described in policy/p2pbuf-policy.5. */
+/* Policy: which devices p2pbufd owns and who may export what from them. Rules only allow
+ * (default deny), so their order never matters. The format is described in
+ * policy/p2pbuf-policy.5.
+ *
+ * Two files implement this header. policy.c is pure: the parser, which resolves names once
+ * through the resolver it is given, and the checks, which look only at the data given.
+ * policy-load.c does the I/O: it reads the policy file and its drop-ins into the parser
+ * (policy_load) and resolves names through the system's user database
+ * (policy_system_resolver). */
 #pragma once
 
 #include <stdbool.h>
@@ -109,15 +114,49 @@ struct policy_resolver {
 extern const struct policy_resolver policy_system_resolver;
 
 /* Parse text (len bytes) read from file into a new policy. On failure returns -EINVAL (or
- * -E2BIG, -ENOMEM) and sets *ret_error to a malloc'd "file:line:column: message". */
+ * -E2BIG, -ENOMEM) and sets *ret_error (when ret_error is not NULL) to a malloc'd
+ * "file:line:column: message", or to NULL when memory ran out before one could be made. */
 int policy_parse(const char *file, const char *text, size_t len,
 		 const struct policy_resolver *resolver, struct policy **ret_policy,
 		 char **ret_error);
 
 /* Read path, then every path.d/ *.policy file in lexical order (missing directory is fine),
- * and parse them as one policy. Errors as for policy_parse, naming the file they are in. */
+ * and parse them as one policy. Errors as for policy_parse, naming the file they are in;
+ * one that concerns a whole file reads "file: message" (cannot read, not a regular file,
+ * too large) and returns that -errno (-EINVAL for a file that is not a regular one). */
 int policy_load(const char *path, const struct policy_resolver *resolver,
 		struct policy **ret_policy, char **ret_error);
+
+/* Several files parsed as one policy, for callers that get the text themselves (policy_load
+ * reads files; an editor may hold them in memory). A rule may name a device from any file, so
+ * rules are resolved only at finish. The first error, from the text or from the caller
+ * through policy_parser_fail, is the one finish reports; after it, add reads nothing more. */
+struct policy_parser;
+
+/* A parser for a new, empty policy; -ENOMEM. */
+int policy_parser_new(const struct policy_resolver *resolver, struct policy_parser **ret_parser);
+
+/* Frees the parser and whatever policy it has not handed over. Accepts NULL. */
+void policy_parser_free(struct policy_parser *parser);
+
+static inline void policy_parser_freep(struct policy_parser **parser)
+{
+	policy_parser_free(*parser);
+}
+
+/* Parse text (len bytes) of file after every file added before it. Returns 0, or the
+ * -errno of the first error, which is kept for finish. */
+int policy_parser_add(struct policy_parser *parser, const char *file, const char *text, size_t len);
+
+/* Record an error about file as a whole ("file: message"), such as one reading it, unless an
+ * earlier error is already recorded. Returns err, a negative errno, for the caller to pass up. */
+__attribute__((format(printf, 4, 5))) int
+policy_parser_fail(struct policy_parser *parser, const char *file, int err, const char *fmt, ...);
+
+/* Resolve every rule's device and hand over the policy; or return the first error as for
+ * policy_parse. Call it once; afterwards only policy_parser_free. */
+int policy_parser_finish(struct policy_parser *parser, struct policy **ret_policy,
+			 char **ret_error);
 
 void policy_free(struct policy *policy);
 

@@ -1,17 +1,27 @@
-/* The device registry: opens the devices the policy declares, watches their removal and
- * error events, and runs device cycles (the only permanent revoke) on the worker thread. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon.h"
-#include "log.h"
-#include "clock.h"
 #include "macro.h"
+#include "p2pbuf.pb-c.h"
+#include "registry.h"
 
-static const struct device_ops *backend_of(const struct policy_device *decl)
+#define STATE_READY P2PBUF__DEVICE_STATE_KIND__DEVICE_READY
+#define STATE_CYCLING P2PBUF__DEVICE_STATE_KIND__DEVICE_CYCLING
+#define STATE_FAILED P2PBUF__DEVICE_STATE_KIND__DEVICE_FAILED
+#define STATE_GONE P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE
+
+struct registry {
+	struct event_base *base;
+	struct worker *worker;
+	struct registry_callbacks cb;
+	struct device *devices;
+	size_t n_devices;
+};
+
+const struct device_ops *registry_default_backend(const struct policy_device *decl)
 {
 	return decl->kind == POLICY_DEVICE_SIM ? &sim_ops : &vfio_ops;
 }
@@ -28,32 +38,46 @@ static void unwatch(struct device *dev)
 	dev->ev_req = dev->ev_err = NULL;
 }
 
-/* Register the backend's removal and error eventfds with the loop. */
-static void watch(struct device *dev)
+static int watch_one(struct device *dev, int fd, event_callback_fn fn, struct event **ret)
+{
+	if (fd < 0)
+		return 0;
+	*ret = event_new(dev->reg->base, fd, EV_READ | EV_PERSIST, fn, dev);
+	if (!*ret || event_add(*ret, NULL) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Register the backend's removal and error eventfds with the loop. A device whose removal
+ * could not be watched must not be served: its buffers would outlive an unbind unseen. */
+static int watch(struct device *dev)
 {
 	int req_fd = -1, err_fd = -1;
 
 	dev->ops->event_fds(dev->handle, &req_fd, &err_fd);
-	if (req_fd >= 0) {
-		dev->ev_req = event_new(dev->d->base, req_fd, EV_READ | EV_PERSIST, on_req, dev);
-		if (dev->ev_req)
-			event_add(dev->ev_req, NULL);
+	if (watch_one(dev, req_fd, on_req, &dev->ev_req) < 0 ||
+	    watch_one(dev, err_fd, on_err, &dev->ev_err) < 0) {
+		unwatch(dev);
+		return -ENOMEM;
 	}
-	if (err_fd >= 0) {
-		dev->ev_err = event_new(dev->d->base, err_fd, EV_READ | EV_PERSIST, on_err, dev);
-		if (dev->ev_err)
-			event_add(dev->ev_err, NULL);
-	}
+	return 0;
 }
 
 static void set_state(struct device *dev, int state, const char *message)
 {
 	__atomic_store_n(&dev->state, state, __ATOMIC_RELEASE);
 	snprintf(dev->message, sizeof(dev->message), "%s", message ? message : "");
-	server_device_state(dev->d, dev);
 }
 
-/* Open dev's declaration (blocking; at startup on the main thread, later on the worker). */
+static void report(struct device *dev)
+{
+	const struct registry_callbacks *cb = &dev->reg->cb;
+
+	if (cb->state_changed)
+		cb->state_changed(cb->ctx, dev);
+}
+
+/* Open dev's declaration (blocking; at start-up on the main thread, later on the worker). */
 static int device_open(const struct device *dev, struct device_handle **ret_handle,
 		       struct device_info *ret_info, char *msg, size_t msglen)
 {
@@ -64,69 +88,166 @@ static int device_open(const struct device *dev, struct device_handle **ret_hand
 	return r;
 }
 
-int registry_open_all(struct daemon *d)
+/* After a successful open: watch its events, or close it again and fail. */
+static void install(struct device *dev, struct device_handle *handle, const char *msg)
 {
-	const struct policy *p = d->policy;
-
-	d->devices = calloc(p->n_devices ? p->n_devices : 1, sizeof(*d->devices));
-	if (!d->devices)
-		return -ENOMEM;
-	d->n_devices = p->n_devices;
-	for (size_t i = 0; i < p->n_devices; i++) {
-		struct device *dev = &d->devices[i];
-		char msg[256];
-		dev->d = d;
-		dev->decl = p->devices[i];
-		dev->ops = backend_of(&dev->decl);
-		LIST_INIT(&dev->leases);
-		LIST_INIT(&dev->waiters);
-		int r = device_open(dev, &dev->handle, &dev->info, msg, sizeof(msg));
-		if (r < 0) {
-			/* One bad device must not stop the daemon serving the others. */
-			log_error("device %s (%s): %s", dev->decl.name,
-				  dev->decl.kind == POLICY_DEVICE_SIM ? "sim" : dev->decl.pci, msg);
-			dev->state = P2PBUF__DEVICE_STATE_KIND__DEVICE_FAILED;
-			snprintf(dev->message, sizeof(dev->message), "%s", msg);
-			continue;
-		}
-		dev->state = P2PBUF__DEVICE_STATE_KIND__DEVICE_READY;
-		watch(dev);
-		log_info("device %s: %s %s ready%s%s", dev->decl.name, dev->ops->name,
-			 dev->decl.kind == POLICY_DEVICE_SIM ? "(simulated)" : dev->decl.pci,
-			 msg[0] ? ": " : "", msg);
+	dev->handle = handle;
+	if (watch(dev) < 0) {
+		/* Freshly opened: nothing was exported, so the close waits on no importer. */
+		dev->ops->close(dev->handle);
+		dev->handle = NULL;
+		set_state(dev, STATE_FAILED,
+			  "cannot watch the device's removal events: out of "
+			  "memory");
+		return;
 	}
+	set_state(dev, STATE_READY, msg);
+}
+
+static void open_at_start(struct registry *reg, struct device *dev,
+			  const struct policy_device *decl, registry_backend_fn backend)
+{
+	struct device_handle *handle = NULL;
+	char msg[256];
+
+	dev->reg = reg;
+	dev->decl = *decl;
+	dev->ops = backend(decl);
+	LIST_INIT(&dev->leases.list);
+	LIST_INIT(&dev->waiters);
+	if (device_open(dev, &handle, &dev->info, msg, sizeof(msg)) < 0)
+		set_state(dev, STATE_FAILED, msg); /* the others are still served */
+	else
+		install(dev, handle, msg);
+	report(dev);
+}
+
+int registry_new(struct event_base *base, struct worker *worker, const struct policy *policy,
+		 registry_backend_fn backend, const struct registry_callbacks *cb,
+		 struct registry **ret_reg)
+{
+	struct registry *reg = calloc(1, sizeof(*reg));
+
+	if (!reg)
+		return -ENOMEM;
+	reg->devices = calloc(policy->n_devices ? policy->n_devices : 1, sizeof(*reg->devices));
+	if (!reg->devices) {
+		free(reg);
+		return -ENOMEM;
+	}
+	reg->base = base;
+	reg->worker = worker;
+	reg->cb = *cb;
+	reg->n_devices = policy->n_devices;
+	for (size_t i = 0; i < policy->n_devices; i++)
+		open_at_start(reg, &reg->devices[i], &policy->devices[i],
+			      backend ? backend : registry_default_backend);
+	*ret_reg = reg;
 	return 0;
 }
 
-struct device *registry_find(struct daemon *d, const char *name)
+void registry_free(struct registry *reg)
 {
-	for (size_t i = 0; i < d->n_devices; i++)
-		if (strcmp(d->devices[i].decl.name, name) == 0)
-			return &d->devices[i];
-	return NULL;
-}
+	struct reset_waiter *w;
 
-void registry_close_all(struct daemon *d)
-{
-	for (size_t i = 0; i < d->n_devices; i++) {
-		struct device *dev = &d->devices[i];
+	if (!reg)
+		return;
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		struct device *dev = &reg->devices[i];
 		unwatch(dev);
 		dev->ops->close(dev->handle);
 		dev->handle = NULL;
+		while ((w = LIST_FIRST(&dev->waiters))) {
+			LIST_REMOVE(w, link);
+			free(w);
+		}
 	}
-	free(d->devices);
-	d->devices = NULL;
-	d->n_devices = 0;
+	free(reg->devices);
+	free(reg);
+}
+
+size_t registry_count(const struct registry *reg)
+{
+	return reg->n_devices;
+}
+
+struct device *registry_device(struct registry *reg, size_t index)
+{
+	return index < reg->n_devices ? &reg->devices[index] : NULL;
+}
+
+struct device *registry_find(struct registry *reg, const char *name)
+{
+	for (size_t i = 0; i < reg->n_devices; i++)
+		if (strcmp(reg->devices[i].decl.name, name) == 0)
+			return &reg->devices[i];
+	return NULL;
+}
+
+unsigned registry_ready(const struct registry *reg)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < reg->n_devices; i++)
+		n += reg->devices[i].state == STATE_READY;
+	return n;
+}
+
+bool registry_same_device(const struct policy_device *a, const struct policy_device *b)
+{
+	return strcmp(a->name, b->name) == 0 && a->kind == b->kind && strcmp(a->pci, b->pci) == 0 &&
+	       memcmp(a->sim_bar_size, b->sim_bar_size, sizeof(a->sim_bar_size)) == 0 &&
+	       memcmp(&a->sim_msix_table, &b->sim_msix_table, sizeof(a->sim_msix_table)) == 0 &&
+	       memcmp(&a->sim_msix_pba, &b->sim_msix_pba, sizeof(a->sim_msix_pba)) == 0;
+}
+
+int registry_update(struct registry *reg, size_t index, const struct policy_device *decl)
+{
+	struct device *dev = registry_device(reg, index);
+
+	if (!dev || !registry_same_device(&dev->decl, decl))
+		return -EINVAL;
+	/* The worker reads only the identity fields during a cycle, and those are unchanged. */
+	dev->decl = *decl;
+	return 0;
 }
 
 static void answer_waiters(struct device *dev, int error, const char *message)
 {
-	struct pending_reply *w;
+	const struct registry_callbacks *cb = &dev->reg->cb;
+	struct reset_waiter *w;
 
 	while ((w = LIST_FIRST(&dev->waiters))) {
 		LIST_REMOVE(w, link);
-		conn_reply(w->conn, w->request_id, error, message, NULL, -1);
+		if (cb->answer)
+			cb->answer(cb->ctx, w->token, w->request_id, error, message);
 		free(w);
+	}
+}
+
+int registry_add_waiter(struct device *dev, void *token, uint64_t request_id)
+{
+	struct reset_waiter *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->token = token;
+	w->request_id = request_id;
+	LIST_INSERT_HEAD(&dev->waiters, w, link);
+	return 0;
+}
+
+void registry_drop_waiters(struct registry *reg, void *token)
+{
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		struct reset_waiter *w, *next;
+		for (w = LIST_FIRST(&reg->devices[i].waiters); w; w = next) {
+			next = LIST_NEXT(w, link);
+			if (w->token == token) {
+				LIST_REMOVE(w, link);
+				free(w);
+			}
+		}
 	}
 }
 
@@ -139,8 +260,7 @@ static int cycle_run(void *arg)
 
 	dev->ops->close(dev->handle);
 	dev->job_handle = NULL;
-	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) ==
-	    P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE)
+	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) == STATE_GONE)
 		return 0;
 	return device_open(dev, &dev->job_handle, &dev->job_info, dev->job_msg,
 			   sizeof(dev->job_msg));
@@ -149,11 +269,11 @@ static int cycle_run(void *arg)
 static void cycle_done(void *arg, int r)
 {
 	struct device *dev = arg;
-	char msg[256];
+	char msg[sizeof(dev->message)];
 
 	dev->cycling = false;
 	dev->handle = NULL;
-	if (dev->state == P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE) {
+	if (dev->state == STATE_GONE) {
 		/* Gone while reopening: the fresh handle exported nothing, so closing it here
 		 * does not wait on importers. */
 		dev->ops->close(dev->job_handle);
@@ -165,34 +285,53 @@ static void cycle_done(void *arg, int r)
 	if (r < 0) {
 		snprintf(msg, sizeof(msg), "reopening after a device cycle failed: %.200s",
 			 dev->job_msg);
-		log_error("device %s: %s", dev->decl.name, msg);
-		set_state(dev, P2PBUF__DEVICE_STATE_KIND__DEVICE_FAILED, msg);
-		answer_waiters(dev, r, msg);
+		set_state(dev, STATE_FAILED, msg);
+		report(dev);
+		answer_waiters(dev, r, dev->message);
 		return;
 	}
-	dev->handle = TAKE_PTR(dev->job_handle);
 	dev->info = dev->job_info;
-	watch(dev);
-	log_notice("device %s: cycled, generation %u, ready", dev->decl.name, dev->generation);
-	set_state(dev, P2PBUF__DEVICE_STATE_KIND__DEVICE_READY, NULL);
-	answer_waiters(dev, 0, NULL);
+	install(dev, TAKE_PTR(dev->job_handle), NULL);
+	report(dev);
+	if (dev->state == STATE_READY)
+		answer_waiters(dev, 0, NULL);
+	else
+		answer_waiters(dev, -EIO, dev->message);
+}
+
+static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, int))
+{
+	dev->cycling = true;
+	dev->job = (struct worker_job){ .run = run, .done = done, .arg = dev };
+	worker_submit(dev->reg->worker, &dev->job);
+}
+
+static void buffers_dying(struct device *dev, int reason)
+{
+	const struct registry_callbacks *cb = &dev->reg->cb;
+
+	if (cb->buffers_dying)
+		cb->buffers_dying(cb->ctx, dev, reason);
+}
+
+static int cycle(struct device *dev, int reason, const char *why)
+{
+	if (dev->cycling)
+		return -EBUSY;
+	if (dev->state == STATE_GONE)
+		return -ENXIO;
+	unwatch(dev);
+	/* Holders hear that their leases ended before the buffers die, so nobody is surprised. */
+	buffers_dying(dev, reason);
+	set_state(dev, STATE_CYCLING, why);
+	report(dev);
+	submit(dev, cycle_run, cycle_done);
+	return 0;
 }
 
 int registry_cycle(struct device *dev, int reason)
 {
-	if (dev->cycling)
-		return -EBUSY;
-	if (dev->state == P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE)
-		return -ENXIO;
-	dev->cycling = true;
-	dev->cycle_reason = reason;
-	unwatch(dev);
-	/* Holders hear that their leases ended before the buffers die, so nobody is surprised. */
-	revoke_device_leases(dev->d, dev, reason);
-	set_state(dev, P2PBUF__DEVICE_STATE_KIND__DEVICE_CYCLING, NULL);
-	dev->job = (struct worker_job){ .run = cycle_run, .done = cycle_done, .arg = dev };
-	worker_submit(dev->d->worker, &dev->job);
-	return 0;
+	return cycle(dev, reason, NULL);
 }
 
 static int close_run(void *arg)
@@ -214,17 +353,56 @@ static void close_done(void *arg, int r)
 
 void registry_device_gone(struct device *dev, const char *why)
 {
-	if (dev->state == P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE)
+	if (dev->state == STATE_GONE)
 		return;
-	log_warning("device %s: %s; ending its leases and closing it", dev->decl.name, why);
 	unwatch(dev);
-	revoke_device_leases(dev->d, dev, P2PBUF__REASON__REASON_DEVICE_GONE);
-	set_state(dev, P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE, why);
+	buffers_dying(dev, P2PBUF__REASON__REASON_DEVICE_GONE);
+	set_state(dev, STATE_GONE, why);
+	report(dev);
 	if (dev->cycling)
 		return; /* the running cycle sees GONE and does not reopen */
-	dev->cycling = true;
-	dev->job = (struct worker_job){ .run = close_run, .done = close_done, .arg = dev };
-	worker_submit(dev->d->worker, &dev->job);
+	if (!dev->handle) {
+		answer_waiters(dev, -ENXIO, "the device is gone");
+		return;
+	}
+	submit(dev, close_run, close_done);
+}
+
+void registry_device_error(struct device *dev)
+{
+	if (dev->decl.on_error == POLICY_ON_ERROR_CYCLE &&
+	    cycle(dev, P2PBUF__REASON__REASON_DEVICE_CYCLE,
+		  "the kernel reported a device error (AER); cycling it (on-error cycle)") == 0)
+		return;
+	/* Reported to watchers; the buffers stay live, so the state does not change. */
+	set_state(dev, dev->state, "the kernel reported a device error (AER); leases stay");
+	report(dev);
+}
+
+int registry_holders(const struct device *dev, int fd)
+{
+	if (!dev->handle)
+		return 0;
+	int h = dev->ops->holders(dev->handle, fd);
+	return h < 0 ? 1 : h;
+}
+
+void registry_holders_many(const struct device *dev, const int *fds, size_t n, int *counts)
+{
+	if (!dev->handle) {
+		for (size_t i = 0; i < n; i++)
+			counts[i] = 0;
+		return;
+	}
+	if (dev->ops->holders_many && dev->ops->holders_many(dev->handle, fds, n, counts) == 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		counts[i] = registry_holders(dev, fds[i]);
+}
+
+bool registry_holders_costly(const struct device *dev)
+{
+	return dev->ops->holders_costly;
 }
 
 static void on_req(evutil_socket_t fd, short what, void *arg)
@@ -237,17 +415,8 @@ static void on_req(evutil_socket_t fd, short what, void *arg)
 
 static void on_err(evutil_socket_t fd, short what, void *arg)
 {
-	struct device *dev = arg;
 	uint64_t n;
 
 	(void)!read(fd, &n, sizeof(n));
-	log_error("device %s: the kernel reported a device error (AER)%s", dev->decl.name,
-		  dev->decl.on_error == POLICY_ON_ERROR_CYCLE ? "; cycling it (on-error cycle)"
-							      : "");
-	if (dev->decl.on_error == POLICY_ON_ERROR_CYCLE) {
-		registry_cycle(dev, P2PBUF__REASON__REASON_DEVICE_CYCLE);
-		return;
-	}
-	/* Reported to watchers; the buffers stay live, so the state does not change. */
-	set_state(dev, dev->state, "the kernel reported a device error (AER); leases stay");
+	registry_device_error(arg);
 }

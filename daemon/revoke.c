@@ -1,267 +1,416 @@
-/* The revocation engine. No kernel revokes one dma-buf, so taking a lease back means asking
- * its holder to let go, verifying through the daemon's own copy of the buffer that nobody
- * else holds it, and, when a holder does not let go in time, a device cycle: closing the
- * device revokes every buffer exported from it for good. */
 #include <errno.h>
-#include <inttypes.h>
+#include <stdint.h>
 #include <stdlib.h>
-#include <unistd.h>
+#include <sys/types.h>
 
-#include "daemon.h"
-#include "log.h"
-#include "clock.h"
-#include "macro.h"
+#include "p2pbuf.pb-c.h"
+#include "revoke.h"
 
-#define REVOKE_TICK_MS 100 /* how often revoking leases' holders are counted */
+#define REASON(x) P2PBUF__REASON__REASON_##x
 
-static void tell_revoked(struct daemon *d, const struct lease *l)
+struct revoke {
+	struct lease_table *leases;
+	const struct clock_source *clock;
+	struct revoke_callbacks cb;
+	struct lease_list revoking; /* leases waiting for their holders to let go */
+	size_t n_revoking;
+	struct event *ev_tick; /* polls holders while any lease is revoking */
+	struct event *ev_ttl;  /* the earliest TTL */
+	struct lease **ttl;    /* a binary min-heap on expires_mono */
+	size_t n_ttl, cap_ttl;
+	/* Scratch for counting many leases' holders at once. */
+	struct lease **batch;
+	int *fds, *counts;
+	size_t cap_batch;
+};
+
+static int reserve_batch(struct revoke *rv, size_t n);
+static void count_batch(struct revoke *rv, size_t n);
+
+static int64_t now_mono(const struct revoke *rv)
 {
-	P2pbuf__LeaseRevoked body = P2PBUF__LEASE_REVOKED__INIT;
-	P2pbuf__Event ev = P2PBUF__EVENT__INIT;
-
-	body.has_lease_id = body.has_reason = true;
-	body.lease_id = l->id;
-	body.reason = l->reason;
-	ev.body_case = P2PBUF__EVENT__BODY_LEASE_REVOKED;
-	ev.lease_revoked = &body;
-	/* The holder of a released lease asked for the end itself: only observers hear it. */
-	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner, false);
+	return rv->clock->monotonic_ms(rv->clock->ctx);
 }
 
-static void tell_revoking(struct daemon *d, const struct lease *l)
-{
-	P2pbuf__LeaseRevoking body = P2PBUF__LEASE_REVOKING__INIT;
-	P2pbuf__Event ev = P2PBUF__EVENT__INIT;
+/* ---- the TTL heap ---- */
 
-	body.has_lease_id = body.has_reason = body.has_deadline_ms = true;
-	body.lease_id = l->id;
-	body.reason = l->reason;
-	body.deadline_ms = clock_realtime_ms() + (l->deadline_ms - clock_monotonic_ms());
-	ev.body_case = P2PBUF__EVENT__BODY_LEASE_REVOKING;
-	ev.lease_revoking = &body;
-	server_event(d, &ev, l->reason == P2PBUF__REASON__REASON_RELEASED ? NULL : l->owner, false);
+static bool earlier(const struct revoke *rv, size_t a, size_t b)
+{
+	return rv->ttl[a]->expires_mono < rv->ttl[b]->expires_mono;
 }
 
-void revoke_end_lease(struct daemon *d, struct lease *l, int reason)
+static void heap_set(struct revoke *rv, size_t i, struct lease *l)
+{
+	rv->ttl[i] = l;
+	l->ttl_slot = i + 1;
+}
+
+static void heap_swap(struct revoke *rv, size_t a, size_t b)
+{
+	struct lease *t = rv->ttl[a];
+
+	heap_set(rv, a, rv->ttl[b]);
+	heap_set(rv, b, t);
+}
+
+static void sift_up(struct revoke *rv, size_t i)
+{
+	while (i > 0 && earlier(rv, i, (i - 1) / 2)) {
+		heap_swap(rv, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void sift_down(struct revoke *rv, size_t i)
+{
+	for (;;) {
+		size_t m = i, l = 2 * i + 1, r = l + 1;
+		if (l < rv->n_ttl && earlier(rv, l, m))
+			m = l;
+		if (r < rv->n_ttl && earlier(rv, r, m))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(rv, i, m);
+		i = m;
+	}
+}
+
+static void heap_remove(struct revoke *rv, struct lease *l)
+{
+	if (!l->ttl_slot)
+		return;
+	size_t i = l->ttl_slot - 1;
+	l->ttl_slot = 0;
+	if (--rv->n_ttl == i)
+		return;
+	heap_set(rv, i, rv->ttl[rv->n_ttl]);
+	sift_up(rv, i);
+	sift_down(rv, i);
+}
+
+/* ---- timers ---- */
+
+static void arm(struct event *ev, int64_t ms)
+{
+	struct timeval tv = { .tv_sec = ms > 0 ? ms / 1000 : 0,
+			      .tv_usec = ms > 0 ? (ms % 1000) * 1000 : 0 };
+
+	/* evtimer_add on an initialised timer cannot fail short of a broken event base. */
+	evtimer_add(ev, &tv);
+}
+
+static void arm_tick(struct revoke *rv)
+{
+	if (rv->ev_tick && !evtimer_pending(rv->ev_tick, NULL))
+		arm(rv->ev_tick, REVOKE_TICK_MS);
+}
+
+static void arm_ttl(struct revoke *rv)
+{
+	if (!rv->ev_ttl)
+		return;
+	if (rv->n_ttl == 0)
+		evtimer_del(rv->ev_ttl);
+	else
+		arm(rv->ev_ttl, rv->ttl[0]->expires_mono - now_mono(rv));
+}
+
+int revoke_track(struct revoke *rv, struct lease *l)
+{
+	if (!l->expires_mono)
+		return 0;
+	if (rv->n_ttl == rv->cap_ttl) {
+		size_t cap = rv->cap_ttl ? rv->cap_ttl * 2 : 64;
+		struct lease **t = reallocarray(rv->ttl, cap, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		rv->ttl = t;
+		rv->cap_ttl = cap;
+	}
+	heap_set(rv, rv->n_ttl++, l);
+	sift_up(rv, l->ttl_slot - 1);
+	if (rv->ttl[0] == l)
+		arm_ttl(rv);
+	return 0;
+}
+
+/* ---- the lease life cycle ---- */
+
+static void unlist(struct revoke *rv, struct lease *l)
+{
+	if (l->revoking.le_prev) {
+		LIST_REMOVE(l, revoking);
+		l->revoking.le_prev = NULL;
+		rv->n_revoking--;
+	}
+}
+
+void revoke_end(struct revoke *rv, struct lease *l, int reason)
 {
 	lease_end(l, reason);
-	log_info("lease %" PRIu64 " ended: device=%s bar=%u size=%" PRIu64 " uid=%u reason=%s",
-		 l->id, l->device->decl.name, l->bar, l->size, (unsigned)l->owner_uid,
-		 wire_reason_name(l->reason));
-	tell_revoked(d, l);
-	closep(&l->fd);
-	if (l->timer)
-		event_free(l->timer);
-	l->timer = NULL;
-	if (l->owner)
-		l->owner->n_leases--;
-	l->device->n_leases--;
-	if (l->rule >= 0 && d->rule_leases)
-		d->rule_leases[l->rule]--;
-	lease_delete(&d->leases, l);
+	unlist(rv, l);
+	heap_remove(rv, l);
+	if (rv->cb.ended)
+		rv->cb.ended(rv->cb.ctx, l);
+	lease_delete(rv->leases, l);
 }
 
-void revoke_device_leases(struct daemon *d, struct device *dev, int reason)
+void revoke_end_all(struct revoke *rv, struct lease_set *leases, int reason)
 {
 	struct lease *l;
 
-	while ((l = LIST_FIRST(&dev->leases)))
-		revoke_end_lease(d, l, reason);
+	while ((l = LIST_FIRST(&leases->list)))
+		revoke_end(rv, l, reason);
 }
 
-/* References to l's buffer besides the daemon's own: 0 once its device is closed (every
- * buffer of a closed device is dead), 1 when the backend cannot tell (assume held). */
-static int holders(const struct lease *l)
+static void begin(struct revoke *rv, struct lease *l, int reason)
 {
-	const struct device *dev = l->device;
-
-	if (!dev->handle)
-		return 0;
-	int h = dev->ops->holders(dev->handle, l->fd);
-	return h < 0 ? 1 : h;
+	lease_begin_revoke(l, reason, now_mono(rv), (int64_t)l->device->decl.revoke_deadline_ms);
+	LIST_INSERT_HEAD(&rv->revoking, l, revoking);
+	rv->n_revoking++;
+	if (rv->cb.revoking)
+		rv->cb.revoking(rv->cb.ctx, l);
+	arm_tick(rv);
 }
 
-static void arm_tick(struct daemon *d)
+/* Whether the holder let go of its own accord: a lease revoking for such a reason is never
+ * enforced. */
+static bool voluntary(int reason)
 {
-	static const struct timeval tick = { 0, REVOKE_TICK_MS * 1000 };
-
-	if (!evtimer_pending(d->ev_revoke_tick, NULL))
-		evtimer_add(d->ev_revoke_tick, &tick);
+	return reason == REASON(RELEASED) || reason == REASON(OWNER_DISCONNECTED);
 }
 
-static void begin_revoke(struct daemon *d, struct lease *l, int reason)
+void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 {
-	lease_begin_revoke(l, reason, clock_monotonic_ms(),
-			   (int64_t)l->device->decl.revoke_deadline_ms);
-	LIST_INSERT_HEAD(&d->revoking, l, revoking);
-	log_notice("lease %" PRIu64 " revoking: device=%s reason=%s holders must let go within "
-		   "%" PRIu64 " ms",
-		   l->id, l->device->decl.name, wire_reason_name(reason),
-		   l->device->decl.revoke_deadline_ms);
-	tell_revoking(d, l);
-	arm_tick(d);
-}
-
-/* A lease its holder released lingers while a copy is held elsewhere and is never cycled
- * out; an admin's revoke or a policy that no longer allows it says the memory must become
- * unreachable, so the lease is revoked afresh: new reason, new deadline, enforced. */
-static bool escalates(const struct lease *l, int reason)
-{
-	return l->state == LEASE_REVOKING && l->reason == P2PBUF__REASON__REASON_RELEASED &&
-	       (reason == P2PBUF__REASON__REASON_ADMIN || reason == P2PBUF__REASON__REASON_POLICY);
-}
-
-void revoke_lease(struct daemon *d, struct lease *l, int reason)
-{
-	if (escalates(l, reason)) {
-		LIST_REMOVE(l, revoking);
-		l->revoking.le_prev = NULL;
-		l->state = LEASE_ACTIVE;
-		l->lingering = false;
+	/* A lingering release says only that its holder is done with it; an admin, the policy
+	 * or the TTL saying the memory must become unreachable revokes it afresh, enforced. */
+	if (l->state == LEASE_REVOKING && voluntary(l->reason) && !voluntary(reason)) {
+		unlist(rv, l);
+		lease_reactivate(l);
 	}
 	if (l->state != LEASE_ACTIVE)
 		return; /* already on its way out: the first reason stands */
-	if (holders(l) == 0)
-		revoke_end_lease(d, l, reason);
+	if (registry_holders(l->device, l->fd) == 0)
+		revoke_end(rv, l, reason);
 	else
-		begin_revoke(d, l, reason);
+		begin(rv, l, reason);
 }
 
-void revoke_release(struct daemon *d, struct lease *l)
+static void let_go(struct revoke *rv, struct lease *l, int reason)
 {
-	if (holders(l) == 0)
-		revoke_end_lease(d, l, P2PBUF__REASON__REASON_RELEASED);
+	if (registry_holders(l->device, l->fd) == 0)
+		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
 	else if (l->state == LEASE_ACTIVE)
-		begin_revoke(d, l, P2PBUF__REASON__REASON_RELEASED);
+		begin(rv, l, reason);
 }
 
-void revoke_owner_gone(struct daemon *d, struct lease *l)
+void revoke_release(struct revoke *rv, struct lease *l)
+{
+	let_go(rv, l, REASON(RELEASED));
+}
+
+void revoke_owner_gone(struct revoke *rv, struct lease *l)
 {
 	lease_forget_owner(l);
-	revoke_lease(d, l, P2PBUF__REASON__REASON_OWNER_DISCONNECTED);
+	let_go(rv, l, REASON(OWNER_DISCONNECTED));
 }
 
-/* Whether a holder that keeps l past its deadline makes the device cycle. A holder that
- * released its own lease is never cycled out: the lease lingers, counted against quotas. */
+void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
+{
+	struct lease *l;
+	size_t n = 0;
+
+	if (reserve_batch(rv, leases->n) < 0) {
+		while ((l = LIST_FIRST(&leases->list)))
+			revoke_owner_gone(rv, l);
+		return;
+	}
+	while ((l = LIST_FIRST(&leases->list))) {
+		lease_forget_owner(l);
+		rv->batch[n++] = l;
+	}
+	count_batch(rv, n);
+	/* Ending or revoking one lease touches no other, so the batch stays valid. */
+	for (size_t i = 0; i < n; i++) {
+		l = rv->batch[i];
+		if (rv->counts[i] == 0)
+			revoke_end(rv, l,
+				   l->state == LEASE_REVOKING ? l->reason
+							      : REASON(OWNER_DISCONNECTED));
+		else if (l->state == LEASE_ACTIVE)
+			begin(rv, l, REASON(OWNER_DISCONNECTED));
+	}
+}
+
 static bool enforced(const struct lease *l)
 {
-	return l->reason != P2PBUF__REASON__REASON_RELEASED &&
-	       l->device->decl.revocation == POLICY_REVOKE_ENFORCE;
+	return !voluntary(l->reason) && l->device->decl.revocation == POLICY_REVOKE_ENFORCE;
 }
 
 /* Past the deadline with holders left. Returns true if leases were ended (the list changed). */
-static bool overdue(struct daemon *d, struct lease *l, int h)
+static bool overdue(struct revoke *rv, struct lease *l, int h)
 {
-	struct device *dev = l->device;
+	bool enforce = enforced(l);
 
-	if (!enforced(l)) {
-		if (!l->lingering)
-			log_warning("lease %" PRIu64
-				    " on %s: %d holder(s) kept it past the deadline "
-				    "(reason %s); not enforced, it ends when they close it",
-				    l->id, dev->decl.name, h, wire_reason_name(l->reason));
+	if (!enforce) {
+		if (!l->lingering && rv->cb.overdue)
+			rv->cb.overdue(rv->cb.ctx, l, h, false);
 		l->lingering = true;
 		return false;
 	}
-	log_warning("lease %" PRIu64 " on %s: %d holder(s) kept it past the deadline (reason %s); "
-		    "cycling the device, which ends its other %u lease(s)",
-		    l->id, dev->decl.name, h, wire_reason_name(l->reason), dev->n_leases - 1);
-	if (registry_cycle(dev, P2PBUF__REASON__REASON_DEVICE_CYCLE) < 0)
-		return false; /* a cycle is already under way; it ends them */
-	return true;
+	if (rv->cb.overdue)
+		rv->cb.overdue(rv->cb.ctx, l, h, true);
+	/* The cycle ends every lease of the device through the registry's buffers_dying. A
+	 * cycle already under way ends them too. */
+	return registry_cycle(l->device, REASON(DEVICE_CYCLE)) == 0;
 }
 
-static void on_tick(evutil_socket_t fd, short what, void *arg)
+static int reserve_batch(struct revoke *rv, size_t n)
 {
-	struct daemon *d = arg;
-	int64_t now = clock_monotonic_ms();
-	struct lease *l, *next;
-
-restart:
-	for (l = LIST_FIRST(&d->revoking); l; l = next) {
-		next = LIST_NEXT(l, revoking);
-		int h = holders(l);
-		if (h == 0)
-			revoke_end_lease(d, l, l->reason);
-		else if (lease_deadline_passed(l, now) && overdue(d, l, h))
-			goto restart;
-	}
-	if (!LIST_EMPTY(&d->revoking))
-		arm_tick(d);
-}
-
-static void on_ttl(evutil_socket_t fd, short what, void *arg)
-{
-	struct lease *l = arg;
-
-	revoke_lease(l->device->d, l, P2PBUF__REASON__REASON_TTL);
-}
-
-int revoke_arm_ttl(struct daemon *d, struct lease *l)
-{
-	if (!l->expires_ms)
+	if (n <= rv->cap_batch)
 		return 0;
-	int64_t ms = l->expires_ms - clock_realtime_ms();
-	struct timeval tv = { .tv_sec = ms > 0 ? ms / 1000 : 0,
-			      .tv_usec = ms > 0 ? (ms % 1000) * 1000 : 0 };
-	l->timer = evtimer_new(d->base, on_ttl, l);
-	if (!l->timer || evtimer_add(l->timer, &tv) < 0)
+	size_t cap = rv->cap_batch ? rv->cap_batch : 64;
+	while (cap < n)
+		cap *= 2;
+	struct lease **b = reallocarray(rv->batch, cap, sizeof(*b));
+	if (b)
+		rv->batch = b;
+	int *f = reallocarray(rv->fds, cap, sizeof(*f));
+	if (f)
+		rv->fds = f;
+	int *c = reallocarray(rv->counts, cap, sizeof(*c));
+	if (c)
+		rv->counts = c;
+	if (!b || !f || !c)
 		return -ENOMEM;
+	rv->cap_batch = cap;
 	return 0;
 }
 
-/* The rule of the current policy that allows l now, with room under its max-leases as
- * counted in counts, or -1. */
-static int allowing_rule(const struct daemon *d, const struct lease *l, const unsigned *counts)
+static int by_device(const void *a, const void *b)
 {
-	int dev = policy_find_device(d->policy, l->device->decl.name);
-	const struct policy_rule *rule = NULL;
+	const struct lease *x = *(struct lease *const *)a, *y = *(struct lease *const *)b;
 
-	if (dev < 0 || !l->owner)
-		return -1;
-	while ((rule = policy_match_export(d->policy, &l->owner->peer, (size_t)dev, l->bar,
-					   l->ranges, l->n_ranges, rule))) {
-		size_t i = (size_t)(rule - d->policy->rules);
-		if (!rule->max_leases || counts[i] < rule->max_leases)
-			return (int)i;
-	}
-	return -1;
+	if (x->device != y->device)
+		return (uintptr_t)x->device < (uintptr_t)y->device ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-int revoke_recheck_policy(struct daemon *d)
+/* Count the holders of rv->batch[0..n): sorted by device, each device's leases in one call
+ * (one /proc walk on the simulated backend, however many leases). */
+static void count_batch(struct revoke *rv, size_t n)
 {
-	unsigned *counts = calloc(d->policy->n_rules + 1, sizeof(*counts));
-	struct lease *l, *next;
+	qsort(rv->batch, n, sizeof(*rv->batch), by_device);
+	for (size_t i = 0, end; i < n; i = end) {
+		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++)
+			rv->fds[end] = rv->batch[end]->fd;
+		registry_holders_many(rv->batch[i]->device, rv->fds + i, end - i, rv->counts + i);
+	}
+}
 
-	if (!counts)
+/* Gather the leases of a list into the batch; -ENOMEM leaves the caller to go one by one. */
+static ssize_t gather_revoking(struct revoke *rv)
+{
+	struct lease *l;
+	size_t n = 0;
+
+	if (reserve_batch(rv, rv->n_revoking) < 0)
 		return -ENOMEM;
-	free(d->rule_leases);
-	d->rule_leases = counts;
-	for (l = TAILQ_FIRST(&d->leases.all); l; l = next) {
-		next = TAILQ_NEXT(l, in_table);
-		l->rule = l->state == LEASE_ACTIVE ? allowing_rule(d, l, counts) : -1;
-		if (l->rule >= 0) {
-			counts[l->rule]++;
-			snprintf(l->rule_where, sizeof(l->rule_where), "%s",
-				 d->policy->rules[l->rule].where);
+	LIST_FOREACH (l, &rv->revoking, revoking)
+		rv->batch[n++] = l;
+	return (ssize_t)n;
+}
+
+static void run_revoking(struct revoke *rv, int64_t now)
+{
+	ssize_t n = gather_revoking(rv);
+
+	if (n < 0)
+		return; /* out of memory: the next tick tries again */
+	count_batch(rv, (size_t)n);
+	/* A cycle ends every lease of its device: the rest of that device's run is skipped,
+	 * since those leases are gone. */
+	struct device *cycled = NULL;
+	for (size_t i = 0; i < (size_t)n; i++) {
+		struct lease *l = rv->batch[i];
+		if (l->device == cycled)
 			continue;
-		}
-		if (l->state == LEASE_ACTIVE)
-			revoke_lease(d, l, P2PBUF__REASON__REASON_POLICY);
+		int h = rv->counts[i];
+		if (h == 0)
+			revoke_end(rv, l, l->reason);
+		else if (lease_deadline_passed(l, now) && overdue(rv, l, h))
+			cycled = l->device;
 	}
+}
+
+static void run_ttl(struct revoke *rv, int64_t now)
+{
+	while (rv->n_ttl && rv->ttl[0]->expires_mono <= now) {
+		struct lease *l = rv->ttl[0];
+		heap_remove(rv, l);
+		revoke_lease(rv, l, REASON(TTL));
+	}
+}
+
+void revoke_run(struct revoke *rv)
+{
+	int64_t now = now_mono(rv);
+
+	/* Leases that start revoking now are counted from the next tick on: their holders were
+	 * told just now and need a moment to let go. */
+	run_revoking(rv, now);
+	run_ttl(rv, now);
+	if (rv->n_revoking)
+		arm_tick(rv);
+	arm_ttl(rv);
+}
+
+size_t revoke_pending(const struct revoke *rv)
+{
+	return rv->n_revoking;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	revoke_run(arg);
+}
+
+int revoke_new(struct event_base *base, struct lease_table *leases,
+	       const struct clock_source *clock, const struct revoke_callbacks *cb,
+	       struct revoke **ret_rv)
+{
+	struct revoke *rv = calloc(1, sizeof(*rv));
+
+	if (!rv)
+		return -ENOMEM;
+	rv->leases = leases;
+	rv->clock = clock;
+	rv->cb = *cb;
+	LIST_INIT(&rv->revoking);
+	rv->ev_tick = evtimer_new(base, on_timer, rv);
+	rv->ev_ttl = evtimer_new(base, on_timer, rv);
+	if (!rv->ev_tick || !rv->ev_ttl) {
+		revoke_free(rv);
+		return -ENOMEM;
+	}
+	*ret_rv = rv;
 	return 0;
 }
 
-int revoke_init(struct daemon *d)
+void revoke_free(struct revoke *rv)
 {
-	LIST_INIT(&d->revoking);
-	d->ev_revoke_tick = evtimer_new(d->base, on_tick, d);
-	return d->ev_revoke_tick ? 0 : -ENOMEM;
-}
-
-void revoke_fini(struct daemon *d)
-{
-	if (d->ev_revoke_tick)
-		event_free(d->ev_revoke_tick);
-	d->ev_revoke_tick = NULL;
+	if (!rv)
+		return;
+	if (rv->ev_tick)
+		event_free(rv->ev_tick);
+	if (rv->ev_ttl)
+		event_free(rv->ev_ttl);
+	for (size_t i = 0; i < rv->n_ttl; i++)
+		rv->ttl[i]->ttl_slot = 0;
+	free(rv->ttl);
+	free(rv->batch);
+	free(rv->fds);
+	free(rv->counts);
+	free(rv);
 }

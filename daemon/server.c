@@ -1,11 +1,9 @@
-/* The listening socket and the connections: accept with the peer's identity, read records,
- * hand decoded requests to the dispatch table, and send replies and events. Only this file
- * knows about sockets and connections. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -13,40 +11,72 @@
 
 #include <systemd/sd-daemon.h>
 
-#include "daemon.h"
 #include "log.h"
-#include "clock.h"
 #include "macro.h"
+#include "server.h"
 
 #define DEFAULT_SOCKET_DIR "/run/p2pbufd"
 #define DEFAULT_SOCKET DEFAULT_SOCKET_DIR "/p2pbufd.sock"
 #define RECORDS_PER_WAKEUP 16 /* fairness: one busy client cannot starve the rest */
+
+struct outmsg {
+	STAILQ_ENTRY(outmsg) link;
+	int fd; /* a duplicate owned by the queue, or -1 */
+	size_t len;
+	uint8_t data[];
+};
+
+struct conn {
+	struct server *server;
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	STAILQ_HEAD(, outmsg) outq; /* records the socket would not take yet, oldest first */
+	size_t outq_bytes;
+	struct peer *peer; /* taken once at accept */
+	void *data;	   /* the upper layer's */
+	bool closing;
+	uint64_t id; /* for log lines */
+	TAILQ_ENTRY(conn) link;
+};
+
+struct server {
+	struct event_base *base;
+	struct server_options opt;
+	struct server_callbacks cb;
+	int listen_fd;
+	bool listen_fd_owned; /* false when systemd passed it */
+	const char *path;     /* the socket file this server made, or NULL */
+	struct event *ev_listen;
+	TAILQ_HEAD(, conn) conns;
+	TAILQ_HEAD(, conn) dead; /* closed, freed by ev_reap on the loop's next turn */
+	struct event *ev_reap;
+	unsigned n_conns;
+	uint64_t next_conn_id;
+};
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 /* The peer's identity, once: uid, gid and pid from SO_PEERCRED, supplementary groups from
  * SO_PEERGROUPS. Decisions use uid and groups, never the pid. */
-static int peer_identity(struct conn *c)
+static int peer_identity(int fd, struct peer **ret_peer)
 {
+	gid_t groups[SERVER_MAX_GROUPS];
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
-	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -errno;
-	c->pid = cred.pid;
-	c->peer.uid = cred.uid;
-	c->peer.gid = cred.gid;
-	len = sizeof(c->groups);
-	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) < 0) {
+	len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
 		/* ERANGE: more groups than we keep; decide on the primary group alone. */
 		if (errno != ERANGE)
 			return -errno;
 		len = 0;
 	}
-	c->peer.groups = c->groups;
-	c->peer.n_groups = len / sizeof(gid_t);
-	return 0;
+	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, len / sizeof(gid_t));
+	return *ret_peer ? 0 : -ENOMEM;
 }
 
 static void conn_free(struct conn *c)
@@ -63,67 +93,110 @@ static void conn_free(struct conn *c)
 	if (c->ev_write)
 		event_free(c->ev_write);
 	closep(&c->fd);
+	peer_unref(c->peer);
 	free(c);
-}
-
-/* Drop every reference other modules hold to c: pending device-cycle replies and lease
- * owners. Its leases end now if nobody holds their buffers, or start revoking. */
-static void conn_detach(struct conn *c)
-{
-	struct daemon *d = c->d;
-
-	for (size_t i = 0; i < d->n_devices; i++) {
-		struct pending_reply *w, *next;
-		for (w = LIST_FIRST(&d->devices[i].waiters); w; w = next) {
-			next = LIST_NEXT(w, link);
-			if (w->conn == c) {
-				LIST_REMOVE(w, link);
-				free(w);
-			}
-		}
-	}
-	struct lease *l;
-	while ((l = LIST_FIRST(&c->leases)))
-		revoke_owner_gone(d, l);
 }
 
 /* Free every closed connection. */
 static void reap(evutil_socket_t fd, short what, void *arg)
 {
-	struct daemon *d = arg;
+	struct server *s = arg;
 	struct conn *c;
 
-	while ((c = TAILQ_FIRST(&d->dead))) {
-		TAILQ_REMOVE(&d->dead, c, link);
+	/* closed() may send events that close further connections: they join the list. */
+	while ((c = TAILQ_FIRST(&s->dead))) {
+		TAILQ_REMOVE(&s->dead, c, link);
+		if (s->cb.closed && c->data)
+			s->cb.closed(s->cb.ctx, c->data);
 		conn_free(c);
 	}
 }
 
-/* The connection stops at once, but its memory lives until the loop's next turn, because
- * callers up the stack (a handler, a broadcast) may still hold it. event_active() cannot
- * fail, so no out-of-memory path frees it early. */
+/* The connection stops at once, but the layer above hears of it (closed()) and its memory is
+ * freed only on the loop's next turn, because callers up the stack (a handler, a broadcast
+ * walking the subscribers) may still hold it or its session. event_active() cannot fail, so
+ * no out-of-memory path frees it early. */
 void conn_close(struct conn *c, const char *why)
 {
-	struct daemon *d = c->d;
+	struct server *s = c->server;
 
 	if (c->closing)
 		return;
 	c->closing = true;
 	log_info("client %llu (uid %u pid %d) disconnected%s%s", (unsigned long long)c->id,
-		 (unsigned)c->peer.uid, (int)c->pid, why ? ": " : "", why ? why : "");
-	TAILQ_REMOVE(&d->conns, c, link);
-	d->n_conns--;
+		 (unsigned)c->peer->view.uid, (int)c->peer->pid, why ? ": " : "", why ? why : "");
+	TAILQ_REMOVE(&s->conns, c, link);
+	s->n_conns--;
 	event_del(c->ev_read);
 	event_del(c->ev_write);
 	closep(&c->fd);
-	conn_detach(c);
-	TAILQ_INSERT_TAIL(&d->dead, c, link);
-	event_active(d->ev_reap, EV_TIMEOUT, 1);
+	TAILQ_INSERT_TAIL(&s->dead, c, link);
+	event_active(s->ev_reap, EV_TIMEOUT, 1);
+}
+
+bool conn_closing(const struct conn *c)
+{
+	return c->closing;
+}
+
+const struct peer *conn_peer(const struct conn *c)
+{
+	return c->peer;
+}
+
+uint64_t conn_id(const struct conn *c)
+{
+	return c->id;
+}
+
+unsigned server_clients(const struct server *s)
+{
+	return s->n_conns;
+}
+
+/* Make a connection for fd (owned on success). */
+static int conn_new(struct server *s, int fd, struct conn **ret_conn)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	c->server = s;
+	c->fd = fd;
+	STAILQ_INIT(&c->outq);
+	r = peer_identity(fd, &c->peer);
+	c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+	c->ev_write = event_new(s->base, fd, EV_WRITE, on_write, c);
+	if (r == 0 && (!c->ev_read || !c->ev_write || event_add(c->ev_read, NULL) < 0))
+		r = -ENOMEM;
+	if (r == 0 && !(c->data = s->cb.accepted(s->cb.ctx, c)))
+		r = -ENOMEM;
+	if (r < 0) {
+		c->fd = -1; /* the caller keeps fd on failure */
+		conn_free(c);
+		return r;
+	}
+	c->id = ++s->next_conn_id;
+	TAILQ_INSERT_TAIL(&s->conns, c, link);
+	s->n_conns++;
+	log_debug("client %llu connected: uid %u gid %u pid %d", (unsigned long long)c->id,
+		  (unsigned)c->peer->view.uid, (unsigned)c->peer->view.gid, (int)c->peer->pid);
+	*ret_conn = c;
+	return 0;
+}
+
+int server_adopt(struct server *s, int fd, struct conn **ret_conn)
+{
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+		return -errno;
+	return conn_new(s, fd, ret_conn);
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
-	struct daemon *d = arg;
+	struct server *s = arg;
+	struct conn *c;
 
 	for (;;) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -132,42 +205,24 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 				log_warning("accept: %m");
 			return;
 		}
-		if (d->n_conns >= d->opt.max_clients) {
+		if (s->n_conns >= s->opt.max_clients) {
 			log_warning("refusing a connection: %u clients already (--max-clients)",
-				    d->n_conns);
+				    s->n_conns);
 			close(fd);
 			continue;
 		}
-		struct conn *c = calloc(1, sizeof(*c));
-		if (!c) {
+		int r = conn_new(s, fd, &c);
+		if (r < 0) {
+			log_warning("dropping a new connection: %s", strerror(-r));
 			close(fd);
-			continue;
 		}
-		c->d = d;
-		c->fd = fd;
-		c->id = ++d->next_conn_id;
-		STAILQ_INIT(&c->outq);
-		LIST_INIT(&c->leases);
-		int r = peer_identity(c);
-		c->ev_read = event_new(d->base, fd, EV_READ | EV_PERSIST, on_read, c);
-		c->ev_write = event_new(d->base, fd, EV_WRITE, on_write, c);
-		if (r < 0 || !c->ev_read || !c->ev_write || event_add(c->ev_read, NULL) < 0) {
-			log_warning("dropping a new connection: %s",
-				    r < 0 ? strerror(-r) : "out of memory");
-			conn_free(c);
-			continue;
-		}
-		TAILQ_INSERT_TAIL(&d->conns, c, link);
-		d->n_conns++;
-		log_debug("client %llu connected: uid %u gid %u pid %d", (unsigned long long)c->id,
-			  (unsigned)c->peer.uid, (unsigned)c->peer.gid, (int)c->pid);
 	}
 }
 
 /* Queue a record the socket would not take; fd is duplicated so the queue owns its copy. */
 static int conn_queue(struct conn *c, const uint8_t *buf, size_t len, int fd)
 {
-	if (c->outq_bytes + len > CONN_MAX_OUTQ_BYTES)
+	if (c->outq_bytes + len > SERVER_MAX_OUTQ_BYTES)
 		return -ENOBUFS;
 	struct outmsg *m = malloc(sizeof(*m) + len);
 	if (!m)
@@ -177,11 +232,15 @@ static int conn_queue(struct conn *c, const uint8_t *buf, size_t len, int fd)
 		free(m);
 		return -errno;
 	}
+	if (event_add(c->ev_write, NULL) < 0) {
+		closep(&m->fd);
+		free(m);
+		return -ENOMEM;
+	}
 	m->len = len;
 	memcpy(m->data, buf, len);
 	STAILQ_INSERT_TAIL(&c->outq, m, link);
 	c->outq_bytes += len;
-	event_add(c->ev_write, NULL);
 	return 0;
 }
 
@@ -223,7 +282,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 	while ((m = STAILQ_FIRST(&c->outq))) {
 		int r = wire_send(c->fd, m->data, m->len, m->fd >= 0 ? &m->fd : NULL, m->fd >= 0);
 		if (r == -EAGAIN) {
-			event_add(c->ev_write, NULL);
+			if (event_add(c->ev_write, NULL) < 0)
+				conn_close(c, "out of memory");
 			return;
 		}
 		if (r < 0) {
@@ -260,41 +320,20 @@ void conn_reply(struct conn *c, uint64_t request_id, int error, const char *mess
 	conn_send(c, &sm.base, fd);
 }
 
-void server_event(struct daemon *d, const P2pbuf__Event *ev, struct conn *owner, bool device_event)
+void conn_event(struct conn *c, const P2pbuf__Event *ev)
 {
 	P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
-	struct conn *c, *next;
 
 	sm.body_case = P2PBUF__SERVER_MESSAGE__BODY_EVENT;
 	sm.event = (P2pbuf__Event *)ev;
-	/* conn_send may drop a connection that stopped reading: walk with a saved next. */
-	for (c = TAILQ_FIRST(&d->conns); c; c = next) {
-		next = TAILQ_NEXT(c, link);
-		if (c == owner || c->subscribed_all || (device_event && c->subscribed))
-			conn_send(c, &sm.base, -1);
-	}
+	conn_send(c, &sm.base, -1);
 }
 
-void server_device_state(struct daemon *d, const struct device *dev)
-{
-	P2pbuf__DeviceState body = P2PBUF__DEVICE_STATE__INIT;
-	P2pbuf__Event ev = P2PBUF__EVENT__INIT;
-
-	body.device = (char *)dev->decl.name;
-	body.has_state = true;
-	body.state = dev->state;
-	body.has_generation = true;
-	body.generation = dev->generation;
-	if (dev->message[0])
-		body.message = (char *)dev->message;
-	ev.body_case = P2PBUF__EVENT__BODY_DEVICE_STATE;
-	ev.device_state = &body;
-	server_event(d, &ev, NULL, true);
-}
-
-/* Decode and dispatch one record. Returns false when the connection was dropped. */
+/* Decode, check and hand on one record. Returns false when the connection was dropped. */
 static bool conn_record(struct conn *c, const uint8_t *buf, size_t len, size_t nfds)
 {
+	struct server *s = c->server;
+
 	if (nfds > 0) {
 		conn_close(c, "protocol error: a client sent file descriptors");
 		return false;
@@ -309,7 +348,7 @@ static bool conn_record(struct conn *c, const uint8_t *buf, size_t len, size_t n
 	if (r < 0)
 		conn_reply(c, req->request_id, r, why, NULL, -1);
 	else
-		handle_request(c, req);
+		s->cb.request(s->cb.ctx, c->data, req);
 	p2pbuf__request__free_unpacked(req, NULL);
 	return !c->closing;
 }
@@ -342,7 +381,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static int listen_on_path(struct daemon *d, const char *path)
+static int listen_on_path(struct server *s, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
@@ -364,12 +403,13 @@ static int listen_on_path(struct daemon *d, const char *path)
 	/* Clients reach it through group membership (the unit's SocketGroup/--socket-mode). */
 	if (chmod(path, 0660) < 0 || listen(fd, 128) < 0)
 		return -errno;
-	d->listen_fd = TAKE_FD(fd);
-	d->listen_fd_owned = true;
+	s->listen_fd = TAKE_FD(fd);
+	s->listen_fd_owned = true;
+	s->path = path;
 	return 0;
 }
 
-int server_listen(struct daemon *d)
+static int take_listener(struct server *s)
 {
 	int n = sd_listen_fds(1);
 	int r;
@@ -378,57 +418,88 @@ int server_listen(struct daemon *d)
 		return n;
 	if (n > 1)
 		return -E2BIG;
-	if (n == 1 && !d->opt.socket_path) {
-		d->listen_fd = SD_LISTEN_FDS_START;
-		if (sd_is_socket_unix(d->listen_fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0)
+	if (n == 1 && !s->opt.socket_path) {
+		s->listen_fd = SD_LISTEN_FDS_START;
+		if (sd_is_socket_unix(s->listen_fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0)
 			return -ENOTSOCK;
-		fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK);
+		if (fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK) < 0)
+			return -errno;
 		log_info("listening on the socket systemd passed");
-	} else {
-		const char *path = d->opt.socket_path ? d->opt.socket_path : DEFAULT_SOCKET;
-		/* Under systemd RuntimeDirectory= makes it; started by hand, the daemon does. */
-		if (!d->opt.socket_path && mkdir(DEFAULT_SOCKET_DIR, 0755) < 0 && errno != EEXIST)
-			log_warning("cannot create %s: %m", DEFAULT_SOCKET_DIR);
-		r = listen_on_path(d, path);
-		if (r < 0) {
-			log_error("cannot listen on %s: %s", path, strerror(-r));
-			return r;
-		}
-		log_info("listening on %s", path);
+		return 0;
 	}
-	d->ev_reap = event_new(d->base, -1, 0, reap, d);
-	d->ev_listen = event_new(d->base, d->listen_fd, EV_READ | EV_PERSIST, on_accept, d);
-	if (!d->ev_reap || !d->ev_listen || event_add(d->ev_listen, NULL) < 0)
-		return -ENOMEM;
+	const char *path = s->opt.socket_path ? s->opt.socket_path : DEFAULT_SOCKET;
+	/* Under systemd RuntimeDirectory= makes it; started by hand, the daemon does. */
+	if (!s->opt.socket_path && mkdir(DEFAULT_SOCKET_DIR, 0755) < 0 && errno != EEXIST)
+		log_warning("cannot create %s: %m", DEFAULT_SOCKET_DIR);
+	r = listen_on_path(s, path);
+	if (r < 0) {
+		log_error("cannot listen on %s: %s", path, strerror(-r));
+		return r;
+	}
+	log_info("listening on %s", path);
 	return 0;
 }
 
-void server_stop(struct daemon *d)
+int server_new(struct event_base *base, const struct server_options *opt,
+	       const struct server_callbacks *cb, struct server **ret_server)
+{
+	struct server *s = calloc(1, sizeof(*s));
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	s->base = base;
+	s->opt = *opt;
+	s->cb = *cb;
+	s->listen_fd = -1;
+	TAILQ_INIT(&s->conns);
+	TAILQ_INIT(&s->dead);
+	r = take_listener(s);
+	if (r == 0) {
+		s->ev_reap = event_new(base, -1, 0, reap, s);
+		s->ev_listen = event_new(base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
+		if (!s->ev_reap || !s->ev_listen || event_add(s->ev_listen, NULL) < 0)
+			r = -ENOMEM;
+	}
+	if (r < 0) {
+		server_free(s);
+		return r;
+	}
+	*ret_server = s;
+	return 0;
+}
+
+void server_stop(struct server *s)
 {
 	struct conn *c;
 
-	if (d->ev_listen) {
-		event_free(d->ev_listen);
-		d->ev_listen = NULL;
+	if (!s)
+		return;
+	if (s->ev_listen) {
+		event_free(s->ev_listen);
+		s->ev_listen = NULL;
 	}
-	while ((c = TAILQ_FIRST(&d->conns))) {
+	while ((c = TAILQ_FIRST(&s->conns))) {
 		/* Flush what is queued (the shutdown events) as far as the socket takes it. */
 		on_write(c->fd, EV_WRITE, c);
 		if (!c->closing)
 			conn_close(c, "daemon stopping");
 	}
-	reap(-1, 0, d);
-	if (d->ev_reap) {
-		event_free(d->ev_reap);
-		d->ev_reap = NULL;
-	}
-	if (d->listen_fd_owned) {
-		if (d->opt.socket_path)
-			unlink(d->opt.socket_path);
-		else
-			unlink(DEFAULT_SOCKET);
-	}
-	if (d->listen_fd >= 0 && d->listen_fd_owned)
-		close(d->listen_fd);
-	d->listen_fd = -1;
+	reap(-1, 0, s);
+	if (s->path)
+		unlink(s->path);
+	s->path = NULL;
+	if (s->listen_fd >= 0 && s->listen_fd_owned)
+		close(s->listen_fd);
+	s->listen_fd = -1;
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	server_stop(s);
+	if (s->ev_reap)
+		event_free(s->ev_reap);
+	free(s);
 }

@@ -56,7 +56,6 @@ static void sim_info(const struct policy_device *decl, struct device_info *info)
 		info->msix.pba = decl->sim_msix_pba.present ? decl->sim_msix_pba.range
 							    : decl->sim_msix_table.range;
 	}
-	info->can_reset = true;
 }
 
 static void sim_close(struct device_handle *h);
@@ -137,65 +136,103 @@ static int sim_export(struct device_handle *h, unsigned bar, const struct range 
 	return 0;
 }
 
-/* fds of process dir (a /proc/PID path) that refer to the file (dev, ino). */
-static int count_fds(int procfd, const char *pid, dev_t dev, ino_t ino)
+/* The buffers one count looks for, sorted by (dev, ino) for bsearch, with their tallies. */
+struct wanted {
+	dev_t dev;
+	ino_t ino;
+	size_t index;	  /* into the caller's arrays */
+	unsigned seen_in; /* the process (by walk order) that last mapped it, +1 */
+};
+
+static int compare_wanted(const void *a, const void *b)
+{
+	const struct wanted *x = a, *y = b;
+
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static struct wanted *find_wanted(struct wanted *w, size_t n, dev_t dev, ino_t ino)
+{
+	struct wanted key = { .dev = dev, .ino = ino };
+
+	return bsearch(&key, w, n, sizeof(*w), compare_wanted);
+}
+
+/* Count the fds of process pid (a /proc entry) on any wanted file. */
+static void count_fds(int procfd, const char *pid, struct wanted *w, size_t n, int *counts)
 {
 	char path[300];
-	int n = 0;
 
 	snprintf(path, sizeof(path), "%s/fd", pid);
 	int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return 0; /* gone, or not ours to look at */
+		return; /* gone, or not ours to look at */
 	DIR *d = fdopendir(dfd);
 	if (!d) {
 		close(dfd);
-		return 0;
+		return;
 	}
 	for (struct dirent *e; (e = readdir(d));) {
 		struct stat st;
+		struct wanted *x;
 		if (e->d_name[0] != '.' && fstatat(dfd, e->d_name, &st, 0) == 0 &&
-		    st.st_dev == dev && st.st_ino == ino)
-			n++;
+		    (x = find_wanted(w, n, st.st_dev, st.st_ino)))
+			counts[x->index]++;
 	}
 	closedir(d);
-	return n;
 }
 
-/* Whether process pid maps the file (dev, ino): a mapping outlives the fd it came from. */
-static bool maps_file(int procfd, const char *pid, dev_t dev, ino_t ino)
+/* Count one reference per wanted file that process pid maps: a mapping outlives the fd it
+ * came from. serial tells this process from the previous ones. */
+static void count_maps(int procfd, const char *pid, unsigned serial, struct wanted *w, size_t n,
+		       int *counts)
 {
 	char path[300], line[512];
-	bool found = false;
 
 	snprintf(path, sizeof(path), "%s/maps", pid);
 	int fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
 	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 	if (!f) {
 		closep(&fd);
-		return false;
+		return;
 	}
-	while (!found && fgets(line, sizeof(line), f)) {
+	while (fgets(line, sizeof(line), f)) {
 		unsigned maj, min;
 		uint64_t inode;
-		if (sscanf(line, "%*s %*s %*s %x:%x %" SCNu64, &maj, &min, &inode) == 3)
-			found = inode == ino && makedev(maj, min) == dev;
+		struct wanted *x;
+		if (sscanf(line, "%*s %*s %*s %x:%x %" SCNu64, &maj, &min, &inode) == 3 && inode &&
+		    (x = find_wanted(w, n, makedev(maj, min), (ino_t)inode)) &&
+		    x->seen_in != serial) {
+			x->seen_in = serial;
+			counts[x->index]++;
+		}
 	}
 	fclose(f);
-	return found;
 }
 
 /* A memfd has no reference count that user space can read, so the simulated backend counts
  * what the kernel's would: every fd on the buffer in any process, plus one for every process
- * that maps it, less the daemon's own fd. Slow (it walks /proc), which is fine for a
- * simulation; seeing other users' processes needs the privileges p2pbufd runs with. */
-static int sim_holders(struct device_handle *h, int fd)
+ * that maps it, less the daemon's own fd. One walk through /proc counts every buffer asked
+ * for, so its cost does not grow with the number of leases. A buffer in flight in a socket
+ * (sent, not yet received) is in no process and is not seen. Seeing other users' processes
+ * needs the privileges p2pbufd runs with. */
+static int sim_holders_many(struct device_handle *h, const int *fds, size_t n, int *counts)
 {
-	struct stat st;
-	int n = 0;
+	_cleanup_free_ struct wanted *w = calloc(n ? n : 1, sizeof(*w));
+	unsigned serial = 0;
 
-	if (fstat(fd, &st) < 0)
-		return -errno;
+	if (!w)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (fstat(fds[i], &st) < 0)
+			return -errno;
+		w[i] = (struct wanted){ .dev = st.st_dev, .ino = st.st_ino, .index = i };
+		counts[i] = 0;
+	}
+	qsort(w, n, sizeof(*w), compare_wanted);
 	int procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (procfd < 0)
 		return -errno;
@@ -207,11 +244,21 @@ static int sim_holders(struct device_handle *h, int fd)
 	for (struct dirent *e; (e = readdir(d));) {
 		if (!isdigit((unsigned char)e->d_name[0]))
 			continue;
-		n += count_fds(procfd, e->d_name, st.st_dev, st.st_ino);
-		n += maps_file(procfd, e->d_name, st.st_dev, st.st_ino);
+		count_fds(procfd, e->d_name, w, n, counts);
+		count_maps(procfd, e->d_name, ++serial, w, n, counts);
 	}
 	closedir(d);
-	return n > 0 ? n - 1 : 0;
+	for (size_t i = 0; i < n; i++)
+		counts[i] = counts[i] > 0 ? counts[i] - 1 : 0;
+	return 0;
+}
+
+static int sim_holders(struct device_handle *h, int fd)
+{
+	int count;
+	int r = sim_holders_many(h, &fd, 1, &count);
+
+	return r < 0 ? r : count;
 }
 
 static void sim_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_err_fd)
@@ -226,6 +273,7 @@ const struct device_ops sim_ops = {
 	.close = sim_close,
 	.export_ranges = sim_export,
 	.holders = sim_holders,
+	.holders_many = sim_holders_many,
 	.holders_costly = true, /* a walk through /proc, about 2.5 ms with 80 processes */
 	.event_fds = sim_event_fds,
 };

@@ -27,7 +27,7 @@
 #include <linux/pci_regs.h>
 
 #include "device.h"
-#include "vfio.h"
+#include "device.h"
 #include "vfio-uapi.h"
 
 /* sysfs root; a test build may point it at a fake tree. */
@@ -594,7 +594,6 @@ static int read_info(struct device_handle *h, struct device_info *ret, char *msg
 		return fail(msg, msglen, -errno, "VFIO_DEVICE_GET_INFO: %m");
 	if (!(di.flags & VFIO_DEVICE_FLAGS_PCI) || di.num_regions <= VFIO_PCI_CONFIG_REGION_INDEX)
 		return fail(msg, msglen, -ENODEV, "the VFIO device is not a PCI device");
-	info.can_reset = di.flags & VFIO_DEVICE_FLAGS_RESET;
 	r = region_info(h, VFIO_PCI_CONFIG_REGION_INDEX, &cfg);
 	if (r < 0)
 		return fail(msg, msglen, r, "reading the config space region: %s", strerror(-r));
@@ -893,13 +892,6 @@ static void vfio_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_er
 {
 	*ret_req_fd = h ? h->req_fd : -1;
 	*ret_err_fd = h ? h->err_fd : -1;
-}
-
-const char *vfio_path_name(const struct device_handle *h)
-{
-	if (!h)
-		return "none";
-	return h->path == VFIO_PATH_IOMMUFD ? "iommufd" : "legacy";
 }
 
 const struct device_ops vfio_ops = {

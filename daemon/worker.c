@@ -16,7 +16,6 @@ struct worker {
 	pthread_cond_t cond;
 	struct worker_job *queue, **queue_tail; /* waiting to run */
 	struct worker_job *done, **done_tail;	/* finished, waiting for the loop */
-	unsigned pending;			/* loop thread only */
 	bool stop;
 	int efd;
 	struct event *ev;
@@ -73,7 +72,6 @@ static void worker_reap(struct worker *w)
 		pthread_mutex_unlock(&w->lock);
 		if (!j)
 			return;
-		w->pending--;
 		j->done(j->arg, j->result);
 	}
 }
@@ -124,14 +122,8 @@ void worker_submit(struct worker *w, struct worker_job *job)
 {
 	pthread_mutex_lock(&w->lock);
 	push(&w->queue_tail, job);
-	w->pending++;
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
-}
-
-unsigned worker_pending(const struct worker *w)
-{
-	return w->pending;
 }
 
 void worker_free(struct worker *w)

@@ -24,8 +24,5 @@ int worker_new(struct event_base *base, struct worker **ret_worker);
 /* Queue job (owned by the caller until done() runs; it must stay valid until then). */
 void worker_submit(struct worker *w, struct worker_job *job);
 
-/* Jobs queued or running. */
-unsigned worker_pending(const struct worker *w);
-
 /* Wait for queued jobs to finish, run their done() callbacks, stop the thread, free. */
 void worker_free(struct worker *w);

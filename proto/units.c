@@ -114,6 +114,20 @@ int units_parse_duration(const char *s, size_t len, uint64_t *ret_ms)
 	return 0;
 }
 
+int units_parse_count(const char *s, size_t len, uint64_t *ret_count)
+{
+	uint64_t v;
+	size_t used;
+	int r = parse_digits(s, len, 10, &v, &used);
+
+	if (r < 0)
+		return r;
+	if (used != len)
+		return -EINVAL;
+	*ret_count = v;
+	return 0;
+}
+
 int units_parse_size_str(const char *s, uint64_t *ret_bytes)
 {
 	return s ? units_parse_size(s, strlen(s), ret_bytes) : -EINVAL;

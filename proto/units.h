@@ -6,8 +6,9 @@
  *             refused: they read as powers of 1000 to some and of 1024 to others. A leading
  *             zero is still decimal ("010" is ten).
  *   offset    a size, or "0x" and hexadecimal digits (no suffix): BAR offsets and lengths.
- *   duration  decimal digits, then ms, s, m, h or d; no unit means seconds. At most
- *             UNITS_DURATION_MAX_MS.
+ *   duration  decimal digits, then ms, s, m, h or d (lower case); no unit means seconds. At
+ *             most UNITS_DURATION_MAX_MS.
+ *   count     decimal digits only: how many of something (leases, clients), never scaled.
  *
  * The parsers take a length so that callers can parse a token in place; they return 0, or
  * -EINVAL for text outside the grammar and -ERANGE for a value too large. */
@@ -22,6 +23,7 @@
 int units_parse_size(const char *s, size_t len, uint64_t *ret_bytes);
 int units_parse_offset(const char *s, size_t len, uint64_t *ret_value);
 int units_parse_duration(const char *s, size_t len, uint64_t *ret_ms);
+int units_parse_count(const char *s, size_t len, uint64_t *ret_count);
 
 /* Whole-string forms of the same, for NUL-terminated arguments. */
 int units_parse_size_str(const char *s, uint64_t *ret_bytes);

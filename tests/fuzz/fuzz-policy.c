@@ -1,7 +1,7 @@
-/* libFuzzer target for the policy parser: any input must parse or fail cleanly (no crash, no
- * leak, a message on every failure), and a parsed policy must hold together well enough for
- * the grant path to walk it. Names resolve through a fixed fake database, so that runs do not
- * depend on the machine. */
+/* libFuzzer target for the policy parser: any input, as one file or several, must parse or
+ * fail cleanly (no crash, no leak, a message on every failure), and a parsed policy must hold
+ * together well enough for the grant path to walk it. Names resolve through a fixed fake database,
+ * so that runs do not depend on the machine. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,11 +73,41 @@ static void check_policy(const struct policy *pol)
 	(void)policy_is_observer(pol, &peer);
 }
 
+/* Each NUL byte (never valid in a policy) starts another file, so that rules naming devices
+ * of other files and every path through the parser API of policy_load are reached too. */
+static int parse_files(const uint8_t *data, size_t size, struct policy **ret_policy,
+		       char **ret_error)
+{
+	static const char *const names[] = { "fuzz", "fuzz.d/1.policy", "fuzz.d/2.policy" };
+	struct policy_parser *p = NULL;
+	size_t i = 0;
+	int r = policy_parser_new(&fake, &p);
+
+	if (r < 0)
+		return r;
+	for (size_t start = 0; start <= size; i++) {
+		const uint8_t *nul = memchr(data + start, '\0', size - start);
+		size_t len = nul ? (size_t)(nul - (data + start)) : size - start;
+
+		if (i == sizeof(names) / sizeof(names[0])) {
+			(void)policy_parser_fail(p, names[i - 1], -E2BIG, "too many files");
+			break;
+		}
+		(void)policy_parser_add(p, names[i], (const char *)data + start, len);
+		start += len + 1;
+	}
+	r = policy_parser_finish(p, ret_policy, ret_error);
+	policy_parser_free(p);
+	return r;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct policy *pol = NULL;
 	char *error = NULL;
-	int r = policy_parse("fuzz", (const char *)data, size, &fake, &pol, &error);
+	int r = memchr(data, '\0', size)
+		    ? parse_files(data, size, &pol, &error)
+		    : policy_parse("fuzz", (const char *)data, size, &fake, &pol, &error);
 
 	if (r < 0 && (pol || (!error && r != -ENOMEM)))
 		abort();

@@ -3,7 +3,7 @@ UNIT_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS)
 UNIT_LDADD = daemon/libp2pbufd-core.la $(CHECK_LIBS)
 
 unit_tests = tests/unit/test-wire tests/unit/test-device tests/unit/test-lease \
-	tests/unit/test-policy
+	tests/unit/test-policy tests/unit/test-policy-oom tests/unit/test-units
 check_PROGRAMS += $(unit_tests)
 TESTS += $(unit_tests)
 
@@ -19,3 +19,13 @@ tests_unit_test_lease_LDADD = $(UNIT_LDADD)
 tests_unit_test_policy_SOURCES = tests/unit/test-policy.c
 tests_unit_test_policy_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_policy_LDADD = $(UNIT_LDADD)
+# The policy's out-of-memory tests, from the same source: a program of their own so that it
+# can exit 77 (SKIP) where malloc cannot be replaced (valgrind, sanitizers).
+tests_unit_test_policy_oom_SOURCES = tests/unit/test-policy.c
+tests_unit_test_policy_oom_CPPFLAGS = $(AM_CPPFLAGS) -DTEST_POLICY_OOM=1
+tests_unit_test_policy_oom_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_policy_oom_LDADD = $(UNIT_LDADD)
+# The size and duration grammar lives in libcommon, which is all this test needs.
+tests_unit_test_units_SOURCES = tests/unit/test-units.c
+tests_unit_test_units_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_units_LDADD = proto/libcommon.la $(CHECK_LIBS)

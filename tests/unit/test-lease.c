@@ -1,6 +1,8 @@
 /* Unit tests for the lease table and the lease state machine, with an explicit clock. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,7 @@ static struct lease_table table;
 
 static void setup_cap(size_t cap)
 {
-	ck_assert_int_eq(lease_table_init(&table, cap), 0);
+	ck_assert_int_eq(lease_table_init(&table, cap, 4), 0);
 }
 
 static void teardown(void)
@@ -298,11 +300,12 @@ START_TEST(test_odd_caps)
 }
 END_TEST
 
-/* Deleting a lease takes it off its owner's and its device's lists. */
+/* Deleting a lease takes it off its owner's and its device's sets and uncounts it there and
+ * under its rule. */
 START_TEST(test_delete_unlinks)
 {
-	struct lease_list owner = LIST_HEAD_INITIALIZER(owner);
-	struct lease_list device = LIST_HEAD_INITIALIZER(device);
+	struct lease_set owner = { LIST_HEAD_INITIALIZER(owner.list), 0 };
+	struct lease_set device = { LIST_HEAD_INITIALIZER(device.list), 0 };
 	struct lease *a, *b, *c, *x;
 	size_t n;
 
@@ -310,58 +313,76 @@ START_TEST(test_delete_unlinks)
 	a = new_lease(0);
 	b = new_lease(0);
 	c = new_lease(0);
-	LIST_INSERT_HEAD(&owner, a, by_owner);
-	LIST_INSERT_HEAD(&owner, b, by_owner);
-	LIST_INSERT_HEAD(&owner, c, by_owner);
-	LIST_INSERT_HEAD(&device, a, by_device);
-	LIST_INSERT_HEAD(&device, b, by_device);
-	LIST_INSERT_HEAD(&device, c, by_device);
+	lease_attach(&table, a, &owner, &device, 0);
+	lease_attach(&table, b, &owner, &device, 1);
+	lease_attach(&table, c, &owner, &device, 1);
+	ck_assert_uint_eq(owner.n, 3);
+	ck_assert_uint_eq(device.n, 3);
+	ck_assert_uint_eq(table.rule_leases[0], 1);
+	ck_assert_uint_eq(table.rule_leases[1], 2);
 
 	/* Middle, then head, then the last one. */
 	lease_delete(&table, b);
+	ck_assert_uint_eq(table.rule_leases[1], 1);
 	n = 0;
-	LIST_FOREACH (x, &owner, by_owner) {
+	LIST_FOREACH (x, &owner.list, by_owner) {
 		ck_assert(x == a || x == c);
 		n++;
 	}
 	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(owner.n, 2);
 	n = 0;
-	LIST_FOREACH (x, &device, by_device) {
+	LIST_FOREACH (x, &device.list, by_device) {
 		ck_assert(x == a || x == c);
 		n++;
 	}
 	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(device.n, 2);
 
 	lease_delete(&table, c);
-	ck_assert_ptr_eq(LIST_FIRST(&owner), a);
+	ck_assert_ptr_eq(LIST_FIRST(&owner.list), a);
 	ck_assert_ptr_null(LIST_NEXT(a, by_owner));
-	ck_assert_ptr_eq(LIST_FIRST(&device), a);
+	ck_assert_ptr_eq(LIST_FIRST(&device.list), a);
 	ck_assert_ptr_null(LIST_NEXT(a, by_device));
+	ck_assert_uint_eq(table.rule_leases[1], 0);
 
 	lease_delete(&table, a);
-	ck_assert(LIST_EMPTY(&owner));
-	ck_assert(LIST_EMPTY(&device));
+	ck_assert(LIST_EMPTY(&owner.list));
+	ck_assert(LIST_EMPTY(&device.list));
+	ck_assert_uint_eq(owner.n + device.n, 0);
+	ck_assert_uint_eq(table.rule_leases[0], 0);
 	ck_assert_uint_eq(table.count, 0);
 	teardown();
 }
 END_TEST
 
-/* A lease on only one of the lists (an owner gone, or deleted before it was linked). */
+/* A lease whose owner is gone stays on its device and counted there; never linked at all
+ * is fine too. */
 START_TEST(test_delete_partly_linked)
 {
-	struct lease_list device = LIST_HEAD_INITIALIZER(device);
+	struct lease_set owner = { LIST_HEAD_INITIALIZER(owner.list), 0 };
+	struct lease_set device = { LIST_HEAD_INITIALIZER(device.list), 0 };
 	struct lease *a, *b;
 
 	setup_cap(8);
 	a = new_lease(0);
 	b = new_lease(0);
-	LIST_INSERT_HEAD(&device, a, by_device);
-	LIST_INSERT_HEAD(&device, b, by_device);
+	lease_attach(&table, a, &owner, &device, -1);
+	lease_attach(&table, b, NULL, &device, 2);
+	lease_forget_owner(a);
+	ck_assert_ptr_null(a->owner);
+	ck_assert(LIST_EMPTY(&owner.list));
+	ck_assert_uint_eq(owner.n, 0);
+	ck_assert_uint_eq(device.n, 2);
+	lease_forget_owner(a); /* twice: nothing changes */
+	ck_assert_uint_eq(owner.n, 0);
 	lease_delete(&table, a);
-	ck_assert_ptr_eq(LIST_FIRST(&device), b);
+	ck_assert_ptr_eq(LIST_FIRST(&device.list), b);
 	ck_assert_ptr_null(LIST_NEXT(b, by_device));
+	ck_assert_uint_eq(device.n, 1);
 	lease_delete(&table, b);
-	ck_assert(LIST_EMPTY(&device));
+	ck_assert(LIST_EMPTY(&device.list));
+	ck_assert_uint_eq(table.rule_leases[2], 0);
 
 	/* Never linked anywhere. */
 	lease_delete(&table, new_lease(2));
@@ -370,14 +391,54 @@ START_TEST(test_delete_partly_linked)
 }
 END_TEST
 
-/* fini frees leases still in the table (valgrind checks there is no leak). */
+/* fini deletes every lease left: each one's fd is closed and each set it was on is empty. */
 START_TEST(test_fini_with_leases)
 {
+	struct lease_set device = { LIST_HEAD_INITIALIZER(device.list), 0 };
+	int fds[64];
+
 	setup_cap(64);
-	for (int i = 0; i < 64; i++)
-		new_lease((size_t)i);
+	for (int i = 0; i < 64; i++) {
+		struct lease *l = new_lease((size_t)i);
+		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		ck_assert_int_ge(fds[i], 0);
+		l->fd = fds[i];
+		lease_attach(&table, l, NULL, &device, i % 4);
+	}
+	ck_assert_uint_eq(device.n, 64);
 	teardown();
-	ck_assert_uint_eq(table.count, 0);
+	ck_assert_uint_eq(device.n, 0);
+	ck_assert(LIST_EMPTY(&device.list));
+	for (int i = 0; i < 64; i++)
+		ck_assert_msg(fcntl(fds[i], F_GETFD) < 0 && errno == EBADF, "fd %d still open",
+			      fds[i]);
+}
+END_TEST
+
+/* A reload's new counts replace the old ones, and each lease takes its next rule. */
+START_TEST(test_swap_rules)
+{
+	struct lease_set device = { LIST_HEAD_INITIALIZER(device.list), 0 };
+	struct lease *a, *b;
+
+	setup_cap(8);
+	a = new_lease(0);
+	b = new_lease(0);
+	lease_attach(&table, a, NULL, &device, 0);
+	lease_attach(&table, b, NULL, &device, 0);
+	ck_assert_uint_eq(table.rule_leases[0], 2);
+	unsigned *counts = calloc(3, sizeof(*counts));
+	a->next_rule = 2;
+	b->next_rule = -1;
+	counts[2] = 1;
+	free(lease_table_swap_rules(&table, counts, 3));
+	ck_assert_int_eq(a->rule, 2);
+	ck_assert_int_eq(b->rule, -1);
+	lease_delete(&table, a);
+	ck_assert_uint_eq(table.rule_leases[2], 0);
+	lease_delete(&table, b);
+	ck_assert_uint_eq(table.rule_leases[0] + table.rule_leases[1], 0);
+	teardown();
 }
 END_TEST
 
@@ -505,6 +566,7 @@ static Suite *lease_suite(void)
 	tcase_add_test(tc, test_delete_unlinks);
 	tcase_add_test(tc, test_delete_partly_linked);
 	tcase_add_test(tc, test_fini_with_leases);
+	tcase_add_test(tc, test_swap_rules);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("state");

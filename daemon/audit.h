@@ -1,0 +1,30 @@
+/* The audit trail: one line per grant, denial, revocation step, end of a lease, reset,
+ * device state change and policy reload. The only place that formats them, so that their
+ * shape is the same everywhere; strings a client chose (labels, device names it asked for)
+ * are escaped so that no control or direction character reaches a log. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lease.h"
+#include "peer.h"
+#include "registry.h"
+
+void audit_granted(const struct lease *l);
+/* what: "export", "revoke", "reset"; object: the device or lease asked for (client text);
+ * bar -1 when there is none. */
+void audit_denied(const struct peer *p, const char *what, const char *object, int bar, int error,
+		  const char *msg);
+void audit_revoking(const struct lease *l);
+void audit_overdue(const struct lease *l, int holders, bool enforced);
+void audit_ended(const struct lease *l);
+void audit_admin_revoke(const struct peer *p, const struct lease *l);
+void audit_reset(const struct peer *p, const struct device *dev);
+void audit_device_state(const struct device *dev);
+/* ok: the new policy is in place; summary says what changed, or why it was refused. */
+void audit_reload(const char *path, bool ok, const char *summary);
+
+/* Escape text for a log line: printable ASCII stays, anything else becomes \xNN, and at most
+ * len - 1 bytes are written. Returns buf. */
+char *audit_escape(const char *text, char *buf, size_t len);

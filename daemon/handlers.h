@@ -1,0 +1,9 @@
+/* The dispatch table: one handler per request type, which requests are allowed before Hello
+ * (only Hello itself), authorization, and the replies. */
+#pragma once
+
+#include "session.h"
+#include "wire.h"
+
+/* Serve one decoded request that passed the wire checks. */
+void handle_request(struct session *s, const P2pbuf__Request *req);

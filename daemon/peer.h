@@ -1,0 +1,23 @@
+/* Who is on the other end of a connection: taken once at accept and shared, by reference,
+ * with every lease the connection exports, so that a lease whose connection is gone is still
+ * checked against the policy as the user who asked for it. */
+#pragma once
+
+#include <sys/types.h>
+
+#include "policy.h"
+
+struct peer {
+	unsigned refs;
+	pid_t pid;		 /* for logs only: decisions never use it */
+	struct policy_peer view; /* uid, gid, supplementary groups: what the policy sees */
+	gid_t groups[];
+};
+
+/* A peer with room for n_groups supplementary groups (view.groups points at them). */
+struct peer *peer_new(uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size_t n_groups);
+struct peer *peer_ref(struct peer *p);
+/* Drop a reference; the last one frees. Accepts NULL. */
+void peer_unref(struct peer *p);
+/* "uid 1000 gid 1000 groups 4,27" for messages and logs. */
+void peer_describe(const struct peer *p, char *buf, size_t len);

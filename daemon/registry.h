@@ -1,0 +1,108 @@
+/* The device registry: the devices the policy declares, their state and generation, their
+ * removal and error events, and device cycles (close every fd, reopen: the only permanent
+ * revoke) on the worker thread. It owns the devices, their reset waiters and the worker's
+ * scratch fields, and reports up through the callbacks it is given; it never calls into the
+ * modules above it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "device.h"
+#include "lease.h"
+#include "policy.h"
+#include "worker.h"
+
+struct registry;
+
+struct reset_waiter { /* a request answered when the device's cycle ends */
+	void *token;  /* the asker (a connection's session), opaque here */
+	uint64_t request_id;
+	LIST_ENTRY(reset_waiter) link;
+};
+
+struct device {
+	struct registry *reg;
+	struct policy_device decl; /* a copy of its declaration */
+	const struct device_ops *ops;
+	struct device_handle *handle; /* NULL while closed */
+	struct device_info info;
+	int state;	     /* wire DeviceStateKind; read by the worker during a cycle */
+	uint32_t generation; /* + 1 on every device cycle */
+	char message[256];   /* why it is not ready, or the last event */
+	struct lease_set leases;
+	struct event *ev_req; /* removal */
+	struct event *ev_err; /* error */
+	bool cycling;	      /* a worker job (cycle or close) is under way */
+	LIST_HEAD(, reset_waiter) waiters;
+	/* The worker's: written by the job, read by its completion on the loop. */
+	struct worker_job job;
+	struct device_handle *job_handle;
+	struct device_info job_info;
+	char job_msg[256];
+};
+
+/* How the registry reports up. ctx is passed back to each. */
+struct registry_callbacks {
+	/* dev's state or message changed (ready, cycling, failed, gone, an error report). */
+	void (*state_changed)(void *ctx, const struct device *dev);
+	/* Every buffer of dev is about to die (a cycle or a removal): end its leases now, so
+	 * that holders hear before the buffers go. */
+	void (*buffers_dying)(void *ctx, struct device *dev, int reason);
+	/* A reset waiter's answer: error 0 when the device is ready again. */
+	void (*answer)(void *ctx, void *token, uint64_t request_id, int error, const char *msg);
+	void *ctx;
+};
+
+/* Which backend serves a declaration; the default picks sim or vfio by its kind. Tests give
+ * their own. */
+typedef const struct device_ops *(*registry_backend_fn)(const struct policy_device *decl);
+const struct device_ops *registry_default_backend(const struct policy_device *decl);
+
+/* Open every device of policy on the calling thread (start-up). A device that cannot be
+ * opened is `failed` with a message; the others are served. */
+int registry_new(struct event_base *base, struct worker *worker, const struct policy *policy,
+		 registry_backend_fn backend, const struct registry_callbacks *cb,
+		 struct registry **ret_reg);
+/* Close every device (blocking: the kernel may wait for importers) and free. */
+void registry_free(struct registry *reg);
+
+size_t registry_count(const struct registry *reg);
+struct device *registry_device(struct registry *reg, size_t index);
+/* The device called name, or NULL. */
+struct device *registry_find(struct registry *reg, const char *name);
+/* How many devices are ready. */
+unsigned registry_ready(const struct registry *reg);
+
+/* Take new options for device index (same device, same address: a reload); returns -EINVAL
+ * if decl is not the same device. */
+int registry_update(struct registry *reg, size_t index, const struct policy_device *decl);
+/* Whether two declarations name the same device the same way (options may differ). */
+bool registry_same_device(const struct policy_device *a, const struct policy_device *b);
+
+/* Start a device cycle on the worker: buffers_dying(reason) first, then close and reopen.
+ * -EBUSY if a cycle is already running, -ENXIO if the device is gone. */
+int registry_cycle(struct device *dev, int reason);
+/* Answer (token, request_id) when dev's current or next cycle ends. */
+int registry_add_waiter(struct device *dev, void *token, uint64_t request_id);
+/* Forget every waiter of token (its connection closed). */
+void registry_drop_waiters(struct registry *reg, void *token);
+
+/* The device is gone (removed or unbound): end its leases, close it on the worker. */
+void registry_device_gone(struct device *dev, const char *why);
+/* The kernel reported an error (AER): report it, and cycle if the declaration says so. */
+void registry_device_error(struct device *dev);
+
+/* References to the buffer fd of dev besides fd itself: 0 once the device is closed (every
+ * buffer of a closed device is dead), 1 when the backend cannot tell (assume held). */
+int registry_holders(const struct device *dev, int fd);
+
+/* registry_holders() for fds[0..n) of dev at once, into counts[0..n): the simulated backend
+ * counts them all in one walk. */
+void registry_holders_many(const struct device *dev, const int *fds, size_t n, int *counts);
+
+/* Whether the device's holder counts are slow (the simulated backend's /proc walk). */
+bool registry_holders_costly(const struct device *dev);

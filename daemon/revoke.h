@@ -1,0 +1,70 @@
+/* The revocation engine. No kernel revokes one dma-buf, so taking a lease back means asking
+ * its holder to let go, verifying through the daemon's own copy of the buffer that nobody
+ * else holds it, and, when a holder does not let go in time, a device cycle: closing the
+ * device revokes every buffer exported from it for good.
+ *
+ * Rules:
+ * - An admin revoke, a policy that no longer allows a lease, and its TTL are enforced: past
+ *   the device's revoke-deadline with holders left, the device is cycled (unless the device
+ *   is notify-only, where the lease lingers and is reported).
+ * - A lease its holder released, or whose exporting connection went away, while a copy is
+ *   still held elsewhere lingers: it keeps counting against quotas, is listed with its
+ *   holders, and is never cycled out, unless an admin revoke, the policy or its TTL revokes
+ *   it afresh, which enforces it.
+ * It reads time only from the clock it is given, and reports through callbacks, so its tests
+ * drive it without sleeping. */
+#pragma once
+
+#include <stdbool.h>
+
+#include <event2/event.h>
+
+#include "clock.h"
+#include "lease.h"
+#include "registry.h"
+
+#define REVOKE_TICK_MS 100 /* how often revoking leases' holders are counted */
+
+struct revoke;
+
+struct revoke_callbacks {
+	/* l is now revoking: its holders must let go by l->deadline_ms (monotonic). */
+	void (*revoking)(void *ctx, const struct lease *l);
+	/* l ended (its state and reason are final); it is freed right after. */
+	void (*ended)(void *ctx, const struct lease *l);
+	/* l is past its deadline with holders left; enforced: its device is being cycled. Called
+	 * once per lease and deadline. */
+	void (*overdue)(void *ctx, const struct lease *l, int holders, bool enforced);
+	void *ctx;
+};
+
+int revoke_new(struct event_base *base, struct lease_table *leases,
+	       const struct clock_source *clock, const struct revoke_callbacks *cb,
+	       struct revoke **ret_rv);
+void revoke_free(struct revoke *rv);
+
+/* A new lease: start its TTL (l->expires_mono), if it has one. */
+int revoke_track(struct revoke *rv, struct lease *l);
+
+/* End l with reason now (its buffer is dead, or nobody holds it): tell, then delete. */
+void revoke_end(struct revoke *rv, struct lease *l, int reason);
+/* End every lease of a device with reason (its buffers are about to die). */
+void revoke_end_all(struct revoke *rv, struct lease_set *leases, int reason);
+
+/* Take l back for reason (admin, policy, TTL): it ends at once if nobody but the daemon
+ * holds it, otherwise it revokes with the device's deadline, enforced. */
+void revoke_lease(struct revoke *rv, struct lease *l, int reason);
+/* The holder released l: it ends when nobody else holds it; never enforced. */
+void revoke_release(struct revoke *rv, struct lease *l);
+/* l's exporting connection went away: the same as a release, with reason owner-disconnected. */
+void revoke_owner_gone(struct revoke *rv, struct lease *l);
+
+/* Every lease of a closed connection's set, counted in one batch. */
+void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases);
+
+/* Do what is due at the clock's now: count the revoking leases' holders, end those let go,
+ * handle deadlines, expire TTLs. The engine's own timers call it; tests call it directly. */
+void revoke_run(struct revoke *rv);
+
+/* How many leases are revoking. */
+size_t revoke_pending(const struct revoke *rv);

@@ -1,0 +1,62 @@
+/* The listening socket and the connections: accept with the peer's identity, read records,
+ * decode and check them against the wire caps, and send replies and events with their
+ * output queues. Only this module knows about sockets and connections; it hands each
+ * decoded request to the layer above through the callbacks it is given, and never calls up
+ * otherwise. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "peer.h"
+#include "wire.h"
+
+#define SERVER_MAX_GROUPS 256		/* supplementary groups kept per peer */
+#define SERVER_MAX_OUTQ_BYTES (1 << 20) /* a client that does not read is dropped past this */
+
+struct server;
+struct conn;
+
+struct server_callbacks {
+	/* A new connection. Return the upper layer's state for it, or NULL to refuse it. */
+	void *(*accepted)(void *ctx, struct conn *c);
+	/* A decoded request that passed the wire checks; data is what accepted() returned. */
+	void (*request)(void *ctx, void *data, const P2pbuf__Request *req);
+	/* The connection closed (on the loop turn after conn_close): forget data. */
+	void (*closed)(void *ctx, void *data);
+	void *ctx;
+};
+
+struct server_options {
+	const char *socket_path; /* NULL: the socket systemd passed, else the default path */
+	unsigned max_clients;
+};
+
+/* Listen (or take the socket systemd passed) and serve connections on base. */
+int server_new(struct event_base *base, const struct server_options *opt,
+	       const struct server_callbacks *cb, struct server **ret_server);
+/* Flush what is queued as far as the sockets take it, close every connection (calling
+ * closed() for each), stop listening, free. Accepts NULL. */
+void server_free(struct server *s);
+/* Stop accepting and close every connection, as server_free does, but keep the object. */
+void server_stop(struct server *s);
+
+/* Serve an already connected socket as if it had been accepted (tests and fuzzing). */
+int server_adopt(struct server *s, int fd, struct conn **ret_conn);
+
+unsigned server_clients(const struct server *s);
+
+/* The connection stops at once: nothing more is read or sent. closed() follows on the loop's
+ * next turn. why (may be NULL) goes to the log. */
+void conn_close(struct conn *c, const char *why);
+bool conn_closing(const struct conn *c);
+const struct peer *conn_peer(const struct conn *c);
+uint64_t conn_id(const struct conn *c);
+
+/* Send a reply; body may be NULL; fd (>= 0) is attached and stays owned by the caller. */
+void conn_reply(struct conn *c, uint64_t request_id, int error, const char *message,
+		P2pbuf__Reply *body, int fd);
+/* Send an event. */
+void conn_event(struct conn *c, const P2pbuf__Event *ev);

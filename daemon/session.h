@@ -1,0 +1,33 @@
+/* A connection's state above the framing: whether it said Hello, what it subscribed to, and
+ * the leases it exported (as a set that lease.c links). */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/queue.h>
+
+#include "lease.h"
+#include "server.h"
+
+struct daemon;
+
+struct session {
+	struct daemon *d;
+	struct conn *conn;
+	const struct peer *peer;
+	bool hello;	     /* Hello accepted; nothing else is served before */
+	bool subscribed;     /* device events, and the lease events of its own user */
+	bool subscribed_all; /* every event (observers and admins) */
+	struct lease_set leases;
+	TAILQ_ENTRY(session) link;
+	LIST_ENTRY(session) sub_link; /* on d->subscribers while subscribed */
+};
+
+/* The server's callbacks for d: a session per accepted connection, requests to the dispatch
+ * table, and on close the session's leases go the owner-gone way. */
+struct server_callbacks session_callbacks(struct daemon *d);
+
+/* The session that exported l, while its connection is open. */
+struct session *session_of_lease(const struct lease *l);
+
+/* Subscribe s to events (all: every lease's, not only its user's). */
+void session_subscribe(struct session *s, bool all);
