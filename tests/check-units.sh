@@ -36,7 +36,10 @@ fi
 rm -f "$root.log"
 service=$(find "$root" -path '*/system/p2pbufd.service' | head -n 1)
 socket=${service%.service}.socket
-[ -f "$service" ] && [ -f "$socket" ] || { echo "no units installed under $root"; exit 99; }
+if [ ! -f "$service" ] || [ ! -f "$socket" ]; then
+	echo "no units installed under $root"
+	exit 99
+fi
 
 # What the units depend on (sysinit.target, ...) comes from the host, as do the programs they
 # run that the project does not install (ExecReload's kill).
