@@ -6,6 +6,7 @@
 #include "audit.h"
 #include "daemon.h"
 #include "events.h"
+#include "handlers.h"
 #include "macro.h"
 #include "session.h"
 
@@ -41,6 +42,21 @@ static void on_buffers_dying(void *ctx, struct device *dev, int reason)
 	revoke_end_all(d->revoke, &dev->leases, reason);
 }
 
+static void *on_accepted(void *ctx, struct conn *c)
+{
+	return session_new(ctx, c);
+}
+
+static void on_request(void *ctx, void *data, const P2pbuf__Request *req)
+{
+	handle_request(data, req);
+}
+
+static void on_closed(void *ctx, void *data)
+{
+	session_free(data);
+}
+
 static void on_answer(void *ctx, void *token, uint64_t request_id, int error, const char *msg)
 {
 	struct session *s = token;
@@ -54,8 +70,9 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 {
 	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, d };
 	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying, on_answer, d };
-	const struct server_options sopt = { d->opt.socket_path, d->opt.max_clients };
-	const struct server_callbacks scb = session_callbacks(d);
+	const struct server_options sopt = { d->opt.socket_path, d->opt.max_clients,
+					     d->opt.socket_group, d->opt.socket_mode };
+	const struct server_callbacks scb = { on_accepted, on_request, on_closed, d };
 	int r;
 
 	d->base = base;
@@ -113,13 +130,6 @@ void daemon_finish(struct daemon *d)
 }
 
 /* ---- policy ---- */
-
-int daemon_policy_device(const struct daemon *d, const struct device *dev)
-{
-	int i = policy_find_device(d->policy, dev->decl.name);
-
-	return i < 0 ? -1 : i;
-}
 
 /* The first rule of p that allows l as its peer asked, with room under its max-leases as
  * counted so far in counts, or -1. */
@@ -210,10 +220,4 @@ int daemon_reload_file(struct daemon *d, char **ret_error)
 	if (r < 0)
 		audit_reload(d->opt.policy_path, false, *ret_error ? *ret_error : strerror(-r));
 	return r;
-}
-
-int64_t daemon_wall_time(const struct daemon *d, int64_t monotonic_ms)
-{
-	return d->clock->realtime_ms(d->clock->ctx) +
-	       (monotonic_ms - d->clock->monotonic_ms(d->clock->ctx));
 }

@@ -48,6 +48,8 @@ struct daemon_options {
 	unsigned max_leases_per_client;
 	unsigned max_leases;	 /* in the whole daemon */
 	uint64_t max_lease_size; /* bytes; 0: no cap */
+	gid_t socket_group;	 /* (gid_t)-1: as created */
+	mode_t socket_mode;	 /* of a socket the daemon creates itself */
 };
 
 struct daemon {
@@ -87,9 +89,3 @@ int daemon_reload(struct daemon *d, struct policy *p, char **ret_error);
 
 /* Load d->opt.policy_path again and daemon_reload() it; the outcome is logged either way. */
 int daemon_reload_file(struct daemon *d, char **ret_error);
-
-/* The device index of a lease's device in the current policy, or -1. */
-int daemon_policy_device(const struct daemon *d, const struct device *dev);
-
-/* A monotonic deadline as CLOCK_REALTIME milliseconds, for the wire. */
-int64_t daemon_wall_time(const struct daemon *d, int64_t monotonic_ms);

@@ -26,7 +26,7 @@ void events_lease_revoking(struct daemon *d, const struct lease *l)
 	body.has_lease_id = body.has_reason = body.has_deadline_ms = true;
 	body.lease_id = l->id;
 	body.reason = l->reason;
-	body.deadline_ms = daemon_wall_time(d, l->deadline_ms);
+	body.deadline_ms = clock_wall_time(d->clock, l->deadline_ms);
 	ev.body_case = P2PBUF__EVENT__BODY_LEASE_REVOKING;
 	ev.lease_revoking = &body;
 	send_lease_event(d, l, &ev);

@@ -224,7 +224,7 @@ static int export_check(struct session *c, struct export_req *x, char *msg, size
 {
 	struct daemon *d = c->d;
 	char who[160];
-	int dev_index = daemon_policy_device(d, x->dev);
+	int dev_index = policy_find_device(d->policy, x->dev->decl.name);
 	int r = dev_index < 0 ? -EPERM
 			      : pick_rule(c, (size_t)dev_index, x->bar, x->ranges, x->n, &x->rule);
 
@@ -470,7 +470,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 	pl->generation = l->generation;
 	if (l->state == LEASE_REVOKING) {
 		pl->has_deadline_ms = pl->has_lingering = true;
-		pl->deadline_ms = daemon_wall_time(d, l->deadline_ms);
+		pl->deadline_ms = clock_wall_time(d->clock, l->deadline_ms);
 		pl->lingering = l->lingering;
 	}
 	const struct device *dev = l->device;

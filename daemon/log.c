@@ -1,9 +1,42 @@
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
 int log_max_priority = LOG_INFO;
+
+static bool on_terminal;
+static bool on_journal;
+
+void log_init(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	struct stat st;
+	unsigned long long dev, ino;
+
+	on_terminal = isatty(STDERR_FILENO);
+	/* "DEV:INO" of the stream systemd connected; it is ours only if stderr is that file. */
+	on_journal = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+		     fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+bool log_to_journal(void)
+{
+	return on_journal;
+}
+
+static const char *level_name(int priority)
+{
+	static const char *const names[] = { "emerg",	"alert",  "crit", "error",
+					     "warning", "notice", "info", "debug" };
+
+	return priority >= 0 && priority <= LOG_DEBUG ? names[priority] : "?";
+}
 
 void log_msg(int priority, const char *fmt, ...)
 {
@@ -16,5 +49,16 @@ void log_msg(int priority, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	/* One fprintf per line so that lines from the worker thread never interleave. */
-	fprintf(stderr, "<%d>%s\n", priority, line);
+	if (on_terminal && !on_journal) {
+		struct timespec ts;
+		struct tm tm;
+		char when[32];
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		fprintf(stderr, "%s.%03ld %s: %s\n", when, ts.tv_nsec / 1000000,
+			level_name(priority), line);
+	} else {
+		fprintf(stderr, "<%d>%s\n", priority, line);
+	}
 }

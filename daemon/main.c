@@ -1,6 +1,7 @@
 /* p2pbufd: startup order (options, policy, socket, devices, loop), signals, shutdown. */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,16 +16,22 @@
 #include "macro.h"
 #include "units.h"
 
-#define DEFAULT_POLICY "/etc/p2pbuf/policy"
+/* configure's sysconfdir decides. */
+#ifndef P2PBUF_POLICY_PATH
+#define P2PBUF_POLICY_PATH "/etc/p2pbuf/policy"
+#endif
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: p2pbufd [OPTIONS]\n"
 		"Hand out dma-buf fds for ranges of PCI BARs to local clients, under a policy.\n\n"
-		"  -p, --policy FILE              policy file (default " DEFAULT_POLICY ")\n"
+		"  -p, --policy FILE              policy file (default " P2PBUF_POLICY_PATH ")\n"
 		"  -s, --socket PATH              listen on PATH (default: the socket systemd\n"
-		"                                 passes, else /run/p2pbufd/p2pbufd.sock)\n"
+		"                                 passes, else " P2PBUF_SOCKET_PATH ")\n"
+		"      --socket-group GROUP       group of a socket p2pbufd creates (default: its\n"
+		"                                 own)\n"
+		"      --socket-mode MODE         its mode, in octal (default 0660)\n"
 		"      --check-policy             parse the policy, report, and exit\n"
 		"      --max-clients N            connections at once (default 256)\n"
 		"      --max-leases N             leases in the whole daemon (default 4096)\n"
@@ -57,7 +64,48 @@ enum {
 	OPT_MAX_LEASES,
 	OPT_MAX_LEASES_PER_CLIENT,
 	OPT_MAX_LEASE_SIZE,
+	OPT_SOCKET_GROUP,
+	OPT_SOCKET_MODE,
 };
+
+/* A group name or number, resolved now: the daemon may not see the user database later. */
+static int parse_group(const char *s, gid_t *ret)
+{
+	char buf[16384];
+	struct group gr, *found = NULL;
+	uint64_t v;
+
+	if (s[strspn(s, "0123456789")] == '\0' && units_parse_size_str(s, &v) == 0 &&
+	    v < (gid_t)-1) {
+		*ret = (gid_t)v;
+		return 0;
+	}
+	int r = getgrnam_r(s, &gr, buf, sizeof(buf), &found);
+	if (r != 0 || !found) {
+		fprintf(stderr, "p2pbufd: --socket-group: no group \"%s\"%s%s\n", s, r ? ": " : "",
+			r ? strerror(r) : "");
+		return -EINVAL;
+	}
+	*ret = found->gr_gid;
+	return 0;
+}
+
+/* An octal mode for the socket, at most 0777. */
+static int parse_mode(const char *s, mode_t *ret)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (!*s || *end || errno || v > 0777 || s[strspn(s, "01234567")]) {
+		fprintf(stderr, "p2pbufd: --socket-mode: \"%s\" is not an octal mode (e.g. 0660)\n",
+			s);
+		return -EINVAL;
+	}
+	*ret = (mode_t)v;
+	return 0;
+}
 
 /* Returns 0 to run, 1 to exit successfully (help, version), -EINVAL on a usage error. */
 static int parse_options(int argc, char **argv, struct daemon_options *o, bool *ret_check)
@@ -70,6 +118,8 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		{ "max-leases", required_argument, NULL, OPT_MAX_LEASES },
 		{ "max-leases-per-client", required_argument, NULL, OPT_MAX_LEASES_PER_CLIENT },
 		{ "max-lease-size", required_argument, NULL, OPT_MAX_LEASE_SIZE },
+		{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
+		{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -78,7 +128,9 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 	};
 	int c, r = 0;
 
-	*o = (struct daemon_options){ .policy_path = DEFAULT_POLICY,
+	*o = (struct daemon_options){ .policy_path = P2PBUF_POLICY_PATH,
+				      .socket_group = (gid_t)-1,
+				      .socket_mode = 0660,
 				      .max_clients = 256,
 				      .max_leases = 4096,
 				      .max_leases_per_client = 64 };
@@ -103,6 +155,12 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		case OPT_MAX_LEASES_PER_CLIENT:
 			r = parse_count("--max-leases-per-client", optarg,
 					&o->max_leases_per_client);
+			break;
+		case OPT_SOCKET_GROUP:
+			r = parse_group(optarg, &o->socket_group);
+			break;
+		case OPT_SOCKET_MODE:
+			r = parse_mode(optarg, &o->socket_mode);
 			break;
 		case OPT_MAX_LEASE_SIZE:
 			if (units_parse_size_str(optarg, &o->max_lease_size) < 0) {
@@ -167,7 +225,10 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
 	_cleanup_free_ char *err = NULL;
 
-	sd_notify(0, "RELOADING=1\nSTATUS=Reloading the policy");
+	/* MONOTONIC_USEC lets a systemd that knows Type=notify-reload match this reload to the
+	 * request; older ones ignore it. */
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading the policy",
+		   (unsigned long long)clock_monotonic_ms() * 1000);
 	int r = daemon_reload_file(arg, &err);
 	sd_notify(0, r < 0 ? "READY=1\nSTATUS=Policy reload refused; see the log"
 			   : "READY=1\nSTATUS=Policy reloaded");
@@ -175,7 +236,32 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
 
 struct signals {
 	struct event *ev[3];
+	struct event *watchdog;
 };
+
+/* WATCHDOG=1 from the loop itself: a loop that stops turning stops the pings, and systemd
+ * kills and restarts the daemon (WatchdogSec= in the unit). */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static int setup_watchdog(struct daemon *d, struct signals *s)
+{
+	uint64_t usec = 0;
+	int r = sd_watchdog_enabled(0, &usec);
+
+	if (r <= 0)
+		return r; /* no watchdog asked for (or a malformed WATCHDOG_USEC: ignored) */
+	/* Twice per period, so that one late turn of the loop is not a missed ping. */
+	struct timeval tv = { .tv_sec = (time_t)(usec / 2 / 1000000),
+			      .tv_usec = (suseconds_t)(usec / 2 % 1000000) };
+	s->watchdog = event_new(d->base, -1, EV_PERSIST, on_watchdog, d);
+	if (!s->watchdog || event_add(s->watchdog, &tv) < 0)
+		return -ENOMEM;
+	log_info("watchdog: pinging systemd every %llu ms", (unsigned long long)(usec / 2000));
+	return 0;
+}
 
 static int setup_signals(struct daemon *d, struct signals *s)
 {
@@ -196,6 +282,8 @@ static void free_signals(struct signals *s)
 	for (size_t i = 0; i < ARRAY_SIZE(s->ev); i++)
 		if (s->ev[i])
 			event_free(s->ev[i]);
+	if (s->watchdog)
+		event_free(s->watchdog);
 }
 
 static int check_policy(const char *path)
@@ -221,6 +309,8 @@ static int run(struct daemon *d, struct event_base *base)
 		policy_free(policy);
 	if (r == 0)
 		r = setup_signals(d, &sigs);
+	if (r == 0)
+		r = setup_watchdog(d, &sigs);
 	if (r < 0) {
 		sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
 		daemon_stop(d);
@@ -244,6 +334,7 @@ int main(int argc, char **argv)
 {
 	struct daemon d = {};
 	bool check_only;
+	log_init();
 	int r = parse_options(argc, argv, &d.opt, &check_only);
 
 	if (r != 0)

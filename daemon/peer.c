@@ -12,6 +12,7 @@ struct peer *peer_new(uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size
 		return NULL;
 	p->refs = 1;
 	p->pid = pid;
+	p->unit = NULL;
 	p->view = (struct policy_peer){ .uid = uid, .gid = gid, .n_groups = n_groups };
 	if (n_groups)
 		memcpy(p->groups, groups, n_groups * sizeof(gid_t));
@@ -27,8 +28,10 @@ struct peer *peer_ref(struct peer *p)
 
 void peer_unref(struct peer *p)
 {
-	if (p && --p->refs == 0)
+	if (p && --p->refs == 0) {
+		free(p->unit);
 		free(p);
+	}
 }
 
 void peer_describe(const struct peer *p, char *buf, size_t len)

@@ -10,6 +10,7 @@
 struct peer {
 	unsigned refs;
 	pid_t pid;		 /* for logs only: decisions never use it */
+	char *unit;		 /* the peer's systemd unit, NULL if unknown (owned) */
 	struct policy_peer view; /* uid, gid, supplementary groups: what the policy sees */
 	gid_t groups[];
 };

@@ -20,6 +20,7 @@ struct revoke {
 	size_t n_ttl, cap_ttl;
 	/* Scratch for counting many leases' holders at once. */
 	struct lease **batch;
+	struct device **devs; /* batch[i]'s device, readable after batch[i] is freed */
 	int *fds, *counts;
 	size_t cap_batch;
 };
@@ -96,7 +97,8 @@ static void arm(struct event *ev, int64_t ms)
 	struct timeval tv = { .tv_sec = ms > 0 ? ms / 1000 : 0,
 			      .tv_usec = ms > 0 ? (ms % 1000) * 1000 : 0 };
 
-	/* evtimer_add on an initialised timer cannot fail short of a broken event base. */
+	/* Adding a timer fails only when libevent's timer heap must grow; revoke_new added both
+	 * timers once, so the heap already has room for them. */
 	evtimer_add(ev, &tv);
 }
 
@@ -282,7 +284,10 @@ static int reserve_batch(struct revoke *rv, size_t n)
 	int *c = reallocarray(rv->counts, cap, sizeof(*c));
 	if (c)
 		rv->counts = c;
-	if (!b || !f || !c)
+	struct device **d = reallocarray(rv->devs, cap, sizeof(*d));
+	if (d)
+		rv->devs = d;
+	if (!b || !f || !c || !d)
 		return -ENOMEM;
 	rv->cap_batch = cap;
 	return 0;
@@ -301,10 +306,14 @@ static int by_device(const void *a, const void *b)
  * (one /proc walk on the simulated backend, however many leases). */
 static void count_batch(struct revoke *rv, size_t n)
 {
+	if (n == 0)
+		return; /* the batch may not even be allocated yet */
 	qsort(rv->batch, n, sizeof(*rv->batch), by_device);
 	for (size_t i = 0, end; i < n; i = end) {
-		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++)
+		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++) {
 			rv->fds[end] = rv->batch[end]->fd;
+			rv->devs[end] = rv->batch[end]->device;
+		}
 		registry_holders_many(rv->batch[i]->device, rv->fds + i, end - i, rv->counts + i);
 	}
 }
@@ -333,14 +342,15 @@ static void run_revoking(struct revoke *rv, int64_t now)
 	 * since those leases are gone. */
 	struct device *cycled = NULL;
 	for (size_t i = 0; i < (size_t)n; i++) {
+		struct device *dev = rv->devs[i];
+		if (dev == cycled)
+			continue; /* batch[i] was freed by the cycle */
 		struct lease *l = rv->batch[i];
-		if (l->device == cycled)
-			continue;
 		int h = rv->counts[i];
 		if (h == 0)
 			revoke_end(rv, l, l->reason);
 		else if (lease_deadline_passed(l, now) && overdue(rv, l, h))
-			cycled = l->device;
+			cycled = dev;
 	}
 }
 
@@ -390,10 +400,15 @@ int revoke_new(struct event_base *base, struct lease_table *leases,
 	LIST_INIT(&rv->revoking);
 	rv->ev_tick = evtimer_new(base, on_timer, rv);
 	rv->ev_ttl = evtimer_new(base, on_timer, rv);
-	if (!rv->ev_tick || !rv->ev_ttl) {
+	/* Reserve the timer heap's room for both now, where a failure can still be reported. */
+	static const struct timeval far = { 86400, 0 };
+	if (!rv->ev_tick || !rv->ev_ttl || evtimer_add(rv->ev_tick, &far) < 0 ||
+	    evtimer_add(rv->ev_ttl, &far) < 0) {
 		revoke_free(rv);
 		return -ENOMEM;
 	}
+	evtimer_del(rv->ev_tick);
+	evtimer_del(rv->ev_ttl);
 	*ret_rv = rv;
 	return 0;
 }
@@ -412,5 +427,6 @@ void revoke_free(struct revoke *rv)
 	free(rv->batch);
 	free(rv->fds);
 	free(rv->counts);
+	free(rv->devs);
 	free(rv);
 }

@@ -9,14 +9,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
+
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-login.h>
 
 #include "log.h"
 #include "macro.h"
 #include "server.h"
 
-#define DEFAULT_SOCKET_DIR "/run/p2pbufd"
-#define DEFAULT_SOCKET DEFAULT_SOCKET_DIR "/p2pbufd.sock"
 #define RECORDS_PER_WAKEUP 16 /* fairness: one busy client cannot starve the rest */
 
 struct outmsg {
@@ -58,6 +59,34 @@ struct server {
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
+
+/* The systemd unit of the peer, from its cgroup, or NULL. With SO_PEERPIDFD the answer is
+ * kept only if the process is still alive after the lookup, so that a pid reused in between
+ * cannot lend its unit; without it (older kernels) the peer is connected and so alive at
+ * accept, which leaves only the window of its own exit. */
+static char *peer_unit(int fd, pid_t pid)
+{
+	int pidfd = -1;
+	socklen_t len = sizeof(pidfd);
+	char *unit = NULL;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+		pidfd = -1;
+	if (sd_pid_get_unit(pid, &unit) < 0)
+		unit = NULL;
+	if (pidfd >= 0) {
+		if (unit && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0) {
+			free(unit);
+			unit = NULL;
+		}
+		close(pidfd);
+	}
+	return unit;
+}
+
 /* The peer's identity, once: uid, gid and pid from SO_PEERCRED, supplementary groups from
  * SO_PEERGROUPS. Decisions use uid and groups, never the pid. */
 static int peer_identity(int fd, struct peer **ret_peer)
@@ -76,7 +105,10 @@ static int peer_identity(int fd, struct peer **ret_peer)
 		len = 0;
 	}
 	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, len / sizeof(gid_t));
-	return *ret_peer ? 0 : -ENOMEM;
+	if (!*ret_peer)
+		return -ENOMEM;
+	(*ret_peer)->unit = peer_unit(fd, cred.pid);
+	return 0;
 }
 
 static void conn_free(struct conn *c)
@@ -381,6 +413,23 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Whether a daemon answers on the socket file at sa: a stale file (from a daemon that died)
+ * refuses the connection. Returns the live daemon's pid, 0 for stale, or -errno. */
+static int live_daemon(const struct sockaddr_un *sa)
+{
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct ucred cred = {};
+	socklen_t len = sizeof(cred);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0)
+		return errno == ECONNREFUSED || errno == ENOENT ? 0 : -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+		return 1;
+	return cred.pid;
+}
+
 static int listen_on_path(struct server *s, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -392,16 +441,26 @@ static int listen_on_path(struct server *s, const char *path)
 	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	/* A socket file left by a previous run is replaced; anything else is not ours. */
+	/* A socket file left by a previous run is replaced; a live daemon's is not taken over,
+	 * and anything else is not ours. */
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return -EEXIST;
+		int pid = live_daemon(&sa);
+		if (pid > 0) {
+			log_error("another p2pbufd (pid %d) is serving %s; not taking it over", pid,
+				  path);
+			return -EADDRINUSE;
+		}
 		unlink(path);
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return -errno;
-	/* Clients reach it through group membership (the unit's SocketGroup/--socket-mode). */
-	if (chmod(path, 0660) < 0 || listen(fd, 128) < 0)
+	/* Clients reach it through group membership (the unit's SocketGroup=, or
+	 * --socket-group and --socket-mode by hand). */
+	if (s->opt.socket_group != (gid_t)-1 && chown(path, (uid_t)-1, s->opt.socket_group) < 0)
+		return -errno;
+	if (chmod(path, s->opt.socket_mode) < 0 || listen(fd, 128) < 0)
 		return -errno;
 	s->listen_fd = TAKE_FD(fd);
 	s->listen_fd_owned = true;
@@ -427,13 +486,14 @@ static int take_listener(struct server *s)
 		log_info("listening on the socket systemd passed");
 		return 0;
 	}
-	const char *path = s->opt.socket_path ? s->opt.socket_path : DEFAULT_SOCKET;
+	const char *path = s->opt.socket_path ? s->opt.socket_path : P2PBUF_SOCKET_PATH;
 	/* Under systemd RuntimeDirectory= makes it; started by hand, the daemon does. */
-	if (!s->opt.socket_path && mkdir(DEFAULT_SOCKET_DIR, 0755) < 0 && errno != EEXIST)
-		log_warning("cannot create %s: %m", DEFAULT_SOCKET_DIR);
+	if (!s->opt.socket_path && mkdir(P2PBUF_RUNTIME_DIR, 0755) < 0 && errno != EEXIST)
+		log_warning("cannot create %s: %m", P2PBUF_RUNTIME_DIR);
 	r = listen_on_path(s, path);
 	if (r < 0) {
-		log_error("cannot listen on %s: %s", path, strerror(-r));
+		if (r != -EADDRINUSE) /* that one was told in full */
+			log_error("cannot listen on %s: %s", path, strerror(-r));
 		return r;
 	}
 	log_info("listening on %s", path);

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <event2/event.h>
 
@@ -29,9 +30,19 @@ struct server_callbacks {
 	void *ctx;
 };
 
+/* Where the daemon listens unless told otherwise; configure's runstatedir decides. */
+#ifndef P2PBUF_RUNTIME_DIR
+#define P2PBUF_RUNTIME_DIR "/run/p2pbufd"
+#endif
+#ifndef P2PBUF_SOCKET_PATH
+#define P2PBUF_SOCKET_PATH P2PBUF_RUNTIME_DIR "/p2pbufd.sock"
+#endif
+
 struct server_options {
 	const char *socket_path; /* NULL: the socket systemd passed, else the default path */
 	unsigned max_clients;
+	gid_t socket_group; /* (gid_t)-1: leave the group as created */
+	mode_t socket_mode; /* of a socket the daemon creates itself */
 };
 
 /* Listen (or take the socket systemd passed) and serve connections on base. */

@@ -2,12 +2,10 @@
 #include <stdlib.h>
 
 #include "daemon.h"
-#include "handlers.h"
 #include "session.h"
 
-static void *accepted(void *ctx, struct conn *c)
+struct session *session_new(struct daemon *d, struct conn *c)
 {
-	struct daemon *d = ctx;
 	struct session *s = calloc(1, sizeof(*s));
 
 	if (!s)
@@ -20,17 +18,9 @@ static void *accepted(void *ctx, struct conn *c)
 	return s;
 }
 
-static void request(void *ctx, void *data, const P2pbuf__Request *req)
+void session_free(struct session *s)
 {
-	handle_request(data, req);
-}
-
-/* Nothing may point at s after this: its reset waiters are dropped, and its leases end now
- * if nobody holds their buffers, or linger while a copy is held elsewhere. */
-static void closed(void *ctx, void *data)
-{
-	struct daemon *d = ctx;
-	struct session *s = data;
+	struct daemon *d = s->d;
 
 	registry_drop_waiters(d->registry, s);
 	if (s->subscribed)
@@ -38,13 +28,6 @@ static void closed(void *ctx, void *data)
 	revoke_owner_gone_all(d->revoke, &s->leases);
 	TAILQ_REMOVE(&d->sessions, s, link);
 	free(s);
-}
-
-struct server_callbacks session_callbacks(struct daemon *d)
-{
-	return (struct server_callbacks){
-		.accepted = accepted, .request = request, .closed = closed, .ctx = d
-	};
 }
 
 struct session *session_of_lease(const struct lease *l)

@@ -22,9 +22,13 @@ struct session {
 	LIST_ENTRY(session) sub_link; /* on d->subscribers while subscribed */
 };
 
-/* The server's callbacks for d: a session per accepted connection, requests to the dispatch
- * table, and on close the session's leases go the owner-gone way. */
-struct server_callbacks session_callbacks(struct daemon *d);
+/* A session for a new connection of d's server. */
+struct session *session_new(struct daemon *d, struct conn *c);
+
+/* The connection closed: nothing may point at s after this. Its reset waiters are dropped,
+ * and its leases end now if nobody holds their buffers, or linger while a copy is held
+ * elsewhere (counted in one batch). */
+void session_free(struct session *s);
 
 /* The session that exported l, while its connection is open. */
 struct session *session_of_lease(const struct lease *l);

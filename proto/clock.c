@@ -31,3 +31,8 @@ static int64_t system_monotonic(void *ctx)
 }
 
 const struct clock_source clock_system = { system_realtime, system_monotonic, NULL };
+
+int64_t clock_wall_time(const struct clock_source *c, int64_t monotonic_ms)
+{
+	return c->realtime_ms(c->ctx) + (monotonic_ms - c->monotonic_ms(c->ctx));
+}

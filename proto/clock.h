@@ -16,3 +16,6 @@ struct clock_source {
 };
 
 extern const struct clock_source clock_system;
+
+/* A CLOCK_MONOTONIC time of c as CLOCK_REALTIME milliseconds, for the wire. */
+int64_t clock_wall_time(const struct clock_source *c, int64_t monotonic_ms);

@@ -4,7 +4,7 @@ EXTRA_DIST += tests/fuzz/fuzz-wire.c tests/fuzz/fuzz-policy.c
 if ENABLE_FUZZING
 noinst_PROGRAMS += tests/fuzz/fuzz-wire tests/fuzz/fuzz-policy
 tests_fuzz_fuzz_wire_SOURCES = tests/fuzz/fuzz-wire.c
-tests_fuzz_fuzz_wire_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) -fsanitize=fuzzer,address
+tests_fuzz_fuzz_wire_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS) -fsanitize=fuzzer,address
 tests_fuzz_fuzz_wire_LDFLAGS = -fsanitize=fuzzer,address
 tests_fuzz_fuzz_wire_LDADD = daemon/libp2pbufd-core.la
 tests_fuzz_fuzz_policy_SOURCES = tests/fuzz/fuzz-policy.c

@@ -507,6 +507,81 @@ START_TEST(policy_reload_revokes)
 }
 END_TEST
 
+/* A lease released by another process of the same user, while its exporter still holds a
+ * copy: the exporting connection still hears how it ends (here by a reset). */
+START_TEST(exporter_told_after_release_elsewhere)
+{
+	struct log lg;
+	struct p2pbuf *holder = connect_logged(&lg);
+	struct p2pbuf *other = connect_logged(NULL);
+	uint64_t id;
+	int fd = export_whole(holder, "sim0", &id);
+
+	ck_assert_int_eq(p2pbuf_release(other, id), 0);
+	int k = wait_for(holder, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_RELEASED);
+	ck_assert_int_eq(p2pbuf_reset(other, "sim0"), 0);
+	k = wait_for(holder, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	/* The first reason stands: the end came after a release. */
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_RELEASED);
+	close(fd);
+	p2pbuf_disconnect(holder);
+	p2pbuf_disconnect(other);
+}
+END_TEST
+
+/* A user's own subscription (not "all") shows the revocation of that user's leases, which
+ * another connection exported. */
+START_TEST(own_subscription_sees_own_leases)
+{
+	struct log w;
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf *watcher = connect_logged(&w);
+	uint64_t id;
+
+	ck_assert_int_eq(p2pbuf_subscribe(watcher, false), 0);
+	int fd = export_whole(c, "sim0", &id);
+	ck_assert_int_eq(p2pbuf_revoke(watcher, id), 0);
+	int k = wait_for(watcher, &w, P2PBUF_EVENT_LEASE_REVOKING, id);
+	ck_assert_int_eq(w.ev[k].reason, P2PBUF_REASON_ADMIN);
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	k = wait_for(watcher, &w, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(w.ev[k].reason, P2PBUF_REASON_ADMIN);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(watcher);
+}
+END_TEST
+
+/* The owner went away while a child holds the buffer: the lease lingers like a released
+ * one, counts, is listed with its holder, and is not cycled out at its deadline (sim0's is
+ * 1 s); an admin's revoke then enforces it. */
+START_TEST(owner_gone_with_copy_lingers)
+{
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf *admin = connect_logged(NULL);
+	struct p2pbuf_lease l;
+	uint64_t id;
+	int fd = export_whole(c, "sim0", &id);
+	pid_t child = keep_copy(fd);
+
+	close(fd);
+	p2pbuf_disconnect(c);
+	for (int i = 0; i < 200 && (!lease_info(admin, id, &l) || !l.lingering); i++)
+		usleep(20000);
+	ck_assert(lease_info(admin, id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_REVOKING);
+	ck_assert_int_eq(l.reason, P2PBUF_REASON_OWNER_DISCONNECTED);
+	ck_assert(l.lingering);
+	ck_assert_int_eq(l.holders, 1);
+	ck_assert_uint_eq(generation(admin, "sim0"), 0);
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	ck_assert_uint_eq(wait_generation(admin, "sim0", 1), 1);
+	ck_assert(!lease_info(admin, id, &l));
+	end_child(child);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
 static void send_reset_async(int fd, const char *device)
 {
 	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
@@ -585,6 +660,9 @@ static Suite *revoke_suite(void)
 	tcase_add_test(tc, notify_only_device_lingers);
 	tcase_add_test(tc, ttl_expiry);
 	tcase_add_test(tc, owner_disconnect);
+	tcase_add_test(tc, exporter_told_after_release_elsewhere);
+	tcase_add_test(tc, own_subscription_sees_own_leases);
+	tcase_add_test(tc, owner_gone_with_copy_lingers);
 	tcase_add_test(tc, device_removed);
 	tcase_add_test(tc, device_error_cycles_when_configured);
 	tcase_add_test(tc, policy_reload_revokes);

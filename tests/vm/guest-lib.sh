@@ -233,10 +233,11 @@ stop() {
 	reap "$1" 10
 }
 
-# lease_of NAME: the lease id a spawned `p2pbuf-client --json export` holding its lease
-# printed, once it has ("" after 15 s).
+# lease_of NAME: the lease id in the lease-granted document that a spawned
+# `p2pbuf-client --json export` holding its lease printed first, once it has ("" after 15 s).
 lease_of() {
-	wait_grep "$W/$1.out" '"lease":' 15 && head -n 1 "$W/$1.out" | vm-importer json .lease.id
+	wait_grep "$W/$1.out" '"event":"lease-granted"' 15 &&
+		head -n 1 "$W/$1.out" | grep '^{"event":"lease-granted",' | vm-importer json .lease.id
 }
 
 # last_line FILE: the last line of FILE, for FAIL messages.

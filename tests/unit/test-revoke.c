@@ -1,0 +1,685 @@
+/* Unit tests of the revocation engine and the device registry, on fake backend ops and a
+ * clock the test sets: every transition, deadlines, enforcement by a device cycle, the
+ * lingering rules, TTLs, removal and error events, reset waiters. Nothing sleeps: a device
+ * cycle runs on the real worker thread and the test turns the event loop until it is done. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "lease.h"
+#include "macro.h"
+#include "p2pbuf.pb-c.h"
+#include "peer.h"
+#include "policy.h"
+#include "registry.h"
+#include "revoke.h"
+
+#define REASON(x) P2PBUF__REASON__REASON_##x
+#define STATE(x) P2PBUF__DEVICE_STATE_KIND__DEVICE_##x
+#define MAX_FDS 4096
+
+/* ---- the fake backend: holders are what the test says, events are eventfds ---- */
+
+struct device_handle {
+	int req_fd, err_fd;
+};
+
+static int holders_of[MAX_FDS]; /* by the daemon's fd number */
+static int fail_open;		/* opens that fail from now on */
+static int n_opens, n_closes, n_holder_calls, n_batch_calls;
+
+static int fake_open(const struct policy_device *decl, struct device_handle **ret_handle,
+		     struct device_info *ret_info, char *msg, size_t msglen)
+{
+	n_opens++;
+	if (fail_open > 0) {
+		fail_open--;
+		snprintf(msg, msglen, "the fake device refuses to open");
+		return -EIO;
+	}
+	struct device_handle *h = calloc(1, sizeof(*h));
+	ck_assert_ptr_nonnull(h);
+	h->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	h->err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	memset(ret_info, 0, sizeof(*ret_info));
+	ret_info->bars[0].size = 1 << 20;
+	*ret_handle = h;
+	return 0;
+}
+
+static void fake_close(struct device_handle *h)
+{
+	if (!h)
+		return;
+	n_closes++;
+	close(h->req_fd);
+	close(h->err_fd);
+	free(h);
+}
+
+static int fake_export(struct device_handle *h, unsigned bar, const struct range *ranges, size_t n,
+		       const char *name, int *ret_fd)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	ck_assert_int_lt(fd, MAX_FDS);
+	holders_of[fd] = 0;
+	*ret_fd = fd;
+	return 0;
+}
+
+static int fake_holders(struct device_handle *h, int fd)
+{
+	n_holder_calls++;
+	return holders_of[fd];
+}
+
+static int fake_holders_many(struct device_handle *h, const int *fds, size_t n, int *counts)
+{
+	n_batch_calls++;
+	for (size_t i = 0; i < n; i++)
+		counts[i] = holders_of[fds[i]];
+	return 0;
+}
+
+static void fake_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_err_fd)
+{
+	*ret_req_fd = h->req_fd;
+	*ret_err_fd = h->err_fd;
+}
+
+static const struct device_ops fake_ops = {
+	.name = "fake",
+	.open = fake_open,
+	.close = fake_close,
+	.export_ranges = fake_export,
+	.holders = fake_holders,
+	.holders_many = fake_holders_many,
+	.event_fds = fake_event_fds,
+};
+
+static const struct device_ops *fake_backend(const struct policy_device *decl)
+{
+	return &fake_ops;
+}
+
+/* ---- the clock ---- */
+
+static int64_t mono_now = 1000000, real_now = 1700000000000;
+
+static int64_t fake_realtime(void *ctx)
+{
+	return real_now;
+}
+
+static int64_t fake_monotonic(void *ctx)
+{
+	return mono_now;
+}
+
+static const struct clock_source fake_clock = { fake_realtime, fake_monotonic, NULL };
+
+static void advance(int64_t ms)
+{
+	mono_now += ms;
+	real_now += ms;
+}
+
+/* ---- what the engine and the registry report ---- */
+
+enum { EV_REVOKING = 1, EV_ENDED, EV_OVERDUE, EV_STATE, EV_ANSWER };
+
+struct report {
+	int kind;
+	uint64_t lease;
+	int reason; /* lease reason, device state, or answer error */
+	int holders;
+	bool enforced;
+};
+
+static struct report reports[8192];
+static int n_reports;
+
+static void add_report(struct report r)
+{
+	ck_assert_int_lt(n_reports, (int)ARRAY_SIZE(reports));
+	reports[n_reports++] = r;
+}
+
+static int count_reports(int kind, uint64_t lease, int reason)
+{
+	int n = 0;
+
+	for (int i = 0; i < n_reports; i++)
+		n += reports[i].kind == kind && (!lease || reports[i].lease == lease) &&
+		     (reason < 0 || reports[i].reason == reason);
+	return n;
+}
+
+/* The last report of kind for lease. */
+static const struct report *last(int kind, uint64_t lease)
+{
+	for (int i = n_reports - 1; i >= 0; i--)
+		if (reports[i].kind == kind && reports[i].lease == lease)
+			return &reports[i];
+	ck_abort_msg("no report %d for lease %llu", kind, (unsigned long long)lease);
+	return NULL;
+}
+
+static struct event_base *base;
+static struct worker *worker;
+static struct policy *policy;
+static struct registry *reg;
+static struct lease_table table;
+static struct revoke *rv;
+static struct peer *alice;
+static struct lease_set owner;
+
+static void on_revoking(void *ctx, const struct lease *l)
+{
+	add_report((struct report){ EV_REVOKING, l->id, l->reason, 0, false });
+}
+
+static void on_ended(void *ctx, const struct lease *l)
+{
+	ck_assert_int_eq(l->state, LEASE_ENDED);
+	add_report((struct report){ EV_ENDED, l->id, l->reason, 0, false });
+}
+
+static void on_overdue(void *ctx, const struct lease *l, int holders, bool enforced)
+{
+	add_report((struct report){ EV_OVERDUE, l->id, l->reason, holders, enforced });
+}
+
+static void on_state(void *ctx, const struct device *dev)
+{
+	add_report((struct report){ EV_STATE, 0, dev->state, 0, false });
+}
+
+static void on_dying(void *ctx, struct device *dev, int reason)
+{
+	revoke_end_all(rv, &dev->leases, reason);
+}
+
+static void on_answer(void *ctx, void *token, uint64_t request_id, int error, const char *msg)
+{
+	add_report((struct report){ EV_ANSWER, request_id, error, 0, false });
+}
+
+static const char policy_text[] = "device d0 sim bar 0 1M revoke-deadline 1s\n"
+				  "device quiet sim bar 0 1M revoke-deadline 1s "
+				  "revocation notify-only\n"
+				  "device cyc sim bar 0 1M on-error cycle\n"
+				  "allow user 1000 device d0\n";
+
+static int resolve_number(const char *name, uint32_t *ret)
+{
+	*ret = (uint32_t)strtoul(name, NULL, 10);
+	return 0;
+}
+
+static const struct policy_resolver numbers = { resolve_number, resolve_number };
+
+static void setup(void)
+{
+	const struct registry_callbacks gcb = { on_state, on_dying, on_answer, NULL };
+	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, NULL };
+	char *err = NULL;
+
+	n_reports = n_opens = n_closes = n_holder_calls = n_batch_calls = fail_open = 0;
+	base = event_base_new();
+	ck_assert_ptr_nonnull(base);
+	ck_assert_int_eq(worker_new(base, &worker), 0);
+	ck_assert_int_eq(
+	    policy_parse("policy", policy_text, strlen(policy_text), &numbers, &policy, &err), 0);
+	ck_assert_int_eq(registry_new(base, worker, policy, fake_backend, &gcb, &reg), 0);
+	ck_assert_int_eq(lease_table_init(&table, 4096, policy->n_rules), 0);
+	ck_assert_int_eq(revoke_new(base, &table, &fake_clock, &rcb, &rv), 0);
+	alice = peer_new(1000, 1000, 42, NULL, 0);
+	owner = (struct lease_set){ LIST_HEAD_INITIALIZER(owner.list), 0 };
+	n_reports = 0; /* the devices' first "ready" */
+}
+
+static void teardown(void)
+{
+	/* Every lease first, as the daemon does at shutdown, then the devices. */
+	struct lease *l;
+	while ((l = TAILQ_FIRST(&table.all)))
+		revoke_end(rv, l, REASON(SHUTDOWN));
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	worker_free(worker);
+	revoke_free(rv);
+	lease_table_fini(&table);
+	registry_free(reg);
+	policy_free(policy);
+	peer_unref(alice);
+	event_base_free(base);
+}
+
+static struct device *dev(const char *name)
+{
+	struct device *d = registry_find(reg, name);
+
+	ck_assert_ptr_nonnull(d);
+	return d;
+}
+
+/* A lease on device name held by `holders` other references, owned by `owner`, with a TTL
+ * of ttl_ms (0: none). */
+static struct lease *grant(const char *name, int holders, int64_t ttl_ms)
+{
+	struct device *d = dev(name);
+	struct lease *l;
+
+	ck_assert_int_eq(lease_new(&table, 1, &l), 0);
+	ck_assert_int_eq(d->ops->export_ranges(d->handle, 0, NULL, 0, "x", &l->fd), 0);
+	holders_of[l->fd] = holders;
+	l->peer = peer_ref(alice);
+	l->device = d;
+	l->generation = d->generation;
+	l->expires_mono = ttl_ms ? mono_now + ttl_ms : 0;
+	lease_attach(&table, l, &owner, &d->leases, 0);
+	ck_assert_int_eq(revoke_track(rv, l), 0);
+	return l;
+}
+
+/* Turn the loop until the device's cycle or close on the worker is done. */
+static void wait_worker(struct device *d)
+{
+	while (d->cycling)
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+}
+
+static bool alive(uint64_t id)
+{
+	return lease_find(&table, id) != NULL;
+}
+
+/* ---- release and owner-gone: voluntary, never enforced ---- */
+
+START_TEST(release_unheld_ends_at_once)
+{
+	struct lease *l = grant("d0", 0, 0);
+	uint64_t id = l->id;
+
+	ck_assert_uint_eq(table.rule_leases[0], 1);
+	revoke_release(rv, l);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(RELEASED)), 1);
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, -1), 0);
+	ck_assert_uint_eq(dev("d0")->leases.n, 0);
+	ck_assert_uint_eq(owner.n, 0);
+	ck_assert_uint_eq(table.rule_leases[0], 0);
+}
+END_TEST
+
+START_TEST(release_held_lingers_and_counts)
+{
+	struct lease *l = grant("d0", 1, 0);
+	uint64_t id = l->id;
+
+	revoke_release(rv, l);
+	ck_assert_int_eq(l->state, LEASE_REVOKING);
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, REASON(RELEASED)), 1);
+	ck_assert_int_eq(l->deadline_ms, mono_now + 1000);
+	revoke_run(rv);
+	ck_assert(!l->lingering);
+	advance(1000);
+	revoke_run(rv);
+	revoke_run(rv);
+	ck_assert(l->lingering);
+	/* Reported once, not enforced, the device untouched, the quota still held. */
+	ck_assert_int_eq(count_reports(EV_OVERDUE, id, -1), 1);
+	ck_assert(!last(EV_OVERDUE, id)->enforced);
+	ck_assert_int_eq(last(EV_OVERDUE, id)->holders, 1);
+	ck_assert(!dev("d0")->cycling);
+	ck_assert_uint_eq(dev("d0")->generation, 0);
+	ck_assert_uint_eq(table.rule_leases[0], 1);
+	ck_assert_uint_eq(revoke_pending(rv), 1);
+	holders_of[l->fd] = 0;
+	revoke_run(rv);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(RELEASED)), 1);
+	ck_assert_uint_eq(table.rule_leases[0], 0);
+	ck_assert_uint_eq(revoke_pending(rv), 0);
+}
+END_TEST
+
+START_TEST(owner_gone_with_a_copy_lingers_like_a_release)
+{
+	struct lease *held = grant("d0", 1, 0);
+	struct lease *free_ = grant("d0", 0, 0);
+	uint64_t h = held->id, f = free_->id;
+
+	revoke_owner_gone_all(rv, &owner);
+	ck_assert_uint_eq(owner.n, 0);
+	ck_assert(!alive(f));
+	ck_assert_int_eq(count_reports(EV_ENDED, f, REASON(OWNER_DISCONNECTED)), 1);
+	ck_assert_ptr_null(held->owner);
+	ck_assert_int_eq(held->reason, REASON(OWNER_DISCONNECTED));
+	advance(5000);
+	revoke_run(rv);
+	ck_assert(held->lingering);
+	ck_assert_uint_eq(dev("d0")->generation, 0);
+	ck_assert(!dev("d0")->cycling);
+	ck_assert(alive(h));
+}
+END_TEST
+
+/* Closing a connection with many leases counts their holders in one call per device. */
+START_TEST(owner_gone_counts_in_one_batch)
+{
+	for (int i = 0; i < 2000; i++)
+		grant(i % 2 ? "d0" : "quiet", i % 3 == 0, 0);
+	n_batch_calls = n_holder_calls = 0;
+	revoke_owner_gone_all(rv, &owner);
+	ck_assert_int_eq(n_batch_calls, 2);
+	ck_assert_int_eq(n_holder_calls, 0);
+	ck_assert_uint_eq(table.count, 667);
+	ck_assert_uint_eq(revoke_pending(rv), 667);
+	n_batch_calls = 0;
+	revoke_run(rv);
+	ck_assert_int_eq(n_batch_calls, 2);
+}
+END_TEST
+
+/* ---- enforced revocation ---- */
+
+START_TEST(admin_revoke_unheld_ends_at_once)
+{
+	struct lease *l = grant("d0", 0, 0);
+	uint64_t id = l->id;
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(ADMIN)), 1);
+}
+END_TEST
+
+START_TEST(admin_revoke_let_go_in_time)
+{
+	struct lease *l = grant("d0", 1, 0);
+	uint64_t id = l->id;
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, REASON(ADMIN)), 1);
+	advance(999);
+	revoke_run(rv);
+	ck_assert(alive(id));
+	holders_of[l->fd] = 0;
+	revoke_run(rv);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(ADMIN)), 1);
+	ck_assert_int_eq(count_reports(EV_OVERDUE, 0, -1), 0);
+	ck_assert_uint_eq(dev("d0")->generation, 0);
+}
+END_TEST
+
+START_TEST(admin_revoke_kept_cycles_the_device)
+{
+	struct lease *l = grant("d0", 1, 0);
+	struct lease *bystander = grant("d0", 1, 0);
+	struct lease *other_dev = grant("quiet", 1, 0);
+	uint64_t id = l->id, b = bystander->id, o = other_dev->id;
+	int opens = n_opens;
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	advance(1000);
+	revoke_run(rv);
+	ck_assert_int_eq(count_reports(EV_OVERDUE, id, REASON(ADMIN)), 1);
+	ck_assert(last(EV_OVERDUE, id)->enforced);
+	/* Every lease of the device ended before its buffers die; the first reason stands. */
+	ck_assert(!alive(id) && !alive(b));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(ADMIN)), 1);
+	ck_assert_int_eq(count_reports(EV_ENDED, b, REASON(DEVICE_CYCLE)), 1);
+	ck_assert(alive(o));
+	ck_assert_int_eq(dev("d0")->state, STATE(CYCLING));
+	wait_worker(dev("d0"));
+	ck_assert_int_eq(dev("d0")->state, STATE(READY));
+	ck_assert_uint_eq(dev("d0")->generation, 1);
+	ck_assert_int_eq(n_opens, opens + 1);
+	ck_assert_int_eq(count_reports(EV_STATE, 0, STATE(CYCLING)), 1);
+	ck_assert_int_eq(count_reports(EV_STATE, 0, STATE(READY)), 1);
+}
+END_TEST
+
+START_TEST(notify_only_device_lingers)
+{
+	struct lease *l = grant("quiet", 1, 0);
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	advance(60000);
+	revoke_run(rv);
+	ck_assert(l->lingering);
+	ck_assert_int_eq(count_reports(EV_OVERDUE, l->id, REASON(ADMIN)), 1);
+	ck_assert(!last(EV_OVERDUE, l->id)->enforced);
+	ck_assert_uint_eq(dev("quiet")->generation, 0);
+	ck_assert(!dev("quiet")->cycling);
+}
+END_TEST
+
+START_TEST(first_reason_stands)
+{
+	struct lease *l = grant("d0", 1, 0);
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	int64_t deadline = l->deadline_ms;
+	advance(500);
+	revoke_lease(rv, l, REASON(POLICY));
+	revoke_release(rv, l);
+	ck_assert_int_eq(l->reason, REASON(ADMIN));
+	ck_assert_int_eq(l->deadline_ms, deadline);
+	ck_assert_int_eq(count_reports(EV_REVOKING, l->id, -1), 1);
+}
+END_TEST
+
+/* An admin, the policy or the TTL revoke a lingering release afresh: enforced. */
+START_TEST(lingering_release_escalates)
+{
+	static const int reasons[] = { REASON(ADMIN), REASON(POLICY), REASON(TTL) };
+
+	for (size_t i = 0; i < ARRAY_SIZE(reasons); i++) {
+		struct lease *l = grant("d0", 1, 0);
+		uint64_t id = l->id;
+		revoke_release(rv, l);
+		advance(2000);
+		revoke_run(rv);
+		ck_assert(l->lingering);
+		revoke_lease(rv, l, reasons[i]);
+		ck_assert_int_eq(l->state, LEASE_REVOKING);
+		ck_assert_int_eq(l->reason, reasons[i]);
+		ck_assert(!l->lingering);
+		ck_assert_int_eq(l->deadline_ms, mono_now + 1000);
+		ck_assert_uint_eq(revoke_pending(rv), 1);
+		advance(1000);
+		revoke_run(rv);
+		ck_assert(!alive(id));
+		ck_assert_int_eq(count_reports(EV_ENDED, id, reasons[i]), 1);
+		wait_worker(dev("d0"));
+		ck_assert_uint_eq(dev("d0")->generation, i + 1);
+	}
+}
+END_TEST
+
+/* ---- TTL ---- */
+
+START_TEST(ttl_expires_in_order)
+{
+	struct lease *late = grant("d0", 0, 3000);
+	struct lease *early = grant("d0", 1, 1000);
+	struct lease *none = grant("d0", 0, 0);
+	uint64_t lt = late->id, e = early->id, n = none->id;
+
+	advance(999);
+	revoke_run(rv);
+	ck_assert_int_eq(early->state, LEASE_ACTIVE);
+	advance(1);
+	revoke_run(rv);
+	ck_assert_int_eq(early->state, LEASE_REVOKING);
+	ck_assert_int_eq(count_reports(EV_REVOKING, e, REASON(TTL)), 1);
+	holders_of[early->fd] = 0;
+	advance(REVOKE_TICK_MS);
+	revoke_run(rv);
+	ck_assert_int_eq(count_reports(EV_ENDED, e, REASON(TTL)), 1);
+	ck_assert(alive(lt));
+	advance(2000 - REVOKE_TICK_MS);
+	revoke_run(rv);
+	ck_assert(!alive(lt));
+	ck_assert_int_eq(count_reports(EV_ENDED, lt, REASON(TTL)), 1);
+	ck_assert(alive(n));
+}
+END_TEST
+
+/* A lease that ends before its TTL leaves the heap: nothing fires for it later. */
+START_TEST(ttl_of_an_ended_lease_is_forgotten)
+{
+	struct lease *a = grant("d0", 0, 1000);
+	struct lease *b = grant("d0", 0, 2000);
+	struct lease *c = grant("d0", 0, 3000);
+	uint64_t bid = b->id, cid = c->id;
+
+	revoke_release(rv, a);
+	revoke_release(rv, c);
+	advance(5000);
+	revoke_run(rv);
+	ck_assert_int_eq(count_reports(EV_ENDED, bid, REASON(TTL)), 1);
+	ck_assert_int_eq(count_reports(EV_ENDED, cid, REASON(TTL)), 0);
+	ck_assert_int_eq(count_reports(EV_ENDED, 0, -1), 3);
+}
+END_TEST
+
+/* ---- the registry ---- */
+
+START_TEST(reset_waiters_answered_when_ready)
+{
+	struct device *d = dev("d0");
+	int token;
+
+	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), 0);
+	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), -EBUSY);
+	ck_assert_int_eq(registry_add_waiter(d, &token, 7), 0);
+	ck_assert_int_eq(registry_add_waiter(d, &token, 8), 0);
+	ck_assert_int_eq(registry_add_waiter(d, NULL, 9), 0);
+	registry_drop_waiters(reg, NULL);
+	wait_worker(d);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 7, 0), 1);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 8, 0), 1);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 9, -1), 0);
+	ck_assert_uint_eq(d->generation, 1);
+}
+END_TEST
+
+START_TEST(reopen_failure_fails_the_device)
+{
+	struct device *d = dev("d0");
+	int token;
+
+	fail_open = 1;
+	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), 0);
+	ck_assert_int_eq(registry_add_waiter(d, &token, 3), 0);
+	wait_worker(d);
+	ck_assert_int_eq(d->state, STATE(FAILED));
+	ck_assert_ptr_null(d->handle);
+	ck_assert_ptr_nonnull(strstr(d->message, "refuses to open"));
+	ck_assert_int_eq(count_reports(EV_ANSWER, 3, -EIO), 1);
+}
+END_TEST
+
+START_TEST(removal_ends_leases_and_closes)
+{
+	struct device *d = dev("d0");
+	struct lease *l = grant("d0", 1, 0);
+	uint64_t id = l->id, one = 1;
+	int closes = n_closes, token;
+
+	ck_assert_int_eq(registry_add_waiter(d, &token, 5), 0);
+	ck_assert_int_eq(write(d->handle->req_fd, &one, sizeof(one)), sizeof(one));
+	while (d->state != STATE(GONE))
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(DEVICE_GONE)), 1);
+	wait_worker(d);
+	ck_assert_int_eq(n_closes, closes + 1);
+	ck_assert_ptr_null(d->handle);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 5, -ENXIO), 1);
+	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), -ENXIO);
+	/* Gone twice is gone once. */
+	registry_device_gone(d, "again");
+	ck_assert_int_eq(count_reports(EV_STATE, 0, STATE(GONE)), 1);
+}
+END_TEST
+
+START_TEST(error_reports_or_cycles)
+{
+	struct device *d0 = dev("d0"), *cyc = dev("cyc");
+	struct lease *l = grant("d0", 1, 0);
+	uint64_t one = 1;
+
+	ck_assert_int_eq(write(d0->handle->err_fd, &one, sizeof(one)), sizeof(one));
+	while (!strstr(d0->message, "AER"))
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+	ck_assert_int_eq(d0->state, STATE(READY));
+	ck_assert(alive(l->id));
+	ck_assert_int_eq(write(cyc->handle->err_fd, &one, sizeof(one)), sizeof(one));
+	while (cyc->generation == 0)
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+	wait_worker(cyc);
+	ck_assert_int_eq(cyc->state, STATE(READY));
+}
+END_TEST
+
+START_TEST(open_failure_at_start_serves_the_others)
+{
+	const struct registry_callbacks gcb = { on_state, on_dying, on_answer, NULL };
+	struct registry *r2;
+
+	fail_open = 1;
+	ck_assert_int_eq(registry_new(base, worker, policy, fake_backend, &gcb, &r2), 0);
+	ck_assert_int_eq(registry_device(r2, 0)->state, STATE(FAILED));
+	ck_assert_int_eq(registry_device(r2, 1)->state, STATE(READY));
+	ck_assert_uint_eq(registry_ready(r2), 2);
+	registry_free(r2);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("revoke");
+	TCase *tc = tcase_create("engine");
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, release_unheld_ends_at_once);
+	tcase_add_test(tc, release_held_lingers_and_counts);
+	tcase_add_test(tc, owner_gone_with_a_copy_lingers_like_a_release);
+	tcase_add_test(tc, owner_gone_counts_in_one_batch);
+	tcase_add_test(tc, admin_revoke_unheld_ends_at_once);
+	tcase_add_test(tc, admin_revoke_let_go_in_time);
+	tcase_add_test(tc, admin_revoke_kept_cycles_the_device);
+	tcase_add_test(tc, notify_only_device_lingers);
+	tcase_add_test(tc, first_reason_stands);
+	tcase_add_test(tc, lingering_release_escalates);
+	tcase_add_test(tc, ttl_expires_in_order);
+	tcase_add_test(tc, ttl_of_an_ended_lease_is_forgotten);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("registry");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, reset_waiters_answered_when_ready);
+	tcase_add_test(tc, reopen_failure_fails_the_device);
+	tcase_add_test(tc, removal_ends_leases_and_closes);
+	tcase_add_test(tc, error_reports_or_cycles);
+	tcase_add_test(tc, open_failure_at_start_serves_the_others);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
