@@ -15,17 +15,8 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
-passed=0
-failed=0
-result() {
-	if [ "$1" = 0 ]; then
-		passed=$((passed + 1))
-		echo "PASS $2"
-	else
-		failed=$((failed + 1))
-		echo "FAIL $2${3:+: $3}"
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=check-lib.sh
+. "${top_srcdir:-.}/tests/check-lib.sh"
 
 # compile NAME SOURCE: build SOURCE as a user would, against the built header and library.
 compile() {
@@ -96,5 +87,4 @@ if [ -x "$dir/holder" ]; then
 	sed 's/^/    holder| /' "$dir/holder.out"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

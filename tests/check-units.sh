@@ -12,17 +12,8 @@ b=${top_builddir:-.}
 MAX_EXPOSURE=${P2PBUF_MAX_EXPOSURE:-1.0}
 root=$(mktemp -d "${TMPDIR:-/tmp}/p2pbuf-units.XXXXXX") || exit 99
 trap 'rm -rf "$root"' EXIT
-passed=0
-failed=0
-result() {
-	if [ "$1" = 0 ]; then
-		passed=$((passed + 1))
-		echo "PASS $2"
-	else
-		failed=$((failed + 1))
-		echo "FAIL $2"
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=check-lib.sh
+. "${top_srcdir:-.}/tests/check-lib.sh"
 
 # The build's own install targets for units, programs and manual pages (automake's names).
 # MAKEFLAGS would hand the nested make a jobserver it cannot use.
@@ -40,6 +31,20 @@ if [ ! -f "$service" ] || [ ! -f "$socket" ]; then
 	echo "no units installed under $root"
 	exit 99
 fi
+
+# systemd-analyze --root finds units by name in systemd's search path; a build configured to
+# install them elsewhere (make distcheck's prefix) is checked from /etc/systemd/system.
+case ${service#"$root"} in
+/etc/systemd/system/* | /usr/local/lib/systemd/system/* | /usr/lib/systemd/system/* | \
+	/lib/systemd/system/*) ;;
+*)
+	echo "units installed outside systemd's search path: checked as $root/etc/systemd/system"
+	mkdir -p "$root/etc/systemd/system"
+	cp "$service" "$socket" "$root/etc/systemd/system/"
+	service=$root/etc/systemd/system/p2pbufd.service
+	socket=$root/etc/systemd/system/p2pbufd.socket
+	;;
+esac
 
 # What the units depend on (sysinit.target, ...) comes from the host, as do the programs they
 # run that the project does not install (ExecReload's kill).
@@ -83,5 +88,4 @@ echo "exposure ${score:-none}, at most $MAX_EXPOSURE allowed"
 [ -n "$score" ] && awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'
 result $? security-exposure
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

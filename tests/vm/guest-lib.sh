@@ -153,6 +153,11 @@ vm_finish() {
 		echo "--- guest dmesg since /init (last 30 lines) ---"
 		dmesg | tail -n "+$((_start + 1))" | tail -n 30 | sed 's/^/dmesg| /'
 		echo "--- end of guest dmesg ---"
+		if [ -d /run/systemd/system ]; then # systemd is PID 1: its journal too
+			echo "--- the journal's warnings and errors (last 40) ---"
+			journalctl --no-pager -o short-monotonic -p warning | tail -n 40 |
+				sed 's/^/journal| /'
+		fi
 	fi
 	echo "P2PBUF-VM-END rc=${1:-0} passed=${_passed:-0} failed=${_failed:-0}"
 	sync

@@ -206,6 +206,15 @@ add_init() {
 		[ -d /sys/kernel/debug ] && mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 		ip link set lo up 2>/dev/null
 		hostname p2pbuf-vm
+	EOF
+	init_common >>"$ROOT/init"
+	chmod 755 "$ROOT/init"
+}
+
+# init_common: how /init (and the systemd flavour's runner) end: the flavour in the
+# environment, the start marker, the guest script, vm_finish.
+init_common() {
+	cat <<-'EOF'
 		P2PBUF_VM_FLAVOUR=$(cat /etc/p2pbuf-vm/flavour)
 		P2PBUF_VM_KVER=$(uname -r)
 		export P2PBUF_VM_FLAVOUR P2PBUF_VM_KVER
@@ -215,13 +224,12 @@ add_init() {
 		mkdir -p /run/p2pbuf-vm
 		dmesg | wc -l >/run/p2pbuf-vm/dmesg-start
 		echo "P2PBUF-VM-START flavour=$P2PBUF_VM_FLAVOUR kernel=$P2PBUF_VM_KVER"
-		cd /test
+		cd /test || exit 1
 		sh /test/main.sh </dev/null
 		rc=$?
 		. /test/guest-lib.sh
 		vm_finish "$rc"
 	EOF
-	chmod 755 "$ROOT/init"
 }
 
 # ---- the systemd flavour ----
@@ -319,23 +327,8 @@ add_systemd_runner() {
 		for _w in $(cat /proc/cmdline); do
 			case $_w in P2PBUF_*=*) export "${_w?}" ;; esac
 		done
-		P2PBUF_VM_FLAVOUR=$(cat /etc/p2pbuf-vm/flavour)
-		P2PBUF_VM_KVER=$(uname -r)
-		export P2PBUF_VM_FLAVOUR P2PBUF_VM_KVER
-		echo "${P2PBUF_VM_PRINTK:-1}" >/proc/sys/kernel/printk
-		mkdir -p /run/p2pbuf-vm
-		dmesg | wc -l >/run/p2pbuf-vm/dmesg-start
-		echo "P2PBUF-VM-START flavour=$P2PBUF_VM_FLAVOUR kernel=$P2PBUF_VM_KVER"
-		cd /test || exit 1
-		sh /test/main.sh </dev/null
-		rc=$?
-		. /test/guest-lib.sh
-		if [ "$rc" != 0 ] || grep -q '^FAIL' "$VM_RESULTS"; then
-			echo "--- the journal's warnings and errors (last 40) ---"
-			journalctl --no-pager -o short-monotonic -p warning | tail -n 40 | sed 's/^/journal| /'
-		fi
-		vm_finish "$rc"
 	EOF
+	init_common >>"$ROOT/test/systemd-run.sh"
 }
 
 # add_root_tree DIR: the project as `make install DESTDIR=DIR` installed it, and the libraries
