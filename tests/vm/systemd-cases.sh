@@ -21,6 +21,8 @@
 #     it revoked by a reset                                           [dma-*]
 #   6 systemctl stop: a holder is told (reason shutdown), the socket stays and activates again
 #                                                                     [stop-*]
+#     the legacy group path works in the same sandbox (no cdev, no iommufd in the device
+#     list), with no locked memory allowed                          [sandbox-legacy-*]
 #   7 the watchdog: the daemon pings; SIGSTOPped, systemd kills and restarts it  [watchdog-*]
 #   8 the daemon's own seccomp filter: more filters than with --sandbox=off  [seccomp-*]
 #   9 the journal: each audit entry by its MESSAGE_ID, with its fields  [journal-*]
@@ -325,6 +327,26 @@ expect_eq stop-states "service, socket after the stop" "inactive active" \
 as_tester stop-reactivates vm-importer export ivshmem 2 0 0x1000
 expect_eq stop-reactivated "p2pbufd.service after the next client" active \
 	"$(systemctl is-active p2pbufd.service)"
+
+# ---- 6b: the legacy group path ----
+section "6b: the legacy group path, no locked memory"
+# The legacy group path needs no more: with the cdev nodes and /dev/iommu taken out of the
+# device list the daemon falls back to /dev/vfio/vfio and the group node, and no locked
+# memory at all is allowed (an exporter maps nothing for DMA).
+printf '[Service]\nDeviceAllow=\nDeviceAllow=/dev/vfio/vfio rw\nDeviceAllow=char-vfio rw\nLimitMEMLOCK=0\n' \
+	>"$DROPIN/50-legacy.conf"
+systemctl daemon-reload
+systemctl stop p2pbufd.service
+as_tester sandbox-legacy-export vm-importer export ivshmem 2 0 0x1000
+daemon_log >"$W/daemon.log"
+expect_eq sandbox-legacy-path "ivshmem opened on the legacy group path, memlock 0" "yes 0" \
+	"$(says "$W/daemon.log" "through legacy VFIO group") $(
+		sed -n 's/^Max locked memory *\([0-9]*\).*/\1/p' \
+			"/proc/$(prop p2pbufd.service MainPID)/limits")"
+rm -f "$DROPIN/50-legacy.conf"
+systemctl daemon-reload
+systemctl restart p2pbufd.service
+DPID=$(prop p2pbufd.service MainPID)
 
 # ---- 7: the watchdog ----
 section "7: the watchdog"
