@@ -40,7 +40,8 @@ ID_LEASE_ENDED=7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c62
 ID_RESET=7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c63
 ID_DEVICE_STATE=7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c64
 ID_RELOAD=7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c65
-DROPIN=/etc/systemd/system/p2pbufd.service.d
+DROPIN=/etc/systemd/system/p2pbufd.service.d # the cases' own settings, never the installed unit
+mkdir -p "$DROPIN"
 
 # ---- helpers ----
 
@@ -350,7 +351,6 @@ DPID=$(prop p2pbufd.service MainPID)
 
 # ---- 7: the watchdog ----
 section "7: the watchdog"
-mkdir -p "$DROPIN"
 printf '[Service]\nWatchdogSec=4s\n' >"$DROPIN/50-watchdog.conf"
 systemctl daemon-reload
 check watchdog-restart-cli systemctl restart p2pbufd.service
