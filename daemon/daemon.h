@@ -36,6 +36,7 @@
 #include "policy.h"
 #include "registry.h"
 #include "revoke.h"
+#include "sandbox.h"
 #include "server.h"
 #include "worker.h"
 
@@ -50,6 +51,7 @@ struct daemon_options {
 	uint64_t max_lease_size; /* bytes; 0: no cap */
 	gid_t socket_group;	 /* (gid_t)-1: as created */
 	mode_t socket_mode;	 /* of a socket the daemon creates itself */
+	enum sandbox_mode sandbox;
 };
 
 struct daemon {

@@ -38,6 +38,7 @@ static void usage(FILE *f)
 		"      --max-leases-per-client N  leases per connection (default 64)\n"
 		"      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
 		"(default: none)\n"
+		"      --sandbox=enforce|log|off  seccomp filter once started (default enforce)\n"
 		"  -v, --verbose                  log debug messages\n"
 		"  -q, --quiet                    log warnings and errors only\n"
 		"  -h, --help                     show this help\n"
@@ -66,6 +67,7 @@ enum {
 	OPT_MAX_LEASE_SIZE,
 	OPT_SOCKET_GROUP,
 	OPT_SOCKET_MODE,
+	OPT_SANDBOX,
 };
 
 /* A group name or number, resolved now: the daemon may not see the user database later. */
@@ -120,6 +122,7 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		{ "max-lease-size", required_argument, NULL, OPT_MAX_LEASE_SIZE },
 		{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
 		{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+		{ "sandbox", required_argument, NULL, OPT_SANDBOX },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -167,6 +170,14 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 				fprintf(stderr,
 					"p2pbufd: --max-lease-size: \"%s\" is not a size (bytes, "
 					"or a number with K, M, G or T)\n",
+					optarg);
+				r = -EINVAL;
+			}
+			break;
+		case OPT_SANDBOX:
+			if (sandbox_parse_mode(optarg, &o->sandbox) < 0) {
+				fprintf(stderr,
+					"p2pbufd: --sandbox: \"%s\" is not enforce, log or off\n",
 					optarg);
 				r = -EINVAL;
 			}
@@ -311,6 +322,9 @@ static int run(struct daemon *d, struct event_base *base)
 		r = setup_signals(d, &sigs);
 	if (r == 0)
 		r = setup_watchdog(d, &sigs);
+	/* Last, once sockets, policy, the worker thread and the devices are set up. */
+	if (r == 0)
+		r = sandbox_apply(d->opt.sandbox);
 	if (r < 0) {
 		sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
 		daemon_stop(d);

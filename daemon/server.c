@@ -12,7 +12,6 @@
 #include <sys/syscall.h>
 
 #include <systemd/sd-daemon.h>
-#include <systemd/sd-login.h>
 
 #include "log.h"
 #include "macro.h"
@@ -63,6 +62,25 @@ static void on_write(evutil_socket_t fd, short what, void *arg);
 #define SO_PEERPIDFD 77 /* Linux 6.5 */
 #endif
 
+/* Read /proc/PID/cgroup's unified line ourselves: libsystemd's lookup probes the cgroup
+ * file system with calls that the sandbox does not allow. */
+static char *pid_unit(pid_t pid)
+{
+	char path[64], buf[4096];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+		return NULL;
+	buf[n] = '\0';
+	for (char *line = buf; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+		if (strncmp(line, "0::", 3) == 0)
+			return peer_unit_of_cgroup(line + 3);
+	return NULL;
+}
+
 /* The systemd unit of the peer, from its cgroup, or NULL. With SO_PEERPIDFD the answer is
  * kept only if the process is still alive after the lookup, so that a pid reused in between
  * cannot lend its unit; without it (older kernels) the peer is connected and so alive at
@@ -75,8 +93,7 @@ static char *peer_unit(int fd, pid_t pid)
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
 		pidfd = -1;
-	if (sd_pid_get_unit(pid, &unit) < 0)
-		unit = NULL;
+	unit = pid_unit(pid);
 	if (pidfd >= 0) {
 		if (unit && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0) {
 			free(unit);

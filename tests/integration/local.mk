@@ -14,8 +14,9 @@ tests_integration_test_revoke_CFLAGS = $(tests_integration_test_daemon_CFLAGS)
 tests_integration_test_revoke_LDADD = $(tests_integration_test_daemon_LDADD)
 
 integration_tests = tests/integration/test-daemon tests/integration/test-revoke \
-	tests/integration/test-cli.sh tests/check-format.sh tests/check-layers.sh \
-	tests/integration/test-service.sh
+	tests/integration/test-cli.sh tests/integration/test-doctor.sh tests/check-format.sh \
+	tests/check-layers.sh tests/integration/test-service.sh
 TESTS += $(integration_tests)
 EXTRA_DIST += tests/integration/test-cli.sh tests/check-format.sh tests/check-layers.sh \
-	tests/integration/test-service.sh
+	tests/integration/test-service.sh tests/integration/test-doctor.sh \
+	tests/integration/doctor-tree.py
