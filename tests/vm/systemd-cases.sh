@@ -404,6 +404,7 @@ printf '[Service]\nExecStart=\nExecStart=%s --sandbox=off\n' "$(command -v p2pbu
 	>"$DROPIN/50-sandbox-off.conf"
 systemctl daemon-reload
 _off=$(seccomp_filters)
+echo "seccomp filters of the main process: default ${_on:-?}, --sandbox=off ${_off:-?}"
 expect_eq seccomp-own-filter "seccomp filters: p2pbufd's own on top of systemd's" yes \
 	"$([ -n "$_on" ] && [ -n "$_off" ] && [ "$_on" -gt "$_off" ] && echo yes ||
 		echo "default ${_on:-(did not start)}, --sandbox=off ${_off:-(did not start)}")"
