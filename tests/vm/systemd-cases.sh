@@ -426,5 +426,49 @@ journal_has journal-reset "$ID_RESET" "P2PBUF_DEVICE=ivshmem"
 journal_has journal-device-state "$ID_DEVICE_STATE" "P2PBUF_DEVICE=ivshmem"
 journal_has journal-reload "$ID_RELOAD" "_SYSTEMD_UNIT=p2pbufd.service" "P2PBUF_RESULT=reloaded"
 journal_has journal-reload-refused "$ID_RELOAD" "P2PBUF_RESULT=refused"
+# ---- 10: restarts revoke nobody ----
+section "10: a restart, a crash and a watchdog kill keep the leases"
+# lease_state ID: "STATE GENERATION" of lease ID in the daemon's listing, "gone" without it.
+lease_state() {
+	p2pbuf-client --json leases --all >"$W/leases10.json" 2>/dev/null
+	_st=$(jget "$W/leases10.json" ".leases[id=$1].state")
+	[ -n "$_st" ] && [ "$_st" != null ] && echo "$_st $(jget "$W/leases10.json" ".leases[id=$1].generation")" ||
+		echo gone
+}
+# The holder's lease, on a generation of ivshmem that cases above left behind.
+spawn holder10 vm-importer as tester p2pbuf-client --json export ivshmem --bar 2 \
+	--offset 0x30000 --length 0x1000 --label survive
+_lease10=$(lease_of holder10)
+_gen10=$(lease_state "${_lease10:-0}" | cut -d' ' -f2)
+echo "lease ${_lease10:-?} on ivshmem generation ${_gen10:-?}"
+_parked=$(systemctl show -p NFileDescriptorStore --value p2pbufd.service 2>/dev/null)
+echo "fds in p2pbufd.service's store: ${_parked:-?}"
+# systemctl restart: the new instance takes the lease over; the holder reclaims it (its
+# reconnect), so it is still active after the 5 s grace.
+check restart-cli systemctl restart p2pbufd.service
+DPID=$(prop p2pbufd.service MainPID)
+expect_eq restart-adopted "after systemctl restart: the lease's state and generation" \
+	"active ${_gen10:-?}" "$(lease_state "${_lease10:-0}")"
+sleep 6 # past the reclaim grace: an unreclaimed lease would be revoking by now
+expect_eq restart-reclaimed "past the grace: the holder reclaimed it" "active ${_gen10:-?}" \
+	"$(lease_state "${_lease10:-0}")"
+expect_eq restart-logged "the new instance says it took the lease over" yes \
+	"$(daemon_log | grep -q 'took over 1 of 1 recorded' && echo yes)"
+# A crash (SIGKILL) with Restart=on-failure.
+_n=$(prop p2pbufd.service NRestarts)
+kill -KILL "$DPID"
+expect_eq crash-restarted "restarts after kill -9 of pid $DPID (within 30 s)" "$((_n + 1))" \
+	"$(wait_prop p2pbufd.service NRestarts "$((_n + 1))" 30)"
+wait_prop p2pbufd.service ActiveState active 20 >/dev/null
+expect_eq crash-adopted "after kill -9: the lease's state and generation" "active ${_gen10:-?}" \
+	"$(lease_state "${_lease10:-0}")"
+# The holder is still holding, undisturbed, until the stop below.
+expect_eq crash-holder-running "the holder is still running" yes \
+	"$(kill -0 "$(cat "$W/holder10.pid" 2>/dev/null || echo 0)" 2>/dev/null && echo yes)"
+# systemctl stop still ends what was taken over, telling the holder first.
+check restart-then-stop systemctl stop p2pbufd.service
+expect_eq restart-stop-told "after the restarts, a stop: the holder told (reason shutdown)" \
+	"10 lease-revoked ${_lease10:-?} shutdown" "$(ended_as holder10)"
+systemctl start p2pbufd.socket p2pbufd.service
 section ""
 exit 0
