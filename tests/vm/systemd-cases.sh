@@ -462,6 +462,19 @@ expect_eq crash-restarted "restarts after kill -9 of pid $DPID (within 30 s)" "$
 wait_prop p2pbufd.service ActiveState active 20 >/dev/null
 expect_eq crash-adopted "after kill -9: the lease's state and generation" "active ${_gen10:-?}" \
 	"$(lease_state "${_lease10:-0}")"
+# A watchdog kill (the loop stopped: SIGSTOP) with a 4 s watchdog.
+printf '[Service]\nWatchdogSec=4s\n' >"$DROPIN/50-watchdog.conf"
+systemctl daemon-reload
+DPID=$(prop p2pbufd.service MainPID)
+_n=$(prop p2pbufd.service NRestarts)
+kill -STOP "$DPID"
+expect_eq watchdog-kill-restarted "restarts after SIGSTOP of pid $DPID (within 40 s)" \
+	"$((_n + 1))" "$(wait_prop p2pbufd.service NRestarts "$((_n + 1))" 40)"
+wait_prop p2pbufd.service ActiveState active 20 >/dev/null
+expect_eq watchdog-kill-adopted "after the watchdog kill: the lease's state and generation" \
+	"active ${_gen10:-?}" "$(lease_state "${_lease10:-0}")"
+rm -f "$DROPIN/50-watchdog.conf"
+systemctl daemon-reload
 # The holder is still holding, undisturbed, until the stop below.
 expect_eq crash-holder-running "the holder is still running" yes \
 	"$(kill -0 "$(cat "$W/holder10.pid" 2>/dev/null || echo 0)" 2>/dev/null && echo yes)"
