@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "p2pbuf.h"
 
 extern char **environ;
@@ -64,14 +65,6 @@ static struct {
 	uint64_t ready_ns; /* when its READY=1 arrived, 0 before */
 	volatile int stop;
 } m = { .lock = PTHREAD_MUTEX_INITIALIZER, .notify_fd = -1, .listen_fd = -1, .log_fd = -1 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void sleep_us(unsigned us)
 {
@@ -218,7 +211,7 @@ static void drain(void)
 				die("recvmsg on the notify socket: %s", strerror(errno));
 			break;
 		}
-		uint64_t at = now_ns();
+		uint64_t at = bench_now_ns();
 		buf[n] = '\0';
 		int fd = -1;
 		pid_t sender = 0;
@@ -351,7 +344,7 @@ static uint64_t start_daemon(void)
 	envp[k] = NULL;
 
 	m.ready_ns = 0;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
@@ -404,7 +397,7 @@ static void check_alive(const char *what)
 /* When READY=1 of the instance now running arrived. */
 static uint64_t wait_ready(unsigned timeout_ms, const char *what)
 {
-	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t end = bench_now_ns() + (uint64_t)timeout_ms * 1000000u;
 
 	for (;;) {
 		pthread_mutex_lock(&m.lock);
@@ -413,7 +406,7 @@ static uint64_t wait_ready(unsigned timeout_ms, const char *what)
 		if (t)
 			return t;
 		check_alive(what);
-		if (now_ns() > end)
+		if (bench_now_ns() > end)
 			die("no READY=1 within %u ms (%s)", timeout_ms, what);
 		sleep_us(200);
 	}
@@ -422,7 +415,7 @@ static uint64_t wait_ready(unsigned timeout_ms, const char *what)
 /* When an admin listing first showed at least want leases. */
 static uint64_t wait_listed(size_t want, unsigned timeout_ms, const char *what)
 {
-	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t end = bench_now_ns() + (uint64_t)timeout_ms * 1000000u;
 	size_t best = 0;
 
 	for (;;) {
@@ -432,7 +425,7 @@ static uint64_t wait_listed(size_t want, unsigned timeout_ms, const char *what)
 		int r = p2pbuf_connect(m.sock, &a);
 		if (r == 0)
 			r = p2pbuf_list_leases(a, true, &ls, &n);
-		uint64_t t = now_ns();
+		uint64_t t = bench_now_ns();
 		if (r < 0 && r != -ECONNRESET && r != -ECONNREFUSED && r != -EPIPE)
 			die("admin listing (%s): %s%s%s", what, strerror(-r), a ? ": " : "",
 			    a ? p2pbuf_last_message(a) : "");
@@ -443,7 +436,7 @@ static uint64_t wait_listed(size_t want, unsigned timeout_ms, const char *what)
 		if (r == 0 && n > best)
 			best = n;
 		check_alive(what);
-		if (now_ns() > end)
+		if (bench_now_ns() > end)
 			die("%s: the admin listing showed %zu of %zu leases after %u ms", what,
 			    best, want, timeout_ms);
 		sleep_us(500);
@@ -609,11 +602,9 @@ int main(int argc, char **argv)
 	/* Raise the soft fd limit to the hard one; the daemon and the holder inherit it. The
 	 * stand-in briefly holds two copies of every parked fd while it starts the daemon. */
 	struct rlimit rl;
+	bench_raise_nofile();
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		die("getrlimit: %s", strerror(errno));
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-		die("setrlimit: %s", strerror(errno));
 	unsigned long count = want;
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 2 * (rlim_t)want + 2 * FD_MARGIN) {
 		count = rl.rlim_max > 4 * FD_MARGIN

@@ -24,7 +24,8 @@ tests_bench_bench_policy_LDADD = daemon/libp2pbufd-core.la
 
 # The service manager's part (a notify socket keeping parked fds, a restart passing them) is
 # this program's own; the daemon it measures is daemon/p2pbufd, run as a child.
-tests_bench_bench_restart_SOURCES = tests/bench/bench-restart.c
+tests_bench_bench_restart_SOURCES = tests/bench/bench-restart.c tests/bench/bench-util.c \
+	tests/bench/bench.h
 tests_bench_bench_restart_CFLAGS = $(AM_CFLAGS) -pthread
 tests_bench_bench_restart_LDADD = client/libp2pbuf.la -lpthread
 
