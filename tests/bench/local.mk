@@ -2,7 +2,8 @@
 # the same run, and the costs that grow with the work. `make bench` builds them, `make
 # bench-run` runs them (BENCH_QUICK=1: the seconds-long version CI runs). Not part of
 # `make check`: EXTRA_PROGRAMS are built only when asked for by name.
-bench_programs = tests/bench/bench-baseline tests/bench/bench-client tests/bench/bench-policy
+bench_programs = tests/bench/bench-baseline tests/bench/bench-client tests/bench/bench-policy \
+	tests/bench/bench-restart
 EXTRA_PROGRAMS = $(bench_programs)
 CLEANFILES += $(bench_programs)
 
@@ -20,6 +21,13 @@ tests_bench_bench_client_LDADD = client/libp2pbuf.la -lpthread
 tests_bench_bench_policy_SOURCES = tests/bench/bench-policy.c
 tests_bench_bench_policy_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS)
 tests_bench_bench_policy_LDADD = daemon/libp2pbufd-core.la
+
+# The service manager's part (a notify socket keeping parked fds, a restart passing them) is
+# this program's own; the daemon it measures is daemon/p2pbufd, run as a child.
+tests_bench_bench_restart_SOURCES = tests/bench/bench-restart.c tests/bench/bench-util.c \
+	tests/bench/bench.h
+tests_bench_bench_restart_CFLAGS = $(AM_CFLAGS) -pthread
+tests_bench_bench_restart_LDADD = client/libp2pbuf.la -lpthread
 
 EXTRA_DIST += tests/bench/run.sh tests/bench/README
 
