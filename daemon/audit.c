@@ -296,3 +296,11 @@ void audit_reclaimed(const struct peer *p, const struct lease *l)
 	emit(&e, "reclaimed: lease=%" PRIu64 " by uid=%u pid=%d", l->id, (unsigned)p->view.uid,
 	     (int)p->pid);
 }
+
+void audit_record_rewrite_failed(int error)
+{
+	struct entry e = { .priority = LOG_WARNING };
+
+	emit(&e, "the state record could not be rewritten: %s; it keeps the old one",
+	     strerror(-error));
+}

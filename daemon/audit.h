@@ -31,6 +31,8 @@ void audit_reload(const char *path, bool ok, const char *summary);
 void audit_restart(unsigned adopted, unsigned recorded);
 /* A recorded lease (id, 0 for an fd with no record) or parked fd was not taken over. */
 void audit_restart_dropped(uint64_t id, const char *what, const char *why);
+/* The state record could not be rewritten (it keeps growing; tried again later). */
+void audit_record_rewrite_failed(int error);
 /* The state record was refused: everything parked was closed. */
 void audit_restart_refused(const char *why);
 

@@ -337,6 +337,21 @@ static bool tokens_equal(const uint8_t *a, const uint8_t *b)
 	return diff == 0;
 }
 
+static int64_t wall_time(void *ctx, int64_t mono)
+{
+	const struct daemon *d = ctx;
+
+	return clock_wall_time(d->clock, mono);
+}
+
+static void rewrite_record(struct daemon *d)
+{
+	int r = persist_rewrite(d->persist, &d->leases, d->registry, wall_time, d);
+
+	if (r < 0)
+		audit_record_rewrite_failed(r);
+}
+
 /* The reply to an Export (with the fd) or to a Reclaim (the client has the fd already). */
 static void export_reply(struct session *c, uint64_t request_id, const struct lease *l,
 			 bool with_fd)
@@ -395,6 +410,10 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 	}
 	audit_granted(l);
 	export_reply(c, req->request_id, l, true);
+	/* The record only grows: rewrite it from the live table, at a point where the table
+	 * and the record agree (the new lease is in both). */
+	if (persist_wants_rewrite(c->d->persist))
+		rewrite_record(c->d);
 }
 
 /* ---- release, revoke, reset ---- */

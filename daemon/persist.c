@@ -25,9 +25,10 @@ struct persist {
 	unsigned max_fds;
 	unsigned parked; /* fds in the store: leases and devices (the record not counted) */
 	int state_fd;
-	uint32_t seq; /* the record's sequence number: a rewrite gets the next */
-	off_t size;   /* bytes written to the record */
-	bool broken;  /* a write failed: the record can no longer be trusted */
+	uint32_t seq;	  /* the record's sequence number: a rewrite gets the next */
+	off_t size;	  /* bytes written to the record */
+	off_t rewrite_at; /* rewrite the record once it is this large */
+	bool broken;	  /* a write failed: the record can no longer be trusted */
 };
 
 /* ---- the record's framing ---- */
@@ -151,6 +152,9 @@ int persist_new(unsigned max_fds, int state_fd, uint32_t seq, struct persist **r
 	p->max_fds = max_fds;
 	p->state_fd = -1;
 	p->seq = seq;
+	/* Tests make the rewrite happen after a few leases instead of megabytes of them. */
+	const char *at = getenv("P2PBUF_STATE_REWRITE_BYTES");
+	p->rewrite_at = at && atoll(at) > 0 ? (off_t)atoll(at) : COMPACT_AT;
 	if (max_fds) {
 		if (state_fd >= 0 && fstat(state_fd, &st) == 0) {
 			p->state_fd = state_fd;
@@ -356,7 +360,7 @@ void persist_device_closing(struct persist *p, const struct device *dev)
 
 bool persist_wants_rewrite(const struct persist *p)
 {
-	return persist_enabled(p) && (p->broken || p->size > COMPACT_AT);
+	return persist_enabled(p) && (p->broken || p->size > p->rewrite_at);
 }
 
 /* The entry that re-creates l in a fresh record. */
