@@ -376,7 +376,7 @@ static bool conn_record(struct conn *c, const uint8_t *buf, size_t len, size_t n
 		return false;
 	}
 	const char *why;
-	int r = wire_check_request(req, &why);
+	int r = wire_check_record(req, buf, len, &why);
 	if (r < 0)
 		conn_reply(c, req->request_id, r, why, NULL, -1);
 	else
