@@ -3,7 +3,8 @@ UNIT_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS)
 UNIT_LDADD = daemon/libp2pbufd-core.la $(CHECK_LIBS)
 
 unit_tests = tests/unit/test-wire tests/unit/test-device tests/unit/test-lease \
-	tests/unit/test-policy tests/unit/test-policy-oom tests/unit/test-units tests/unit/test-revoke
+	tests/unit/test-policy tests/unit/test-policy-oom tests/unit/test-units tests/unit/test-revoke \
+	tests/unit/test-log
 check_PROGRAMS += $(unit_tests)
 TESTS += $(unit_tests)
 
@@ -32,3 +33,6 @@ tests_unit_test_units_LDADD = proto/libcommon.la $(CHECK_LIBS)
 tests_unit_test_revoke_SOURCES = tests/unit/test-revoke.c
 tests_unit_test_revoke_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_revoke_LDADD = $(UNIT_LDADD)
+tests_unit_test_log_SOURCES = tests/unit/test-log.c
+tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_log_LDADD = $(UNIT_LDADD)
