@@ -70,8 +70,13 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 {
 	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, d };
 	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying, on_answer, d };
-	const struct server_options sopt = { d->opt.socket_path, d->opt.max_clients,
-					     d->opt.socket_group, d->opt.socket_mode };
+	const struct server_options sopt = { .socket_path = d->opt.socket_path,
+					     .max_clients = d->opt.max_clients,
+					     .max_clients_per_user = d->opt.max_clients_per_user,
+					     .hello_timeout_ms = d->opt.hello_timeout_ms,
+					     .max_queued_bytes = d->opt.max_queued_bytes,
+					     .socket_group = d->opt.socket_group,
+					     .socket_mode = d->opt.socket_mode };
 	const struct server_callbacks scb = { on_accepted, on_request, on_closed, d };
 	int r;
 
