@@ -37,7 +37,7 @@ fuzz-ci: tests/fuzz/fuzz-wire tests/fuzz/fuzz-policy
 			tail -n 40 fuzz-ci-$$t.log; \
 			echo "FAIL: fuzz-$$t (log fuzz-ci-$$t.log, input in fuzz-ci-$$t/)"; exit 1; \
 		fi; \
-		awk -v t=fuzz-$$t '/ DONE /{for(i=1;i<=NF;i++){if($$i=="cov:")c=$$(i+1); if($$i=="ft:")f=$$(i+1); if($$i=="corp:")k=$$(i+1)}} \
+		awk -v t=fuzz-$$t '/DONE/{for(i=1;i<=NF;i++){if($$i=="cov:")c=$$(i+1); if($$i=="ft:")f=$$(i+1); if($$i=="corp:")k=$$(i+1)}} \
 			/stat::number_of_executed_units/{e=$$2} \
 			END{printf "PASS: %s: %s execs, %s edges, %s features, corpus %s\n", t, e, c, f, k}' \
 			fuzz-ci-$$t.log; \
