@@ -22,7 +22,7 @@
 
 #define RECORDS_PER_WAKEUP 16  /* fairness: one busy client cannot starve the rest */
 #define USER_BUCKETS 256       /* of the per-uid connection counts */
-#define TRIM_BYTES (4 << 20)   /* queue memory freed before it is handed back to the system */
+#define TRIM_BYTES (1 << 20)   /* queue memory freed before it is handed back to the system */
 #define REFUSE_TIMEOUT_MS 1000 /* a refused client that sends nothing is closed after this */
 /* A record's allocation as the heap sees it: what it can use plus the allocator's header. */
 #define MALLOC_OVERHEAD (2 * sizeof(size_t))

@@ -1467,8 +1467,10 @@ START_TEST(final_good_client_and_baseline)
 		sleep_ms(100);
 		rss = daemon_rss_kb();
 	}
-	printf("daemon: %d fds (baseline %d), RSS %ld KiB (baseline %ld KiB, tolerance %d KiB)\n",
-	       harness_count_fds(h.pid), h.baseline_fds, rss, rss_baseline(), RSS_SLACK_KB);
+	printf(
+	    "daemon: %d fds (baseline %d), anonymous RSS %ld KiB (baseline %ld KiB, tolerance %d "
+	    "KiB)\n",
+	    harness_count_fds(h.pid), h.baseline_fds, rss, rss_baseline(), RSS_SLACK_KB);
 	fflush(stdout);
 	if (daemon_instrumented())
 		printf("daemon: RSS not judged (sanitizer or wrapper)\n");

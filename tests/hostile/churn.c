@@ -3,8 +3,9 @@
  * drop the rest with the connection; some are killed in the middle of a request; some flood
  * requests and never read; some leave with buffers still held and close them later. Every
  * request of a well-behaved client must be answered without error; at the end the daemon has
- * exactly the fds it started with and its RSS is within CHURN_RSS_PCT of what it was once
- * warm. Figures are printed. Run by `make check-churn` (and .ci/run), not by make check. */
+ * exactly the fds it started with and its anonymous RSS is within CHURN_RSS_PCT of what it
+ * was once warm. Figures are printed. Run by `make check-churn` (and .ci/run), not by make check.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -216,7 +217,7 @@ static long rss_kb(pid_t pid)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
 			break;
 	fclose(f);
 	return kb;
@@ -306,7 +307,8 @@ START_TEST(churn)
 	printf("churn: %u requests of well-behaved clients, %u failed, %u clients unreported, "
 	       "worst %.1f ms\n",
 	       t.requests, t.failures, t.unreported, (double)t.worst_ns / 1e6);
-	printf("churn: daemon fds %d at start, %d at the end; RSS %ld KiB warm, %ld KiB at the "
+	printf("churn: daemon fds %d at start, %d at the end; anonymous RSS %ld KiB warm, %ld KiB "
+	       "at the "
 	       "end, %ld KiB at most\n",
 	       fds0, harness_count_fds(h.pid), rss_warm, rss_end, rss_max);
 	fflush(stdout);

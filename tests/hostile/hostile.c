@@ -3,7 +3,8 @@
  * policy files), while a good client in its own process keeps exporting and releasing through
  * libp2pbuf. Each case asserts the precise error, or that only the attacking client was
  * dropped; the good client must see no failure and no call slower than GOOD_MAX_MS; at the end
- * the daemon's fds are back at their baseline and its RSS within RSS_SLACK of it.
+ * the daemon's fds are back at their baseline and its anonymous RSS (heap and stacks,
+ * not the shared code it has paged in since) within RSS_SLACK_KB of it.
  *
  * Attackers run as other uids (root only: the test setuid()s in each case's own process), so
  * that per-user limits hit them and not the good client; without root those cases are not
@@ -148,7 +149,7 @@ long daemon_rss_kb(void)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
 			break;
 	fclose(f);
 	return kb;

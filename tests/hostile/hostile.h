@@ -12,7 +12,7 @@
 #define GOOD_MAX_MS 250
 /* The daemon's RSS at the end may exceed its baseline by this much (KiB): allocator slack
  * and the page cache of /proc walks, not anything a client left behind. */
-#define RSS_SLACK_KB 2048
+#define RSS_SLACK_KB 1024
 
 /* Attackers' identities: users of group ATTACK_GID have rules; NOBODY_GID users have none. */
 #define ATTACK_GID 4242
