@@ -152,7 +152,10 @@ typedef void (*p2pbuf_event_fn)(struct p2pbuf *conn, const struct p2pbuf_event *
 
 /* Connect to the daemon at path (NULL: $P2PBUF_SOCKET, else P2PBUF_DEFAULT_SOCKET) and
  * exchange Hello. -ENOENT/-ECONNREFUSED: no daemon there; -EACCES: not allowed to use the
- * socket (ask to join its group); -EPROTONOSUPPORT: the daemon speaks another major version. */
+ * socket (ask to join its group); -EPROTONOSUPPORT: the daemon speaks another major version;
+ * -EAGAIN: the daemon serves as many clients as it allows (--max-clients), try again later;
+ * -EUSERS: the caller's user has as many connections as one user may (--max-clients-per-user).
+ * p2pbuf_connect() fails there, so p2pbuf_last_message() cannot be asked; the daemon logs it. */
 int p2pbuf_connect(const char *path, struct p2pbuf **ret_conn);
 
 /* Close the connection. The daemon ends the caller's leases once their fds are closed. NULL
@@ -175,8 +178,11 @@ void p2pbuf_devices_free(struct p2pbuf_device *devices, size_t n);
  * the new fd (CLOEXEC; the caller owns it) and writes the lease id and its size in bytes.
  * Errors: -EPERM denied by policy, -ENODEV unknown device, -ENXIO device gone,
  * -EBUSY device cycling, -EINVAL unaligned or malformed range, -ERANGE range outside the BAR,
- * -EADDRNOTAVAIL range overlaps MSI-X table or PBA pages, -EDQUOT lease limit reached,
- * -E2BIG too many ranges. */
+ * -EADDRNOTAVAIL range overlaps MSI-X table or PBA pages, -EDQUOT lease limit reached (the
+ * daemon's, the user's, the connection's or the rule's: the message says which), -E2BIG too
+ * many ranges. -EINVAL also for ranges that overlap each other, and for a device name or label
+ * the daemon refuses (a NUL, invalid UTF-8, control, line or bidirectional-text characters;
+ * the message names the field). */
 int p2pbuf_export(struct p2pbuf *conn, const char *device, unsigned bar,
 		  const struct p2pbuf_range *ranges, size_t n_ranges, const char *label,
 		  uint64_t *ret_lease_id, uint64_t *ret_size);
