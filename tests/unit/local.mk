@@ -4,7 +4,7 @@ UNIT_LDADD = daemon/libp2pbufd-core.la $(CHECK_LIBS)
 
 unit_tests = tests/unit/test-wire tests/unit/test-device tests/unit/test-lease \
 	tests/unit/test-policy tests/unit/test-policy-oom tests/unit/test-units tests/unit/test-revoke \
-	tests/unit/test-log
+	tests/unit/test-log tests/unit/test-server
 check_PROGRAMS += $(unit_tests)
 TESTS += $(unit_tests)
 
@@ -36,3 +36,6 @@ tests_unit_test_revoke_LDADD = $(UNIT_LDADD)
 tests_unit_test_log_SOURCES = tests/unit/test-log.c
 tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_log_LDADD = $(UNIT_LDADD)
+tests_unit_test_server_SOURCES = tests/unit/test-server.c
+tests_unit_test_server_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_server_LDADD = $(UNIT_LDADD)
