@@ -22,6 +22,7 @@
 #include "hostile.h"
 #include "p2pbuf.h"
 #include "p2pbuf.pb-c.h"
+#include "wire.h"
 
 /* The suite's uid (%1$u) owns sim0 and sim1 and is admin; group ATTACK_GID may export pages
  * of sim1's first 512K and up to 4 leases of sim0 BAR 2; NOBODY_GID has no rule. */
@@ -220,27 +221,35 @@ START_TEST(framing_oversized)
 }
 END_TEST
 
-START_TEST(framing_fds_attached)
+/* Send a Status request with fds[0..n) attached, however many: the daemon must refuse any. */
+static void send_with_fds(int sock, const int *fds, size_t n)
 {
-	int fd = connect_raw(true), pipefd[2];
 	static const uint8_t status[] = { 0x08, 0x01, 0x8a, 0x01, 0x00 };
 	union {
-		char buf[CMSG_SPACE(2 * sizeof(int))];
+		char buf[CMSG_SPACE(16 * sizeof(int))];
 		struct cmsghdr align;
 	} ctl = {};
 	struct iovec iov = { (void *)status, sizeof(status) };
 	struct msghdr mh = { .msg_iov = &iov,
 			     .msg_iovlen = 1,
 			     .msg_control = ctl.buf,
-			     .msg_controllen = sizeof(ctl.buf) };
+			     .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
 
-	ck_assert_int_eq(pipe(pipefd), 0);
+	ck_assert_uint_le(n, 16);
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-	memcpy(CMSG_DATA(cm), pipefd, sizeof(pipefd));
-	ck_assert_int_eq(sendmsg(fd, &mh, MSG_NOSIGNAL), (ssize_t)sizeof(status));
+	cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+	ck_assert_int_eq(sendmsg(sock, &mh, MSG_NOSIGNAL), (ssize_t)sizeof(status));
+}
+
+START_TEST(framing_fds_attached)
+{
+	int fd = connect_raw(true), pipefd[2];
+
+	ck_assert_int_eq(pipe(pipefd), 0);
+	send_with_fds(fd, pipefd, 2);
 	close(pipefd[0]);
 	expect_drop(fd);
 	/* The daemon closed its copies: the pipe's read end is gone everywhere. */
@@ -258,25 +267,10 @@ END_TEST
 START_TEST(framing_too_many_fds)
 {
 	int fd = connect_raw(true), fds[12];
-	static const uint8_t status[] = { 0x08, 0x01, 0x8a, 0x01, 0x00 };
-	union {
-		char buf[CMSG_SPACE(12 * sizeof(int))];
-		struct cmsghdr align;
-	} ctl = {};
-	struct iovec iov = { (void *)status, sizeof(status) };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = ctl.buf,
-			     .msg_controllen = sizeof(ctl.buf) };
 
 	for (int i = 0; i < 12; i++)
 		fds[i] = dup(0);
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
-	ck_assert_int_eq(sendmsg(fd, &mh, MSG_NOSIGNAL), (ssize_t)sizeof(status));
+	send_with_fds(fd, fds, 12);
 	expect_drop(fd);
 }
 END_TEST
@@ -1193,36 +1187,17 @@ START_TEST(res_global_queue_cap)
 			int fd = connect_raw(true);
 			flood_unread(fd);
 			/* Hand the socket over and exit. */
-			char b = 0;
-			struct iovec iov = { &b, 1 };
-			union {
-				char buf[CMSG_SPACE(sizeof(int))];
-				struct cmsghdr align;
-			} ctl = {};
-			struct msghdr mh = { .msg_iov = &iov,
-					     .msg_iovlen = 1,
-					     .msg_control = ctl.buf,
-					     .msg_controllen = sizeof(ctl.buf) };
-			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-			_exit(sendmsg(sv[1], &mh, 0) == 1 ? 0 : 1);
+			_exit(wire_send(sv[1], "", 1, &fd, 1) == 0 ? 0 : 1);
 		}
 		close(sv[1]);
-		char b;
-		union {
-			char buf[CMSG_SPACE(sizeof(int))];
-			struct cmsghdr align;
-		} ctl;
-		struct iovec iov = { &b, 1 };
-		struct msghdr mh = { .msg_iov = &iov,
-				     .msg_iovlen = 1,
-				     .msg_control = ctl.buf,
-				     .msg_controllen = sizeof(ctl.buf) };
-		ck_assert_int_eq(recvmsg(sv[0], &mh, 0), 1);
-		memcpy(&fds[i], CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+		static uint8_t b[WIRE_MAX_RECORD];
+		int got[WIRE_MAX_FDS];
+		size_t n = 0;
+		struct pollfd pf = { .fd = sv[0], .events = POLLIN };
+		ck_assert_int_eq(poll(&pf, 1, 30000), 1);
+		ck_assert_int_eq(wire_recv(sv[0], b, sizeof(b), got, &n), 1);
+		ck_assert_uint_eq(n, 1);
+		fds[i] = got[0];
 		close(sv[0]);
 		waitpid(pid, NULL, 0);
 	}

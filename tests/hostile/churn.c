@@ -207,22 +207,6 @@ static pid_t spawn(unsigned i, struct child *ch)
 	return ch->pid;
 }
 
-static long rss_kb(pid_t pid)
-{
-	char path[64], line[256];
-	long kb = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
 struct totals {
 	unsigned clients[N_KINDS];
 	unsigned requests, failures, unreported;
@@ -292,14 +276,14 @@ START_TEST(churn)
 			started++;
 		}
 		if (started == WARM_CLIENTS && rss_warm < 0)
-			rss_warm = rss_kb(h.pid);
-		long rss = rss_kb(h.pid);
+			rss_warm = harness_anon_rss_kb(h.pid);
+		long rss = harness_anon_rss_kb(h.pid);
 		if (rss > rss_max)
 			rss_max = rss;
 		sleep_ms(2);
 	}
 	bool fds_ok = harness_fds_settle(&h, 10000);
-	long rss_end = rss_kb(h.pid);
+	long rss_end = harness_anon_rss_kb(h.pid);
 	printf("churn: %u clients in %.1f s (%u good, %u killed mid-request, %u never reading, "
 	       "%u left holding buffers)\n",
 	       started, (double)(now_ns() - t0) / 1e9, t.clients[GOOD], t.clients[KILLED],

@@ -141,18 +141,7 @@ int good_client_finish(struct good_stats *st)
 
 long daemon_rss_kb(void)
 {
-	char path[64], line[256];
-	long kb = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)h.pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
+	return harness_anon_rss_kb(h.pid);
 }
 
 static bool instrumented;
