@@ -38,7 +38,9 @@ static void hold_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void 
 {
 	struct hold *h = userdata;
 
-	if (ev->type == P2PBUF_EVENT_DEVICE_STATE || ev->lease_id != h->lease_id)
+	/* A reconnect (a restart of p2pbufd) keeps the lease: only its own events count. */
+	if (ev->type == P2PBUF_EVENT_DEVICE_STATE || ev->type == P2PBUF_EVENT_RECONNECTED ||
+	    ev->lease_id != h->lease_id)
 		return;
 	h->revoking = true;
 	h->ended |= ev->type == P2PBUF_EVENT_LEASE_REVOKED;
@@ -47,6 +49,9 @@ static void hold_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void 
 }
 
 enum { OPT_BAR = 0x100, OPT_OFFSET, OPT_LENGTH, OPT_LABEL };
+
+/* How long a holding export waits for a restarting p2pbufd before it gives the lease up. */
+#define EXPORT_RECONNECT_MS 30000
 
 static const struct option export_options[] = {
 	CLI_COMMON_LONGOPTS,
@@ -250,6 +255,7 @@ static int hold_lease(const struct cli *cli, struct p2pbuf *conn, struct hold *h
 			finish_release(cli, conn, h);
 			return EXIT_REVOKED;
 		}
+		pfd[1].fd = p2pbuf_get_fd(conn); /* a new socket after a reconnect */
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -353,6 +359,8 @@ static int wait_child(struct p2pbuf *conn, struct hold *h, struct child *c, int 
 				 p2pbuf_reason_name(h->last.reason));
 			stop_child(c, why, h);
 		}
+		if (pfd[1].fd >= 0)
+			pfd[1].fd = p2pbuf_get_fd(conn); /* a new socket after a reconnect */
 		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
 			return -errno;
 		while ((pfd[0].revents & POLLIN) && (sig = cli_read_signal(sfd, &sent)) > 0) {
@@ -421,6 +429,8 @@ static int do_export(const struct cli *cli, struct p2pbuf *conn, const struct ex
 	int fd;
 
 	p2pbuf_set_event_handler(conn, hold_event, &h);
+	/* A holding export keeps its lease through a restart of p2pbufd. */
+	p2pbuf_set_reconnect(conn, EXPORT_RECONNECT_MS);
 	fd = p2pbuf_export(conn, a->device, a->bar, a->ranges, a->n_ranges, a->label, &h.lease_id,
 			   &size);
 	if (fd < 0)

@@ -217,6 +217,9 @@ static void watch_text(const struct p2pbuf_event *ev, const char *now)
 		putchar('\n');
 		break;
 	}
+	case P2PBUF_EVENT_RECONNECTED:
+		printf("%s reconnected to p2pbufd: %u lease(s) taken back\n", now, ev->reclaimed);
+		break;
 	}
 }
 

@@ -25,7 +25,7 @@ static const struct verb verb_help = {
 
 static const struct verb *const verbs[] = {
 	&verb_devices, &verb_leases, &verb_export, &verb_release, &verb_watch,
-	&verb_reset,   &verb_revoke, &verb_status, &verb_help,
+	&verb_reset,   &verb_revoke, &verb_status, &verb_doctor,  &verb_help,
 };
 
 static const struct verb *find_verb(const char *name)

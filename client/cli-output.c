@@ -383,6 +383,11 @@ void json_event(struct json *j, const struct p2pbuf_event *ev, int64_t now_ms)
 		json_str(j, "message", ev->message);
 		json_end(j, '}');
 		break;
+	case P2PBUF_EVENT_RECONNECTED:
+		json_str(j, "event", "reconnected");
+		json_i64(j, "time_ms", now_ms);
+		json_u64(j, "reclaimed", ev->reclaimed);
+		break;
 	}
 	json_doc_end(j);
 }

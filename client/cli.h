@@ -46,7 +46,7 @@ struct verb {
 };
 
 extern const struct verb verb_devices, verb_leases, verb_export, verb_release, verb_watch,
-    verb_reset, verb_revoke, verb_status;
+    verb_reset, verb_revoke, verb_status, verb_doctor;
 
 /* The options every verb takes, before or after it. The leading ':' makes getopt tell a missing
  * value apart from an unknown option. */

@@ -15,3 +15,10 @@ int conn_call(struct p2pbuf *conn, P2pbuf__Request *req, int *ret_fd,
 
 /* A reply had the wrong shape: fail the connection and return -EPROTO. */
 int conn_protocol_error(struct p2pbuf *conn);
+
+/* Leases this connection exported, with their reclaim tokens (requests.c adds and drops,
+ * the engine reclaims them after a reconnect). */
+void conn_track_lease(struct p2pbuf *conn, uint64_t id, const uint8_t *token, size_t len);
+void conn_untrack_lease(struct p2pbuf *conn, uint64_t id);
+/* Remember a subscription, to make it again after a reconnect. */
+void conn_track_subscription(struct p2pbuf *conn, bool all);

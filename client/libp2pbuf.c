@@ -36,6 +36,13 @@ struct queued_event {
 	enum p2pbuf_device_state state;
 	uint32_t generation;
 	char *message;
+	unsigned reclaimed;
+};
+
+/* A lease this connection exported, with the token that reclaims it after a reconnect. */
+struct tracked_lease {
+	uint64_t id;
+	uint8_t token[WIRE_TOKEN_LEN];
 };
 
 struct p2pbuf {
@@ -60,6 +67,14 @@ struct p2pbuf {
 	unsigned dispatch_depth;
 	bool disconnect_pending;
 
+	/* Reconnecting (p2pbuf_set_reconnect): where, for how long, and what to take back. */
+	char *path;
+	int reconnect_ms;
+	bool reconnecting;
+	struct tracked_lease *leases;
+	size_t n_leases, cap_leases;
+	bool subscribed, subscribed_all;
+
 	uint8_t record[WIRE_MAX_RECORD];
 };
 
@@ -79,6 +94,8 @@ static void conn_free(struct p2pbuf *conn)
 	free(conn->queue);
 	free(conn->last_message);
 	free(conn->server_version);
+	free(conn->path);
+	free(conn->leases);
 	free(conn);
 }
 
@@ -239,6 +256,9 @@ static int take_event(struct p2pbuf *conn, const P2pbuf__Event *m)
 		queued_event_clear(&ev);
 		return conn_fail(conn, r);
 	}
+	/* A lease that ended is not reclaimed after a reconnect. */
+	if (ev.type == P2PBUF_EVENT_LEASE_REVOKED)
+		conn_untrack_lease(conn, ev.lease_id);
 	queue_push(conn, &ev);
 	return 0;
 }
@@ -418,6 +438,8 @@ static int take_reply(struct p2pbuf *conn, P2pbuf__ServerMessage *msg, int fds[W
 	return 0;
 }
 
+static int reconnect(struct p2pbuf *conn);
+
 int conn_call(struct p2pbuf *conn, P2pbuf__Request *req, int *ret_fd,
 	      P2pbuf__ServerMessage **ret_msg)
 {
@@ -427,6 +449,9 @@ int conn_call(struct p2pbuf *conn, P2pbuf__Request *req, int *ret_fd,
 	const char *why = NULL;
 	int r;
 
+	/* A call on a lost connection that may be made again makes it again first. */
+	if (conn->error == -ECONNRESET && conn->reconnect_ms > 0 && !conn->reconnecting)
+		reconnect(conn);
 	r = conn_usable(conn);
 	if (r < 0)
 		return r;
@@ -535,7 +560,12 @@ int p2pbuf_connect(const char *path, struct p2pbuf **ret_conn)
 	if (!conn)
 		return -ENOMEM;
 	conn->fd = -1;
-	r = connect_socket(socket_path(path), &conn->fd);
+	conn->path = strdup(socket_path(path));
+	if (!conn->path) {
+		free(conn);
+		return -ENOMEM;
+	}
+	r = connect_socket(conn->path, &conn->fd);
 	if (r >= 0)
 		r = hello(conn);
 	if (r < 0) {
@@ -613,6 +643,7 @@ static void deliver(struct p2pbuf *conn, const struct queued_event *q)
 		.state = q->state,
 		.generation = q->generation,
 		.message = q->message,
+		.reclaimed = q->reclaimed,
 	};
 
 	if (conn->event_fn)
@@ -631,6 +662,9 @@ int p2pbuf_dispatch(struct p2pbuf *conn)
 		return -ENOTCONN;
 	if (conn->error == 0)
 		r = read_available(conn);
+	/* The daemon went away (a restart): make the connection again if asked to. */
+	if (conn->error == -ECONNRESET && conn->reconnect_ms > 0 && !conn->reconnecting)
+		r = reconnect(conn);
 
 	conn->dispatch_depth++;
 	/* Events queued by calls made from a callback are delivered in this same loop. */
@@ -696,4 +730,136 @@ int p2pbuf_wait(struct p2pbuf *conn, int timeout_ms)
 		if (deadline >= 0 && now_ms() >= deadline)
 			return 0;
 	}
+}
+
+/* ---- reconnecting (p2pbuf_set_reconnect) ---- */
+
+void conn_track_lease(struct p2pbuf *conn, uint64_t id, const uint8_t *token, size_t len)
+{
+	if (len != WIRE_TOKEN_LEN)
+		return; /* a daemon older than 1.1: nothing to reclaim with */
+	if (conn->n_leases == conn->cap_leases) {
+		size_t cap = conn->cap_leases ? conn->cap_leases * 2 : 16;
+		struct tracked_lease *t = reallocarray(conn->leases, cap, sizeof(*t));
+		if (!t)
+			return; /* the lease works; only a reconnect would not take it back */
+		conn->leases = t;
+		conn->cap_leases = cap;
+	}
+	conn->leases[conn->n_leases].id = id;
+	memcpy(conn->leases[conn->n_leases].token, token, WIRE_TOKEN_LEN);
+	conn->n_leases++;
+}
+
+void conn_untrack_lease(struct p2pbuf *conn, uint64_t id)
+{
+	for (size_t i = 0; i < conn->n_leases; i++)
+		if (conn->leases[i].id == id) {
+			conn->leases[i] = conn->leases[--conn->n_leases];
+			return;
+		}
+}
+
+void conn_track_subscription(struct p2pbuf *conn, bool all)
+{
+	conn->subscribed = true;
+	conn->subscribed_all = all;
+}
+
+int p2pbuf_set_reconnect(struct p2pbuf *conn, int timeout_ms)
+{
+	if (!conn || timeout_ms < 0)
+		return -EINVAL;
+	conn->reconnect_ms = timeout_ms;
+	return 0;
+}
+
+static int reclaim(struct p2pbuf *conn, const struct tracked_lease *t)
+{
+	P2pbuf__Reclaim body = P2PBUF__RECLAIM__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__ServerMessage *msg = NULL;
+
+	body.has_lease_id = body.has_token = true;
+	body.lease_id = t->id;
+	body.token = (ProtobufCBinaryData){ WIRE_TOKEN_LEN, (uint8_t *)t->token };
+	req.body_case = P2PBUF__REQUEST__BODY_RECLAIM;
+	req.reclaim = &body;
+	int r = conn_call(conn, &req, NULL, &msg);
+	if (msg)
+		p2pbuf__server_message__free_unpacked(msg, NULL);
+	return r;
+}
+
+static void pause_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Connect and say Hello, with growing pauses, until the deadline. */
+static int connect_again(struct p2pbuf *conn, int64_t deadline)
+{
+	for (int pause = 20;; pause = pause < 500 ? pause * 2 : 1000) {
+		int fd, r = connect_socket(conn->path, &fd);
+		if (r == 0) {
+			conn->fd = fd;
+			conn->error = 0;
+			conn->error_reported = false;
+			free(conn->server_version);
+			conn->server_version = NULL;
+			r = hello(conn);
+			if (r == 0)
+				return 0;
+			close(conn->fd);
+			conn->fd = -1;
+		}
+		if (now_ms() + pause > deadline)
+			return r < 0 ? r : -ETIMEDOUT;
+		pause_ms(pause);
+	}
+}
+
+/* Make the lost connection again, take back its leases, subscribe again, and queue the
+ * events that tell the program. On failure the connection stays lost (-ECONNRESET). */
+static int reconnect(struct p2pbuf *conn)
+{
+	struct queued_event ev = { .type = P2PBUF_EVENT_RECONNECTED };
+	int64_t deadline = now_ms() + conn->reconnect_ms;
+	int r;
+
+	conn->reconnecting = true;
+	if (conn->fd >= 0)
+		close(conn->fd);
+	conn->fd = -1;
+	r = connect_again(conn, deadline);
+	if (r < 0) {
+		conn->error = -ECONNRESET;
+		conn->error_reported = false;
+		conn->reconnecting = false;
+		return -ECONNRESET;
+	}
+	for (size_t i = 0; i < conn->n_leases;) {
+		if (reclaim(conn, &conn->leases[i]) == 0) {
+			ev.reclaimed++;
+			i++;
+			continue;
+		}
+		if (conn->error)
+			break; /* lost again: the next dispatch tries again */
+		struct queued_event gone = { .type = P2PBUF_EVENT_LEASE_REVOKED,
+					     .lease_id = conn->leases[i].id,
+					     .reason = P2PBUF_REASON_RESTART };
+		queue_push(conn, &gone);
+		conn->leases[i] = conn->leases[--conn->n_leases];
+	}
+	if (conn->error == 0 && conn->subscribed)
+		p2pbuf_subscribe(conn, conn->subscribed_all);
+	conn->reconnecting = false;
+	if (conn->error)
+		return conn->error;
+	queue_push(conn, &ev);
+	return 0;
 }

@@ -8,7 +8,9 @@ client_libp2pbuf_la_LDFLAGS = $(AM_LDFLAGS) -no-undefined \
 # Relink when the symbol map changes (automake's name for libp2pbuf_la's extra dependencies).
 EXTRA_client_libp2pbuf_la_DEPENDENCIES = $(srcdir)/client/libp2pbuf.sym
 EXTRA_DIST += client/libp2pbuf.sym client/libp2pbuf.pc.in
-include_HEADERS += client/p2pbuf.h
+# configure makes p2pbuf.h from p2pbuf.h.in: it carries the configured socket path.
+nodist_include_HEADERS = client/p2pbuf.h
+EXTRA_DIST += client/p2pbuf.h.in
 
 # pkgconfigdir is defined in the top-level Makefile.am.
 pkgconfig_DATA += client/libp2pbuf.pc
@@ -16,10 +18,10 @@ pkgconfig_DATA += client/libp2pbuf.pc
 bin_PROGRAMS += client/p2pbuf-client
 client_p2pbuf_client_SOURCES = client/cli.h client/cli-main.c client/cli-errors.c \
 	client/cli-output.c client/cli-devices.c client/cli-leases.c client/cli-export.c \
-	client/cli-admin.c
+	client/cli-admin.c client/cli-doctor.c
 client_p2pbuf_client_CFLAGS = $(AM_CFLAGS)
 client_p2pbuf_client_LDADD = client/libp2pbuf.la proto/libcommon.la
-dist_man_MANS += client/p2pbuf-client.1
+dist_man_MANS += client/p2pbuf-client.1 client/libp2pbuf.3
 
 # Bash completion, installed under the name bash-completion loads it by: the command's.
 bashcompletion_DATA = client/completion/p2pbuf-client

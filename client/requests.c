@@ -326,6 +326,9 @@ static int export_result(struct p2pbuf *conn, const P2pbuf__Reply *reply, int fd
 		*ret_lease_id = reply->export->lease_id;
 	if (ret_size)
 		*ret_size = reply->export->size;
+	if (reply->export->has_reclaim_token)
+		conn_track_lease(conn, reply->export->lease_id, reply->export->reclaim_token.data,
+				 reply->export->reclaim_token.len);
 	return fd;
 }
 
@@ -390,7 +393,10 @@ int p2pbuf_release(struct p2pbuf *conn, uint64_t lease_id)
 	body.lease_id = lease_id;
 	req.body_case = P2PBUF__REQUEST__BODY_RELEASE;
 	req.release = &body;
-	return conn_call(conn, &req, NULL, &msg);
+	int r = conn_call(conn, &req, NULL, &msg);
+	if (r == 0 || r == -ENOENT)
+		conn_untrack_lease(conn, lease_id);
+	return r;
 }
 
 int p2pbuf_lease_release(struct p2pbuf *conn, uint64_t lease_id, int fd)
@@ -442,7 +448,10 @@ int p2pbuf_subscribe(struct p2pbuf *conn, bool all)
 	body.all = all;
 	req.body_case = P2PBUF__REQUEST__BODY_SUBSCRIBE;
 	req.subscribe = &body;
-	return conn_call(conn, &req, NULL, &msg);
+	int r = conn_call(conn, &req, NULL, &msg);
+	if (r == 0)
+		conn_track_subscription(conn, all);
+	return r;
 }
 
 void p2pbuf_status_free(struct p2pbuf_status *status)

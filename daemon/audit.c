@@ -275,3 +275,38 @@ void audit_reload(const char *path, bool ok, const char *summary)
 	else
 		emit(&e, "reload refused, keeping the current policy: %s", summary);
 }
+
+void audit_restart(unsigned adopted, unsigned recorded)
+{
+	struct entry e = { .priority = LOG_NOTICE };
+
+	emit(&e, "restart: took over %u of %u recorded lease(s) from the previous instance",
+	     adopted, recorded);
+}
+
+void audit_restart_dropped(uint64_t id, const char *what, const char *why)
+{
+	struct entry e = { .priority = LOG_WARNING };
+
+	if (id)
+		emit(&e,
+		     "restart: lease %" PRIu64 " on %s not taken over: %s; its device is cycled",
+		     id, what ? what : "(no device)", why);
+	else
+		emit(&e, "restart: parked fd %s closed: %s", what, why);
+}
+
+void audit_restart_refused(const char *why)
+{
+	struct entry e = { .priority = LOG_ERR };
+
+	emit(&e, "restart: %s; every parked fd was closed, its buffers revoked", why);
+}
+
+void audit_reclaimed(const struct peer *p, const struct lease *l)
+{
+	struct entry e = { .priority = LOG_INFO };
+
+	emit(&e, "reclaimed: lease=%" PRIu64 " by uid=%u pid=%d", l->id, (unsigned)p->view.uid,
+	     (int)p->pid);
+}

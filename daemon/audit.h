@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lease.h"
 #include "peer.h"
@@ -21,9 +22,17 @@ void audit_overdue(const struct lease *l, int holders, bool enforced);
 void audit_ended(const struct lease *l);
 void audit_admin_revoke(const struct peer *p, const struct lease *l);
 void audit_reset(const struct peer *p, const struct device *dev);
+void audit_reclaimed(const struct peer *p, const struct lease *l);
 void audit_device_state(const struct device *dev);
 /* ok: the new policy is in place; summary says what changed, or why it was refused. */
 void audit_reload(const char *path, bool ok, const char *summary);
+
+/* At start-up, after a restart: adopted of recorded leases were taken over. */
+void audit_restart(unsigned adopted, unsigned recorded);
+/* A recorded lease (id, 0 for an fd with no record) or parked fd was not taken over. */
+void audit_restart_dropped(uint64_t id, const char *what, const char *why);
+/* The state record was refused: everything parked was closed. */
+void audit_restart_refused(const char *why);
 
 /* Escape text for a log line: printable ASCII stays, anything else becomes \xNN, and at most
  * len - 1 bytes are written. Returns buf. */

@@ -32,10 +32,13 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "persist.h"
 #include "lease.h"
 #include "policy.h"
+#include "probe.h"
 #include "registry.h"
 #include "revoke.h"
+#include "sandbox.h"
 #include "server.h"
 #include "worker.h"
 
@@ -55,6 +58,9 @@ struct daemon_options {
 	uint64_t max_lease_size;      /* bytes; 0: no cap */
 	gid_t socket_group;	      /* (gid_t)-1: as created */
 	mode_t socket_mode;	      /* of a socket the daemon creates itself */
+	enum sandbox_mode sandbox;
+	unsigned fd_store_max;	   /* FileDescriptorStoreMax= of the unit; 0: no parking */
+	uint64_t reclaim_grace_ms; /* how long adopted leases wait for their owners */
 };
 
 struct daemon {
@@ -72,6 +78,10 @@ struct daemon {
 	LIST_HEAD(, session) subscribers; /* sessions that subscribed to events */
 	int64_t started_ms;
 	uint64_t page_size;
+	struct probe_caps caps;	    /* the kernel's, probed at start-up, for Hello and Status */
+	struct persist *persist;    /* parking in the fd store, and the state record */
+	struct inventory *adopting; /* while start-up adopts what the store kept */
+	struct event *ev_grace;	    /* ends the reclaim grace of adopted leases */
 	bool stopping;
 };
 

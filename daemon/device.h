@@ -34,6 +34,15 @@ struct device_info {
 
 struct device_handle; /* a backend's open device */
 
+#define DEVICE_MAX_PARKED 4
+
+/* An fd of an open device whose close would revoke buffers, with what it is ("device",
+ * "group", "container", "iommufd"), for the fd store across a restart. */
+struct parked_fd {
+	const char *role;
+	int fd;
+};
+
 /* A backend. open/close may block (the kernel waits for importers on close) and run on the
  * worker thread; every other operation runs on the event loop and must not block. */
 struct device_ops {
@@ -60,6 +69,18 @@ struct device_ops {
 	/* The same for fds[0..n) at once, into counts[0..n); NULL where a loop over holders()
 	 * costs no more. Returns 0 or -errno (then no count is valid). */
 	int (*holders_many)(struct device_handle *handle, const int *fds, size_t n, int *counts);
+
+	/* The fds that keep the device (and so its buffers) alive, into fds[0..DEVICE_MAX_PARKED)
+	 * (borrowed: they stay the handle's); returns how many. NULL: none to keep (sim). */
+	size_t (*park)(struct device_handle *handle, struct parked_fd *fds);
+
+	/* Take over an open device from fds a previous instance parked (ownership moves to the
+	 * handle on success; on failure the caller still owns and closes them), without
+	 * reopening or resetting it: check that they are the device decl names, re-arm its
+	 * events, read its model. NULL: the backend opens afresh instead (sim). */
+	int (*adopt)(const struct policy_device *decl, struct parked_fd *fds, size_t n,
+		     struct device_handle **ret_handle, struct device_info *ret_info, char *msg,
+		     size_t msglen);
 
 	/* holders() is slow (milliseconds): listings call it only where a lease is being
 	 * revoked, not for every active lease. */

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <sys/random.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,29 @@
 #define MSG_MAX 320
 #define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
 
+/* The probed kernel capabilities as the wire carries them; caps[] holds the four answers. */
+static void fill_caps(const struct probe_caps *pc, P2pbuf__KernelCaps *kc,
+		      P2pbuf__Capability caps[4])
+{
+	const enum probe_answer answers[4] = { pc->iommufd, pc->vfio_cdev, pc->dma_buf_export,
+					       pc->per_buffer_revoke };
+	const char *const reasons[4] = { pc->iommufd_reason, pc->vfio_cdev_reason,
+					 pc->dma_buf_export_reason, pc->per_buffer_revoke_reason };
+
+	p2pbuf__kernel_caps__init(kc);
+	kc->kernel_release = (char *)pc->release;
+	for (int i = 0; i < 4; i++) {
+		p2pbuf__capability__init(&caps[i]);
+		caps[i].has_answer = true;
+		caps[i].answer = (P2pbuf__CapAnswer)answers[i];
+		caps[i].reason = (char *)reasons[i];
+	}
+	kc->iommufd = &caps[0];
+	kc->vfio_cdev = &caps[1];
+	kc->dma_buf_export = &caps[2];
+	kc->per_buffer_revoke = &caps[3];
+}
+
 static void handle_hello(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Hello *h = req->hello;
@@ -26,6 +50,10 @@ static void handle_hello(struct session *c, const P2pbuf__Request *req)
 	hr.major = P2PBUF_PROTO_VERSION_MAJOR;
 	hr.minor = P2PBUF_PROTO_VERSION_MINOR;
 	hr.server_version = (char *)PACKAGE_VERSION;
+	P2pbuf__KernelCaps kc;
+	P2pbuf__Capability caps[4];
+	fill_caps(&c->d->caps, &kc, caps);
+	hr.kernel_caps = &kc;
 	reply.body_case = P2PBUF__REPLY__BODY_HELLO;
 	reply.hello = &hr;
 	if (!h->has_major || h->major != P2PBUF_PROTO_VERSION_MAJOR) {
@@ -321,7 +349,19 @@ static void lease_fill(struct session *c, struct lease *l, const struct export_r
 	lease_attach(&d->leases, l, &c->leases, &x->dev->leases, (int)(x->rule - d->policy->rules));
 }
 
-static void export_reply(struct session *c, uint64_t request_id, const struct lease *l)
+/* Compare tokens in time that does not depend on where they differ. */
+static bool tokens_equal(const uint8_t *a, const uint8_t *b)
+{
+	uint8_t diff = 0;
+
+	for (size_t i = 0; i < WIRE_TOKEN_LEN; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+/* The reply to an Export (with the fd) or to a Reclaim (the client has the fd already). */
+static void export_reply(struct session *c, uint64_t request_id, const struct lease *l,
+			 bool with_fd)
 {
 	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
@@ -331,9 +371,11 @@ static void export_reply(struct session *c, uint64_t request_id, const struct le
 	er.size = l->size;
 	er.generation = l->generation;
 	er.expires_ms = l->expires_ms;
+	er.has_reclaim_token = true;
+	er.reclaim_token = (ProtobufCBinaryData){ sizeof(l->token), (uint8_t *)l->token };
 	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
 	reply.export = &er;
-	conn_reply(c->conn, request_id, 0, NULL, &reply, l->fd);
+	conn_reply(c->conn, request_id, 0, NULL, &reply, with_fd ? l->fd : -1);
 }
 
 static void handle_export(struct session *c, const P2pbuf__Request *req)
@@ -352,14 +394,29 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 		return;
 	}
 	lease_fill(c, l, &x);
-	if (revoke_track(c->d->revoke, l) < 0) {
+	if (getrandom(l->token, sizeof(l->token), 0) != sizeof(l->token) ||
+	    revoke_track(c->d->revoke, l) < 0) {
 		/* Never handed out: nobody holds it, and its owner hears only the error. */
 		lease_delete(&c->d->leases, l);
 		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
 		return;
 	}
+	/* Parked and recorded before the client has it, so that a restart cannot lose it. */
+	r = persist_lease_added(c->d->persist, l);
+	l->parked = r == 0 && persist_enabled(c->d->persist);
+	if (r < 0) {
+		lease_delete(&c->d->leases, l);
+		snprintf(msg, sizeof(msg), "%s",
+			 r == -ENOSPC
+			     ? "the service manager's fd store is full (FileDescriptorStoreMax=)"
+			     : "the lease cannot be kept across a restart");
+		audit_denied(c->peer, "export", e->device, (int)e->bar, r == -ENOSPC ? -EDQUOT : r,
+			     msg);
+		conn_reply(c->conn, req->request_id, r == -ENOSPC ? -EDQUOT : r, msg, NULL, -1);
+		return;
+	}
 	audit_granted(l);
-	export_reply(c, req->request_id, l);
+	export_reply(c, req->request_id, l, true);
 }
 
 /* ---- release, revoke, reset ---- */
@@ -399,6 +456,44 @@ static void handle_release(struct session *c, const P2pbuf__Request *req)
 		l->owner_let_go = true;
 	revoke_release(c->d->revoke, l);
 	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
+}
+
+/* Take back a lease this connection lost (a restart of the daemon, or its own connection):
+ * its user, with its token. A lease another connection holds is not taken from it. */
+static void handle_reclaim(struct session *c, const P2pbuf__Request *req)
+{
+	const P2pbuf__Reclaim *rc = req->reclaim;
+	struct lease *l = lease_find(&c->d->leases, rc->lease_id);
+	char msg[MSG_MAX];
+
+	/* One answer for "no such lease", "not yours" and "wrong token": nothing to probe. */
+	if (!l || l->peer->view.uid != c->peer->view.uid || rc->token.len != sizeof(l->token) ||
+	    !tokens_equal(l->token, rc->token.data)) {
+		snprintf(msg, sizeof(msg), "no lease %" PRIu64 " of yours with that token",
+			 rc->lease_id);
+		conn_reply(c->conn, req->request_id, -ENOENT, msg, NULL, -1);
+		return;
+	}
+	if (l->owner && session_of_lease(l) != c) {
+		snprintf(msg, sizeof(msg), "lease %" PRIu64 " is held by another connection",
+			 rc->lease_id);
+		conn_reply(c->conn, req->request_id, -EBUSY, msg, NULL, -1);
+		return;
+	}
+	if (l->state == LEASE_ENDED) {
+		snprintf(msg, sizeof(msg), "lease %" PRIu64 " has ended", rc->lease_id);
+		conn_reply(c->conn, req->request_id, -ENOENT, msg, NULL, -1);
+		return;
+	}
+	lease_set_owner(l, &c->leases);
+	l->unclaimed = false;
+	l->owner_let_go = false;
+	bool was_revoking = l->state == LEASE_REVOKING;
+	revoke_reclaimed(c->d->revoke, l);
+	if (was_revoking && l->state == LEASE_ACTIVE)
+		persist_lease_revoking(c->d->persist, l, 0); /* active again */
+	audit_reclaimed(c->peer, l);
+	export_reply(c, req->request_id, l, false);
 }
 
 static bool need_admin(struct session *c, const P2pbuf__Request *req, const char *what,
@@ -498,7 +593,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 	}
 	const struct device *dev = l->device;
 	bool count = l->state == LEASE_REVOKING || !registry_holders_costly(dev);
-	pl->holders = count ? registry_holders(dev, l->fd) : -1;
+	pl->holders = count ? lease_user_holders(l, registry_holders(dev, l->fd)) : -1;
 	for (size_t i = 0; i < l->n_ranges; i++) {
 		p2pbuf__range__init(&ranges[i]);
 		ranges[i].has_offset = ranges[i].has_length = true;
@@ -629,6 +724,10 @@ static void handle_status(struct session *c, const P2pbuf__Request *req)
 	sr.devices = (uint32_t)registry_count(d->registry);
 	sr.policy = (char *)d->opt.policy_path;
 	sr.admin = is_admin(c);
+	P2pbuf__KernelCaps kc;
+	P2pbuf__Capability caps[4];
+	fill_caps(&d->caps, &kc, caps);
+	sr.kernel_caps = &kc;
 	reply.body_case = P2PBUF__REPLY__BODY_STATUS;
 	reply.status = &sr;
 	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
@@ -646,6 +745,7 @@ static const handler_fn handlers[] = {
 	[P2PBUF__REQUEST__BODY_RESET] = handle_reset,
 	[P2PBUF__REQUEST__BODY_STATUS] = handle_status,
 	[P2PBUF__REQUEST__BODY_REVOKE] = handle_revoke,
+	[P2PBUF__REQUEST__BODY_RECLAIM] = handle_reclaim,
 };
 
 void handle_request(struct session *c, const P2pbuf__Request *req)

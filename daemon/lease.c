@@ -45,12 +45,20 @@ void lease_table_fini(struct lease_table *t)
 
 int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease)
 {
+	return lease_new_id(t, t->next_id, n_ranges, ret_lease);
+}
+
+int lease_new_id(struct lease_table *t, uint64_t id, size_t n_ranges, struct lease **ret_lease)
+{
 	if (t->count >= t->cap)
 		return -EDQUOT;
+	if (id < t->next_id || id == 0)
+		return -EINVAL;
 	struct lease *l = calloc(1, sizeof(*l) + n_ranges * sizeof(l->ranges[0]));
 	if (!l)
 		return -ENOMEM;
-	l->id = t->next_id++;
+	l->id = id;
+	t->next_id = id + 1;
 	l->state = LEASE_ACTIVE;
 	l->fd = -1;
 	l->rule = l->next_rule = -1;
@@ -86,6 +94,14 @@ void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owne
 	l->rule = rule;
 	if (rule >= 0 && (size_t)rule < t->n_rules)
 		t->rule_leases[rule]++;
+}
+
+void lease_set_owner(struct lease *l, struct lease_set *owner)
+{
+	lease_forget_owner(l);
+	LIST_INSERT_HEAD(&owner->list, l, by_owner);
+	owner->n++;
+	l->owner = owner;
 }
 
 void lease_forget_owner(struct lease *l)
@@ -164,6 +180,11 @@ bool lease_end(struct lease *l, int reason)
 		l->reason = reason;
 	l->state = LEASE_ENDED;
 	return true;
+}
+
+int lease_user_holders(const struct lease *l, int counted)
+{
+	return l->parked && counted > 0 ? counted - 1 : counted;
 }
 
 bool lease_deadline_passed(const struct lease *l, int64_t now_ms)

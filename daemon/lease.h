@@ -49,6 +49,7 @@ struct lease {
 	int next_rule;	     /* scratch for a policy reload: the rule that allows it next */
 	char rule_where[64]; /* "file:line" of that rule */
 	char label[LEASE_LABEL_MAX + 1];
+	uint8_t token[16];	     /* proves ownership in a Reclaim (WIRE_TOKEN_LEN) */
 	int64_t created_ms;	     /* CLOCK_REALTIME */
 	int64_t expires_ms;	     /* CLOCK_REALTIME, 0: no TTL */
 	int64_t expires_mono;	     /* the same on CLOCK_MONOTONIC, 0: no TTL */
@@ -56,6 +57,8 @@ struct lease {
 	size_t ttl_slot;	     /* the revocation engine's: its place in the TTL heap, +1 */
 	bool lingering;		     /* revoking past its deadline, not enforced */
 	bool owner_let_go;	     /* its exporting connection released it: it needs no events */
+	bool unclaimed;		     /* adopted after a restart, not yet reclaimed by its owner */
+	bool parked;		     /* the service manager's fd store holds a copy of the buffer */
 	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
@@ -86,12 +89,18 @@ void lease_table_fini(struct lease_table *t);
  * -EDQUOT when the table is full. fd is -1 until the caller stores the buffer. */
 int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease);
 
+/* The same with a given id, above every id so far (leases adopted after a restart). */
+int lease_new_id(struct lease_table *t, uint64_t id, size_t n_ranges, struct lease **ret_lease);
+
 /* The lease with this id, or NULL. */
 struct lease *lease_find(const struct lease_table *t, uint64_t id);
 
 /* Link l into its owner's and its device's sets and count it against rule (or -1). */
 void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owner,
 		  struct lease_set *on_dev, int rule);
+
+/* Give l a new owner (a Reclaim), taking it off any old one. */
+void lease_set_owner(struct lease *l, struct lease_set *owner);
 
 /* Take l off its owner's set (the connection went away); it stays on its device. */
 void lease_forget_owner(struct lease *l);
@@ -113,6 +122,10 @@ void lease_reactivate(struct lease *l);
 /* -> ended with reason (kept if the lease was already revoking for another reason). Returns
  * true if the state changed. */
 bool lease_end(struct lease *l, int reason);
+
+/* References to l's buffer held by its users, from the backend's count (which includes the
+ * copy parked in the service manager's fd store, not a user's). */
+int lease_user_holders(const struct lease *l, int counted);
 
 /* Whether a revoking lease's deadline has passed at now_ms. */
 bool lease_deadline_passed(const struct lease *l, int64_t now_ms);

@@ -10,19 +10,21 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
 	daemon/peer.c daemon/peer.h \
+	daemon/persist.c daemon/persist.h \
 	daemon/policy.c daemon/policy.h daemon/policy-load.c \
 	daemon/range.h \
 	daemon/registry.c daemon/registry.h \
 	daemon/revoke.c daemon/revoke.h \
+	daemon/sandbox.c daemon/sandbox.h \
 	daemon/server.c daemon/server.h \
 	daemon/session.c daemon/session.h \
 	daemon/sim.c \
 	daemon/vfio.c daemon/vfio-uapi.h \
 	daemon/worker.c daemon/worker.h
 daemon_libp2pbufd_core_la_CFLAGS = $(AM_CFLAGS) $(PROTOBUF_C_CFLAGS) $(EVENT_CFLAGS) \
-	$(SYSTEMD_CFLAGS) -pthread
+	$(SYSTEMD_CFLAGS) $(SECCOMP_CFLAGS) -pthread
 daemon_libp2pbufd_core_la_LIBADD = proto/libwire.la $(EVENT_LIBS) $(SYSTEMD_LIBS) \
-	$(PROTOBUF_C_LIBS) -lpthread
+	$(SECCOMP_LIBS) $(PROTOBUF_C_LIBS) -lpthread
 
 sbin_PROGRAMS += daemon/p2pbufd
 dist_man_MANS += daemon/p2pbufd.8

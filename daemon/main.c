@@ -24,33 +24,41 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: p2pbufd [OPTIONS]\n"
-		"Hand out dma-buf fds for ranges of PCI BARs to local clients, under a policy.\n\n"
-		"  -p, --policy FILE              policy file (default " P2PBUF_POLICY_PATH ")\n"
-		"  -s, --socket PATH              listen on PATH (default: the socket systemd\n"
-		"                                 passes, else " P2PBUF_SOCKET_PATH ")\n"
-		"      --socket-group GROUP       group of a socket p2pbufd creates (default: its\n"
-		"                                 own)\n"
-		"      --socket-mode MODE         its mode, in octal (default 0660)\n"
-		"      --check-policy             parse the policy, report, and exit\n"
-		"      --max-clients N            connections at once (default 256)\n"
-		"      --max-clients-per-user N   connections of one uid (default: a quarter of\n"
-		"                                 --max-clients)\n"
-		"      --max-leases N             leases in the whole daemon (default 4096)\n"
-		"      --max-leases-per-user N    leases of one uid (default: a quarter of\n"
-		"                                 --max-leases)\n"
-		"      --max-leases-per-client N  leases per connection (default 64)\n"
-		"      --hello-timeout DURATION   drop a client that has not said Hello by then\n"
-		"                                 (default 10s; 0: never)\n"
-		"      --max-queued-bytes SIZE    output queued for all clients together\n"
-		"                                 (default 64M)\n"
-		"      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
-		"(default: none)\n"
-		"  -v, --verbose                  log debug messages\n"
-		"  -q, --quiet                    log warnings and errors only\n"
-		"  -h, --help                     show this help\n"
-		"  -V, --version                  show the version\n");
+	fprintf(
+	    f,
+	    "Usage: p2pbufd [OPTIONS]\n"
+	    "Hand out dma-buf fds for ranges of PCI BARs to local clients, under a policy.\n\n"
+	    "  -p, --policy FILE              policy file (default " P2PBUF_POLICY_PATH ")\n"
+	    "  -s, --socket PATH              listen on PATH (default: the socket systemd\n"
+	    "                                 passes, else " P2PBUF_SOCKET_PATH ")\n"
+	    "      --fd-store N               park buffers and devices in systemd's fd store,\n"
+	    "                                 which keeps N fds (FileDescriptorStoreMax=), so\n"
+	    "                                 that a restart revokes nothing (default: $FDSTORE,\n"
+	    "                                 else 0: off)\n"
+	    "      --reclaim-grace TIME       how long leases taken over after a restart wait\n"
+	    "                                 for their owners to reclaim them (default 5s)\n"
+	    "      --socket-group GROUP       group of a socket p2pbufd creates (default: its\n"
+	    "                                 own)\n"
+	    "      --socket-mode MODE         its mode, in octal (default 0660)\n"
+	    "      --check-policy             parse the policy, report, and exit\n"
+	    "      --max-clients N            connections at once (default 256)\n"
+	    "      --max-clients-per-user N   connections of one uid (default: a quarter of\n"
+	    "                                 --max-clients)\n"
+	    "      --max-leases N             leases in the whole daemon (default 4096)\n"
+	    "      --max-leases-per-user N    leases of one uid (default: a quarter of\n"
+	    "                                 --max-leases)\n"
+	    "      --max-leases-per-client N  leases per connection (default 64)\n"
+	    "      --hello-timeout DURATION   drop a client that has not said Hello by then\n"
+	    "                                 (default 10s; 0: never)\n"
+	    "      --max-queued-bytes SIZE    output queued for all clients together\n"
+	    "                                 (default 64M)\n"
+	    "      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
+	    "(default: none)\n"
+	    "      --sandbox=enforce|log|off  seccomp filter once started (default enforce)\n"
+	    "  -v, --verbose                  log debug messages\n"
+	    "  -q, --quiet                    log warnings and errors only\n"
+	    "  -h, --help                     show this help\n"
+	    "  -V, --version                  show the version\n");
 }
 
 static int parse_count(const char *opt, const char *s, unsigned *ret)
@@ -77,8 +85,11 @@ enum {
 	OPT_HELLO_TIMEOUT,
 	OPT_MAX_QUEUED_BYTES,
 	OPT_MAX_LEASE_SIZE,
+	OPT_FD_STORE,
+	OPT_RECLAIM_GRACE,
 	OPT_SOCKET_GROUP,
 	OPT_SOCKET_MODE,
+	OPT_SANDBOX,
 };
 
 static int parse_duration(const char *opt, const char *s, uint64_t *ret)
@@ -105,6 +116,18 @@ static int parse_size(const char *opt, const char *s, uint64_t *ret)
 	}
 	*ret = v;
 	return 0;
+}
+
+/* systemd 254 and later say how many fds the unit's store keeps (FileDescriptorStoreMax=)
+ * in $FDSTORE; older ones are told with --fd-store. */
+static unsigned fd_store_default(void)
+{
+	const char *s = getenv("FDSTORE");
+	uint64_t v;
+
+	if (!s || s[strspn(s, "0123456789")] || units_parse_size_str(s, &v) < 0 || v > 1000000)
+		return 0;
+	return (unsigned)v;
 }
 
 /* A group name or number, resolved now: the daemon may not see the user database later. */
@@ -161,8 +184,11 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		{ "hello-timeout", required_argument, NULL, OPT_HELLO_TIMEOUT },
 		{ "max-queued-bytes", required_argument, NULL, OPT_MAX_QUEUED_BYTES },
 		{ "max-lease-size", required_argument, NULL, OPT_MAX_LEASE_SIZE },
+		{ "fd-store", required_argument, NULL, OPT_FD_STORE },
+		{ "reclaim-grace", required_argument, NULL, OPT_RECLAIM_GRACE },
 		{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
 		{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+		{ "sandbox", required_argument, NULL, OPT_SANDBOX },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -173,6 +199,8 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 
 	*o = (struct daemon_options){ .policy_path = P2PBUF_POLICY_PATH,
 				      .socket_group = (gid_t)-1,
+				      .fd_store_max = fd_store_default(),
+				      .reclaim_grace_ms = 5000,
 				      .socket_mode = 0660,
 				      .max_clients = 256,
 				      .max_leases = 4096,
@@ -213,6 +241,18 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		case OPT_MAX_QUEUED_BYTES:
 			r = parse_size("--max-queued-bytes", optarg, &o->max_queued_bytes);
 			break;
+		case OPT_FD_STORE:
+			r = parse_count("--fd-store", optarg, &o->fd_store_max);
+			break;
+		case OPT_RECLAIM_GRACE:
+			if (units_parse_duration_str(optarg, &o->reclaim_grace_ms) < 0) {
+				fprintf(stderr,
+					"p2pbufd: --reclaim-grace: \"%s\" is not a duration (e.g. "
+					"5s, 1500ms)\n",
+					optarg);
+				r = -EINVAL;
+			}
+			break;
 		case OPT_SOCKET_GROUP:
 			r = parse_group(optarg, &o->socket_group);
 			break;
@@ -224,6 +264,14 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 				fprintf(stderr,
 					"p2pbufd: --max-lease-size: \"%s\" is not a size (bytes, "
 					"or a number with K, M, G or T)\n",
+					optarg);
+				r = -EINVAL;
+			}
+			break;
+		case OPT_SANDBOX:
+			if (sandbox_parse_mode(optarg, &o->sandbox) < 0) {
+				fprintf(stderr,
+					"p2pbufd: --sandbox: \"%s\" is not enforce, log or off\n",
 					optarg);
 				r = -EINVAL;
 			}
@@ -413,6 +461,9 @@ static int run(struct daemon *d, struct event_base *base)
 		r = setup_signals(d, &sigs);
 	if (r == 0)
 		r = setup_watchdog(d, &sigs);
+	/* Last, once sockets, policy, the worker thread and the devices are set up. */
+	if (r == 0)
+		r = sandbox_apply(d->opt.sandbox);
 	if (r < 0) {
 		sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
 		daemon_stop(d);

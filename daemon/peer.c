@@ -42,3 +42,21 @@ void peer_describe(const struct peer *p, char *buf, size_t len)
 		n += snprintf(buf + n, len - n, "%s%u", i ? "," : " groups ",
 			      (unsigned)p->view.groups[i]);
 }
+
+/* The system unit a cgroup v2 path lies in: its first component that is not a slice
+ * ("/system.slice/spdk-tgt.service" gives "spdk-tgt.service"; a user's session or service
+ * gives "session-2.scope" or "user@1000.service"), or NULL. */
+char *peer_unit_of_cgroup(const char *path)
+{
+	while (*path == '/')
+		path++;
+	while (*path && *path != '\n') {
+		size_t n = strcspn(path, "/\n");
+		if (n > 6 && strncmp(path + n - 6, ".slice", 6) != 0)
+			return strndup(path, n);
+		path += n;
+		while (*path == '/')
+			path++;
+	}
+	return NULL;
+}

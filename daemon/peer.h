@@ -20,5 +20,9 @@ struct peer *peer_new(uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size
 struct peer *peer_ref(struct peer *p);
 /* Drop a reference; the last one frees. Accepts NULL. */
 void peer_unref(struct peer *p);
+/* The system unit a cgroup v2 path (the "0::" line of /proc/PID/cgroup) lies in: its first
+ * component that is not a slice, malloc'd, or NULL. */
+char *peer_unit_of_cgroup(const char *path);
+
 /* "uid 1000 gid 1000 groups 4,27" for messages and logs. */
 void peer_describe(const struct peer *p, char *buf, size_t len);

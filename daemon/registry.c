@@ -91,6 +91,8 @@ static int device_open(const struct device *dev, struct device_handle **ret_hand
 /* After a successful open: watch its events, or close it again and fail. */
 static void install(struct device *dev, struct device_handle *handle, const char *msg)
 {
+	const struct registry_callbacks *cb = &dev->reg->cb;
+
 	dev->handle = handle;
 	if (watch(dev) < 0) {
 		/* Freshly opened: nothing was exported, so the close waits on no importer. */
@@ -102,6 +104,38 @@ static void install(struct device *dev, struct device_handle *handle, const char
 		return;
 	}
 	set_state(dev, STATE_READY, msg);
+	if (cb->opened)
+		cb->opened(cb->ctx, dev);
+}
+
+/* Take over what a previous instance kept of dev: its open fds (the backend checks they are
+ * dev's), or, for a backend with nothing to keep (sim), just its generation. Anything that
+ * does not fit is closed, which revokes its buffers: the device then opens afresh. */
+static bool adopt(struct registry *reg, struct device *dev, struct device_handle **ret_handle,
+		  char *msg, size_t msglen)
+{
+	const struct registry_callbacks *cb = &reg->cb;
+	struct parked_fd fds[DEVICE_MAX_PARKED];
+	uint32_t generation = 0;
+	ssize_t n = cb->kept ? cb->kept(cb->ctx, dev, fds, &generation) : -1;
+	int r = -ENOENT;
+
+	if (n < 0)
+		return false;
+	msg[0] = '\0';
+	if (dev->ops->adopt && n > 0)
+		r = dev->ops->adopt(&dev->decl, fds, (size_t)n, ret_handle, &dev->info, msg,
+				    msglen);
+	else if (!dev->ops->park && n == 0)
+		r = device_open(dev, ret_handle, &dev->info, msg, msglen);
+	if (r < 0) {
+		for (ssize_t i = 0; i < n; i++)
+			close(fds[i].fd);
+		return false;
+	}
+	dev->generation = generation;
+	dev->adopted = true;
+	return true;
 }
 
 static void open_at_start(struct registry *reg, struct device *dev,
@@ -115,7 +149,9 @@ static void open_at_start(struct registry *reg, struct device *dev,
 	dev->ops = backend(decl);
 	LIST_INIT(&dev->leases.list);
 	LIST_INIT(&dev->waiters);
-	if (device_open(dev, &handle, &dev->info, msg, sizeof(msg)) < 0)
+	if (adopt(reg, dev, &handle, msg, sizeof(msg)))
+		install(dev, handle, msg);
+	else if (device_open(dev, &handle, &dev->info, msg, sizeof(msg)) < 0)
 		set_state(dev, STATE_FAILED, msg); /* the others are still served */
 	else
 		install(dev, handle, msg);
@@ -306,6 +342,14 @@ static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, 
 	worker_submit(dev->reg->worker, &dev->job);
 }
 
+static void closing(struct device *dev)
+{
+	const struct registry_callbacks *cb = &dev->reg->cb;
+
+	if (cb->closing && dev->handle)
+		cb->closing(cb->ctx, dev);
+}
+
 static void buffers_dying(struct device *dev, int reason)
 {
 	const struct registry_callbacks *cb = &dev->reg->cb;
@@ -323,6 +367,7 @@ static int cycle(struct device *dev, int reason, const char *why)
 	unwatch(dev);
 	/* Holders hear that their leases ended before the buffers die, so nobody is surprised. */
 	buffers_dying(dev, reason);
+	closing(dev);
 	set_state(dev, STATE_CYCLING, why);
 	report(dev);
 	submit(dev, cycle_run, cycle_done);
@@ -357,6 +402,8 @@ void registry_device_gone(struct device *dev, const char *why)
 		return;
 	unwatch(dev);
 	buffers_dying(dev, P2PBUF__REASON__REASON_DEVICE_GONE);
+	if (!dev->cycling)
+		closing(dev);
 	set_state(dev, STATE_GONE, why);
 	report(dev);
 	if (dev->cycling)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include <event2/event.h>
 
@@ -37,6 +38,7 @@ struct device {
 	struct event *ev_req; /* removal */
 	struct event *ev_err; /* error */
 	bool cycling;	      /* a worker job (cycle or close) is under way */
+	bool adopted;	      /* taken over open from a previous instance (its buffers live) */
 	LIST_HEAD(, reset_waiter) waiters;
 	/* The worker's: written by the job, read by its completion on the loop. */
 	struct worker_job job;
@@ -54,6 +56,14 @@ struct registry_callbacks {
 	void (*buffers_dying)(void *ctx, struct device *dev, int reason);
 	/* A reset waiter's answer: error 0 when the device is ready again. */
 	void (*answer)(void *ctx, void *token, uint64_t request_id, int error, const char *msg);
+	/* dev is open (its handle is new): its fds may be parked. */
+	void (*opened)(void *ctx, const struct device *dev);
+	/* dev's fds are about to close. */
+	void (*closing)(void *ctx, const struct device *dev);
+	/* At start-up: the fds a previous instance parked for dev and the generation it had;
+	 * returns how many fds (moved to the registry), or -1 when nothing of dev was kept. */
+	ssize_t (*kept)(void *ctx, const struct device *dev, struct parked_fd *fds,
+			uint32_t *ret_generation);
 	void *ctx;
 };
 

@@ -193,7 +193,7 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 	}
 	if (l->state != LEASE_ACTIVE)
 		return; /* already on its way out: the first reason stands */
-	if (registry_holders(l->device, l->fd) == 0)
+	if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0)
 		revoke_end(rv, l, reason);
 	else
 		begin(rv, l, reason);
@@ -201,10 +201,30 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 
 static void let_go(struct revoke *rv, struct lease *l, int reason)
 {
-	if (registry_holders(l->device, l->fd) == 0)
+	if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0)
 		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
 	else if (l->state == LEASE_ACTIVE)
 		begin(rv, l, reason);
+}
+
+void revoke_resume(struct revoke *rv, struct lease *l, int reason, int64_t deadline_ms,
+		   bool lingering)
+{
+	if (!lease_begin_revoke(l, reason, 0, 0))
+		return;
+	l->deadline_ms = deadline_ms;
+	l->lingering = lingering;
+	LIST_INSERT_HEAD(&rv->revoking, l, revoking);
+	rv->n_revoking++;
+	arm_tick(rv);
+}
+
+void revoke_reclaimed(struct revoke *rv, struct lease *l)
+{
+	if (l->state != LEASE_REVOKING || l->reason != REASON(OWNER_DISCONNECTED))
+		return;
+	unlist(rv, l);
+	lease_reactivate(l);
 }
 
 void revoke_release(struct revoke *rv, struct lease *l)
@@ -316,6 +336,8 @@ static void count_batch(struct revoke *rv, size_t n)
 		}
 		registry_holders_many(rv->batch[i]->device, rv->fds + i, end - i, rv->counts + i);
 	}
+	for (size_t i = 0; i < n; i++)
+		rv->counts[i] = lease_user_holders(rv->batch[i], rv->counts[i]);
 }
 
 /* Gather the leases of a list into the batch; -ENOMEM leaves the caller to go one by one. */

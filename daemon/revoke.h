@@ -59,6 +59,14 @@ void revoke_release(struct revoke *rv, struct lease *l);
 /* l's exporting connection went away: the same as a release, with reason owner-disconnected. */
 void revoke_owner_gone(struct revoke *rv, struct lease *l);
 
+/* An adopted lease that was revoking before the restart goes on revoking: reason, deadline
+ * (monotonic) and lingering as recorded. */
+void revoke_resume(struct revoke *rv, struct lease *l, int reason, int64_t deadline_ms,
+		   bool lingering);
+/* Its owner reclaimed l: a lease that lingered only because its owner had gone is active
+ * again. */
+void revoke_reclaimed(struct revoke *rv, struct lease *l);
+
 /* Every lease of a closed connection's set, counted in one batch. */
 void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases);
 

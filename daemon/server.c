@@ -13,7 +13,6 @@
 #include <sys/syscall.h>
 
 #include <systemd/sd-daemon.h>
-#include <systemd/sd-login.h>
 
 #include "clock.h"
 #include "log.h"
@@ -93,6 +92,25 @@ static void on_write(evutil_socket_t fd, short what, void *arg);
 #define SO_PEERPIDFD 77 /* Linux 6.5 */
 #endif
 
+/* Read /proc/PID/cgroup's unified line ourselves: libsystemd's lookup probes the cgroup
+ * file system with calls that the sandbox does not allow. */
+static char *pid_unit(pid_t pid)
+{
+	char path[64], buf[4096];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+		return NULL;
+	buf[n] = '\0';
+	for (char *line = buf; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+		if (strncmp(line, "0::", 3) == 0)
+			return peer_unit_of_cgroup(line + 3);
+	return NULL;
+}
+
 /* The systemd unit of the peer, from its cgroup, or NULL. With SO_PEERPIDFD the answer is
  * kept only if the process is still alive after the lookup, so that a pid reused in between
  * cannot lend its unit; without it (older kernels) the peer is connected and so alive at
@@ -105,8 +123,7 @@ static char *peer_unit(int fd, pid_t pid)
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
 		pidfd = -1;
-	if (sd_pid_get_unit(pid, &unit) < 0)
-		unit = NULL;
+	unit = pid_unit(pid);
 	if (pidfd >= 0) {
 		if (unit && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0) {
 			free(unit);
@@ -836,22 +853,17 @@ static int listen_on_path(struct server *s, const char *path)
 
 static int take_listener(struct server *s)
 {
-	int n = sd_listen_fds(1);
 	int r;
 
-	if (n < 0)
-		return n;
-	if (n > 1)
-		return -E2BIG;
-	if (n == 1 && !s->opt.socket_path) {
-		s->listen_fd = SD_LISTEN_FDS_START;
-		if (sd_is_socket_unix(s->listen_fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0)
-			return -ENOTSOCK;
+	if (s->opt.listen_fd >= 0 && !s->opt.socket_path) {
+		s->listen_fd = s->opt.listen_fd;
 		if (fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK) < 0)
 			return -errno;
 		log_info("listening on the socket systemd passed");
 		return 0;
 	}
+	if (s->opt.listen_fd >= 0)
+		close(s->opt.listen_fd); /* --socket wins over the socket unit */
 	const char *path = s->opt.socket_path ? s->opt.socket_path : P2PBUF_SOCKET_PATH;
 	/* Under systemd RuntimeDirectory= makes it; started by hand, the daemon does. */
 	if (!s->opt.socket_path && mkdir(P2PBUF_RUNTIME_DIR, 0755) < 0 && errno != EEXIST)

@@ -65,6 +65,7 @@ struct server_options {
 					  the client with the largest queue is dropped */
 	gid_t socket_group;	       /* (gid_t)-1: leave the group as created */
 	mode_t socket_mode;	       /* of a socket the daemon creates itself */
+	int listen_fd;		       /* the socket systemd passed (owned from now on), or -1 */
 };
 
 /* Listen (or take the socket systemd passed) and serve connections on base. */

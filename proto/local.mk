@@ -1,12 +1,14 @@
 # The wire schema, the framing both sides share, and the helpers both sides link: the size
-# and duration grammar (units), the clocks, the cleanup macros. The protobuf-c code is
+# and duration grammar (units), the clocks, the cleanup macros, and the kernel and PCI probes
+# (probe, pcisys, p2ppath over sysroot) that the daemon's KernelCaps and the CLI's doctor use. The protobuf-c code is
 # generated at build time, never committed.
 
 # libcommon: what every program of the project links, the daemon, libp2pbuf and the CLI
 # alike; no protobuf in it.
 noinst_LTLIBRARIES += proto/libcommon.la
 proto_libcommon_la_SOURCES = proto/units.c proto/units.h proto/clock.c proto/clock.h \
-	proto/macro.h
+	proto/macro.h proto/sysroot.c proto/sysroot.h proto/probe.c proto/probe.h \
+	proto/probe-uapi.h proto/pcisys.c proto/pcisys.h proto/p2ppath.c proto/p2ppath.h
 proto_libcommon_la_CFLAGS = $(AM_CFLAGS) -fPIC
 
 noinst_LTLIBRARIES += proto/libwire.la

@@ -413,6 +413,13 @@ int wire_check_request(const P2pbuf__Request *req, const char **ret_why)
 			r = -EINVAL;
 		}
 		break;
+	case P2PBUF__REQUEST__BODY_RECLAIM:
+		if (!req->reclaim->has_lease_id || !req->reclaim->has_token ||
+		    req->reclaim->token.len != WIRE_TOKEN_LEN) {
+			why = "reclaim: needs a lease id and its token";
+			r = -EINVAL;
+		}
+		break;
 	case P2PBUF__REQUEST__BODY__NOT_SET:
 		why = "request has no body (unknown request type?)";
 		r = -EOPNOTSUPP;
@@ -444,6 +451,7 @@ static const char *const reason_names[] = {
 	[P2PBUF__REASON__REASON_TTL] = "ttl",
 	[P2PBUF__REASON__REASON_OWNER_DISCONNECTED] = "owner-disconnected",
 	[P2PBUF__REASON__REASON_SHUTDOWN] = "shutdown",
+	[P2PBUF__REASON__REASON_RESTART] = "restart",
 };
 
 static const char *const device_state_names[] = {

@@ -14,6 +14,7 @@
 #define WIRE_MAX_RANGES 64    /* ranges in one Export */
 #define WIRE_MAX_STRING 256   /* bytes in any request string (device, label, name) */
 #define WIRE_MAX_NAME 64      /* bytes in a device name */
+#define WIRE_TOKEN_LEN 16     /* bytes in a reclaim token */
 
 /* Send one record of len bytes with nfds fds attached (nfds <= WIRE_MAX_FDS). Never raises
  * SIGPIPE. Returns 0, -EAGAIN when the socket is full (nothing was sent), or -errno. */

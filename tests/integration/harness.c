@@ -198,6 +198,45 @@ static void pass_socket(int sfd)
 	setenv("LISTEN_PID", pid, 1);
 }
 
+/* Valgrind implements no seccomp(2), so the daemon could not install its filter (and
+ * valgrind's own system calls would have to pass it): under valgrind it runs with
+ * --sandbox=off, and every other run is checked to be sandboxed. */
+static bool under_valgrind(void)
+{
+	const char *wrap = getenv("P2PBUF_TEST_WRAPPER");
+
+	return wrap && strstr(wrap, "valgrind");
+}
+
+static bool has_arg(const char *const *args, const char *arg)
+{
+	for (; args && *args; args++)
+		if (strcmp(*args, arg) == 0)
+			return true;
+	return false;
+}
+
+/* The daemon, once serving, runs under its seccomp filter (Seccomp: 2 is filter mode) with
+ * no-new-privs, unless this run turned the sandbox off. */
+static void assert_sandboxed(const struct harness *h, const char *const *extra)
+{
+	bool want = !under_valgrind() && !has_arg(extra, "--sandbox=off");
+	char path[64], line[256];
+	int seccomp = -1, nnp = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)h->pid);
+	FILE *f = fopen(path, "re");
+	ck_assert_msg(f, "cannot read %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "Seccomp: %d", &seccomp);
+		sscanf(line, "NoNewPrivs: %d", &nnp);
+	}
+	fclose(f);
+	ck_assert_msg(seccomp == (want ? 2 : 0) && nnp == (want ? 1 : 0),
+		      "p2pbufd: Seccomp %d, NoNewPrivs %d; expected %d and %d (see %s/daemon.log)",
+		      seccomp, nnp, want ? 2 : 0, want ? 1 : 0, h->dir);
+}
+
 static void exec_daemon(struct harness *h, const char *const *extra, int sfd)
 {
 	const char *argv[32] = { daemon_path(), "--policy", h->policy, "--socket", h->socket };
@@ -206,6 +245,8 @@ static void exec_daemon(struct harness *h, const char *const *extra, int sfd)
 
 	for (; extra && *extra && n < 30; extra++)
 		argv[n++] = *extra;
+	if (under_valgrind())
+		argv[n++] = "--sandbox=off";
 	argv[n] = NULL;
 	/* The daemon's log goes to a file in the test directory, shown when a test fails. */
 	snprintf(log, sizeof(log), "%s/daemon.log", h->dir);
@@ -269,6 +310,7 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 			/* The probe connection must be gone before the baseline is taken. */
 			sleep_ms(50);
 			h->baseline_fds = harness_count_fds(h->pid);
+			assert_sandboxed(h, extra_args);
 			return;
 		}
 		int status;

@@ -13,9 +13,16 @@ tests_integration_test_revoke_SOURCES = tests/integration/test-revoke.c \
 tests_integration_test_revoke_CFLAGS = $(tests_integration_test_daemon_CFLAGS)
 tests_integration_test_revoke_LDADD = $(tests_integration_test_daemon_LDADD)
 
+check_PROGRAMS += tests/integration/test-restart
+tests_integration_test_restart_SOURCES = tests/integration/test-restart.c
+tests_integration_test_restart_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_integration_test_restart_LDADD = client/libp2pbuf.la $(CHECK_LIBS)
+
 integration_tests = tests/integration/test-daemon tests/integration/test-revoke \
-	tests/integration/test-cli.sh tests/check-format.sh tests/check-layers.sh \
-	tests/integration/test-service.sh
+	tests/integration/test-restart \
+	tests/integration/test-cli.sh tests/integration/test-doctor.sh tests/check-format.sh \
+	tests/check-layers.sh tests/integration/test-service.sh
 TESTS += $(integration_tests)
 EXTRA_DIST += tests/integration/test-cli.sh tests/check-format.sh tests/check-layers.sh \
-	tests/integration/test-service.sh
+	tests/integration/test-service.sh tests/integration/test-doctor.sh \
+	tests/integration/doctor-tree.py

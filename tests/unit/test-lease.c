@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lease.h"
+#include "peer.h"
 
 #define REASON_RELEASED 1
 #define REASON_ADMIN 6
@@ -442,6 +443,35 @@ START_TEST(test_swap_rules)
 }
 END_TEST
 
+/* A peer's unit from its cgroup line, as /proc/PID/cgroup gives it. */
+START_TEST(test_unit_of_cgroup)
+{
+	static const struct {
+		const char *path, *unit;
+	} cases[] = {
+		{ "/system.slice/spdk-tgt.service\n", "spdk-tgt.service" },
+		{ "/system.slice/spdk-tgt.service/sub\n", "spdk-tgt.service" },
+		{ "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service\n",
+		  "user@1000.service" },
+		{ "/user.slice/user-1000.slice/session-2.scope", "session-2.scope" },
+		{ "/\n", NULL },
+		{ "/system.slice\n", NULL },
+		{ "", NULL },
+		{ "//init.scope\n0::/other.service", "init.scope" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *u = peer_unit_of_cgroup(cases[i].path);
+		if (cases[i].unit)
+			ck_assert_msg(u && strcmp(u, cases[i].unit) == 0, "%s: got %s",
+				      cases[i].path, u ? u : "(null)");
+		else
+			ck_assert_msg(!u, "%s: got %s", cases[i].path, u);
+		free(u);
+	}
+}
+END_TEST
+
 /* ---- state machine ---- */
 
 START_TEST(test_begin_revoke)
@@ -567,6 +597,7 @@ static Suite *lease_suite(void)
 	tcase_add_test(tc, test_delete_partly_linked);
 	tcase_add_test(tc, test_fini_with_leases);
 	tcase_add_test(tc, test_swap_rules);
+	tcase_add_test(tc, test_unit_of_cgroup);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("state");

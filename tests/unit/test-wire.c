@@ -896,14 +896,15 @@ END_TEST
 START_TEST(test_reason_names)
 {
 	static const char *const want[] = {
-		"unspecified", "released", "reset", "device-gone",	  "device-cycle",
-		"policy",      "admin",	   "ttl",   "owner-disconnected", "shutdown",
+		"unspecified",	      "released", "reset",   "device-gone",
+		"device-cycle",	      "policy",	  "admin",   "ttl",
+		"owner-disconnected", "shutdown", "restart",
 	};
 
 	for (int i = 0; i < (int)(sizeof(want) / sizeof(want[0])); i++)
 		ck_assert_str_eq(wire_reason_name(i), want[i]);
 	ck_assert_str_eq(wire_reason_name(P2PBUF__REASON__REASON_DEVICE_GONE), "device-gone");
-	ck_assert_str_eq(wire_reason_name(10), "unknown");
+	ck_assert_str_eq(wire_reason_name(11), "unknown");
 	ck_assert_str_eq(wire_reason_name(-1), "unknown");
 	ck_assert_str_eq(wire_reason_name(INT_MAX), "unknown");
 	ck_assert_str_eq(wire_reason_name(INT_MIN), "unknown");

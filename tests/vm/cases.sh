@@ -56,82 +56,6 @@ mkdir -p "$W" /run/p2pbufd
 
 # ---- helpers ----
 
-# expect_eq NAME WHAT EXPECTED GOT: PASS, or FAIL saying what was expected and what came.
-expect_eq() {
-	if [ "$3" = "$4" ]; then
-		pass "$1"
-	else
-		fail "$1" "$2: expected '$3', got '$4'"
-	fi
-}
-
-# jget FILE EXPR...: the values at each EXPR (see vm-importer json) of the JSON in FILE, on one
-# line; "" for a value that does not exist, and a non-zero exit status.
-jget() {
-	_jf=$1
-	shift
-	vm-importer json "$@" <"$_jf" 2>/dev/null
-}
-
-# wait_file FILE SECONDS: wait until FILE exists.
-wait_file() {
-	_i=0
-	while [ ! -e "$1" ]; do
-		[ "$_i" -ge $(($2 * 10)) ] && return 1
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-}
-
-# wait_grep FILE REGEX SECONDS: wait until FILE has a line matching REGEX.
-wait_grep() {
-	_i=0
-	until grep -q -e "$2" "$1" 2>/dev/null; do
-		[ "$_i" -ge $(($3 * 10)) ] && return 1
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-}
-
-# spawn NAME CMD...: run CMD in the background, output in $W/NAME.out, its pid in
-# $W/NAME.pid (there when spawn returns), its exit status in $W/NAME.rc once it has ended.
-spawn() {
-	_sn=$1
-	shift
-	rm -f "$W/$_sn.rc" "$W/$_sn.pid" "$W/$_sn.out"
-	(
-		"$@" >"$W/$_sn.out" 2>&1 &
-		echo $! >"$W/$_sn.pid"
-		wait $!
-		echo $? >"$W/$_sn.rc.tmp"
-		mv "$W/$_sn.rc.tmp" "$W/$_sn.rc"
-	) &
-	wait_file "$W/$_sn.pid" 5
-}
-
-# reap NAME SECONDS: the exit status of a spawned command once it has ended, "running" if it
-# has not ended within SECONDS.
-reap() {
-	if wait_file "$W/$1.rc" "$2"; then
-		cat "$W/$1.rc"
-	else
-		echo running
-	fi
-}
-
-# stop NAME: SIGTERM a spawned command (if it still runs) and reap it.
-stop() {
-	[ -e "$W/$1.rc" ] || kill -TERM "$(cat "$W/$1.pid")" 2>/dev/null
-	reap "$1" 10
-}
-
-# lease_of NAME: the lease id in the lease-granted document that a spawned
-# `p2pbuf-client --json export` holding its lease printed first, once it has ("" after 15 s).
-lease_of() {
-	wait_grep "$W/$1.out" '"event":"lease-granted"' 15 &&
-		head -n 1 "$W/$1.out" | grep '^{"event":"lease-granted",' | vm-importer json .lease.id
-}
-
 # lease_event EVENT ID STATE REASON: the JSON document of a lease event (p2pbuf-client(1), JSON
 # OUTPUT) as last_event shows it: time_ms T, and deadline_ms D for lease-revoking.
 lease_event() {
@@ -180,20 +104,6 @@ watch_events() {
 		esac
 	done
 	echo "${_wo# }"
-}
-
-# last_line FILE: the last line of FILE, for FAIL messages.
-last_line() {
-	tail -n 1 "$1" 2>/dev/null | tr -d '\r'
-}
-
-# says FILE WORDS: "yes" if FILE contains WORDS, else FILE's last line (for expect_eq).
-says() {
-	if grep -q -e "$2" "$1"; then
-		echo yes
-	else
-		last_line "$1"
-	fi
 }
 
 # bytes_check NAME OFFSET LENGTH: ivshmem's BAR 2 holds the host's pattern at OFFSET, read on
@@ -294,48 +204,6 @@ fds_baseline() {
 		_i=$((_i + 1))
 	done
 	echo "p2pbufd pid $DPID: $(wc -l <"$1") fds at baseline"
-}
-
-# steps_results PREFIX FILE: vm-importer's "step NAME ok|FAIL: detail" lines in FILE as results
-# PREFIX-NAME.
-steps_results() {
-	while IFS= read -r _line; do
-		case $_line in
-		"step "*)
-			_r=${_line#step }
-			_n=${_r%% *}
-			_r=${_r#* }
-			if [ "${_r%%:*}" = ok ]; then
-				pass "$1-$_n"
-			else
-				fail "$1-$_n" "${_r#*: }"
-			fi
-			;;
-		esac
-	done <"$2"
-}
-
-# dmar_faults NAME FILE: every "dmar-fault-expected: iova IOVA device BDF" line of vm-importer
-# in FILE has its DMAR read fault in the kernel log (the emulated VT-d reports each one).
-dmar_faults() {
-	_dn=$1
-	_want=$(sed -n 's/^dmar-fault-expected: iova \(0x[0-9a-f]*\) device \(.*\)/\2 \1/p' "$2")
-	_missing=
-	# shellcheck disable=SC2086 # pairs of words
-	set -- $_want
-	while [ $# -ge 2 ]; do
-		dmesg | grep 'DMAR:.*DMA Read' | grep -q "\[$1\] fault addr $2 " || _missing="$_missing $2"
-		shift 2
-	done
-	if [ -z "$_want" ]; then
-		fail "$_dn" "expected DMAR read faults, got no dmar-fault-expected line from" \
-			"vm-importer (its DMA through the revoked mapping did not run)"
-	elif [ -z "$_missing" ]; then
-		pass "$_dn"
-	else
-		fail "$_dn" "expected DMAR read faults at $_want (device iova), missing:" \
-			"$_missing; the last one logged: '$(dmesg | grep 'DMAR:.*fault' | tail -n 1)'"
-	fi
 }
 
 # watch_start NAME: spawn `p2pbuf-client --json watch` as NAME; PASS NAME-subscribed once it

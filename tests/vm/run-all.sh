@@ -2,14 +2,19 @@
 # tests/vm/run-all.sh - the VM test suite's entry point (what `make check-vm` calls).
 #
 # Steps, each timed: fetch Debian's kernel (fetch-kernel.sh), rebuild the iommufd + vfio
-# modules (build-iommufd.sh, only when the iommufd flavour runs), build vm-probe with the host
-# cc, build one initrd per flavour (mkinitrd.sh), boot each (run-vm.sh), then print every
-# result and a combined closing line "N passed, N failed". Exit status 0 only if every flavour
-# passed and reached its end marker.
+# modules (build-iommufd.sh, only when the iommufd or systemd flavour runs), fetch udev
+# (fetch-udev.sh, systemd flavour), build vm-probe with the host cc, build one initrd per
+# flavour (mkinitrd.sh), boot each (run-vm.sh), then print every result and a combined closing
+# line "N passed, N failed". Exit status 0 only if every flavour passed and reached its end
+# marker.
+#
+# Flavours: stock (Debian's kernel), iommufd (its rebuilt iommufd modules), systemd (the
+# iommufd modules, and the host's systemd as PID 1 with the installed units of --root).
 #
 # Usage: run-all.sh [--script GUEST.sh] [--bin PATH]... [--lib PATH]... [--file SRC[:DEST]]...
-#                   [--module NAME]... [--flavour stock|iommufd]... [--workdir DIR]
+#                   [--module NAME]... [--flavour stock|iommufd|systemd]... [--workdir DIR]
 #                   [--timeout SECONDS] [--append "KERNEL ARGS"] [--install-deps]
+#                   [--systemd-script GUEST.sh] [--root DIR]
 #   --script   the guest test script (default tests/vm/probe.sh); it runs as /test/main.sh
 #              and sources /test/guest-lib.sh; it learns the flavour from $P2PBUF_VM_FLAVOUR
 #              (or /etc/p2pbuf-vm/flavour)
@@ -19,14 +24,16 @@
 #              --bin programs' libraries)
 #   --file     any other file; DEST defaults to /test/files/BASENAME
 #   --module   an extra kernel module to put in the initrd (its closure comes along)
-#   --flavour  run only these flavours (default: stock iommufd)
+#   --flavour  run only these flavours (default: stock iommufd systemd)
+#   --systemd-script  the systemd flavour's guest script (default tests/vm/systemd-cases.sh)
+#   --root     the tree `make install DESTDIR=DIR` made, for the systemd flavour
 #   --workdir  where initrds, serial logs and ivshmem files go (default: a new temporary
 #              directory, printed; kept afterwards)
 #   --install-deps  apt-get install missing host packages first
 # vm-probe is always built and put in the guest's /usr/local/bin.
 #
 # Environment knobs (besides those of the scripts it runs, see their headers):
-#   P2PBUF_VM_FLAVOURS  default flavours (default "stock iommufd")
+#   P2PBUF_VM_FLAVOURS  default flavours (default "stock iommufd systemd")
 #   P2PBUF_VM_WORKDIR   default --workdir
 #   P2PBUF_VM_CC        compiler for vm-probe (default cc; the project's $CC is not used,
 #                       so sanitizer flags never reach this static build)
@@ -40,7 +47,8 @@ set -euo pipefail
 # Host commands and the Debian packages that provide them.
 DEPS="qemu-system-x86_64:qemu-system-x86 cpio:cpio xz:xz-utils zstd:zstd depmod:kmod
 modinfo:kmod dpkg-deb:dpkg apt-get:apt perl:perl-base cc:build-essential make:make
-flex:flex bison:bison bc:bc flock:util-linux timeout:coreutils gzip:gzip strip:binutils"
+flex:flex bison:bison bc:bc flock:util-linux timeout:coreutils gzip:gzip strip:binutils
+systemctl:systemd"
 
 usage() {
 	sed -n 's/^# Usage: /usage: /p; /^#  *\[--/p' "$0" >&2
@@ -95,6 +103,7 @@ step() {
 main() {
 	local script="$VM_DIR/probe.sh" work=${P2PBUF_VM_WORKDIR:-} timeout="" append=""
 	local install=0 extra=() flavours=() f t0 out passed=0 failed=0 line rc=0
+	local sd_script="$VM_DIR/systemd-cases.sh" tree="" fscript fextra fappend
 	TIMES=()
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -103,7 +112,8 @@ main() {
 			shift
 			continue
 			;;
-		--script | --bin | --lib | --file | --module | --flavour | --workdir | --timeout | --append)
+		--script | --bin | --lib | --file | --module | --flavour | --workdir | --timeout | \
+			--append | --systemd-script | --root)
 			[ $# -ge 2 ] || usage
 			;;
 		*) usage ;;
@@ -115,10 +125,12 @@ main() {
 		--workdir) work=$2 ;;
 		--timeout) timeout=$2 ;;
 		--append) append=$2 ;;
+		--systemd-script) sd_script=$2 ;;
+		--root) tree=$2 ;;
 		esac
 		shift 2
 	done
-	[ ${#flavours[@]} -gt 0 ] || read -r -a flavours <<<"${P2PBUF_VM_FLAVOURS:-stock iommufd}"
+	[ ${#flavours[@]} -gt 0 ] || read -r -a flavours <<<"${P2PBUF_VM_FLAVOURS:-stock iommufd systemd}"
 	[ -r "$script" ] || fatal script "no guest script $script"
 	t0=$(vm_now)
 	check_deps "$install"
@@ -130,11 +142,25 @@ main() {
 
 	step fetch-kernel "$VM_DIR/fetch-kernel.sh" >&2 || fatal fetch-kernel "could not get a kernel"
 	case " ${flavours[*]} " in
-	*" iommufd "*)
+	*" iommufd "* | *" systemd "*)
 		if ! step build-iommufd "$VM_DIR/build-iommufd.sh" >&2; then
-			echo "FAIL iommufd/build-modules: build-iommufd.sh failed"
+			for f in iommufd systemd; do
+				case " ${flavours[*]} " in *" $f "*)
+					echo "FAIL $f/build-modules: build-iommufd.sh failed"
+					failed=$((failed + 1))
+					;;
+				esac
+			done
+			mapfile -t flavours < <(printf '%s\n' "${flavours[@]}" | grep -vx -e iommufd -e systemd || true)
+		fi
+		;;
+	esac
+	case " ${flavours[*]} " in
+	*" systemd "*)
+		if ! step fetch-udev "$VM_DIR/fetch-udev.sh" >/dev/null; then
+			echo "FAIL systemd/fetch-udev: fetch-udev.sh failed"
 			failed=$((failed + 1))
-			mapfile -t flavours < <(printf '%s\n' "${flavours[@]}" | grep -vx iommufd || true)
+			mapfile -t flavours < <(printf '%s\n' "${flavours[@]}" | grep -vx systemd || true)
 		fi
 		;;
 	esac
@@ -142,8 +168,20 @@ main() {
 		"$VM_DIR/vm-probe.c" >&2 || fatal build-vm-probe "could not build vm-probe"
 
 	for f in ${flavours[@]+"${flavours[@]}"}; do
-		if ! step "mkinitrd-$f" "$VM_DIR/mkinitrd.sh" --flavour "$f" --script "$script" \
-			--bin "$work/vm-probe" ${extra[@]+"${extra[@]}"} --output "$work/$f.cpio.gz" >&2; then
+		fscript=$script fextra=() fappend=$append
+		if [ "$f" = systemd ]; then
+			# PID 1 is systemd, from the initramfs, with the tests as a unit of their own.
+			fscript=$sd_script
+			fextra=(--root "${tree:-/nonexistent}")
+			fappend="rdinit=/lib/systemd/systemd systemd.unit=p2pbuf-vm.target"
+			# systemd's own messages go to the journal (the cases read its watchdog kill
+			# there), so that the console carries the results and little else.
+			fappend="$fappend systemd.log_target=journal-or-kmsg systemd.show_status=false"
+			fappend="$fappend $append"
+		fi
+		if ! step "mkinitrd-$f" "$VM_DIR/mkinitrd.sh" --flavour "$f" --script "$fscript" \
+			--bin "$work/vm-probe" ${extra[@]+"${extra[@]}"} ${fextra[@]+"${fextra[@]}"} \
+			--output "$work/$f.cpio.gz" >&2; then
 			echo "FAIL $f/mkinitrd: mkinitrd.sh failed"
 			failed=$((failed + 1))
 			continue
@@ -151,7 +189,7 @@ main() {
 		out="$work/$f.summary"
 		step "run-vm-$f" "$VM_DIR/run-vm.sh" --initrd "$work/$f.cpio.gz" --name "$f" \
 			--workdir "$work/$f" ${timeout:+--timeout "$timeout"} \
-			${append:+--append "$append"} >"$out" || rc=$?
+			${fappend:+--append "$fappend"} >"$out" || rc=$?
 		grep -v -E '^[0-9]+ passed, [0-9]+ failed$' "$out" || true
 		line=$(tail -n 1 "$out")
 		if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then

@@ -1,0 +1,278 @@
+/* bench-baseline: the bare SCM_RIGHTS server that p2pbufd's grant path is measured against.
+ *
+ * It does per request the least that any broker of memfd-backed buffers must do, and nothing
+ * else: one epoll wakeup, one recvmsg, the same protobuf-c Request decode and cap check as
+ * the daemon (proto/wire.h), and for an Export the sim backend's own export (sim_ops from
+ * libp2pbufd-core: memfd_create + ftruncate + F_ADD_SEALS), so that the buffer costs exactly
+ * what it costs the daemon, passed with SCM_RIGHTS in a Reply. A Release is answered at once. No
+ * policy, no lease table, no copy of the fd kept, no log line: whatever p2pbufd costs beyond this
+ * is the price of its own bookkeeping.
+ *
+ * Usage: bench-baseline --socket PATH. Stops on SIGTERM or SIGINT and removes the socket. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "macro.h"
+#include "p2pbuf.h"
+#include "wire.h"
+
+#define BASELINE_BAR_SIZE (1u << 20) /* BAR 0 of the one simulated device */
+#define BASELINE_MAX_EVENTS 64
+
+struct baseline {
+	struct device_handle *dev; /* a sim device, opened as the daemon opens one */
+	int epfd;
+	int listen_fd;
+	int signal_fd;
+	uint64_t next_lease_id;
+	uint8_t buf[WIRE_MAX_RECORD];
+};
+
+/* Send a Reply for request_id: error (0 or -errno), an optional body, at most one fd. The
+ * clients have one request outstanding at a time, so a full socket means a peer that does not
+ * read: the caller drops it instead of queueing. */
+static int send_reply(int sock, uint64_t request_id, int error, P2pbuf__Reply *reply, int fd)
+{
+	P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
+
+	reply->has_request_id = true;
+	reply->request_id = request_id;
+	if (error) {
+		reply->has_error = true;
+		reply->error = error;
+		reply->message = (char *)strerror(-error);
+	}
+	if (fd >= 0) {
+		reply->has_nfds = true;
+		reply->nfds = 1;
+	}
+	sm.body_case = P2PBUF__SERVER_MESSAGE__BODY_REPLY;
+	sm.reply = reply;
+	return wire_send_msg(sock, &sm.base, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
+}
+
+static int answer_hello(int sock, const P2pbuf__Request *req)
+{
+	P2pbuf__HelloReply hr = P2PBUF__HELLO_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	bool ok = req->hello->has_major && req->hello->major == P2PBUF_PROTO_VERSION_MAJOR;
+
+	hr.has_major = hr.has_minor = true;
+	hr.major = P2PBUF_PROTO_VERSION_MAJOR;
+	hr.minor = P2PBUF_PROTO_VERSION_MINOR;
+	hr.server_version = (char *)"bench-baseline";
+	reply.body_case = P2PBUF__REPLY__BODY_HELLO;
+	reply.hello = &hr;
+	return send_reply(sock, req->request_id, ok ? 0 : -EPROTONOSUPPORT, &reply, -1);
+}
+
+static int answer_export(struct baseline *b, int sock, const P2pbuf__Request *req)
+{
+	const P2pbuf__Export *e = req->export;
+	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	struct range ranges[WIRE_MAX_RANGES] = { { 0, BASELINE_BAR_SIZE } };
+	size_t n = e->n_ranges ? e->n_ranges : 1; /* none: the whole BAR */
+	uint64_t size = 0;
+	_cleanup_close_ int fd = -1;
+
+	for (size_t i = 0; i < e->n_ranges; i++)
+		ranges[i] = (struct range){ e->ranges[i]->offset, e->ranges[i]->length };
+	for (size_t i = 0; i < n; i++)
+		size += ranges[i].length;
+	int r = sim_ops.export_ranges(b->dev, e->bar, ranges, n, "bench-baseline", &fd);
+	if (r < 0)
+		return send_reply(sock, req->request_id, r, &reply, -1);
+	er.has_lease_id = er.has_size = true;
+	er.lease_id = ++b->next_lease_id;
+	er.size = size;
+	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
+	reply.export = &er;
+	/* The kernel holds its own reference while the fd is in flight: ours can go now. */
+	return send_reply(sock, req->request_id, 0, &reply, fd);
+}
+
+static int answer(struct baseline *b, int sock, const P2pbuf__Request *req)
+{
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	const char *why;
+
+	if (wire_check_request(req, &why) < 0)
+		return send_reply(sock, req->request_id, -EINVAL, &reply, -1);
+	switch (req->body_case) {
+	case P2PBUF__REQUEST__BODY_HELLO:
+		return answer_hello(sock, req);
+	case P2PBUF__REQUEST__BODY_EXPORT:
+		return answer_export(b, sock, req);
+	case P2PBUF__REQUEST__BODY_RELEASE:
+		return send_reply(sock, req->request_id, 0, &reply, -1);
+	default:
+		return send_reply(sock, req->request_id, -EOPNOTSUPP, &reply, -1);
+	}
+}
+
+/* One record per wakeup: epoll is level-triggered, so a second record wakes us again, and the
+ * read that would only say EAGAIN is never made. Returns < 0 to drop the connection. */
+static int on_client(struct baseline *b, int sock)
+{
+	int fds[WIRE_MAX_FDS];
+	size_t nfds = 0;
+	ssize_t n = wire_recv(sock, b->buf, sizeof(b->buf), fds, &nfds);
+
+	if (n == -EAGAIN)
+		return 0;
+	if (n <= 0)
+		return n == 0 ? -ECONNRESET : (int)n;
+	if (nfds > 0) {
+		/* Clients never send fds; the daemon drops such a peer, and so do we. */
+		wire_close_fds(fds, nfds);
+		return -EPROTO;
+	}
+	P2pbuf__Request *req = p2pbuf__request__unpack(NULL, (size_t)n, b->buf);
+	if (!req)
+		return -EPROTO;
+	int r = answer(b, sock, req);
+	p2pbuf__request__free_unpacked(req, NULL);
+	return r;
+}
+
+static void on_accept(struct baseline *b)
+{
+	int sock = accept4(b->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = sock };
+
+	if (sock < 0)
+		return; /* EAGAIN, or the peer gave up: nothing to serve */
+	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
+		close(sock);
+}
+
+static int listen_on(const char *path, int *ret_fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0)
+		return -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* SIGTERM and SIGINT arrive as records on a signalfd, so the loop ends cleanly. */
+static int stop_signals(int *ret_fd)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	*ret_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return *ret_fd < 0 ? -errno : 0;
+}
+
+/* The simulated device the exports come from, declared as a policy would declare it. */
+static int open_device(struct baseline *b)
+{
+	struct policy_device decl = { .name = "baseline", .kind = POLICY_DEVICE_SIM };
+	struct device_info info;
+	char msg[256];
+
+	decl.sim_bar_size[0] = BASELINE_BAR_SIZE;
+	int r = sim_ops.open(&decl, &b->dev, &info, msg, sizeof(msg));
+	if (r < 0)
+		fprintf(stderr, "bench-baseline: sim device: %s\n", msg);
+	return r;
+}
+
+static int setup(struct baseline *b, const char *path)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int r = open_device(b);
+
+	if (r < 0)
+		return r;
+	b->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (b->epfd < 0)
+		return -errno;
+	if ((r = listen_on(path, &b->listen_fd)) < 0 || (r = stop_signals(&b->signal_fd)) < 0)
+		return r;
+	ev.data.fd = b->listen_fd;
+	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listen_fd, &ev) < 0)
+		return -errno;
+	ev.data.fd = b->signal_fd;
+	return epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->signal_fd, &ev) < 0 ? -errno : 0;
+}
+
+static int serve(struct baseline *b)
+{
+	struct epoll_event evs[BASELINE_MAX_EVENTS];
+
+	for (;;) {
+		int n = epoll_wait(b->epfd, evs, BASELINE_MAX_EVENTS, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd == b->signal_fd)
+				return 0;
+			if (fd == b->listen_fd)
+				on_accept(b);
+			else if (on_client(b, fd) < 0)
+				close(fd); /* closing also takes it out of the epoll set */
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{},
+	};
+	const char *path = NULL;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "s:", longopts, NULL)) != -1) {
+		if (c != 's') {
+			fprintf(stderr, "Usage: bench-baseline --socket PATH\n");
+			return 2;
+		}
+		path = optarg;
+	}
+	if (!path) {
+		fprintf(stderr, "bench-baseline: --socket PATH is required\n");
+		return 2;
+	}
+	struct baseline *b = calloc(1, sizeof(*b));
+	if (!b)
+		return 1;
+	int r = setup(b, path);
+	if (r == 0)
+		r = serve(b);
+	if (r < 0)
+		fprintf(stderr, "bench-baseline: %s\n", strerror(-r));
+	unlink(path);
+	sim_ops.close(b->dev);
+	free(b);
+	return r < 0 ? 1 : 0;
+}

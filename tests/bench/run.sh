@@ -1,0 +1,295 @@
+#!/bin/bash
+# `make bench-run`: p2pbufd's grant path against bench-baseline (a bare SCM_RIGHTS server) in
+# the same run, alternating, several rounds, then the scale figures of issue 12 (and issue 9
+# point 7, issue 10 point 8). Prints tables; goals are reported, never asserted. Exits non-zero
+# only when a benchmark itself breaks (a server does not start, an export fails, a run hangs).
+#
+# BENCH_QUICK=1: one short round and smaller counts, for CI (well under 30 s).
+# BENCH_CPU=N: the CPU that client and server share (default: the last one).
+set -euo pipefail
+
+top_builddir=${top_builddir:-$(pwd)}
+daemon=$top_builddir/daemon/p2pbufd
+client=$top_builddir/tests/bench/bench-client
+baseline=$top_builddir/tests/bench/bench-baseline
+policybench=$top_builddir/tests/bench/bench-policy
+quick=${BENCH_QUICK:-}
+[ "$quick" = 0 ] && quick=
+
+if [ -n "$quick" ]; then
+	rounds=1 seconds=0.25 clients="1 16 64" idle_clients="1 16" idle_procs=200 idle_fds=50
+	close_n=200 reset_n=200 letgo_n=100 leases_max=2000 leases_seconds=5 cold_rounds=1
+	limit=60
+else
+	rounds=5 seconds=2 clients="1 16 64" idle_clients="1 16 64" idle_procs=200 idle_fds=50
+	close_n=2000 reset_n=1000 letgo_n=1000 leases_max=100000 leases_seconds=60 cold_rounds=5
+	limit=300
+fi
+
+for f in "$daemon" "$client" "$baseline" "$policybench"; do
+	[ -x "$f" ] || { echo "bench: $f is missing (run make bench)" >&2; exit 1; }
+done
+
+# Client and server share one CPU, as the issue's figures were taken, so that the figures
+# measure work done rather than how two CPUs happen to be scheduled.
+cpu=${BENCH_CPU:-$(($(nproc) - 1))}
+pin=()
+if command -v taskset >/dev/null && taskset -c "$cpu" true 2>/dev/null; then
+	pin=(taskset -c "$cpu")
+	pinned="client and server pinned to CPU $cpu"
+else
+	pinned="not pinned (no usable taskset)"
+fi
+
+tmp=$(mktemp -d /tmp/p2pbuf-bench-XXXXXX)
+results=$tmp/results
+: >"$results"
+server_pid=
+server_log=
+
+stop_server() {
+	[ -n "$server_pid" ] || return 0
+	kill -TERM "$server_pid" 2>/dev/null || true
+	for _ in $(seq 200); do
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$server_pid" 2>/dev/null; then
+		echo "  note: pid $server_pid still busy 20 s after SIGTERM; killed" >&2
+		kill -KILL "$server_pid" 2>/dev/null || true
+	fi
+	wait "$server_pid" 2>/dev/null || true
+	server_pid=
+}
+
+cleanup() {
+	stop_server
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "bench: FAILED: $*" >&2
+	if [ -n "$server_log" ] && [ -s "$server_log" ]; then
+		echo "---- last lines of $server_log ----" >&2
+		tail -n 20 "$server_log" >&2
+	fi
+	exit 1
+}
+
+uid=$(id -u)
+nofile=$(ulimit -Hn)
+[ "$nofile" = unlimited ] && nofile=$(cat /proc/sys/fs/nr_open)
+# bench0 for exports, bench1 for the reset (so a cycle of one never disturbs the other).
+# allow=no is the policy a reload switches to: same devices, nobody may export any more.
+write_policy() {
+	{
+		echo "device bench0 sim bar 0 1M"
+		echo "device bench1 sim bar 0 1M"
+		if [ "${2:-yes}" = yes ]; then
+			echo "allow user $uid device bench0 bar 0"
+			echo "allow user $uid device bench1 bar 0"
+		fi
+		echo "admin user $uid"
+	} >"$1"
+}
+write_policy "$tmp/policy"
+
+# Start p2pbufd or the baseline on a fresh socket, pinned, with the soft fd limit raised to
+# the hard one (p2pbufd does not raise its own yet: issue 12 point 5). The subshell execs
+# taskset, which execs the server, so $! is the server's pid.
+start_server() {
+	local kind=$1
+	shift
+	sock=$tmp/$kind.sock
+	server_log=$tmp/$kind.log
+	rm -f "$sock"
+	if [ "$kind" = daemon ]; then
+		(ulimit -n "$nofile" && exec "${pin[@]}" "$daemon" --policy "$tmp/policy" \
+			--socket "$sock" "$@") >"$server_log" 2>&1 &
+	else
+		(ulimit -n "$nofile" && exec "${pin[@]}" "$baseline" --socket "$sock") \
+			>"$server_log" 2>&1 &
+	fi
+	server_pid=$!
+	"$client" wait --socket "$sock" --pid "$server_pid" --timeout-ms 10000 ||
+		fail "$kind did not start"
+}
+
+# Run one measurement, pinned like the server, bounded in time; its "key value" lines go to
+# the results file under tag.
+measure() {
+	local tag=$1 cmd=$2
+	shift 2
+	local out
+	out=$(timeout "$limit" "${pin[@]}" "$client" "$cmd" --socket "$sock" "$@") ||
+		fail "bench-client $cmd $* (tag $tag) exited with status $?"
+	printf '%s\n' "$out" | sed "s|^|$tag |" >>"$results"
+}
+
+get() { awk -v t="$1" -v k="$2" '$1 == t && $2 == k { $1 = $2 = ""; sub(/^  /, ""); print }' "$results" | tail -n 1; }
+# A duration result: "12.3 ms", or what a timeout means.
+ms() {
+	local v
+	v=$(get "$1" "$2")
+	case $v in
+	timeout*) echo "more than ${v#timeout } ms (gave up waiting)" ;;
+	*) echo "$v ms" ;;
+	esac
+}
+
+grant_round() {
+	local kind=$1 r=$2 c
+	start_server "$kind"
+	for c in $clients; do
+		measure "grant $kind $c 0 $r" grant --clients "$c" --seconds "$seconds"
+	done
+	for c in $idle_clients; do
+		measure "grant $kind $c $idle_procs $r" grant --clients "$c" --seconds "$seconds" \
+			--idle-procs "$idle_procs" --idle-fds "$idle_fds"
+	done
+	stop_server
+}
+
+started=$(date +%s)
+echo "p2pbuf bench${quick:+ (quick: BENCH_QUICK=1)}: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $pinned"
+echo "grant path: $rounds round(s) of ${seconds} s per figure, p2pbufd and bench-baseline alternating"
+for r in $(seq "$rounds"); do
+	# Who goes first alternates, so that neither always gets the quieter moment.
+	if [ $((r % 2)) = 1 ]; then order="daemon baseline"; else order="baseline daemon"; fi
+	for kind in $order; do
+		grant_round "$kind" "$r"
+	done
+done
+# The grant tags hold four words; collapse them for the tables.
+awk '$1 == "grant" { print "g." $2 "." $3 "." $4, $6, $7 }' "$results" >"$tmp/grant"
+
+# Medians over rounds, then the tables. Latencies: ratio = daemon/baseline (lower is
+# better); throughput: the same ratio, higher is better.
+table() {
+	awk -v clients="$clients" -v idle_clients="$idle_clients" -v idle="$idle_procs" \
+		-v idle_fds="$idle_fds" '
+	function median(key,   n, i, j, t, v) {
+		n = split(vals[key], v, " ")
+		for (i = 2; i <= n; i++)
+			for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+		return n ? v[int((n + 1) / 2)] : ""
+	}
+	function goal(m, c) {
+		if (m == "export_p50_us") return "<=1.25"
+		if (m == "export_p99_us") return "<=1.5"
+		if (m == "release_p50_us") return "<=1.5"
+		if (m == "cycles_per_s" && c != 1) return ">=0.8"
+		return ""
+	}
+	function verdict(g, x) {
+		if (g == "") return ""
+		if (substr(g, 1, 2) == "<=") return x <= substr(g, 3) + 0 ? "meets" : "misses"
+		return x >= substr(g, 3) + 0 ? "meets" : "misses"
+	}
+	{ vals[$1 " " $2] = vals[$1 " " $2] " " $3 }
+	END {
+		nm = split("export_p50_us export_p99_us export_p999_us release_p50_us release_p99_us release_p999_us cycles_per_s cycles", ms, " ")
+		split("export p50 (us)|export p99 (us)|export p99.9 (us)|release p50 (us)|release p99 (us)|release p99.9 (us)|export+release /s|cycles measured", label, "|")
+		printf "\n%-7s %-20s %12s %12s %9s %7s %s\n", "clients", "metric", "p2pbufd", "baseline", "ratio", "goal", ""
+		nc = split(clients, cs, " ")
+		for (i = 1; i <= nc; i++) for (k = 1; k <= nm; k++) {
+			c = cs[i]; m = ms[k]
+			d = median("g.daemon." c ".0 " m); b = median("g.baseline." c ".0 " m)
+			x = b > 0 ? d / b : 0; g = goal(m, c)
+			printf "%-7s %-20s %12.1f %12.1f %9.3f %7s %s\n", c, label[k], d, b, x, g, verdict(g, x)
+		}
+		printf "\n(a) the same with %d idle processes holding %d fds each on the machine (ratio to without, same run; goal: p2pbufd within 10%%)\n", idle, idle_fds
+		printf "%-7s %-20s %12s %9s %12s %9s %14s %s\n", "clients", "metric", "p2pbufd", "to w/o", "baseline", "to w/o", "p2pbufd/base", ""
+		nc = split(idle_clients, cs, " ")
+		for (i = 1; i <= nc; i++) for (k = 1; k <= nm - 1; k++) {
+			c = cs[i]; m = ms[k]
+			d = median("g.daemon." c "." idle " " m); d0 = median("g.daemon." c ".0 " m)
+			b = median("g.baseline." c "." idle " " m); b0 = median("g.baseline." c ".0 " m)
+			xd = d0 > 0 ? d / d0 : 0; xb = b0 > 0 ? b / b0 : 0
+			printf "%-7s %-20s %12.1f %9.3f %12.1f %9.3f %14.3f %s\n", c, label[k], d, xd, b, xb, (b > 0 ? d / b : 0), (xd >= 0.9 && xd <= 1.1) ? "meets" : "misses"
+		}
+	}' "$tmp/grant"
+}
+table
+echo "(quantiles are nearest-rank over every sample of a run, then the median of the rounds; with fewer than 1,000 samples p99.9 is the slowest one: see \"cycles measured\")"
+
+echo
+echo "Scale figures (sim devices; p2pbufd started with --max-clients 4000 --max-leases 1000000 --max-leases-per-client 1000000)"
+scale_opts=(--max-clients 4000 --max-leases 1000000 --max-leases-per-client 1000000)
+
+# (b) a process holding close_n leases exits.
+write_policy "$tmp/policy"
+start_server daemon "${scale_opts[@]}"
+measure "close" close --pid "$server_pid" --count "$close_n" --timeout-ms 60000
+stop_server
+echo "(b) a connection holding $(get close leases) leases closes (holder exits): daemon fds back to $(get close daemon_fds | cut -d' ' -f1) after $(ms close close_ms)$(f=$(get close fds_left); [ -n "$f" ] && echo ", $f fds still open") (goal < 50 ms; the holder's exit took $(ms close holder_exit_ms))"
+
+# (c) a reset of a device holding reset_n leases.
+start_server daemon "${scale_opts[@]}"
+measure "reset" reset --device bench1 --count "$reset_n" --timeout-ms 30000
+stop_server
+echo "(c) reset of a device with $(get reset leases) leases: last LeaseRevoked at the holder after $(ms reset last_revoked_ms) (goal <= 10 ms); the Reset call returned after $(ms reset reset_call_ms); $(get reset revoked) revoked ($(get reset reasons)); generation $(get reset generation | sed 's/ / -> /')"
+
+# (d) letgo_n cooperative holders told to let go, by admin revokes, then by a reload.
+letgo() {
+	local mode=$1
+	write_policy "$tmp/policy"
+	write_policy "$tmp/policy.next" no
+	start_server daemon "${scale_opts[@]}"
+	measure "letgo-$mode" letgo --mode "$mode" --pid "$server_pid" --count "$letgo_n" \
+		--threads 8 --policy "$tmp/policy" --reload-from "$tmp/policy.next" --timeout-ms 60000
+	stop_server
+	local t=letgo-$mode
+	echo "(d) $(get $t holders) cooperative holders told to let go by ${2}: all ended after $(ms $t all_ended_ms) (goal < 100 ms, no cycle); last told after $(ms $t last_told_ms); $(get $t ended) ended ($(get $t reasons)); device cycled: $(get $t cycled) (generation $(get $t generation | sed 's/ / -> /'))"
+}
+letgo revoke "admin revokes"
+letgo reload "a SIGHUP reload that no longer allows them"
+
+# (e) policy decisions and loads, through the daemon's own policy code.
+mkdir "$tmp/policies"
+timeout "$limit" "$policybench" --dir "$tmp/policies" ${quick:+--quick} >"$tmp/policy-results" ||
+	fail "bench-policy exited with status $?"
+pget() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$tmp/policy-results"; }
+echo "(e) policy (bench-policy: policy_load and policy_match_export of libp2pbufd-core called directly; the allowed export matches the last rule, the denied one none):"
+one=$(pget r1_allow_ns)
+for c in r1 r4096 r4096names r10000d256 r10000 r10000names r65536; do
+	what="$(pget ${c}_rules) rules, $(pget ${c}_devices) devices$(case $c in *names) echo ", every rule naming a user or group" ;; esac)"
+	err=$(pget ${c}_load_error)
+	if [ -n "$err" ]; then
+		echo "    $what: REFUSED at load: $err"
+		continue
+	fi
+	allow=$(pget ${c}_allow_ns)
+	deny=$(pget ${c}_deny_ns)
+	printf '    %s: load %s ms; decision allowed %s ns (%.2fx one rule)%s\n' "$what" \
+		"$(pget ${c}_load_ms)" "$allow" "$(awk -v a="$allow" -v b="$one" 'BEGIN { print (b > 0 ? a / b : 0) }')" \
+		"${deny:+, denied $deny ns}"
+done
+echo "    goals: a decision <= 2 us and <= 1.2x the one-rule decision at 10,000 rules; 10,000 rules and 1,000 devices load in < 50 ms; caps >= 65,536 rules and 4,096 devices"
+
+# (f) memory per lease, as many as the fd limit allows.
+write_policy "$tmp/policy"
+start_server daemon "${scale_opts[@]}"
+measure "leases" leases --pid "$server_pid" --count "$leases_max" --seconds "$leases_seconds"
+kill -0 "$server_pid" 2>/dev/null || fail "p2pbufd died while exporting leases"
+stop_server
+echo "(f) daemon memory per lease: $(get leases leases) leases held, $(get leases bytes_per_lease) B each (RSS $(get leases rss_idle_kib) -> $(get leases rss_kib) KiB; goal: 100,000 leases at < 1 KiB each); stopped by: $(get leases stopped); daemon soft fd limit $(get leases daemon_nofile) (raised by the bench to the hard limit $nofile)"
+awk '$1 == "leases" && $2 == "at" { printf "      at %6d leases: RSS %s KiB, %s B per lease, %s us per export since the previous point\n", $3, $5, $7, $9 }' "$results"
+
+# (g) restart to ready with 4,096 leases (issue 9 point 7), against a cold start in the same
+# run. The cold start is measured now; the restart needs p2pbufd to park its fds in a service
+# manager's fd store and a harness playing the service manager, neither of which exists yet.
+sock=$tmp/cold.sock
+write_policy "$tmp/policy"
+measure "cold" coldstart --rounds "$cold_rounds" --timeout-ms 10000 -- "$daemon" \
+	--policy "$tmp/policy" --socket "$sock"
+echo "(g) cold start to ready (first Hello answered), no leases: $(get cold ready_ms) ms (median of $(get cold rounds))"
+if grep -q 'FDSTORE=1' "$daemon"; then
+	echo "    restart to ready with 4,096 leases: SKIPPED: p2pbufd now mentions FDSTORE=1, but this slot has no service-manager harness yet; write it here (tests/bench/README, \"restart slot\")"
+else
+	echo "    restart to ready with 4,096 leases: SKIPPED: p2pbufd does not keep its fds in a service manager's fd store yet (issue 9; no FDSTORE=1 in $daemon), so a restart ends every lease and there is nothing to measure (goal: < 1 s, as a ratio to the cold start above)"
+fi
+
+echo
+echo "bench finished in $(($(date +%s) - started)) s"
