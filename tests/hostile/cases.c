@@ -1398,7 +1398,11 @@ START_TEST(final_good_client_and_baseline)
 	fflush(stdout);
 	ck_assert_msg(st.failures == 0, "the good client failed: %s", st.first_failure);
 	ck_assert_uint_gt(st.ops, 100);
-	ck_assert_msg(st.worst_ns <= (int64_t)GOOD_MAX_MS * 1000000, "stalled %.1f ms in %s",
+	/* A sanitized or valgrind-run daemon is several times slower at everything: it is
+	 * there to find memory errors, and its latency bound is GOOD_MAX_MS_INSTRUMENTED. */
+	int limit = daemon_instrumented() ? GOOD_MAX_MS_INSTRUMENTED : GOOD_MAX_MS;
+	printf("good client: worst call allowed %d ms\n", limit);
+	ck_assert_msg(st.worst_ns <= (int64_t)limit * 1000000, "stalled %.1f ms in %s",
 		      (double)st.worst_ns / 1e6, st.worst_op);
 	ck_assert(harness_fds_settle(&h, 5000));
 	long rss = daemon_rss_kb();

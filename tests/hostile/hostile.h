@@ -10,6 +10,7 @@
 
 /* The good client must never wait longer than this for one call. */
 #define GOOD_MAX_MS 250
+#define GOOD_MAX_MS_INSTRUMENTED 1000
 /* The daemon's RSS at the end may exceed its baseline by this much (KiB): allocator slack
  * and the page cache of /proc walks, not anything a client left behind. */
 #define RSS_SLACK_KB 1024
