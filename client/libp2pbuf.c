@@ -440,6 +440,15 @@ static int take_reply(struct p2pbuf *conn, P2pbuf__ServerMessage *msg, int fds[W
 
 static int reconnect(struct p2pbuf *conn);
 
+/* Whether a lost connection should be made again: asked for, and something to take back (a
+ * lease, a subscription). A daemon that stopped ended every lease first, so a client of a
+ * stopped service does not start it again through socket activation. */
+static bool wants_reconnect(const struct p2pbuf *conn)
+{
+	return conn->error == -ECONNRESET && conn->reconnect_ms > 0 && !conn->reconnecting &&
+	       (conn->n_leases > 0 || conn->subscribed);
+}
+
 int conn_call(struct p2pbuf *conn, P2pbuf__Request *req, int *ret_fd,
 	      P2pbuf__ServerMessage **ret_msg)
 {
@@ -450,7 +459,7 @@ int conn_call(struct p2pbuf *conn, P2pbuf__Request *req, int *ret_fd,
 	int r;
 
 	/* A call on a lost connection that may be made again makes it again first. */
-	if (conn->error == -ECONNRESET && conn->reconnect_ms > 0 && !conn->reconnecting)
+	if (wants_reconnect(conn))
 		reconnect(conn);
 	r = conn_usable(conn);
 	if (r < 0)
@@ -663,7 +672,7 @@ int p2pbuf_dispatch(struct p2pbuf *conn)
 	if (conn->error == 0)
 		r = read_available(conn);
 	/* The daemon went away (a restart): make the connection again if asked to. */
-	if (conn->error == -ECONNRESET && conn->reconnect_ms > 0 && !conn->reconnecting)
+	if (wants_reconnect(conn))
 		r = reconnect(conn);
 
 	conn->dispatch_depth++;

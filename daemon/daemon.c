@@ -109,6 +109,18 @@ static ssize_t on_kept(void *ctx, const struct device *dev, struct parked_fd *fd
 	return (ssize_t)n;
 }
 
+static void on_rejected(void *ctx, const struct device *dev, const char *why)
+{
+	struct daemon *d = ctx;
+	char name[PERSIST_MAX_NAME];
+
+	audit_restart_dropped(0, dev->decl.name, why);
+	for (size_t i = 0; i < ARRAY_SIZE(parked_roles); i++) {
+		snprintf(name, sizeof(name), "dev.%s.%s", dev->decl.name, parked_roles[i]);
+		persist_forget(d->persist, name);
+	}
+}
+
 static void on_answer(void *ctx, void *token, uint64_t request_id, int error, const char *msg)
 {
 	struct session *s = token;
@@ -297,9 +309,10 @@ static int adopt(struct daemon *d, struct inventory *inv)
 int daemon_start(struct daemon *d, struct event_base *base, struct policy *policy)
 {
 	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, d };
-	const struct registry_callbacks gcb = {
-		on_state_changed, on_buffers_dying, on_answer, on_opened, on_closing, on_kept, d
-	};
+	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying,
+						on_answer,	  on_opened,
+						on_closing,	  on_kept,
+						on_rejected,	  d };
 	const struct server_callbacks scb = { on_accepted, on_request, on_closed, d };
 	struct inventory inv;
 	char *err = NULL;
@@ -360,6 +373,15 @@ void daemon_stop(struct daemon *d)
 	d->stopping = true;
 	while ((l = TAILQ_FIRST(&d->leases.all)))
 		revoke_end(d->revoke, l, P2PBUF__REASON__REASON_SHUTDOWN);
+	server_stop(d->server);
+}
+
+void daemon_hand_over(struct daemon *d)
+{
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	d->handing_over = true;
 	server_stop(d->server);
 }
 

@@ -82,6 +82,7 @@ struct daemon {
 	struct persist *persist;    /* parking in the fd store, and the state record */
 	struct inventory *adopting; /* while start-up adopts what the store kept */
 	struct event *ev_grace;	    /* ends the reclaim grace of adopted leases */
+	bool handing_over;	    /* exiting for a restart: every lease stays as it is */
 	bool stopping;
 };
 
@@ -93,6 +94,10 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 /* End every lease with reason shutdown (holders are told before any device closes) and stop
  * serving. The loop may then exit. */
 void daemon_stop(struct daemon *d);
+
+/* Exit for a restart: every lease stays parked and recorded as it is, for the next instance
+ * to take over; connections close without ending any lease. */
+void daemon_hand_over(struct daemon *d);
 
 /* Free everything (closes the devices: blocking). */
 void daemon_finish(struct daemon *d);

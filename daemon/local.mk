@@ -9,6 +9,7 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/handlers.c daemon/handlers.h \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
+	daemon/manager.c daemon/manager.h \
 	daemon/peer.c daemon/peer.h \
 	daemon/persist.c daemon/persist.h \
 	daemon/policy.c daemon/policy.h daemon/policy-load.c \

@@ -12,6 +12,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
+#include "manager.h"
 #include "log.h"
 #include "clock.h"
 #include "macro.h"
@@ -37,6 +38,8 @@ static void usage(FILE *f)
 	    "                                 else 0: off)\n"
 	    "      --reclaim-grace TIME       how long leases taken over after a restart wait\n"
 	    "                                 for their owners to reclaim them (default 5s)\n"
+	    "      --stop-request PID         (as root, for the unit's ExecStop=) tell the daemon\n"
+	    "                                 PID that systemd is restarting it, not stopping\n"
 	    "      --socket-group GROUP       group of a socket p2pbufd creates (default: its\n"
 	    "                                 own)\n"
 	    "      --socket-mode MODE         its mode, in octal (default 0660)\n"
@@ -317,12 +320,30 @@ static int load_policy(const char *path, struct policy **ret_policy)
 
 /* SIGTERM/SIGINT: every lease ends with reason shutdown and its holder is told before any
  * device closes; the loop then exits and main closes the devices. */
+/* SIGUSR2 from ExecStop=+p2pbufd --stop-request: the SIGTERM that follows is a restart. */
+static bool restart_announced;
+
+static void on_restart_announced(evutil_socket_t sig, short what, void *arg)
+{
+	restart_announced = true;
+	log_info("systemd restarts p2pbufd: the leases will stay alive for the next instance");
+}
+
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
 
 	if (d->stopping)
 		return;
+	/* A restart with the fd store keeps every lease: the next instance takes them over. */
+	if (persist_enabled(d->persist) && restart_announced) {
+		log_notice("restarting on %s: %zu lease(s) stay alive for the next instance",
+			   strsignal((int)sig), d->leases.count);
+		sd_notify(0, "STOPPING=1\nSTATUS=Restarting: leases stay alive");
+		daemon_hand_over(d);
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
 	log_notice("stopping on %s", strsignal((int)sig));
 	sd_notify(0, "STOPPING=1\nSTATUS=Stopping: ending leases");
 	daemon_stop(d);
@@ -345,7 +366,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
 }
 
 struct signals {
-	struct event *ev[3];
+	struct event *ev[4];
 	struct event *watchdog;
 };
 
@@ -375,12 +396,15 @@ static int setup_watchdog(struct daemon *d, struct signals *s)
 
 static int setup_signals(struct daemon *d, struct signals *s)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR2 };
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++) {
 		s->ev[i] = evsignal_new(d->base, sigs[i],
-					sigs[i] == SIGHUP ? on_sighup : on_stop_signal, d);
+					sigs[i] == SIGHUP    ? on_sighup
+					: sigs[i] == SIGUSR2 ? on_restart_announced
+							     : on_stop_signal,
+					d);
 		if (!s->ev[i] || event_add(s->ev[i], NULL) < 0)
 			return -ENOMEM;
 	}
@@ -488,6 +512,9 @@ int main(int argc, char **argv)
 	struct daemon d = {};
 	bool check_only;
 	log_init();
+	/* The unit's ExecStop= helper, not a daemon: see manager.h. */
+	if (argc == 3 && strcmp(argv[1], "--stop-request") == 0)
+		return manager_stop_request(argv[2]);
 	int r = parse_options(argc, argv, &d.opt, &check_only);
 
 	if (r != 0)

@@ -131,6 +131,8 @@ static bool adopt(struct registry *reg, struct device *dev, struct device_handle
 	if (r < 0) {
 		for (ssize_t i = 0; i < n; i++)
 			close(fds[i].fd);
+		if (cb->rejected)
+			cb->rejected(cb->ctx, dev, msg[0] ? msg : strerror(-r));
 		return false;
 	}
 	dev->generation = generation;

@@ -64,6 +64,9 @@ struct registry_callbacks {
 	 * returns how many fds (moved to the registry), or -1 when nothing of dev was kept. */
 	ssize_t (*kept)(void *ctx, const struct device *dev, struct parked_fd *fds,
 			uint32_t *ret_generation);
+	/* What was kept of dev could not be taken over and is closed: the store must let go
+	 * of its copies too, or the device stays open there. */
+	void (*rejected)(void *ctx, const struct device *dev, const char *why);
 	void *ctx;
 };
 

@@ -89,6 +89,8 @@ static const char *const allowed_syscalls[] = {
 	 * and later FDSTORE=1 with its fds) */
 	"accept4",
 	"getsockopt",
+	/* asking systemd, over the bus connected at start-up, whether a SIGTERM is a restart */
+	"ppoll",
 	/* a peer's unit is trusted only if it is still alive after the lookup: signal 0 on its
 	 * pidfd (SO_PEERPIDFD); a kernel without it answers ENOSYS */
 	"pidfd_send_signal",

@@ -25,7 +25,13 @@ void session_free(struct session *s)
 	registry_drop_waiters(d->registry, s);
 	if (s->subscribed)
 		LIST_REMOVE(s, sub_link);
-	revoke_owner_gone_all(d->revoke, &s->leases);
+	if (d->handing_over) {
+		/* The next instance adopts them unclaimed, and the owner reclaims them there. */
+		while (!LIST_EMPTY(&s->leases.list))
+			lease_forget_owner(LIST_FIRST(&s->leases.list));
+	} else {
+		revoke_owner_gone_all(d->revoke, &s->leases);
+	}
 	TAILQ_REMOVE(&d->sessions, s, link);
 	free(s);
 }

@@ -894,6 +894,87 @@ static void vfio_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_er
 	*ret_err_fd = h ? h->err_fd : -1;
 }
 
+/* The fds whose close would revoke the device's buffers: the device and what it hangs on. */
+static size_t vfio_park(struct device_handle *h, struct parked_fd *fds)
+{
+	size_t n = 0;
+
+	fds[n++] = (struct parked_fd){ h->path == VFIO_PATH_IOMMUFD ? "iommufd" : "container",
+				       h->container_fd };
+	if (h->group_fd >= 0)
+		fds[n++] = (struct parked_fd){ "group", h->group_fd };
+	fds[n++] = (struct parked_fd){ "device", h->device_fd };
+	return n;
+}
+
+static int parked(const struct parked_fd *fds, size_t n, const char *role)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(fds[i].role, role) == 0)
+			return fds[i].fd;
+	return -1;
+}
+
+/* The last path component of what fd is open on ("12" for /dev/vfio/12, "vfio3" for
+ * /dev/vfio/devices/vfio3), to check a parked fd is the node sysfs names. */
+static int fd_node(int fd, char *buf, size_t len)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return link_name(path, buf, len);
+}
+
+/* Take over a device a previous instance opened: the fds must be the nodes that sysfs names
+ * for decl's address today (its group, or its cdev). Nothing is reopened or reset, so the
+ * buffers exported from it stay alive; events are re-armed with new eventfds. */
+static int vfio_adopt(const struct policy_device *decl, struct parked_fd *fds, size_t n,
+		      struct device_handle **ret_handle, struct device_info *ret_info, char *msg,
+		      size_t msglen)
+{
+	struct vfio_sysfs s = { 0 };
+	char node[NAME_MAX + 1], want[NAME_MAX + 1];
+	int container = parked(fds, n, "container"), iommufd = parked(fds, n, "iommufd");
+	int group = parked(fds, n, "group"), device = parked(fds, n, "device");
+	int r = sysfs_check(decl->pci, &s, msg, msglen);
+
+	if (r < 0)
+		return r;
+	if (device < 0 || (iommufd < 0 && (container < 0 || group < 0)))
+		return fail(msg, msglen, -EBADF, "%s: the parked fds are incomplete", decl->pci);
+	if (iommufd >= 0)
+		snprintf(want, sizeof(want), "%s", s.cdev);
+	else
+		snprintf(want, sizeof(want), "%u", s.group);
+	r = fd_node(iommufd >= 0 ? device : group, node, sizeof(node));
+	if (r < 0 || strcmp(node, want) != 0)
+		return fail(msg, msglen, -ENODEV,
+			    "%s: the parked fd is not this device's (%s, not %s)", decl->pci,
+			    r < 0 ? "unreadable" : node, want);
+	struct device_handle *h = handle_new();
+	if (!h)
+		return fail(msg, msglen, -ENOMEM, "out of memory");
+	h->path = iommufd >= 0 ? VFIO_PATH_IOMMUFD : VFIO_PATH_LEGACY;
+	h->container_fd = iommufd >= 0 ? iommufd : container;
+	h->group_fd = iommufd >= 0 ? -1 : group;
+	h->device_fd = device;
+	r = arm_events(h, msg, msglen);
+	if (r == 0)
+		r = read_info(h, ret_info, msg, msglen);
+	if (r == 0)
+		r = enable_memory(h, msg, msglen);
+	if (r < 0) {
+		/* The caller closes the fds it still owns: hand them back. */
+		h->container_fd = h->group_fd = h->device_fd = -1;
+		vfio_close(h);
+		return r;
+	}
+	fail(msg, msglen, 0, "%s: taken over from the previous instance (%s)", s.addr,
+	     h->path == VFIO_PATH_IOMMUFD ? "iommufd" : "legacy VFIO group");
+	*ret_handle = h;
+	return 0;
+}
+
 const struct device_ops vfio_ops = {
 	.name = "vfio",
 	.open = vfio_open,
@@ -901,4 +982,6 @@ const struct device_ops vfio_ops = {
 	.export_ranges = vfio_export_ranges,
 	.holders = vfio_holders,
 	.event_fds = vfio_event_fds,
+	.park = vfio_park,
+	.adopt = vfio_adopt,
 };

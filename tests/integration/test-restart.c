@@ -418,6 +418,49 @@ START_TEST(missing_fd_cycles_its_device)
 }
 END_TEST
 
+/* p2pbuf-client export -- CMD keeps its child's lease through a crash of the daemon: the CLI
+ * reconnects and reclaims, the child runs on, and the lease is still active past the grace
+ * (an unreclaimed one would be revoking by then). */
+START_TEST(cli_export_keeps_child_lease)
+{
+	char cli[512];
+	const char *top = getenv("top_builddir");
+	struct p2pbuf_lease l;
+	uint64_t id = 0;
+
+	snprintf(cli, sizeof(cli), "%s/client/p2pbuf-client", top ? top : ".");
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		execl(cli, "p2pbuf-client", "--socket", m.sock, "export", "sim0", "--bar", "0",
+		      "--length", "4K", "--", "sleep", "60", (char *)NULL);
+		_exit(127);
+	}
+	/* The child's lease is the only one: wait for it to be granted. */
+	for (int i = 0; i < 200 && !id; i++) {
+		for (uint64_t k = 1; k < 8 && !id; k++)
+			if (lease(k, &l))
+				id = k;
+		if (!id)
+			sleep_ms(50);
+	}
+	ck_assert_uint_gt(id, 0);
+	stop(SIGKILL);
+	start();
+	sleep_ms(2500); /* past the 1.5 s grace */
+	ck_assert(lease(id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_ACTIVE);
+	ck_assert_int_eq(waitpid(pid, NULL, WNOHANG), 0); /* the CLI and its child run on */
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	for (int i = 0; i < 100 && lease(id, &l); i++)
+		sleep_ms(50);
+	ck_assert(!lease(id, &l)); /* released when the CLI ended */
+}
+END_TEST
+
 START_TEST(stop_ends_every_lease)
 {
 	struct p2pbuf *c = client();
@@ -451,6 +494,7 @@ int main(void)
 	tcase_add_test(tc, corrupted_record_is_refused);
 	tcase_add_test(tc, newer_record_is_refused);
 	tcase_add_test(tc, missing_fd_cycles_its_device);
+	tcase_add_test(tc, cli_export_keeps_child_lease);
 	tcase_add_test(tc, stop_ends_every_lease);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);

@@ -229,7 +229,9 @@ static const struct policy_resolver numbers = { resolve_number, resolve_number }
 
 static void setup(void)
 {
-	const struct registry_callbacks gcb = { on_state, on_dying, on_answer, NULL };
+	const struct registry_callbacks gcb = { .state_changed = on_state,
+						.buffers_dying = on_dying,
+						.answer = on_answer };
 	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, NULL };
 	char *err = NULL;
 
@@ -637,7 +639,9 @@ END_TEST
 
 START_TEST(open_failure_at_start_serves_the_others)
 {
-	const struct registry_callbacks gcb = { on_state, on_dying, on_answer, NULL };
+	const struct registry_callbacks gcb = { .state_changed = on_state,
+						.buffers_dying = on_dying,
+						.answer = on_answer };
 	struct registry *r2;
 
 	fail_open = 1;

@@ -426,5 +426,145 @@ journal_has journal-reset "$ID_RESET" "P2PBUF_DEVICE=ivshmem"
 journal_has journal-device-state "$ID_DEVICE_STATE" "P2PBUF_DEVICE=ivshmem"
 journal_has journal-reload "$ID_RELOAD" "_SYSTEMD_UNIT=p2pbufd.service" "P2PBUF_RESULT=reloaded"
 journal_has journal-reload-refused "$ID_RELOAD" "P2PBUF_RESULT=refused"
+# ---- 10: restarts revoke nobody ----
+section "10: a restart, a crash and a watchdog kill keep the leases"
+# lease_state ID: "STATE GENERATION" of lease ID in the daemon's listing, "gone" without it.
+lease_state() {
+	p2pbuf-client --json leases --all >"$W/leases10.json" 2>/dev/null
+	_st=$(jget "$W/leases10.json" ".leases[id=$1].state")
+	[ -n "$_st" ] && [ "$_st" != null ] && echo "$_st $(jget "$W/leases10.json" ".leases[id=$1].generation")" ||
+		echo gone
+}
+# The holder's lease, on a generation of ivshmem that cases above left behind.
+spawn holder10 vm-importer as tester p2pbuf-client --json export ivshmem --bar 2 \
+	--offset 0x30000 --length 0x1000 --label survive
+_lease10=$(lease_of holder10)
+_gen10=$(lease_state "${_lease10:-0}" | cut -d' ' -f2)
+echo "lease ${_lease10:-?} on ivshmem generation ${_gen10:-?}"
+_parked=$(systemctl show -p NFileDescriptorStore --value p2pbufd.service 2>/dev/null)
+echo "fds in p2pbufd.service's store: ${_parked:-?}"
+# systemctl restart: the new instance takes the lease over; the holder reclaims it (its
+# reconnect), so it is still active after the 5 s grace.
+check restart-cli systemctl restart p2pbufd.service
+DPID=$(prop p2pbufd.service MainPID)
+expect_eq restart-adopted "after systemctl restart: the lease's state and generation" \
+	"active ${_gen10:-?}" "$(lease_state "${_lease10:-0}")"
+sleep 6 # past the reclaim grace: an unreclaimed lease would be revoking by now
+expect_eq restart-reclaimed "past the grace: the holder reclaimed it" "active ${_gen10:-?}" \
+	"$(lease_state "${_lease10:-0}")"
+expect_eq restart-logged "the new instance says it took the lease over" yes \
+	"$(daemon_log | grep -q 'took over 1 of 1 recorded' && echo yes)"
+# A crash (SIGKILL) with Restart=on-failure.
+_n=$(prop p2pbufd.service NRestarts)
+kill -KILL "$DPID"
+expect_eq crash-restarted "restarts after kill -9 of pid $DPID (within 30 s)" "$((_n + 1))" \
+	"$(wait_prop p2pbufd.service NRestarts "$((_n + 1))" 30)"
+wait_prop p2pbufd.service ActiveState active 20 >/dev/null
+expect_eq crash-adopted "after kill -9: the lease's state and generation" "active ${_gen10:-?}" \
+	"$(lease_state "${_lease10:-0}")"
+# A watchdog kill (the loop stopped: SIGSTOP) with a 4 s watchdog.
+printf '[Service]\nWatchdogSec=4s\n' >"$DROPIN/50-watchdog.conf"
+systemctl daemon-reload
+DPID=$(prop p2pbufd.service MainPID)
+_n=$(prop p2pbufd.service NRestarts)
+kill -STOP "$DPID"
+expect_eq watchdog-kill-restarted "restarts after SIGSTOP of pid $DPID (within 40 s)" \
+	"$((_n + 1))" "$(wait_prop p2pbufd.service NRestarts "$((_n + 1))" 40)"
+wait_prop p2pbufd.service ActiveState active 20 >/dev/null
+expect_eq watchdog-kill-adopted "after the watchdog kill: the lease's state and generation" \
+	"active ${_gen10:-?}" "$(lease_state "${_lease10:-0}")"
+rm -f "$DROPIN/50-watchdog.conf"
+systemctl daemon-reload
+# The holder is still holding, undisturbed, until the stop below.
+expect_eq crash-holder-running "the holder is still running" yes \
+	"$(kill -0 "$(cat "$W/holder10.pid" 2>/dev/null || echo 0)" 2>/dev/null && echo yes)"
+# systemctl stop still ends what was taken over, telling the holder first.
+check restart-then-stop systemctl stop p2pbufd.service
+expect_eq restart-stop-told "after the restarts, a stop: the holder told (reason shutdown)" \
+	"10 lease-revoked ${_lease10:-?} shutdown" "$(ended_as holder10)"
+systemctl start p2pbufd.socket p2pbufd.service
+# ---- 10b: an iommufd holder's DMA through restarts ----
+section "10b: an iommufd holder's edu DMA through a restart, a crash, then a reset"
+chown tester "$EDU_CDEV" "$EDU_GROUP" "/sys/bus/pci/devices/$IVSHMEM/resource2"
+chmod 0666 /dev/iommu
+mkfifo "$W/hold.ctl"
+vm-importer as tester vm-importer dma-hold --edu "$EDU" ivshmem 2 0x50000 0x10000 \
+	<"$W/hold.ctl" >"$W/hold.out" 2>&1 &
+_hold=$!
+exec 8>"$W/hold.ctl"
+wait_grep "$W/hold.out" '^ready lease' 30 >/dev/null
+# hold CMD NAME: send the holder a command, print the word its answer ends with.
+hold() {
+	echo "$1 $2" >&8
+	wait_grep "$W/hold.out" "^$1 $2 " 40 >/dev/null
+	grep "^$1 $2 " "$W/hold.out" | tail -n 1 | cut -d' ' -f3 | tr -d :
+}
+expect_eq hold-before "edu DMA through the held lease, before" live "$(hold check before)"
+check hold-restart-cli systemctl restart p2pbufd.service
+expect_eq hold-after-restart "edu DMA right after systemctl restart" live \
+	"$(hold check after-restart)"
+hold sync after-restart >/dev/null
+expect_eq hold-reclaimed-restart "the holder reclaimed its lease by itself (libp2pbuf)" yes \
+	"$(grep -q '^reconnected reclaimed 1' "$W/hold.out" && echo yes)"
+# kill -9 with the restart 3 s away: the DMA while p2pbufd is gone.
+printf '[Service]\nRestartSec=3s\n' >"$DROPIN/50-restartsec.conf"
+systemctl daemon-reload
+DPID=$(prop p2pbufd.service MainPID)
+_n=$(prop p2pbufd.service NRestarts)
+kill -KILL "$DPID"
+wait_prop p2pbufd.service MainPID 0 10 >/dev/null
+expect_eq hold-during-crash "edu DMA while p2pbufd is gone (main pid $(prop p2pbufd.service MainPID))" \
+	live "$(hold check during-crash)"
+wait_prop p2pbufd.service NRestarts "$((_n + 1))" 30 >/dev/null
+wait_prop p2pbufd.service ActiveState active 20 >/dev/null
+hold sync after-crash >/dev/null
+expect_eq hold-after-crash "edu DMA after the restart that followed kill -9" live \
+	"$(hold check after-crash)"
+expect_eq hold-reclaimed-crash "reclaimed again after the crash" 2 \
+	"$(grep -c '^reconnected reclaimed 1' "$W/hold.out")"
+rm -f "$DROPIN/50-restartsec.conf"
+systemctl daemon-reload
+# The taken-over lease is still revocable: a reset through the new instance kills it.
+check hold-reset p2pbuf-client reset ivshmem
+expect_eq hold-after-reset "edu DMA after a reset through the new instance" dead \
+	"$(hold check after-reset)"
+expect_eq hold-map-after-reset "IOMMU_IOAS_MAP_FILE of the old fd after the reset" ENODEV \
+	"$(hold map after-reset)"
+echo quit >&8
+exec 8>&-
+wait "$_hold"
+sed 's/^/hold| /' "$W/hold.out"
+# A second holder, through a watchdog kill, then systemctl stop.
+: >"$W/hold.out"
+vm-importer as tester vm-importer dma-hold --edu "$EDU" ivshmem 2 0x60000 0x10000 \
+	<"$W/hold.ctl" >"$W/hold.out" 2>&1 &
+_hold=$!
+exec 8>"$W/hold.ctl"
+wait_grep "$W/hold.out" '^ready lease' 30 >/dev/null
+expect_eq hold2-before "the second holder's edu DMA, before" live "$(hold check before2)"
+printf '[Service]\nWatchdogSec=4s\n' >"$DROPIN/50-watchdog.conf"
+systemctl daemon-reload
+DPID=$(prop p2pbufd.service MainPID)
+_n=$(prop p2pbufd.service NRestarts)
+kill -STOP "$DPID"
+wait_prop p2pbufd.service NRestarts "$((_n + 1))" 40 >/dev/null
+wait_prop p2pbufd.service ActiveState active 20 >/dev/null
+hold sync after-watchdog >/dev/null
+expect_eq hold2-after-watchdog "edu DMA after the watchdog killed pid $DPID" live \
+	"$(hold check after-watchdog)"
+expect_eq hold2-reclaimed "reclaimed after the watchdog kill" yes \
+	"$(grep -q '^reconnected reclaimed 1' "$W/hold.out" && echo yes)"
+rm -f "$DROPIN/50-watchdog.conf"
+systemctl daemon-reload
+check hold2-stop systemctl stop p2pbufd.service
+expect_eq hold2-after-stop "edu DMA after systemctl stop" dead "$(hold check after-stop)"
+expect_eq hold2-map-after-stop "IOMMU_IOAS_MAP_FILE of the old fd after the stop" ENODEV \
+	"$(hold map after-stop)"
+echo quit >&8
+exec 8>&-
+wait "$_hold"
+sed 's/^/hold2| /' "$W/hold.out"
+systemctl start p2pbufd.socket
+chmod 0660 /dev/iommu
 section ""
 exit 0

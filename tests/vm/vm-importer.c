@@ -35,6 +35,14 @@
  *       step (cases.sh turns them into results); a step that could not run because an
  *       earlier one failed is reported as FAIL too, so that the number of results is fixed.
  *
+ *   vm-importer dma-hold [--socket PATH] --edu BDF DEVICE BAR OFFSET LENGTH
+ *       A holder that lives through restarts of p2pbufd: a lease (reconnecting on) mapped
+ *       into our own IOAS, "ready lease ID", then commands on standard input: "check NAME"
+ *       prints "check NAME live|dead: why" from an edu DMA through the mapping, "map NAME"
+ *       maps the held fd again ("map NAME ok|ERRNO"), "sync NAME" dispatches the
+ *       connection (reconnecting in there), "quit". Events are printed as they are
+ *       dispatched ("reconnected reclaimed N", "event revoked lease ID reason R").
+ *
  *   vm-importer revoke --then keep|release --deadline MS [--socket PATH] [--edu BDF]
  *                      DEVICE BAR OFFSET LENGTH
  *       A holder whose lease an admin revokes (the device's revoke-deadline is MS). Two
@@ -1225,6 +1233,107 @@ static int cmd_dma(int argc, char **argv)
 	return failed ? 1 : 0;
 }
 
+/* ---- dma-hold: a holder across restarts of p2pbufd ---- */
+
+#define IOVA_HOLD_RETRY ((uint64_t)0xa00000) /* the held buffer mapped again */
+
+static void hold_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
+{
+	(void)conn;
+	(void)userdata;
+	if (ev->type == P2PBUF_EVENT_RECONNECTED)
+		printf("reconnected reclaimed %u\n", ev->reclaimed);
+	else if (ev->type != P2PBUF_EVENT_DEVICE_STATE)
+		printf("event %s lease %" PRIu64 " reason %s\n",
+		       ev->type == P2PBUF_EVENT_LEASE_REVOKED ? "revoked" : "revoking",
+		       ev->lease_id, p2pbuf_reason_name(ev->reason));
+}
+
+/* One command from the case script: "check NAME" (edu DMA through the lease's mapping: the
+ * host's pattern or not), "map NAME" (IOMMU_IOAS_MAP_FILE of the held fd again), "sync NAME"
+ * (p2pbuf_dispatch: what an event loop does when the socket wakes it; a lost connection is
+ * made again in there), "quit". */
+static bool hold_command(struct dma_test *t, const char *line)
+{
+	char cmd[16], name[64], why[256];
+
+	if (sscanf(line, "%15s %63s", cmd, name) < 1)
+		return true;
+	if (!strcmp(cmd, "quit"))
+		return false;
+	if (!strcmp(cmd, "check")) {
+		int r = dma_fetch(t, IOVA_LEASE + t->probe, 0x5a, why, sizeof(why));
+		bool live = r == 0 && pattern_ok(t->own, DMA_LEN, t->range.offset + t->probe, why,
+						 sizeof(why));
+		printf("check %s %s%s%s\n", name, live ? "live" : "dead", live ? "" : ": ",
+		       live ? "" : why);
+	} else if (!strcmp(cmd, "sync")) {
+		int r = p2pbuf_dispatch(t->conn);
+		printf("sync %s %s\n", name, r >= 0 ? "done" : errno_name(-r));
+	} else if (!strcmp(cmd, "map")) {
+		int r = ioas_map_file(&t->edu, t->fd, t->range.length, IOVA_HOLD_RETRY);
+		printf("map %s %s\n", name, r == 0 ? "ok" : errno_name(-r));
+		if (r == 0)
+			ioas_unmap(&t->edu, IOVA_HOLD_RETRY, t->range.length);
+	}
+	return true;
+}
+
+/* vm-importer dma-hold --edu BDF DEVICE BAR OFFSET LENGTH: take a lease through libp2pbuf
+ * with reconnecting on, map it into our own IOAS, print "ready lease ID", then serve commands
+ * from standard input (see hold_command), so that p2pbufd's restarts are lived through as a
+ * program lives them: with no code of its own for them. */
+static int cmd_dma_hold(int argc, char **argv)
+{
+	struct conn_opts o = { 0 };
+	struct dma_test t = { .fd = -1, .edu = { .iommufd = -1, .dev = -1 } };
+	char line[256];
+	size_t used = 0;
+	int argi;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 4 || !o.edu)
+		die("usage: dma-hold [--socket PATH] --edu BDF DEVICE BAR OFFSET LENGTH");
+	t.socket = o.socket;
+	t.edu_bdf = o.edu;
+	t.device = argv[argi];
+	t.bar = (unsigned)parse_u64(argv[argi + 1], "BAR");
+	t.range.offset = parse_u64(argv[argi + 2], "offset");
+	t.range.length = parse_u64(argv[argi + 3], "length");
+	t.probe = t.range.length >= 4 * PAGE ? 2 * PAGE : 0;
+	t.conn = connect_or_die(t.socket);
+	p2pbuf_set_event_handler(t.conn, hold_event, &t);
+	p2pbuf_set_reconnect(t.conn, 60000);
+	if (!setup_live(&t)) {
+		printf("hold FAIL: the lease could not be mapped\n");
+		return 1;
+	}
+	printf("ready lease %" PRIu64 "\n", t.lease);
+	/* The socket is dispatched only when the script says "sync", so that a check can run
+	 * while p2pbufd is gone and the connection not yet noticed as lost. */
+	for (;;) {
+		ssize_t n = read(0, line + used, sizeof(line) - 1 - used);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		line[used] = '\0';
+		char *nl;
+		bool go = true;
+		while (go && (nl = strchr(line, '\n'))) {
+			*nl = '\0';
+			go = hold_command(&t, line);
+			memmove(line, nl + 1, strlen(nl + 1) + 1);
+			used = strlen(line);
+		}
+		if (!go)
+			break;
+	}
+	ioas_unmap(&t.edu, IOVA_LEASE, t.range.length);
+	close(t.fd);
+	p2pbuf_disconnect(t.conn);
+	return 0;
+}
+
 /* ---- the revocation modes: common parts ---- */
 
 /* IOVAs of the revoke and pass-fd modes: apart from the dma mode's, so that the DMAR faults
@@ -2180,7 +2289,7 @@ static const struct mode {
 } modes[] = {
 	{ "json", cmd_json },	    { "pattern", cmd_pattern }, { "as", cmd_as },
 	{ "export", cmd_export },   { "dma", cmd_dma },		{ "revoke", cmd_revoke },
-	{ "pass-fd", cmd_pass_fd }, { "events", cmd_events },
+	{ "pass-fd", cmd_pass_fd }, { "events", cmd_events },	{ "dma-hold", cmd_dma_hold },
 };
 
 int main(int argc, char **argv)
