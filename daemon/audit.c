@@ -9,6 +9,7 @@
 #include <systemd/sd-journal.h>
 
 #include "audit.h"
+#include "clock.h"
 #include "log.h"
 #include "macro.h"
 #include "wire.h"
@@ -26,6 +27,10 @@
 #define ID_RELOAD "7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c65"
 
 static int journal = -1; /* whether journald is there; -1: not looked yet */
+/* Denials are what a hostile client can cause at will, one per request: a few a second are
+ * logged, the rest counted. Module state like journal above: audit.c is the one place that
+ * writes the trail. */
+static struct log_ratelimit denied_limit = LOG_RATELIMIT_INIT(1000, 20);
 
 /* One audit entry: the readable line, and the journal's structured fields. */
 struct entry {
@@ -153,7 +158,16 @@ void audit_denied(const struct peer *p, const char *what, const char *object, in
 	char obj[ESCAPED_MAX], text[ESCAPED_MAX];
 	char bar_text[16] = "";
 	bool lease = strcmp(what, "revoke") == 0;
+	unsigned suppressed;
 
+	if (!log_ratelimit_allow(&denied_limit, clock_monotonic_ms(), &suppressed))
+		return;
+	if (suppressed) {
+		struct entry s = { .priority = LOG_NOTICE };
+		field(&s, "P2PBUF_SUPPRESSED=%u", suppressed);
+		emit(&s, "denied: %u similar denials suppressed (at most %u a second are logged)",
+		     suppressed, denied_limit.burst);
+	}
 	audit_escape(object, obj, sizeof(obj));
 	audit_escape(msg, text, sizeof(text));
 	if (bar >= 0) {

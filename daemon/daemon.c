@@ -333,9 +333,14 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 	free(err);
 	if (r < 0 && !(r == -EPROTONOSUPPORT || r == -EBADMSG))
 		return r;
-	const struct server_options sopt = { d->opt.socket_path, d->opt.max_clients,
-					     d->opt.socket_group, d->opt.socket_mode,
-					     TAKE_FD(inv.listen_fd) };
+	const struct server_options sopt = { .socket_path = d->opt.socket_path,
+					     .max_clients = d->opt.max_clients,
+					     .max_clients_per_user = d->opt.max_clients_per_user,
+					     .hello_timeout_ms = d->opt.hello_timeout_ms,
+					     .max_queued_bytes = d->opt.max_queued_bytes,
+					     .socket_group = d->opt.socket_group,
+					     .socket_mode = d->opt.socket_mode,
+					     .listen_fd = TAKE_FD(inv.listen_fd) };
 	r = lease_table_init(&d->leases, d->opt.max_leases, policy->n_rules);
 	if (r == 0)
 		r = revoke_new(base, &d->leases, d->clock, &rcb, &d->revoke);

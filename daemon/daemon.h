@@ -48,11 +48,16 @@ struct daemon_options {
 	const char *socket_path; /* NULL: socket activation or the default path */
 	const char *policy_path;
 	unsigned max_clients;
+	unsigned max_clients_per_user; /* 0: no cap of its own */
 	unsigned max_leases_per_client;
-	unsigned max_leases;	 /* in the whole daemon */
-	uint64_t max_lease_size; /* bytes; 0: no cap */
-	gid_t socket_group;	 /* (gid_t)-1: as created */
-	mode_t socket_mode;	 /* of a socket the daemon creates itself */
+	unsigned max_leases_per_user; /* 0: no cap of its own */
+	unsigned max_leases;	      /* in the whole daemon */
+	uint64_t hello_timeout_ms;    /* a client that has not said Hello by then is dropped;
+					 0: never */
+	uint64_t max_queued_bytes;    /* output queued for all clients together; 0: no cap */
+	uint64_t max_lease_size;      /* bytes; 0: no cap */
+	gid_t socket_group;	      /* (gid_t)-1: as created */
+	mode_t socket_mode;	      /* of a socket the daemon creates itself */
 	enum sandbox_mode sandbox;
 	unsigned fd_store_max;	   /* FileDescriptorStoreMax= of the unit; 0: no parking */
 	uint64_t reclaim_grace_ms; /* how long adopted leases wait for their owners */

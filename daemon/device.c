@@ -82,6 +82,24 @@ static int check_one(const struct device_info *info, unsigned bar, const struct 
 	return check_msix(&info->msix, bar, r, page, i, msg, msglen);
 }
 
+/* -EINVAL if two ranges share a byte: the buffer would map it twice and its size would
+ * count it twice. n is at most WIRE_MAX_RANGES, so comparing every pair is cheap. */
+static int check_overlaps(const struct range *ranges, size_t n, char *msg, size_t msglen)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++) {
+			const struct range *a = &ranges[i], *b = &ranges[j];
+			if (!overlaps(a, b))
+				continue;
+			snprintf(msg, msglen,
+				 "ranges %zu (0x%" PRIx64 "+0x%" PRIx64 ") and %zu (0x%" PRIx64
+				 "+0x%" PRIx64 ") overlap",
+				 i, a->offset, a->length, j, b->offset, b->length);
+			return -EINVAL;
+		}
+	return 0;
+}
+
 int device_check_ranges(const struct device_info *info, unsigned bar, const struct range *ranges,
 			size_t n, uint64_t page_size, uint64_t max_size, uint64_t *ret_size,
 			char *msg, size_t msglen)
@@ -107,6 +125,9 @@ int device_check_ranges(const struct device_info *info, unsigned bar, const stru
 		}
 		total += ranges[i].length;
 	}
+	int r = check_overlaps(ranges, n, msg, msglen);
+	if (r < 0)
+		return r;
 	if (max_size && total > max_size) {
 		snprintf(msg, msglen,
 			 "total size 0x%" PRIx64 " exceeds the limit of 0x%" PRIx64 " per lease",

@@ -98,12 +98,12 @@ extern const struct device_ops vfio_ops;
 uint64_t device_page_size(void);
 
 /* Check a requested export against the BAR model: at least one range, each non-empty, page
- * aligned, inside the BAR, not overlapping the MSI-X table or PBA pages, and a total size
- * no larger than max_size (0: no cap). An empty request (n == 0) is not allowed here: the
- * caller expands it to the whole BAR first.
- * Returns 0 and the total size, or: -ENXIO no such BAR or an I/O BAR; -EINVAL empty,
- * unaligned or overflowing range; -ERANGE outside the BAR; -EADDRNOTAVAIL overlaps MSI-X;
- * -EFBIG larger than max_size. msg (msglen bytes) explains any failure. */
+ * aligned, inside the BAR, not overlapping the MSI-X table or PBA pages nor each other, and a
+ * total size no larger than max_size (0: no cap). An empty request (n == 0) is not allowed here:
+ * the caller expands it to the whole BAR first. Returns 0 and the total size, or: -ENXIO no such
+ * BAR or an I/O BAR; -EINVAL empty, unaligned, overflowing or overlapping ranges; -ERANGE outside
+ * the BAR; -EADDRNOTAVAIL overlaps MSI-X; -EFBIG larger than max_size. msg (msglen bytes) explains
+ * any failure. */
 int device_check_ranges(const struct device_info *info, unsigned bar, const struct range *ranges,
 			size_t n, uint64_t page_size, uint64_t max_size, uint64_t *ret_size,
 			char *msg, size_t msglen);

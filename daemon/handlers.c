@@ -247,6 +247,19 @@ static int export_decode(struct session *c, const P2pbuf__Export *e, struct expo
 	return 0;
 }
 
+/* How many leases uid holds, counting to cap at most. Lingering leases whose connection is
+ * gone count too: a quota holds until the buffer is really let go. The walk is bounded by
+ * --max-leases and costs far less than the export it guards. */
+static unsigned user_leases(const struct daemon *d, uid_t uid, unsigned cap)
+{
+	unsigned n = 0;
+
+	for (const struct lease *l = TAILQ_FIRST(&d->leases.all); l && n < cap;
+	     l = TAILQ_NEXT(l, in_table))
+		n += l->peer->view.uid == uid;
+	return n;
+}
+
 /* Policy, then ranges, then quotas: the order in which a refusal tells the least. */
 static int export_check(struct session *c, struct export_req *x, char *msg, size_t len)
 {
@@ -273,6 +286,15 @@ static int export_check(struct session *c, struct export_req *x, char *msg, size
 				d->opt.max_lease_size, &x->size, msg, len);
 	if (r < 0)
 		return r;
+	unsigned cap = d->opt.max_leases_per_user,
+		 mine = cap ? user_leases(d, c->peer->view.uid, cap) : 0;
+	if (cap && mine >= cap) {
+		snprintf(msg, len,
+			 "uid %u holds %u leases, the most one user may hold "
+			 "(--max-leases-per-user)",
+			 (unsigned)c->peer->view.uid, mine);
+		return -EDQUOT;
+	}
 	if (c->leases.n >= d->opt.max_leases_per_client) {
 		snprintf(msg, len,
 			 "this connection holds %u leases, the most allowed "
@@ -423,14 +445,15 @@ static struct lease *find_lease(struct session *c, uint64_t id, bool any_owner, 
 {
 	struct lease *l = lease_find(&c->d->leases, id);
 
-	if (!l) {
-		snprintf(msg, len, "no lease %" PRIu64 " (ended already?)", id);
+	bool admin = any_owner || is_admin(c);
+
+	/* A lease that does not exist and another user's get the same answer: two answers
+	 * would let anyone enumerate the live lease ids. Admins may act on any lease, so for
+	 * them "not found" is the whole truth. */
+	if (!l || (!admin && l->peer->view.uid != c->peer->view.uid)) {
+		snprintf(msg, len, "no lease %" PRIu64 "%s (ended already?)", id,
+			 admin ? "" : " of yours");
 		*ret_err = -ENOENT;
-		return NULL;
-	}
-	if (!any_owner && l->peer->view.uid != c->peer->view.uid && !is_admin(c)) {
-		snprintf(msg, len, "lease %" PRIu64 " belongs to another user", id);
-		*ret_err = -EPERM;
 		return NULL;
 	}
 	return l;

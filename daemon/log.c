@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 int log_max_priority = LOG_INFO;
@@ -61,4 +62,40 @@ void log_msg(int priority, const char *fmt, ...)
 	} else {
 		fprintf(stderr, "<%d>%s\n", priority, line);
 	}
+}
+
+bool log_ratelimit_allow(struct log_ratelimit *rl, int64_t now_ms, unsigned *ret_suppressed)
+{
+	if (now_ms - rl->window_start_ms >= (int64_t)rl->interval_ms ||
+	    now_ms < rl->window_start_ms) {
+		rl->window_start_ms = now_ms;
+		rl->used = 0;
+	}
+	if (rl->used >= rl->burst) {
+		rl->suppressed++;
+		return false;
+	}
+	rl->used++;
+	*ret_suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	return true;
+}
+
+void log_ratelimited(struct log_ratelimit *rl, int priority, const char *fmt, ...)
+{
+	char line[1024];
+	unsigned suppressed;
+	va_list ap;
+
+	if (priority > log_max_priority ||
+	    !log_ratelimit_allow(rl, clock_monotonic_ms(), &suppressed))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (suppressed)
+		log_msg(priority, "%s (%u similar message%s suppressed)", line, suppressed,
+			suppressed == 1 ? "" : "s");
+	else
+		log_msg(priority, "%s", line);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -44,8 +45,16 @@ static void usage(FILE *f)
 	    "      --socket-mode MODE         its mode, in octal (default 0660)\n"
 	    "      --check-policy             parse the policy, report, and exit\n"
 	    "      --max-clients N            connections at once (default 256)\n"
+	    "      --max-clients-per-user N   connections of one uid (default: a quarter of\n"
+	    "                                 --max-clients)\n"
 	    "      --max-leases N             leases in the whole daemon (default 4096)\n"
+	    "      --max-leases-per-user N    leases of one uid (default: a quarter of\n"
+	    "                                 --max-leases)\n"
 	    "      --max-leases-per-client N  leases per connection (default 64)\n"
+	    "      --hello-timeout DURATION   drop a client that has not said Hello by then\n"
+	    "                                 (default 10s; 0: never)\n"
+	    "      --max-queued-bytes SIZE    output queued for all clients together\n"
+	    "                                 (default 64M)\n"
 	    "      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
 	    "(default: none)\n"
 	    "      --sandbox=enforce|log|off  seccomp filter once started (default enforce)\n"
@@ -74,6 +83,10 @@ enum {
 	OPT_MAX_CLIENTS,
 	OPT_MAX_LEASES,
 	OPT_MAX_LEASES_PER_CLIENT,
+	OPT_MAX_CLIENTS_PER_USER,
+	OPT_MAX_LEASES_PER_USER,
+	OPT_HELLO_TIMEOUT,
+	OPT_MAX_QUEUED_BYTES,
 	OPT_MAX_LEASE_SIZE,
 	OPT_FD_STORE,
 	OPT_RECLAIM_GRACE,
@@ -81,6 +94,32 @@ enum {
 	OPT_SOCKET_MODE,
 	OPT_SANDBOX,
 };
+
+static int parse_duration(const char *opt, const char *s, uint64_t *ret)
+{
+	if (units_parse_duration_str(s, ret) < 0) {
+		fprintf(stderr, "p2pbufd: %s: \"%s\" is not a duration (e.g. 10s, 500ms)\n", opt,
+			s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A size in bytes, more than 0. */
+static int parse_size(const char *opt, const char *s, uint64_t *ret)
+{
+	uint64_t v;
+
+	if (units_parse_size_str(s, &v) < 0 || v == 0) {
+		fprintf(stderr,
+			"p2pbufd: %s: \"%s\" is not a size above 0 (bytes, or a number with K, M, "
+			"G or T)\n",
+			opt, s);
+		return -EINVAL;
+	}
+	*ret = v;
+	return 0;
+}
 
 /* systemd 254 and later say how many fds the unit's store keeps (FileDescriptorStoreMax=)
  * in $FDSTORE; older ones are told with --fd-store. */
@@ -143,6 +182,10 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
 		{ "max-leases", required_argument, NULL, OPT_MAX_LEASES },
 		{ "max-leases-per-client", required_argument, NULL, OPT_MAX_LEASES_PER_CLIENT },
+		{ "max-clients-per-user", required_argument, NULL, OPT_MAX_CLIENTS_PER_USER },
+		{ "max-leases-per-user", required_argument, NULL, OPT_MAX_LEASES_PER_USER },
+		{ "hello-timeout", required_argument, NULL, OPT_HELLO_TIMEOUT },
+		{ "max-queued-bytes", required_argument, NULL, OPT_MAX_QUEUED_BYTES },
 		{ "max-lease-size", required_argument, NULL, OPT_MAX_LEASE_SIZE },
 		{ "fd-store", required_argument, NULL, OPT_FD_STORE },
 		{ "reclaim-grace", required_argument, NULL, OPT_RECLAIM_GRACE },
@@ -164,7 +207,9 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 				      .socket_mode = 0660,
 				      .max_clients = 256,
 				      .max_leases = 4096,
-				      .max_leases_per_client = 64 };
+				      .max_leases_per_client = 64,
+				      .hello_timeout_ms = 10000,
+				      .max_queued_bytes = 64 << 20 };
 	*ret_check = false;
 	while (r == 0 && (c = getopt_long(argc, argv, "p:s:vqhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -186,6 +231,18 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		case OPT_MAX_LEASES_PER_CLIENT:
 			r = parse_count("--max-leases-per-client", optarg,
 					&o->max_leases_per_client);
+			break;
+		case OPT_MAX_CLIENTS_PER_USER:
+			r = parse_count("--max-clients-per-user", optarg, &o->max_clients_per_user);
+			break;
+		case OPT_MAX_LEASES_PER_USER:
+			r = parse_count("--max-leases-per-user", optarg, &o->max_leases_per_user);
+			break;
+		case OPT_HELLO_TIMEOUT:
+			r = parse_duration("--hello-timeout", optarg, &o->hello_timeout_ms);
+			break;
+		case OPT_MAX_QUEUED_BYTES:
+			r = parse_size("--max-queued-bytes", optarg, &o->max_queued_bytes);
 			break;
 		case OPT_FD_STORE:
 			r = parse_count("--fd-store", optarg, &o->fd_store_max);
@@ -239,6 +296,11 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 			return -EINVAL;
 		}
 	}
+	/* One user cannot take every slot unless told it may: a quarter each by default. */
+	if (!o->max_clients_per_user)
+		o->max_clients_per_user = o->max_clients >= 4 ? o->max_clients / 4 : 1;
+	if (!o->max_leases_per_user)
+		o->max_leases_per_user = o->max_leases >= 4 ? o->max_leases / 4 : 1;
 	if (r == 0 && optind < argc) {
 		fprintf(stderr, "p2pbufd: unexpected argument \"%s\"\n", argv[optind]);
 		return -EINVAL;
@@ -369,12 +431,52 @@ static int check_policy(const char *path)
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+#define FDS_RESERVED 64	 /* stdio, the loop, the worker, the journal, /proc walks */
+#define FDS_PER_DEVICE 8 /* a VFIO device, its group and eventfds; a sim's memfd and FIFOs */
+
+/* Raise the soft fd limit to the hard one (the default soft limit of 1,024 is far below what
+ * the default limits need), then refuse to start if the limits do not fit: running out of
+ * fds under load would fail requests of every user. Each lease holds the daemon's copy of
+ * its buffer, each client its socket and the fds of replies queued for it. */
+static int fit_fd_limit(const struct daemon_options *o, size_t n_devices)
+{
+	uint64_t need = FDS_RESERVED + FDS_PER_DEVICE * (uint64_t)n_devices +
+			SERVER_FDS_NEEDED(o->max_clients) + o->max_leases;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -errno;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit raised = { rl.rlim_max, rl.rlim_max };
+		if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			rl = raised;
+		else
+			log_warning("cannot raise the fd limit from %llu to %llu: %m",
+				    (unsigned long long)rl.rlim_cur,
+				    (unsigned long long)rl.rlim_max);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
+		log_error(
+		    "--max-clients %u and --max-leases %u need up to %llu fds, but the fd limit "
+		    "is %llu: lower them, or raise the limit (LimitNOFILE= in the unit, "
+		    "ulimit -n)",
+		    o->max_clients, o->max_leases, (unsigned long long)need,
+		    (unsigned long long)rl.rlim_cur);
+		return -EMFILE;
+	}
+	log_debug("fd limit %llu; the configured limits need up to %llu",
+		  (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+	return 0;
+}
+
 static int run(struct daemon *d, struct event_base *base)
 {
 	struct policy *policy = NULL;
 	struct signals sigs = {};
 	int r = load_policy(d->opt.policy_path, &policy);
 
+	if (r == 0)
+		r = fit_fd_limit(&d->opt, policy->n_devices);
 	if (r == 0)
 		r = daemon_start(d, base, policy);
 	else

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +14,17 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "clock.h"
 #include "log.h"
 #include "macro.h"
 #include "server.h"
 
-#define RECORDS_PER_WAKEUP 16 /* fairness: one busy client cannot starve the rest */
+#define RECORDS_PER_WAKEUP 16  /* fairness: one busy client cannot starve the rest */
+#define USER_BUCKETS 256       /* of the per-uid connection counts */
+#define TRIM_BYTES (1 << 20)   /* queue memory freed before it is handed back to the system */
+#define REFUSE_TIMEOUT_MS 1000 /* a refused client that sends nothing is closed after this */
+/* A record's allocation as the heap sees it: what it can use plus the allocator's header. */
+#define MALLOC_OVERHEAD (2 * sizeof(size_t))
 
 struct outmsg {
 	STAILQ_ENTRY(outmsg) link;
@@ -31,13 +38,26 @@ struct conn {
 	int fd;
 	struct event *ev_read;
 	struct event *ev_write;
+	struct event *ev_deadline;  /* Hello deadline, or a refused client's last chance */
 	STAILQ_HEAD(, outmsg) outq; /* records the socket would not take yet, oldest first */
-	size_t outq_bytes;
-	struct peer *peer; /* taken once at accept */
-	void *data;	   /* the upper layer's */
+	size_t outq_cost;	    /* their memory, as charged */
+	unsigned outq_fds;	    /* fds among them */
+	struct peer *peer;	    /* taken once at accept */
+	void *data;		    /* the upper layer's */
+	int refuse;		    /* -errno: answer the first request with it, then close */
+	char refuse_msg[160];
 	bool closing;
-	uint64_t id; /* for log lines */
+	bool reading; /* ev_read is armed */
+	uint64_t id;  /* for log lines */
 	TAILQ_ENTRY(conn) link;
+	LIST_ENTRY(conn) paused_link; /* on s->paused while not read because of its queue */
+};
+
+/* How many connections one uid has. */
+struct user_count {
+	uid_t uid;
+	unsigned n;
+	struct user_count *next;
 };
 
 struct server {
@@ -51,8 +71,18 @@ struct server {
 	TAILQ_HEAD(, conn) conns;
 	TAILQ_HEAD(, conn) dead; /* closed, freed by ev_reap on the loop's next turn */
 	struct event *ev_reap;
-	unsigned n_conns;
+	struct event *ev_accept_retry; /* out of fds: accepting resumes from this timer */
+	int64_t accept_paused_ms;      /* when the current out-of-fds episode began, or 0 */
+	unsigned accept_failures;      /* accept errors in this episode */
+	unsigned n_conns;	       /* accepted, not counting the ones being refused */
+	unsigned n_refusing;
 	uint64_t next_conn_id;
+	uint64_t queued_bytes; /* outq_cost of every connection */
+	size_t freed_since_trim;
+	LIST_HEAD(, conn) paused; /* connections not read because of their queue */
+	struct user_count *users[USER_BUCKETS];
+	struct log_ratelimit rl_refuse; /* connections refused at accept */
+	struct log_ratelimit rl_close;	/* disconnections */
 };
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
@@ -128,19 +158,151 @@ static int peer_identity(int fd, struct peer **ret_peer)
 	return 0;
 }
 
-static void conn_free(struct conn *c)
+/* ---- per-user connection counts ---- */
+
+static struct user_count **user_slot(struct server *s, uid_t uid)
+{
+	struct user_count **u = &s->users[uid % USER_BUCKETS];
+
+	while (*u && (*u)->uid != uid)
+		u = &(*u)->next;
+	return u;
+}
+
+static unsigned user_conns(struct server *s, uid_t uid)
+{
+	struct user_count *u = *user_slot(s, uid);
+
+	return u ? u->n : 0;
+}
+
+static int user_add(struct server *s, uid_t uid)
+{
+	struct user_count **slot = user_slot(s, uid);
+
+	if (!*slot) {
+		*slot = calloc(1, sizeof(**slot));
+		if (!*slot)
+			return -ENOMEM;
+		(*slot)->uid = uid;
+	}
+	(*slot)->n++;
+	return 0;
+}
+
+static void user_remove(struct server *s, uid_t uid)
+{
+	struct user_count **slot = user_slot(s, uid), *u = *slot;
+
+	if (u && --u->n == 0) {
+		*slot = u->next;
+		free(u);
+	}
+}
+
+/* ---- output queues ---- */
+
+static size_t outmsg_cost(struct outmsg *m)
+{
+	return malloc_usable_size(m) + MALLOC_OVERHEAD;
+}
+
+static void outmsg_free(struct conn *c, struct outmsg *m)
+{
+	size_t cost = outmsg_cost(m);
+
+	c->outq_cost -= cost;
+	c->server->queued_bytes -= cost;
+	c->server->freed_since_trim += cost;
+	if (m->fd >= 0)
+		c->outq_fds--;
+	closep(&m->fd);
+	free(m);
+}
+
+static void outq_clear(struct conn *c)
 {
 	struct outmsg *m;
 
 	while ((m = STAILQ_FIRST(&c->outq))) {
 		STAILQ_REMOVE_HEAD(&c->outq, link);
-		closep(&m->fd);
-		free(m);
+		outmsg_free(c, m);
 	}
+}
+
+/* Whether the daemon's queues together are past the mark where clients with output waiting
+ * are no longer read. */
+static bool server_crowded(const struct server *s)
+{
+	return s->opt.max_queued_bytes && s->queued_bytes >= s->opt.max_queued_bytes / 2;
+}
+
+/* Whether c may be read from now. Not while its queue is at the pause mark or holds its
+ * most fds: what it asks next would only queue more. Nor, while the daemon's queues together
+ * are crowded, if it has anything queued: a client that reads its replies has none. */
+static bool conn_may_read(const struct conn *c)
+{
+	if (c->closing || c->outq_cost >= SERVER_OUTQ_PAUSE_BYTES ||
+	    c->outq_fds >= SERVER_MAX_QUEUED_FDS)
+		return false;
+	return c->outq_cost == 0 || !server_crowded(c->server);
+}
+
+/* Arm or disarm reading to match conn_may_read(). */
+static void conn_update_reading(struct conn *c)
+{
+	bool want = conn_may_read(c);
+
+	if (want == c->reading)
+		return;
+	if (want && event_add(c->ev_read, NULL) < 0) {
+		conn_close(c, "out of memory");
+		return;
+	}
+	if (!want)
+		event_del(c->ev_read);
+	c->reading = want;
+	if (want)
+		LIST_REMOVE(c, paused_link);
+	else if (!c->closing)
+		LIST_INSERT_HEAD(&c->server->paused, c, paused_link);
+}
+
+/* The daemon's queues drained below the crowded mark: read again from everyone paused only
+ * for that. Called after queues shrink; it walks the paused list only when not crowded. */
+static void server_uncrowd(struct server *s)
+{
+	struct conn *c, *next;
+
+	if (server_crowded(s))
+		return;
+	for (c = LIST_FIRST(&s->paused); c; c = next) {
+		next = LIST_NEXT(c, paused_link);
+		conn_update_reading(c);
+	}
+}
+
+/* Memory freed by queues goes back to the system once enough of it was freed: a burst of
+ * clients that did not read must not leave the daemon's footprint raised for good. */
+static void maybe_trim(struct server *s)
+{
+	if (s->freed_since_trim < TRIM_BYTES || s->queued_bytes > TRIM_BYTES)
+		return;
+	s->freed_since_trim = 0;
+	malloc_trim(0);
+}
+
+/* ---- connections ---- */
+
+static void conn_free(struct conn *c)
+{
+	outq_clear(c);
 	if (c->ev_read)
 		event_free(c->ev_read);
 	if (c->ev_write)
 		event_free(c->ev_write);
+	if (c->ev_deadline)
+		event_free(c->ev_deadline);
 	closep(&c->fd);
 	peer_unref(c->peer);
 	free(c);
@@ -159,12 +321,14 @@ static void reap(evutil_socket_t fd, short what, void *arg)
 			s->cb.closed(s->cb.ctx, c->data);
 		conn_free(c);
 	}
+	maybe_trim(s);
 }
 
 /* The connection stops at once, but the layer above hears of it (closed()) and its memory is
  * freed only on the loop's next turn, because callers up the stack (a handler, a broadcast
- * walking the subscribers) may still hold it or its session. event_active() cannot fail, so
- * no out-of-memory path frees it early. */
+ * walking the subscribers) may still hold it or its session. Its queue goes now: nothing more
+ * will be sent, and the daemon's queue total must fall at once. event_active() cannot fail,
+ * so no out-of-memory path frees it early. */
 void conn_close(struct conn *c, const char *why)
 {
 	struct server *s = c->server;
@@ -172,15 +336,28 @@ void conn_close(struct conn *c, const char *why)
 	if (c->closing)
 		return;
 	c->closing = true;
-	log_info("client %llu (uid %u pid %d) disconnected%s%s", (unsigned long long)c->id,
-		 (unsigned)c->peer->view.uid, (int)c->peer->pid, why ? ": " : "", why ? why : "");
+	log_ratelimited(&s->rl_close, LOG_INFO, "client %llu (uid %u pid %d) disconnected%s%s",
+			(unsigned long long)c->id, (unsigned)c->peer->view.uid, (int)c->peer->pid,
+			why ? ": " : "", why ? why : "");
 	TAILQ_REMOVE(&s->conns, c, link);
-	s->n_conns--;
+	if (c->refuse) {
+		s->n_refusing--;
+	} else {
+		s->n_conns--;
+		user_remove(s, c->peer->view.uid);
+	}
+	if (!c->reading) /* an admitted connection not read is on the paused list */
+		LIST_REMOVE(c, paused_link);
+	c->reading = false;
 	event_del(c->ev_read);
 	event_del(c->ev_write);
+	if (c->ev_deadline)
+		event_del(c->ev_deadline);
+	outq_clear(c);
 	closep(&c->fd);
 	TAILQ_INSERT_TAIL(&s->dead, c, link);
 	event_active(s->ev_reap, EV_TIMEOUT, 1);
+	server_uncrowd(s);
 }
 
 bool conn_closing(const struct conn *c)
@@ -203,6 +380,82 @@ unsigned server_clients(const struct server *s)
 	return s->n_conns;
 }
 
+uint64_t server_queued_bytes(const struct server *s)
+{
+	return s->queued_bytes;
+}
+
+bool server_accept_paused(const struct server *s)
+{
+	return s->accept_paused_ms != 0;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->refuse) {
+		conn_close(c, c->refuse_msg);
+		return;
+	}
+	char why[96];
+	snprintf(why, sizeof(why), "no Hello within %llu ms (--hello-timeout)",
+		 (unsigned long long)c->server->opt.hello_timeout_ms);
+	conn_close(c, why);
+}
+
+static int arm_deadline(struct conn *c, uint64_t ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
+			      .tv_usec = (suseconds_t)(ms % 1000 * 1000) };
+
+	c->ev_deadline = evtimer_new(c->server->base, on_deadline, c);
+	if (!c->ev_deadline || evtimer_add(c->ev_deadline, &tv) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Whether a new connection of uid is refused, and why: the error its first request gets. */
+static int refusal(struct server *s, uid_t uid, char *msg, size_t len)
+{
+	unsigned mine = user_conns(s, uid);
+
+	if (s->n_conns >= s->opt.max_clients) {
+		snprintf(msg, len, "p2pbufd serves %u clients, the most it allows (--max-clients)",
+			 s->n_conns);
+		return -EAGAIN;
+	}
+	if (s->opt.max_clients_per_user && mine >= s->opt.max_clients_per_user) {
+		snprintf(msg, len,
+			 "uid %u has %u connections, the most one user may have "
+			 "(--max-clients-per-user)",
+			 (unsigned)uid, mine);
+		return -EUSERS;
+	}
+	return 0;
+}
+
+/* Set the connection up to be served, or to be refused (c->refuse). */
+static int conn_admit(struct server *s, struct conn *c)
+{
+	c->refuse = refusal(s, c->peer->view.uid, c->refuse_msg, sizeof(c->refuse_msg));
+	if (c->refuse) {
+		if (s->n_refusing >= SERVER_MAX_REFUSING)
+			return c->refuse;
+		/* Its first request, Hello, is answered with the reason; then it is closed. */
+		return arm_deadline(c, REFUSE_TIMEOUT_MS);
+	}
+	if (s->opt.hello_timeout_ms && arm_deadline(c, s->opt.hello_timeout_ms) < 0)
+		return -ENOMEM;
+	if (user_add(s, c->peer->view.uid) < 0)
+		return -ENOMEM;
+	if (!(c->data = s->cb.accepted(s->cb.ctx, c))) {
+		user_remove(s, c->peer->view.uid);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* Make a connection for fd (owned on success). */
 static int conn_new(struct server *s, int fd, struct conn **ret_conn)
 {
@@ -219,18 +472,32 @@ static int conn_new(struct server *s, int fd, struct conn **ret_conn)
 	c->ev_write = event_new(s->base, fd, EV_WRITE, on_write, c);
 	if (r == 0 && (!c->ev_read || !c->ev_write || event_add(c->ev_read, NULL) < 0))
 		r = -ENOMEM;
-	if (r == 0 && !(c->data = s->cb.accepted(s->cb.ctx, c)))
-		r = -ENOMEM;
+	c->reading = r == 0;
+	if (r == 0)
+		r = conn_admit(s, c);
 	if (r < 0) {
+		if (r != -ENOMEM && c->peer)
+			log_ratelimited(&s->rl_refuse, LOG_WARNING,
+					"closing a connection of uid %u unanswered: %s",
+					(unsigned)c->peer->view.uid, c->refuse_msg);
 		c->fd = -1; /* the caller keeps fd on failure */
 		conn_free(c);
 		return r;
 	}
 	c->id = ++s->next_conn_id;
 	TAILQ_INSERT_TAIL(&s->conns, c, link);
-	s->n_conns++;
-	log_debug("client %llu connected: uid %u gid %u pid %d", (unsigned long long)c->id,
-		  (unsigned)c->peer->view.uid, (unsigned)c->peer->view.gid, (int)c->peer->pid);
+	if (c->refuse) {
+		s->n_refusing++;
+		log_ratelimited(&s->rl_refuse, LOG_WARNING,
+				"refusing client %llu (uid %u pid %d): %s",
+				(unsigned long long)c->id, (unsigned)c->peer->view.uid,
+				(int)c->peer->pid, c->refuse_msg);
+	} else {
+		s->n_conns++;
+		log_debug("client %llu connected: uid %u gid %u pid %d", (unsigned long long)c->id,
+			  (unsigned)c->peer->view.uid, (unsigned)c->peer->view.gid,
+			  (int)c->peer->pid);
+	}
 	*ret_conn = c;
 	return 0;
 }
@@ -242,40 +509,108 @@ int server_adopt(struct server *s, int fd, struct conn **ret_conn)
 	return conn_new(s, fd, ret_conn);
 }
 
+/* Out of fds: accept would fail at once for as long as none are freed, and the listening
+ * socket would stay readable, so the loop would spin. Stop listening, try again from a
+ * timer, and say so once per episode. */
+static void accept_pause(struct server *s, int err)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = SERVER_ACCEPT_RETRY_MS * 1000 };
+
+	event_del(s->ev_listen);
+	evtimer_add(s->ev_accept_retry, &tv);
+	s->accept_failures++;
+	if (s->accept_paused_ms)
+		return;
+	s->accept_paused_ms = clock_monotonic_ms();
+	log_warning("accept: %s: not accepting connections until fds are free "
+		    "(retrying every %d ms)",
+		    strerror(err), SERVER_ACCEPT_RETRY_MS);
+}
+
+static void accept_resumed(struct server *s)
+{
+	if (!s->accept_paused_ms)
+		return;
+	log_notice("accepting connections again after %lld ms out of fds (%u attempts failed)",
+		   (long long)(clock_monotonic_ms() - s->accept_paused_ms), s->accept_failures);
+	s->accept_paused_ms = 0;
+	s->accept_failures = 0;
+}
+
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	if (s->ev_listen && event_add(s->ev_listen, NULL) < 0)
+		accept_pause(s, ENOMEM);
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
 	struct server *s = arg;
 	struct conn *c;
 
-	for (;;) {
+	/* Bounded, so that a flood of connections cannot keep the loop here. */
+	for (int i = 0; i < RECORDS_PER_WAKEUP * 4; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				log_warning("accept: %m");
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
+				accept_pause(s, errno);
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_ratelimited(&s->rl_refuse, LOG_WARNING, "accept: %m");
 			return;
 		}
-		if (s->n_conns >= s->opt.max_clients) {
-			log_warning("refusing a connection: %u clients already (--max-clients)",
-				    s->n_conns);
-			close(fd);
-			continue;
-		}
+		accept_resumed(s);
 		int r = conn_new(s, fd, &c);
 		if (r < 0) {
-			log_warning("dropping a new connection: %s", strerror(-r));
+			if (r == -ENOMEM)
+				log_ratelimited(&s->rl_refuse, LOG_WARNING,
+						"dropping a new connection: %s", strerror(-r));
 			close(fd);
 		}
 	}
 }
 
+/* The client with the most output queued, or NULL if nobody has any. */
+static struct conn *largest_queue(struct server *s)
+{
+	struct conn *c, *big = NULL;
+
+	TAILQ_FOREACH (c, &s->conns, link)
+		if (c->outq_cost && (!big || c->outq_cost > big->outq_cost))
+			big = c;
+	return big;
+}
+
+/* Make room for cost more bytes under --max-queued-bytes by dropping the clients with the
+ * largest queues (they are the ones not reading). -ENOSPC when c itself is the one. */
+static int make_room(struct conn *c, size_t cost)
+{
+	struct server *s = c->server;
+
+	while (s->opt.max_queued_bytes && s->queued_bytes + cost > s->opt.max_queued_bytes) {
+		struct conn *big = largest_queue(s);
+		if (!big || big == c)
+			return -ENOSPC;
+		conn_close(big, "its output queue was the largest when the daemon's queues were "
+				"full (--max-queued-bytes)");
+	}
+	return 0;
+}
+
 /* Queue a record the socket would not take; fd is duplicated so the queue owns its copy. */
 static int conn_queue(struct conn *c, const uint8_t *buf, size_t len, int fd)
 {
-	if (c->outq_bytes + len > SERVER_MAX_OUTQ_BYTES)
-		return -ENOBUFS;
 	struct outmsg *m = malloc(sizeof(*m) + len);
 	if (!m)
 		return -ENOMEM;
+	size_t cost = outmsg_cost(m);
+	int r = c->outq_cost + cost > SERVER_MAX_OUTQ_BYTES ? -ENOBUFS : make_room(c, cost);
+	if (r < 0) {
+		free(m);
+		return r;
+	}
 	m->fd = -1;
 	if (fd >= 0 && (m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
 		free(m);
@@ -289,7 +624,10 @@ static int conn_queue(struct conn *c, const uint8_t *buf, size_t len, int fd)
 	m->len = len;
 	memcpy(m->data, buf, len);
 	STAILQ_INSERT_TAIL(&c->outq, m, link);
-	c->outq_bytes += len;
+	c->outq_cost += cost;
+	c->outq_fds += m->fd >= 0;
+	c->server->queued_bytes += cost;
+	conn_update_reading(c);
 	return 0;
 }
 
@@ -319,8 +657,17 @@ static void conn_send(struct conn *c, const ProtobufCMessage *msg, int fd)
 		}
 	}
 	r = conn_queue(c, buf, len, fd);
-	if (r < 0)
-		conn_close(c, r == -ENOBUFS ? "not reading its replies and events" : strerror(-r));
+	if (r == -ENOBUFS) {
+		char why[96];
+		snprintf(why, sizeof(why),
+			 "not reading its replies and events (%d KiB queued, the most allowed)",
+			 SERVER_MAX_OUTQ_BYTES >> 10);
+		conn_close(c, why);
+	} else if (r == -ENOSPC)
+		conn_close(c, "not reading, with the largest output queue when the daemon's "
+			      "queues were full (--max-queued-bytes)");
+	else if (r < 0)
+		conn_close(c, strerror(-r));
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -333,17 +680,17 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 		if (r == -EAGAIN) {
 			if (event_add(c->ev_write, NULL) < 0)
 				conn_close(c, "out of memory");
-			return;
+			break;
 		}
 		if (r < 0) {
 			conn_close(c, strerror(-r));
 			return;
 		}
 		STAILQ_REMOVE_HEAD(&c->outq, link);
-		c->outq_bytes -= m->len;
-		closep(&m->fd);
-		free(m);
+		outmsg_free(c, m);
 	}
+	conn_update_reading(c);
+	server_uncrowd(c->server);
 }
 
 void conn_reply(struct conn *c, uint64_t request_id, int error, const char *message,
@@ -378,6 +725,13 @@ void conn_event(struct conn *c, const P2pbuf__Event *ev)
 	conn_send(c, &sm.base, -1);
 }
 
+/* A refused connection's first request gets the reason, and the connection ends. */
+static void conn_refuse(struct conn *c, const P2pbuf__Request *req)
+{
+	conn_reply(c, req->request_id, c->refuse, c->refuse_msg, NULL, -1);
+	conn_close(c, c->refuse_msg);
+}
+
 /* Decode, check and hand on one record. Returns false when the connection was dropped. */
 static bool conn_record(struct conn *c, const uint8_t *buf, size_t len, size_t nfds)
 {
@@ -393,11 +747,17 @@ static bool conn_record(struct conn *c, const uint8_t *buf, size_t len, size_t n
 		return false;
 	}
 	const char *why;
-	int r = wire_check_request(req, &why);
-	if (r < 0)
+	int r = wire_check_record(req, buf, len, &why);
+	if (c->refuse)
+		conn_refuse(c, req);
+	else if (r < 0)
 		conn_reply(c, req->request_id, r, why, NULL, -1);
-	else
+	else {
+		/* A well-formed Hello meets the deadline; the layer above judges its version. */
+		if (req->body_case == P2PBUF__REQUEST__BODY_HELLO && c->ev_deadline)
+			event_del(c->ev_deadline);
 		s->cb.request(s->cb.ctx, c->data, req);
+	}
 	p2pbuf__request__free_unpacked(req, NULL);
 	return !c->closing;
 }
@@ -409,6 +769,12 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	int fds[WIRE_MAX_FDS];
 
 	for (int i = 0; i < RECORDS_PER_WAKEUP; i++) {
+		/* Backpressure: what it asks next would only queue more; its requests wait in
+		 * its socket until its queue drains. */
+		if (!conn_may_read(c)) {
+			conn_update_reading(c);
+			return;
+		}
 		size_t nfds = 0;
 		ssize_t n = wire_recv(c->fd, buf, sizeof(buf), fds, &nfds);
 		if (n == -EAGAIN)
@@ -526,11 +892,18 @@ int server_new(struct event_base *base, const struct server_options *opt,
 	s->listen_fd = -1;
 	TAILQ_INIT(&s->conns);
 	TAILQ_INIT(&s->dead);
+	LIST_INIT(&s->paused);
+	/* A flood of refused or dropped clients logs a few lines a second, and says how many
+	 * it did not. */
+	s->rl_refuse = (struct log_ratelimit)LOG_RATELIMIT_INIT(1000, 10);
+	s->rl_close = (struct log_ratelimit)LOG_RATELIMIT_INIT(1000, 20);
 	r = take_listener(s);
 	if (r == 0) {
 		s->ev_reap = event_new(base, -1, 0, reap, s);
+		s->ev_accept_retry = evtimer_new(base, on_accept_retry, s);
 		s->ev_listen = event_new(base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
-		if (!s->ev_reap || !s->ev_listen || event_add(s->ev_listen, NULL) < 0)
+		if (!s->ev_reap || !s->ev_accept_retry || !s->ev_listen ||
+		    event_add(s->ev_listen, NULL) < 0)
 			r = -ENOMEM;
 	}
 	if (r < 0) {
@@ -551,6 +924,8 @@ void server_stop(struct server *s)
 		event_free(s->ev_listen);
 		s->ev_listen = NULL;
 	}
+	if (s->ev_accept_retry)
+		event_del(s->ev_accept_retry);
 	while ((c = TAILQ_FIRST(&s->conns))) {
 		/* Flush what is queued (the shutdown events) as far as the socket takes it. */
 		on_write(c->fd, EV_WRITE, c);
@@ -573,5 +948,13 @@ void server_free(struct server *s)
 	server_stop(s);
 	if (s->ev_reap)
 		event_free(s->ev_reap);
+	if (s->ev_accept_retry)
+		event_free(s->ev_accept_retry);
+	for (size_t i = 0; i < USER_BUCKETS; i++)
+		while (s->users[i]) {
+			struct user_count *u = s->users[i];
+			s->users[i] = u->next;
+			free(u);
+		}
 	free(s);
 }

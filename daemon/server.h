@@ -14,8 +14,25 @@
 #include "peer.h"
 #include "wire.h"
 
-#define SERVER_MAX_GROUPS 256		/* supplementary groups kept per peer */
-#define SERVER_MAX_OUTQ_BYTES (1 << 20) /* a client that does not read is dropped past this */
+#define SERVER_MAX_GROUPS 256 /* supplementary groups kept per peer */
+/* Output queued for one client, charged at what its records really cost in memory (the
+ * allocation, not the reply bytes). Past the pause mark the daemon reads nothing more from
+ * that client until the queue drains (backpressure: its requests wait in its socket); past
+ * the cap, which only events can reach while it is paused, the client is dropped. */
+#define SERVER_OUTQ_PAUSE_BYTES (64 << 10)
+#define SERVER_MAX_OUTQ_BYTES (1 << 20)
+/* Replies with an fd queued for one client: each holds a duplicate of a buffer's fd, so the
+ * daemon stops reading from a client with this many before its fds run out. */
+#define SERVER_MAX_QUEUED_FDS 8
+/* Connections answered only with the reason they are refused (too many clients, or too many
+ * of one user) and then closed; past this many at once they are closed unanswered. */
+#define SERVER_MAX_REFUSING 16
+/* The fds the server may hold for max_clients clients: the socket, its queued duplicates,
+ * and the connections being refused. */
+#define SERVER_FDS_NEEDED(max_clients)                                                             \
+	((uint64_t)(max_clients) * (1 + SERVER_MAX_QUEUED_FDS) + SERVER_MAX_REFUSING + 1)
+/* Out of fds (EMFILE, ENFILE), accepting stops for this long, then is tried again. */
+#define SERVER_ACCEPT_RETRY_MS 200
 
 struct server;
 struct conn;
@@ -39,11 +56,16 @@ struct server_callbacks {
 #endif
 
 struct server_options {
-	const char *socket_path; /* NULL: the socket systemd passed, else the default path */
-	unsigned max_clients;
-	gid_t socket_group; /* (gid_t)-1: leave the group as created */
-	mode_t socket_mode; /* of a socket the daemon creates itself */
-	int listen_fd;	    /* the socket systemd passed (owned from now on), or -1 */
+	const char *socket_path;       /* NULL: the socket systemd passed, else the default path */
+	unsigned max_clients;	       /* a client past it is refused with -EAGAIN */
+	unsigned max_clients_per_user; /* a uid past it is refused with -EUSERS; 0: no cap */
+	uint64_t hello_timeout_ms;     /* no Hello by then: dropped; 0: no deadline */
+	uint64_t max_queued_bytes;     /* all output queues together; 0: no cap. Past half of
+					  it, clients with anything queued are not read; past it,
+					  the client with the largest queue is dropped */
+	gid_t socket_group;	       /* (gid_t)-1: leave the group as created */
+	mode_t socket_mode;	       /* of a socket the daemon creates itself */
+	int listen_fd;		       /* the socket systemd passed (owned from now on), or -1 */
 };
 
 /* Listen (or take the socket systemd passed) and serve connections on base. */
@@ -59,6 +81,11 @@ void server_stop(struct server *s);
 int server_adopt(struct server *s, int fd, struct conn **ret_conn);
 
 unsigned server_clients(const struct server *s);
+
+/* What the server holds, for status and tests: bytes queued (as charged) for all clients, and
+ * whether accepting is paused for want of fds. */
+uint64_t server_queued_bytes(const struct server *s);
+bool server_accept_paused(const struct server *s);
 
 /* The connection stops at once: nothing more is read or sent. closed() follows on the loop's
  * next turn. why (may be NULL) goes to the log. */

@@ -1,5 +1,6 @@
 /* Framing and request validation shared by the daemon and the client library. */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -122,35 +123,252 @@ int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t 
 	return wire_send(sock, buf, len, fds, nfds);
 }
 
-/* A peer's string: at most max bytes and no control characters, so that it can never forge
- * a line in the daemon's log or a listing. */
-static int check_string(const char *s, size_t max)
+/* ---- strings a peer sends ----
+ *
+ * Every string field of a request has a rule: a device name holds only the characters the
+ * policy allows in one (so it can be echoed in replies and logs as it is); free text (labels,
+ * the client's name) is valid UTF-8 without control, line-breaking or bidirectional-text
+ * characters, so that it can never forge a line in a log or a listing, nor reorder what a
+ * terminal shows. protobuf-c ends a decoded string at its first NUL, so NULs are looked for in
+ * the record's bytes (wire_check_record), before anything reads the decoded text. */
+
+enum string_fault {
+	FAULT_EMPTY,
+	FAULT_LONG,
+	FAULT_NUL,
+	FAULT_UTF8,
+	FAULT_CONTROL,
+	FAULT_LINE,
+	FAULT_BIDI,
+	FAULT_NAME,
+	N_FAULTS
+};
+
+struct string_rule {
+	const ProtobufCMessageDescriptor *msg;
+	const char *field;
+	bool name;     /* a device name: letters, digits, "_", "." and "-"; else free text */
+	bool required; /* missing or empty is refused */
+	size_t max;    /* bytes */
+	const char *why[N_FAULTS];
+};
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define WHY(f, max)                                                                                \
+	{                                                                                          \
+		[FAULT_EMPTY] = f ": missing or empty",                                            \
+		[FAULT_LONG] = f ": too long (more than " STR(max) " bytes)",                      \
+		[FAULT_NUL] = f ": contains a NUL byte", [FAULT_UTF8] = f ": not valid UTF-8",     \
+		[FAULT_CONTROL] = f ": contains a control character",                              \
+		[FAULT_LINE] = f ": contains a line or paragraph separator",                       \
+		[FAULT_BIDI] = f ": contains a bidirectional-text control character",              \
+		[FAULT_NAME] = f ": may contain only letters, digits, \"_\", \".\" and \"-\"",     \
+	}
+
+enum { RULE_HELLO_NAME, RULE_EXPORT_DEVICE, RULE_EXPORT_LABEL, RULE_RESET_DEVICE, N_RULES };
+
+static const struct string_rule string_rules[N_RULES] = {
+	[RULE_HELLO_NAME] = { &p2pbuf__hello__descriptor, "client_name", false, false,
+			      WIRE_MAX_STRING, WHY("hello.client_name", WIRE_MAX_STRING) },
+	[RULE_EXPORT_DEVICE] = { &p2pbuf__export__descriptor, "device", true, true, WIRE_MAX_NAME,
+				 WHY("export.device", WIRE_MAX_NAME) },
+	[RULE_EXPORT_LABEL] = { &p2pbuf__export__descriptor, "label", false, false, WIRE_MAX_STRING,
+				WHY("export.label", WIRE_MAX_STRING) },
+	[RULE_RESET_DEVICE] = { &p2pbuf__reset__descriptor, "device", true, true, WIRE_MAX_NAME,
+				WHY("reset.device", WIRE_MAX_NAME) },
+};
+
+/* The length of the well-formed UTF-8 sequence at s (n > 0 bytes left) and its code point
+ * in *ret_cp, or 0: overlong forms, surrogates and values past U+10FFFF are not well formed
+ * (RFC 3629). */
+static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *ret_cp)
 {
-	if (!s)
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len;
+	uint32_t cp;
+
+	if (s[0] < 0x80) {
+		*ret_cp = s[0];
+		return 1;
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+		lo = s[0] == 0xe0 ? 0xa0 : 0x80; /* overlong */
+		hi = s[0] == 0xed ? 0x9f : 0xbf; /* surrogates */
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+		lo = s[0] == 0xf0 ? 0x90 : 0x80; /* overlong */
+		hi = s[0] == 0xf4 ? 0x8f : 0xbf; /* past U+10FFFF */
+	} else {
 		return 0;
-	size_t n = strnlen(s, max + 1);
-	if (n > max)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return -EINVAL;
+	}
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if (i > 1 && (s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	*ret_cp = cp;
+	return len;
+}
+
+/* What is wrong with code point cp in free text, or N_FAULTS if nothing. */
+static enum string_fault text_fault(uint32_t cp)
+{
+	if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f)) /* C0, DEL, C1 (NEL) */
+		return FAULT_CONTROL;
+	if (cp == 0x2028 || cp == 0x2029)
+		return FAULT_LINE;
+	/* ALM, LRM, RLM, the embeddings and overrides, the isolates. */
+	if (cp == 0x061c || cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+	    (cp >= 0x2066 && cp <= 0x2069))
+		return FAULT_BIDI;
+	return N_FAULTS;
+}
+
+static bool is_name_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '.' || c == '-';
+}
+
+/* The first fault of s under rule, or N_FAULTS if it passes. */
+static enum string_fault string_fault(const struct string_rule *rule, const char *s)
+{
+	if (!s || !s[0])
+		return rule->required ? FAULT_EMPTY : N_FAULTS;
+	size_t n = strnlen(s, rule->max + 1);
+	if (n > rule->max)
+		return FAULT_LONG;
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0, k; i < n; i += k) {
+		uint32_t cp;
+		if (rule->name) {
+			if (!is_name_char(u[i]))
+				return FAULT_NAME;
+			k = 1;
+			continue;
+		}
+		k = utf8_next(u + i, n - i, &cp);
+		if (k == 0)
+			return FAULT_UTF8;
+		enum string_fault f = text_fault(cp);
+		if (f != N_FAULTS)
+			return f;
+	}
+	return N_FAULTS;
+}
+
+static int check_string(int rule, const char *s, const char **why)
+{
+	enum string_fault f = string_fault(&string_rules[rule], s);
+
+	if (f == N_FAULTS)
+		return 0;
+	*why = string_rules[rule].why[f];
+	return -EINVAL;
+}
+
+const char *wire_string_rule_of(const ProtobufCMessageDescriptor *msg, const char *field)
+{
+	for (size_t i = 0; i < N_RULES; i++)
+		if (string_rules[i].msg == msg && strcmp(string_rules[i].field, field) == 0)
+			return string_rules[i].why[FAULT_NUL];
+	return NULL;
+}
+
+/* A varint at p (n bytes): its length, or 0 if it does not end within n or 10 bytes. */
+static size_t varint(const uint8_t *p, size_t n, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n && i < 10; i++) {
+		v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+		if (!(p[i] & 0x80)) {
+			*ret = v;
+			return i + 1;
+		}
+	}
 	return 0;
+}
+
+#define SCAN_MAX_DEPTH 8 /* deeper than any request message nests */
+
+/* Walk the encoded message p[0..n) of type d and refuse a NUL inside any string field, at
+ * any depth. The record has already been decoded, so malformed encoding is not expected; it
+ * is refused all the same. */
+static int scan_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n, int depth,
+		    const char **why)
+{
+	for (size_t i = 0; i < n;) {
+		uint64_t key, v;
+		size_t k = varint(p + i, n - i, &key);
+		if (k == 0)
+			goto malformed;
+		i += k;
+		switch (key & 7) {
+		case 0: /* varint */
+			k = varint(p + i, n - i, &v);
+			if (k == 0)
+				goto malformed;
+			i += k;
+			break;
+		case 1: /* 64-bit */
+		case 5: /* 32-bit */
+			k = (key & 7) == 1 ? 8 : 4;
+			if (n - i < k)
+				goto malformed;
+			i += k;
+			break;
+		case 2: { /* length-delimited */
+			k = varint(p + i, n - i, &v);
+			if (k == 0 || v > n - i - k)
+				goto malformed;
+			i += k;
+			const ProtobufCFieldDescriptor *f =
+			    key >> 3 <= UINT32_MAX
+				? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+				: NULL;
+			if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, v)) {
+				const char *w = wire_string_rule_of(d, f->name);
+				*why = w ? w : "a string field contains a NUL byte";
+				return -EINVAL;
+			}
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+				if (depth >= SCAN_MAX_DEPTH)
+					goto malformed;
+				int r = scan_nul(f->descriptor, p + i, v, depth + 1, why);
+				if (r < 0)
+					return r;
+			}
+			i += v;
+			break;
+		}
+		default: /* groups: protobuf-c does not decode them */
+			goto malformed;
+		}
+	}
+	return 0;
+malformed:
+	*why = "malformed record";
+	return -EINVAL;
 }
 
 static int check_export(const P2pbuf__Export *e, const char **why)
 {
-	if (!e->device || !e->device[0]) {
-		*why = "export: no device named";
-		return -EINVAL;
-	}
-	if (check_string(e->device, WIRE_MAX_NAME) < 0) {
-		*why = "export: device name too long or has control characters";
-		return -EINVAL;
-	}
-	if (check_string(e->label, WIRE_MAX_STRING) < 0) {
-		*why = "export: label too long or has control characters";
-		return -EINVAL;
-	}
+	int r = check_string(RULE_EXPORT_DEVICE, e->device, why);
+
+	if (r == 0)
+		r = check_string(RULE_EXPORT_LABEL, e->label, why);
+	if (r < 0)
+		return r;
 	if (!e->has_bar) {
 		*why = "export: no BAR given";
 		return -EINVAL;
@@ -175,20 +393,13 @@ int wire_check_request(const P2pbuf__Request *req, const char **ret_why)
 
 	switch (req->body_case) {
 	case P2PBUF__REQUEST__BODY_HELLO:
-		if (check_string(req->hello->client_name, WIRE_MAX_STRING) < 0) {
-			why = "hello: client name too long or has control characters";
-			r = -EINVAL;
-		}
+		r = check_string(RULE_HELLO_NAME, req->hello->client_name, &why);
 		break;
 	case P2PBUF__REQUEST__BODY_EXPORT:
 		r = check_export(req->export, &why);
 		break;
 	case P2PBUF__REQUEST__BODY_RESET:
-		if (!req->reset->device || !req->reset->device[0] ||
-		    check_string(req->reset->device, WIRE_MAX_NAME) < 0) {
-			why = "reset: missing, overlong or malformed device name";
-			r = -EINVAL;
-		}
+		r = check_string(RULE_RESET_DEVICE, req->reset->device, &why);
 		break;
 	case P2PBUF__REQUEST__BODY_RELEASE:
 		if (!req->release->has_lease_id) {
@@ -219,6 +430,14 @@ int wire_check_request(const P2pbuf__Request *req, const char **ret_why)
 	if (r < 0)
 		*ret_why = why;
 	return r;
+}
+
+int wire_check_record(const P2pbuf__Request *req, const uint8_t *buf, size_t len,
+		      const char **ret_why)
+{
+	int r = scan_nul(&p2pbuf__request__descriptor, buf, len, 0, ret_why);
+
+	return r < 0 ? r : wire_check_request(req, ret_why);
 }
 
 static const char *const reason_names[] = {

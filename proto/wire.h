@@ -32,11 +32,25 @@ int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t 
 /* Close fds[0..n) and set them to -1. */
 void wire_close_fds(int *fds, size_t n);
 
-/* Check a decoded Request against every cap and the shape of its body. Strings must be
- * within their caps and free of control characters. On failure returns -EINVAL, -E2BIG (too
- * many ranges) or -EOPNOTSUPP (no body: a request type this side does not know), and points
- * *ret_why at a static explanation. */
+/* Check a decoded Request against every cap and the shape of its body. Each string field
+ * has a rule: device names hold only letters, digits, "_", "." and "-" (as in the policy);
+ * free text (a label, the client's name) is valid UTF-8 with no control character (C0, DEL,
+ * C1 such as NEL), no line or paragraph separator (U+2028, U+2029) and no bidirectional-text
+ * control (U+061C, U+200E/F, U+202A-E, U+2066-9); each within its byte cap. On failure
+ * returns -EINVAL (the explanation names the field), -E2BIG (too many ranges) or -EOPNOTSUPP
+ * (no body: a request type this side does not know), and points *ret_why at a static
+ * explanation. */
 int wire_check_request(const P2pbuf__Request *req, const char **ret_why);
+
+/* wire_check_request() for a request decoded from buf[0..len): first refuses (-EINVAL, the
+ * field named) a NUL byte inside any string field, which the decoded C string no longer
+ * shows. What a receiver of untrusted records calls. */
+int wire_check_record(const P2pbuf__Request *req, const uint8_t *buf, size_t len,
+		      const char **ret_why);
+
+/* The explanation wire_check_record() gives for a NUL in field of msg, or NULL when that
+ * field has no string rule (every string field of a request must have one). */
+const char *wire_string_rule_of(const ProtobufCMessageDescriptor *msg, const char *field);
 
 /* Human-readable names of protocol enums ("released", "device-gone", "ready", ...). Unknown
  * values give "unknown". */

@@ -162,7 +162,9 @@ static void start_daemon(void)
 	fuzz_daemon.opt = (struct daemon_options){ .socket_path = path,
 						   .policy_path = "fuzz",
 						   .max_clients = 16,
+						   .max_clients_per_user = 16,
 						   .max_leases_per_client = 64,
+						   .max_leases_per_user = 256,
 						   .max_leases = 256 };
 	struct event_base *base = event_base_new();
 	if (!base || daemon_start(&fuzz_daemon, base, p) < 0)
@@ -202,6 +204,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r < 0 && (!why || !why[0]))
 		abort();
 	if (r < 0 && r != -EINVAL && r != -E2BIG && r != -EOPNOTSUPP)
+		abort();
+	/* The record check adds only the NUL scan: it refuses whatever the decoded check does,
+	 * and anything more only with -EINVAL. */
+	const char *rwhy = NULL;
+	int rr = wire_check_record(req, data, size, &rwhy);
+	if ((r < 0 && rr == 0) || (rr < 0 && !rwhy) || (rr < 0 && r == 0 && rr != -EINVAL))
 		abort();
 	round_trip(req, r);
 	p2pbuf__request__free_unpacked(req, NULL);

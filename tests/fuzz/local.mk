@@ -1,6 +1,9 @@
-# libFuzzer targets (configure --enable-fuzzing CC=clang): wire decode + request checks, and
-# the policy parser. `make fuzz` runs each for FUZZ_SECONDS.
-EXTRA_DIST += tests/fuzz/fuzz-wire.c tests/fuzz/fuzz-policy.c
+# libFuzzer targets (configure --enable-fuzzing CC=clang): wire decode + request checks +
+# dispatch into a daemon core, and the policy parser. `make fuzz` runs each for FUZZ_SECONDS;
+# `make fuzz-ci` runs each for FUZZ_CI_SECONDS from the committed seeds and fails on a crash,
+# a leak or a timeout.
+EXTRA_DIST += tests/fuzz/fuzz-wire.c tests/fuzz/fuzz-policy.c tests/fuzz/corpus-wire \
+	tests/fuzz/corpus-policy
 if ENABLE_FUZZING
 noinst_PROGRAMS += tests/fuzz/fuzz-wire tests/fuzz/fuzz-policy
 tests_fuzz_fuzz_wire_SOURCES = tests/fuzz/fuzz-wire.c
@@ -19,4 +22,28 @@ fuzz: tests/fuzz/fuzz-wire tests/fuzz/fuzz-policy
 	tests/fuzz/fuzz-wire -max_total_time=$(FUZZ_SECONDS) fuzz-corpus-wire
 	tests/fuzz/fuzz-policy -max_total_time=$(FUZZ_SECONDS) fuzz-corpus-policy \
 		$(srcdir)/policy
+FUZZ_CI_SECONDS ?= 60
+# Seeds are read from the source tree and never written; what the run finds goes to
+# fuzz-ci-*/ in the build tree (with the crashing input, if any, as its artifact).
+# libFuzzer exits non-zero on a crash, a leak (ASan's leak check runs after each input that
+# grew memory) or an input slower than -timeout; the last lines say what it covered.
+fuzz-ci: tests/fuzz/fuzz-wire tests/fuzz/fuzz-policy
+	@for t in wire policy; do \
+		rm -rf fuzz-ci-$$t && $(MKDIR_P) fuzz-ci-$$t/corpus && \
+		echo "fuzz-$$t: $(FUZZ_CI_SECONDS) s from tests/fuzz/corpus-$$t"; \
+		if ! tests/fuzz/fuzz-$$t -max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 \
+			-rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=fuzz-ci-$$t/ \
+			fuzz-ci-$$t/corpus $(srcdir)/tests/fuzz/corpus-$$t >fuzz-ci-$$t.log 2>&1; then \
+			tail -n 40 fuzz-ci-$$t.log; \
+			echo "FAIL: fuzz-$$t (log fuzz-ci-$$t.log, input in fuzz-ci-$$t/)"; exit 1; \
+		fi; \
+		awk -v t=fuzz-$$t '/DONE/{for(i=1;i<=NF;i++){if($$i=="cov:")c=$$(i+1); if($$i=="ft:")f=$$(i+1); if($$i=="corp:")k=$$(i+1)}} \
+			/stat::number_of_executed_units/{e=$$2} \
+			END{printf "PASS: %s: %s execs, %s edges, %s features, corpus %s\n", t, e, c, f, k}' \
+			fuzz-ci-$$t.log; \
+	done
+else
+fuzz fuzz-ci:
+	@echo "the fuzzers need configure --enable-fuzzing CC=clang"; exit 1
 endif
+.PHONY: fuzz fuzz-ci

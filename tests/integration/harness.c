@@ -49,6 +49,22 @@ int harness_count_fds(pid_t pid)
 	return n;
 }
 
+long harness_anon_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
 /* Print what the daemon has open, so that a leak can be named. */
 static void dump_fds(pid_t pid)
 {

@@ -38,6 +38,10 @@ void harness_sim_event(const struct harness *h, const char *device, const char *
 /* Number of open fds of process pid (from /proc/PID/fd). */
 int harness_count_fds(pid_t pid);
 
+/* The anonymous RSS (heap, stacks) of process pid in KiB, or -1: what a client can make a
+ * daemon keep, without the shared code it pages in. */
+long harness_anon_rss_kb(pid_t pid);
+
 /* Wait up to timeout_ms for the daemon's fd count to fall back to its baseline. */
 bool harness_fds_settle(struct harness *h, int timeout_ms);
 

@@ -4,6 +4,7 @@ UNIT_LDADD = daemon/libp2pbufd-core.la $(CHECK_LIBS)
 
 unit_tests = tests/unit/test-wire tests/unit/test-device tests/unit/test-lease \
 	tests/unit/test-policy tests/unit/test-policy-oom tests/unit/test-units tests/unit/test-revoke \
+	tests/unit/test-log tests/unit/test-server \
 	tests/unit/test-sandbox
 check_PROGRAMS += $(unit_tests)
 TESTS += $(unit_tests)
@@ -33,6 +34,12 @@ tests_unit_test_units_LDADD = proto/libcommon.la $(CHECK_LIBS)
 tests_unit_test_revoke_SOURCES = tests/unit/test-revoke.c
 tests_unit_test_revoke_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_revoke_LDADD = $(UNIT_LDADD)
+tests_unit_test_log_SOURCES = tests/unit/test-log.c
+tests_unit_test_log_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_log_LDADD = $(UNIT_LDADD)
+tests_unit_test_server_SOURCES = tests/unit/test-server.c
+tests_unit_test_server_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_server_LDADD = $(UNIT_LDADD)
 tests_unit_test_sandbox_SOURCES = tests/unit/test-sandbox.c
 tests_unit_test_sandbox_CFLAGS = $(UNIT_CFLAGS) $(SYSTEMD_CFLAGS) -pthread
 tests_unit_test_sandbox_LDADD = $(UNIT_LDADD) $(SYSTEMD_LIBS) -lpthread

@@ -395,6 +395,39 @@ START_TEST(test_max_size)
 END_TEST
 
 /* A short message buffer is truncated, never overrun; no buffer at all is allowed. */
+/* Two ranges that share a byte are refused, naming both; touching ranges are fine. */
+START_TEST(test_overlapping_ranges)
+{
+	struct device_info info = make_info();
+	struct range same[] = { { 0x0, 0x1000 }, { 0x0, 0x1000 } };
+	struct range inside[] = { { 0x10000, 0x4000 }, { 0x20000, 0x1000 }, { 0x11000, 0x1000 } };
+	struct range partial[] = { { 0x4000, 0x2000 }, { 0x5000, 0x2000 } };
+	struct range touching[] = { { 0x4000, 0x1000 }, { 0x5000, 0x1000 }, { 0x0, 0x1000 } };
+
+	ck_assert_int_eq(check_n(&info, 3, same, 2, PAGE, 0), -EINVAL);
+	assert_msg_has("ranges 0 (0x0+0x1000) and 1 (0x0+0x1000) overlap");
+	ck_assert_int_eq(check_n(&info, 3, inside, 3, PAGE, 0), -EINVAL);
+	assert_msg_has("ranges 0 (0x10000+0x4000) and 2 (0x11000+0x1000) overlap");
+	ck_assert_int_eq(check_n(&info, 3, partial, 2, PAGE, 0), -EINVAL);
+	assert_msg_has("overlap");
+	ck_assert_int_eq(check_n(&info, 3, touching, 3, PAGE, 0), 0);
+	ck_assert_uint_eq(size_out, 0x3000);
+}
+END_TEST
+
+/* The size of overlapping ranges would count the shared bytes twice: never reported. */
+START_TEST(test_overlap_not_counted_twice)
+{
+	struct device_info info = make_info();
+	struct range r[64];
+
+	for (size_t i = 0; i < 64; i++)
+		r[i] = (struct range){ 0x0, 0x100000 };
+	ck_assert_int_eq(check_n(&info, 3, r, 64, PAGE, 0x100000), -EINVAL);
+	assert_msg_has("overlap");
+}
+END_TEST
+
 START_TEST(test_short_msg)
 {
 	struct device_info info = make_info();
@@ -437,6 +470,8 @@ static Suite *device_suite(void)
 	tcase_add_test(tc, test_multi_one_bad);
 	tcase_add_test(tc, test_total_size);
 	tcase_add_test(tc, test_max_size);
+	tcase_add_test(tc, test_overlapping_ranges);
+	tcase_add_test(tc, test_overlap_not_counted_twice);
 	tcase_add_test(tc, test_short_msg);
 	suite_add_tcase(s, tc);
 	return s;
