@@ -146,6 +146,9 @@ section_end() {
 start_daemon() {
 	DAEMON=$1
 	rm -f "$SOCK"
+	# The guest's init leaves a hard fd limit of 4096, below what the default limits need
+	# (p2pbufd refuses to start then); a unit sets LimitNOFILE=, root here raises it.
+	ulimit -n 16384 2>/dev/null || ulimit -n 8192
 	spawn "$1" p2pbufd --policy "$2" --socket "$SOCK" -v
 	DPID=$(cat "$W/$1.pid")
 	if ! wait_file "$SOCK" 30 || ! timeout 60 p2pbuf-client status >"$W/$1.status" 2>&1; then
