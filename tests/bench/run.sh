@@ -218,8 +218,15 @@ table
 echo "(quantiles are nearest-rank over every sample of a run, then the median of the rounds; with fewer than 1,000 samples p99.9 is the slowest one: see \"cycles measured\")"
 
 echo
-echo "Scale figures (sim devices; p2pbufd started with --max-clients 4000 --max-leases 1000000 --max-leases-per-client 1000000)"
-scale_opts=(--max-clients 4000 --max-leases 1000000 --max-leases-per-client 1000000)
+# The daemon refuses limits that its fd limit cannot hold (9 fds per client, one per lease,
+# a few hundred of its own): size them to the hard limit the daemon gets.
+scale_clients=$((nofile / 2 / 9))
+[ "$scale_clients" -le 1100 ] || scale_clients=1100
+scale_leases=$((nofile - 9 * scale_clients - 300))
+scale_opts=(--max-clients "$scale_clients" --max-clients-per-user "$scale_clients"
+	--max-leases "$scale_leases" --max-leases-per-client "$scale_leases"
+	--max-leases-per-user "$scale_leases")
+echo "Scale figures (sim devices; p2pbufd started with ${scale_opts[*]}, to fit its fd limit of $nofile)"
 
 # (b) a process holding close_n leases exits.
 write_policy "$tmp/policy"
