@@ -248,13 +248,7 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 			r = parse_count("--fd-store", optarg, &o->fd_store_max);
 			break;
 		case OPT_RECLAIM_GRACE:
-			if (units_parse_duration_str(optarg, &o->reclaim_grace_ms) < 0) {
-				fprintf(stderr,
-					"p2pbufd: --reclaim-grace: \"%s\" is not a duration (e.g. "
-					"5s, 1500ms)\n",
-					optarg);
-				r = -EINVAL;
-			}
+			r = parse_duration("--reclaim-grace", optarg, &o->reclaim_grace_ms);
 			break;
 		case OPT_SOCKET_GROUP:
 			r = parse_group(optarg, &o->socket_group);
