@@ -15,12 +15,18 @@ EXTRA_DIST += client/p2pbuf.h.in
 # pkgconfigdir is defined in the top-level Makefile.am.
 pkgconfig_DATA += client/libp2pbuf.pc
 
+# The policy editor (document model and installing), a library of its own so that its unit
+# tests and its fuzz target link exactly what the CLI runs.
+noinst_LTLIBRARIES += client/libpolicyedit.la
+client_libpolicyedit_la_SOURCES = client/policy-edit.c client/policy-edit.h
+client_libpolicyedit_la_CFLAGS = $(AM_CFLAGS)
+
 bin_PROGRAMS += client/p2pbuf-client
 client_p2pbuf_client_SOURCES = client/cli.h client/cli-main.c client/cli-errors.c \
 	client/cli-output.c client/cli-devices.c client/cli-leases.c client/cli-export.c \
 	client/cli-admin.c client/cli-doctor.c
 client_p2pbuf_client_CFLAGS = $(AM_CFLAGS)
-client_p2pbuf_client_LDADD = client/libp2pbuf.la proto/libcommon.la
+client_p2pbuf_client_LDADD = client/libpolicyedit.la client/libp2pbuf.la proto/libcommon.la
 dist_man_MANS += client/p2pbuf-client.1 client/libp2pbuf.3
 
 # Bash completion, installed under the name bash-completion loads it by: the command's.

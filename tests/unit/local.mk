@@ -5,7 +5,7 @@ UNIT_LDADD = daemon/libp2pbufd-core.la $(CHECK_LIBS)
 unit_tests = tests/unit/test-wire tests/unit/test-device tests/unit/test-lease \
 	tests/unit/test-policy tests/unit/test-policy-oom tests/unit/test-units tests/unit/test-revoke \
 	tests/unit/test-log tests/unit/test-server \
-	tests/unit/test-sandbox
+	tests/unit/test-sandbox tests/unit/test-policy-edit
 check_PROGRAMS += $(unit_tests)
 TESTS += $(unit_tests)
 
@@ -43,3 +43,7 @@ tests_unit_test_server_LDADD = $(UNIT_LDADD)
 tests_unit_test_sandbox_SOURCES = tests/unit/test-sandbox.c
 tests_unit_test_sandbox_CFLAGS = $(UNIT_CFLAGS) $(SYSTEMD_CFLAGS) -pthread
 tests_unit_test_sandbox_LDADD = $(UNIT_LDADD) $(SYSTEMD_LIBS) -lpthread
+# The CLI's policy editor: what the CLI links, and nothing of the daemon's core.
+tests_unit_test_policy_edit_SOURCES = tests/unit/test-policy-edit.c
+tests_unit_test_policy_edit_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_policy_edit_LDADD = client/libpolicyedit.la $(CHECK_LIBS)
