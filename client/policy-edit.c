@@ -12,13 +12,17 @@
 
 /* ---- The document: pure ---- */
 
+/* A line points into the document's copy of the text it was parsed from, or (a line added
+ * since) at a string of its own, so that a large file costs one copy and an array. */
 struct doc_line {
-	char *s; /* len bytes and a NUL; never holds '\n' */
+	const char *s; /* len bytes and then a NUL or the '\n' that ends the line */
 	size_t len;
-	bool end; /* a '\n' follows; only the last line may lack one */
+	bool end;   /* a '\n' follows; only the last line may lack one */
+	bool owned; /* s is malloc'd for this line */
 };
 
 struct policy_doc {
+	char *text; /* what was parsed, with a NUL after it */
 	struct doc_line *lines;
 	size_t n, cap;
 	size_t bytes; /* what print writes, kept so that add can refuse to grow past the cap */
@@ -74,27 +78,13 @@ static int reserve_line(struct policy_doc *doc)
 	return 0;
 }
 
-static int line_new(const char *s, size_t len, bool end, struct doc_line *ret_line)
-{
-	char *copy = malloc(len + 1);
-
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, s, len);
-	copy[len] = '\0';
-	*ret_line = (struct doc_line){ copy, len, end };
-	return 0;
-}
-
 static int append_line(struct policy_doc *doc, const char *s, size_t len, bool end)
 {
 	int r = reserve_line(doc);
 
-	if (r >= 0)
-		r = line_new(s, len, end, &doc->lines[doc->n]);
 	if (r < 0)
 		return r;
-	doc->n++;
+	doc->lines[doc->n++] = (struct doc_line){ s, len, end, false };
 	doc->bytes += len + end;
 	return 0;
 }
@@ -107,12 +97,14 @@ int policy_doc_parse(const char *text, size_t len, struct policy_doc **ret_doc)
 	if (len > POLICY_MAX_SIZE)
 		return -E2BIG;
 	doc = calloc(1, sizeof(*doc));
-	if (!doc)
+	if (!doc || !(doc->text = malloc(len + 1)))
 		return -ENOMEM;
+	memcpy(doc->text, text, len);
+	doc->text[len] = '\0';
 	while (pos < len) {
-		const char *nl = memchr(text + pos, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
-		int r = append_line(doc, text + pos, n, nl != NULL);
+		const char *s = doc->text + pos, *nl = memchr(s, '\n', len - pos);
+		size_t n = nl ? (size_t)(nl - s) : len - pos;
+		int r = append_line(doc, s, n, nl != NULL);
 
 		if (r < 0)
 			return r;
@@ -127,8 +119,10 @@ void policy_doc_free(struct policy_doc *doc)
 	if (!doc)
 		return;
 	for (size_t i = 0; i < doc->n; i++)
-		free(doc->lines[i].s);
+		if (doc->lines[i].owned)
+			free((char *)doc->lines[i].s);
 	free(doc->lines);
+	free(doc->text);
 	free(doc);
 }
 
@@ -201,8 +195,8 @@ int policy_doc_add(struct policy_doc *doc, const char *rule, unsigned *ret_line)
 {
 	size_t at = insertion_point(doc), len = strlen(rule);
 	bool crlf = uses_crlf(doc);
-	_cleanup_free_ char *text = NULL;
-	struct doc_line line;
+	struct doc_line line = { .end = true, .owned = true };
+	char *text = NULL;
 	int r;
 
 	if (strpbrk(rule, "\r\n") || !policy_doc_is_rule(rule))
@@ -210,13 +204,13 @@ int policy_doc_add(struct policy_doc *doc, const char *rule, unsigned *ret_line)
 	/* The new line and the '\n' of a last line that had none. */
 	if (len + crlf + 1 > POLICY_MAX_SIZE - doc->bytes)
 		return -E2BIG;
-	if (asprintf(&text, "%s%s", rule, crlf ? "\r" : "") < 0)
-		return -ENOMEM;
 	r = reserve_line(doc);
-	if (r >= 0)
-		r = line_new(text, strlen(text), true, &line);
 	if (r < 0)
 		return r;
+	if (asprintf(&text, "%s%s", rule, crlf ? "\r" : "") < 0)
+		return -ENOMEM;
+	line.s = text;
+	line.len = len + crlf;
 	/* Inserted after the last line, which had no line end: it gets one, and the new line
 	 * keeps the file without a final newline, as it was. */
 	if (at == doc->n && at > 0 && !doc->lines[at - 1].end) {
@@ -242,7 +236,8 @@ int policy_doc_remove(struct policy_doc *doc, unsigned n)
 		return -EINVAL;
 	doc->bytes -= l->len + l->end;
 	/* The new last line keeps its line end: only the removed line goes. */
-	free(l->s);
+	if (l->owned)
+		free((char *)l->s);
 	memmove(l, l + 1, (doc->n - n) * sizeof(*l));
 	doc->n--;
 	return 0;

@@ -37,7 +37,7 @@ static inline void policy_doc_freep(struct policy_doc **doc)
 unsigned policy_doc_n_lines(const struct policy_doc *doc);
 
 /* Line n (1-based, at most policy_doc_n_lines()) without its line end ("\n"; a "\r" before it
- * is kept as part of the line, as the parser reads it), *ret_len bytes long, NUL-terminated. */
+ * is kept as part of the line, as the parser reads it): *ret_len bytes, not NUL-terminated. */
 const char *policy_doc_line(const struct policy_doc *doc, unsigned n, size_t *ret_len);
 
 /* The kind of line n (1-based, at most policy_doc_n_lines()). */

@@ -83,7 +83,7 @@ static char *rule_at(const struct policy_doc *doc, unsigned n)
 	size_t len = 0;
 	const char *s = policy_doc_line(doc, n, &len);
 
-	return strlen(s) == len ? strdup(s) : NULL;
+	return memchr(s, '\0', len) ? NULL : strndup(s, len);
 }
 
 /* Remove the first line with the words of line `from`: at or before it, and a directive. */

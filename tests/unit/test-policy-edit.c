@@ -129,28 +129,35 @@ START_TEST(test_line_kinds)
 	ck_assert_int_eq(policy_doc_line_kind(doc, 4), POLICY_DOC_DIRECTIVE);
 	ck_assert_int_eq(policy_doc_line_kind(doc, 5), POLICY_DOC_BLANK);
 	ck_assert_int_eq(policy_doc_line_kind(doc, 6), POLICY_DOC_COMMENT);
-	ck_assert_str_eq(policy_doc_line(doc, 2, &len), "   \t\r");
+	ck_assert_mem_eq(policy_doc_line(doc, 2, &len), "   \t\r", 5);
 	ck_assert_uint_eq(len, 5);
 	policy_doc_free(doc);
 }
 END_TEST
 
+/* A file of exactly POLICY_MAX_SIZE bytes, in lines of 64: comments, and a directive last. */
 START_TEST(test_too_large)
 {
 	size_t len = POLICY_MAX_SIZE + 1;
 	_cleanup_free_ char *text = malloc(len);
 	struct policy_doc *doc = NULL;
+	unsigned line = 0;
 
 	ck_assert_ptr_nonnull(text);
-	memset(text, '\n', len);
+	memset(text, '#', len);
+	for (size_t i = 63; i < len; i += 64)
+		text[i] = '\n';
 	ck_assert_int_eq(policy_doc_parse(text, len, &doc), -E2BIG);
 	ck_assert_ptr_null(doc);
+	memcpy(text + POLICY_MAX_SIZE - 64, "x", 1);
 	doc = doc_of(text, len - 1);
-	ck_assert_uint_eq(policy_doc_n_lines(doc), POLICY_MAX_SIZE);
-	/* Full: no room for even a one-word rule. */
-	unsigned line = 0;
-	ck_assert_int_eq(policy_doc_add(doc, "x", &line), -E2BIG);
+	ck_assert_uint_eq(policy_doc_n_lines(doc), POLICY_MAX_SIZE / 64);
+	/* Full: no room for even a one-word rule, until a line goes. */
+	ck_assert_int_eq(policy_doc_add(doc, "y", &line), -E2BIG);
 	ck_assert_uint_eq(line, 0);
+	ck_assert_int_eq(policy_doc_remove(doc, POLICY_MAX_SIZE / 64), 0);
+	ck_assert_int_eq(policy_doc_add(doc, "y", &line), 0);
+	ck_assert_uint_eq(line, POLICY_MAX_SIZE / 64);
 	policy_doc_free(doc);
 	policy_doc_free(NULL);
 }
