@@ -319,6 +319,7 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 	int r;
 
 	d->base = base;
+	d->reload_file = daemon_reload_file;
 	d->policy = policy;
 	if (!d->clock)
 		d->clock = &clock_system;
@@ -478,7 +479,8 @@ static int recheck(struct daemon *d, const struct policy *p, char **ret_error)
 /* Every step that can fail comes before the first change: the device check, then recheck()
  * computes its counts before it swaps anything. Revoking what the new policy no longer
  * allows cannot fail. */
-int daemon_reload(struct daemon *d, struct policy *p, char **ret_error)
+int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret_summary,
+		  char **ret_error)
 {
 	const char *why = device_change(d, p);
 	char summary[128];
@@ -500,17 +502,18 @@ int daemon_reload(struct daemon *d, struct policy *p, char **ret_error)
 	snprintf(summary, sizeof(summary), "%zu devices, %zu rules, %d lease(s) no longer allowed",
 		 p->n_devices, p->n_rules, revoked);
 	audit_reload(d->opt.policy_path, true, summary);
+	*ret_summary = (struct reload_summary){ .leases_revoked = (unsigned)revoked };
 	*ret_error = NULL;
 	return 0;
 }
 
-int daemon_reload_file(struct daemon *d, char **ret_error)
+int daemon_reload_file(struct daemon *d, struct reload_summary *ret_summary, char **ret_error)
 {
 	struct policy *p = NULL;
 	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &p, ret_error);
 
 	if (r == 0)
-		r = daemon_reload(d, p, ret_error);
+		r = daemon_reload(d, p, ret_summary, ret_error);
 	else if (!*ret_error)
 		*ret_error = strdup(strerror(-r));
 	if (r < 0)
