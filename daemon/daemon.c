@@ -162,19 +162,17 @@ static bool same_buffer(int fd, const P2pbuf__StateLease *rec)
 static int adopt_lease(struct daemon *d, struct device *dev, const P2pbuf__StateLease *rec,
 		       const P2pbuf__StateRevoking *rv, int fd)
 {
-	gid_t groups[SERVER_MAX_GROUPS];
-	size_t ng = rec->n_groups < ARRAY_SIZE(groups) ? rec->n_groups : ARRAY_SIZE(groups);
+	/* The record keeps every group the connection had, as gid_t's 32 bits. */
+	size_t ng = rec->n_groups < SERVER_MAX_GROUPS ? rec->n_groups : SERVER_MAX_GROUPS;
 	struct lease *l;
 
-	for (size_t i = 0; i < ng; i++)
-		groups[i] = rec->groups[i];
 	int r = lease_new_id(&d->leases, rec->id, rec->n_ranges, &l);
 	if (r < 0) {
 		close(fd);
 		return r;
 	}
 	l->fd = fd;
-	l->peer = peer_new(rec->uid, rec->gid, rec->pid, groups, ng);
+	l->peer = peer_new(rec->uid, rec->gid, rec->pid, (const gid_t *)rec->groups, ng);
 	if (!l->peer) {
 		lease_delete(&d->leases, l);
 		return -ENOMEM;

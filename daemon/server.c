@@ -134,24 +134,45 @@ static char *peer_unit(int fd, pid_t pid)
 	return unit;
 }
 
+/* The peer's supplementary groups, every one the kernel gives (up to NGROUPS_MAX): a peer in
+ * more groups than a fixed buffer holds must not be judged on its primary group alone. On
+ * ERANGE the kernel says how much room the list needs. Returns a malloc'd array. */
+static int peer_groups(int fd, gid_t **ret_groups, size_t *ret_n)
+{
+	socklen_t len = SERVER_GROUPS_HINT * sizeof(gid_t);
+
+	for (;;) {
+		_cleanup_free_ gid_t *groups = malloc(len ? len : 1);
+		socklen_t got = len;
+		if (!groups)
+			return -ENOMEM;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &got) == 0) {
+			*ret_n = got / sizeof(gid_t);
+			*ret_groups = TAKE_PTR(groups);
+			return 0;
+		}
+		if (errno != ERANGE || got <= len || got > SERVER_MAX_GROUPS * sizeof(gid_t))
+			return errno == ERANGE ? -E2BIG : -errno;
+		len = got;
+	}
+}
+
 /* The peer's identity, once: uid, gid and pid from SO_PEERCRED, supplementary groups from
  * SO_PEERGROUPS. Decisions use uid and groups, never the pid. */
 static int peer_identity(int fd, struct peer **ret_peer)
 {
-	gid_t groups[SERVER_MAX_GROUPS];
+	_cleanup_free_ gid_t *groups = NULL;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
+	size_t n_groups = 0;
+	int r;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -errno;
-	len = sizeof(groups);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
-		/* ERANGE: more groups than we keep; decide on the primary group alone. */
-		if (errno != ERANGE)
-			return -errno;
-		len = 0;
-	}
-	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, len / sizeof(gid_t));
+	r = peer_groups(fd, &groups, &n_groups);
+	if (r < 0)
+		return r;
+	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, n_groups);
 	if (!*ret_peer)
 		return -ENOMEM;
 	(*ret_peer)->unit = peer_unit(fd, cred.pid);
@@ -480,6 +501,14 @@ static int conn_new(struct server *s, int fd, struct conn **ret_conn)
 			log_ratelimited(&s->rl_refuse, LOG_WARNING,
 					"closing a connection of uid %u unanswered: %s",
 					(unsigned)c->peer->view.uid, c->refuse_msg);
+		else if (r != -ENOMEM)
+			/* Fail closed: a peer whose groups cannot all be read is not judged on
+			 * part of them. */
+			log_ratelimited(&s->rl_refuse, LOG_WARNING,
+					"closing a connection unanswered: its credentials cannot be "
+					"read: %s",
+					r == -E2BIG ? "more supplementary groups than NGROUPS_MAX"
+						    : strerror(-r));
 		c->fd = -1; /* the caller keeps fd on failure */
 		conn_free(c);
 		return r;

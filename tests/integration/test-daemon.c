@@ -3,6 +3,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,6 +489,47 @@ START_TEST(admin_requests_need_admin)
 }
 END_TEST
 
+/* In a child with many supplementary groups: whether an export of sim1 that only the group
+ * last in the list allows succeeds. */
+static bool export_in_many_groups(size_t n_groups)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		gid_t groups[512];
+		for (size_t i = 0; i < n_groups; i++)
+			groups[i] = (gid_t)(50000 + i);
+		if (setgroups(n_groups, groups) < 0)
+			_exit(2);
+		struct p2pbuf *c = connect_ok();
+		uint64_t id;
+		int fd = export1(c, "sim1", 0, 0, 0x1000, &id);
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+	return WEXITSTATUS(status) == 0;
+}
+
+/* A peer in more groups than the daemon asks for at first keeps every one of them: 300
+ * groups, and the rule that allows it names the 300th. */
+START_TEST(many_supplementary_groups_all_count)
+{
+	if (geteuid() != 0)
+		return; /* setgroups needs root */
+	harness_stop(&h);
+	harness_start(&h,
+		      "device sim1 sim bar 0 1M\n"
+		      "allow group 50299 device sim1\n"
+		      "admin user %1$u\n",
+		      NULL);
+	ck_assert(export_in_many_groups(300));
+	ck_assert(!export_in_many_groups(299));
+}
+END_TEST
+
 /* The default policy without its sim1 rule, and one rule more. */
 static const char reload_policy[] =
     "device sim0 sim bar 0 64K bar 2 2M bar 4 1M msix-table 0 0x2000+0x800 "
@@ -724,6 +766,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, admin_requests_need_admin);
 	tcase_add_test(tc, admin_revoke_tells_holder);
 	tcase_add_test(tc, reload_request_reports);
+	tcase_add_test(tc, many_supplementary_groups_all_count);
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
 	tcase_add_test(tc, socket_activation);
 	tcase_add_test(tc, lease_listing_pages);
