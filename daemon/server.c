@@ -504,11 +504,12 @@ static int conn_new(struct server *s, int fd, struct conn **ret_conn)
 		else if (r != -ENOMEM)
 			/* Fail closed: a peer whose groups cannot all be read is not judged on
 			 * part of them. */
-			log_ratelimited(&s->rl_refuse, LOG_WARNING,
-					"closing a connection unanswered: its credentials cannot be "
-					"read: %s",
-					r == -E2BIG ? "more supplementary groups than NGROUPS_MAX"
-						    : strerror(-r));
+			log_ratelimited(
+			    &s->rl_refuse, LOG_WARNING,
+			    "closing a connection unanswered: its credentials cannot be "
+			    "read: %s",
+			    r == -E2BIG ? "more supplementary groups than NGROUPS_MAX"
+					: strerror(-r));
 		c->fd = -1; /* the caller keeps fd on failure */
 		conn_free(c);
 		return r;
