@@ -168,6 +168,7 @@ static void lease_clear(struct p2pbuf_lease *l)
 	free(l->ranges);
 	free(l->label);
 	free(l->rule);
+	free(l->owner_unit);
 }
 
 void p2pbuf_leases_free(struct p2pbuf_lease *leases, size_t n)
@@ -198,7 +199,8 @@ static int copy_lease(const P2pbuf__Lease *src, struct p2pbuf_lease *dst)
 	dst->lingering = src->lingering;
 	if ((r = dup_string(src->device, &dst->device)) < 0 ||
 	    (r = dup_optional(src->label, &dst->label)) < 0 ||
-	    (r = dup_string(src->rule, &dst->rule)) < 0)
+	    (r = dup_string(src->rule, &dst->rule)) < 0 ||
+	    (r = dup_optional(src->owner_unit, &dst->owner_unit)) < 0)
 		return r;
 	return copy_ranges(src->ranges, src->n_ranges, &dst->ranges, &dst->n_ranges);
 }

@@ -605,6 +605,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 	pl->created_ms = l->created_ms;
 	pl->expires_ms = l->expires_ms;
 	pl->rule = (char *)l->rule_where;
+	pl->owner_unit = l->peer->unit;
 	pl->generation = l->generation;
 	if (l->state == LEASE_REVOKING) {
 		pl->has_deadline_ms = pl->has_lingering = true;
