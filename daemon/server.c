@@ -19,7 +19,12 @@
 #include "macro.h"
 #include "server.h"
 
-#define RECORDS_PER_WAKEUP 16  /* fairness: one busy client cannot starve the rest */
+/* Records read from one connection per wakeup. One: the read event is level-triggered, so a
+ * client with more waiting is woken again in the next turn of the loop, after every other
+ * ready client had its turn (fair under load), and a client that sends one request at a time
+ * costs no recvmsg that only says EAGAIN. */
+#define RECORDS_PER_WAKEUP 1
+#define ACCEPTS_PER_WAKEUP 64  /* a flood of connections cannot keep the loop here */
 #define USER_BUCKETS 256       /* of the per-uid connection counts */
 #define TRIM_BYTES (1 << 20)   /* queue memory freed before it is handed back to the system */
 #define REFUSE_TIMEOUT_MS 1000 /* a refused client that sends nothing is closed after this */
@@ -580,8 +585,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 	struct server *s = arg;
 	struct conn *c;
 
-	/* Bounded, so that a flood of connections cannot keep the loop here. */
-	for (int i = 0; i < RECORDS_PER_WAKEUP * 4; i++) {
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
