@@ -52,6 +52,7 @@ static void lease_row(struct table *t, const struct p2pbuf_lease *l)
 	else
 		table_cell(t, "%d", l->holders);
 	table_cell(t, "%" PRIu32 "/%jd", l->owner_uid, (intmax_t)l->owner_pid);
+	table_cell(t, "%s", l->owner_unit ? l->owner_unit : "-");
 	table_cell(t, "%s", expires);
 	table_cell(t, "%s", l->label ? l->label : "-");
 	table_cell(t, "%s", l->rule && l->rule[0] ? l->rule : "-");
@@ -59,9 +60,9 @@ static void lease_row(struct table *t, const struct p2pbuf_lease *l)
 
 static void leases_print(const struct cli *cli, const struct p2pbuf_lease *l, size_t n)
 {
-	static const char *const cols[] = { "ID",      "DEVICE", "BAR",	    "RANGES",
-					    "SIZE",    "STATE",	 "HOLDERS", "OWNER",
-					    "EXPIRES", "LABEL",	 "RULE" };
+	static const char *const cols[] = { "ID",   "DEVICE",  "BAR",	  "RANGES",
+					    "SIZE", "STATE",   "HOLDERS", "OWNER",
+					    "UNIT", "EXPIRES", "LABEL",	  "RULE" };
 	struct table t = { 0 };
 	struct json j;
 

@@ -339,6 +339,7 @@ void json_lease(struct json *j, const char *key, const struct p2pbuf_lease *l)
 	json_name(j, "reason", l->reason, p2pbuf_reason_name(l->reason));
 	json_u64(j, "owner_uid", l->owner_uid);
 	json_nonzero(j, "owner_pid", l->owner_pid);
+	json_str(j, "owner_unit", l->owner_unit);
 	json_nonzero(j, "created_ms", l->created_ms);
 	json_nonzero(j, "expires_ms", l->expires_ms);
 	if (l->holders >= 0)

@@ -273,16 +273,18 @@ static int recv_error(ssize_t n)
 	return n >= -ERRNO_MAX ? (int)n : -EIO;
 }
 
-/* Read one record without blocking. Returns 0 with the decoded message and its fds, -EAGAIN
- * when nothing is waiting, or a connection error (the connection is then failed). */
-static int read_record(struct p2pbuf *conn, P2pbuf__ServerMessage **ret_msg, int fds[WIRE_MAX_FDS],
-		       size_t *ret_nfds)
+/* Read one record, waiting for it when wait is set (and the socket is a blocking one, as
+ * p2pbuf_connect makes it). Returns 0 with the decoded message and its fds, -EAGAIN when
+ * nothing is waiting, or a connection error (the connection is then failed). */
+static int read_record(struct p2pbuf *conn, bool wait, P2pbuf__ServerMessage **ret_msg,
+		       int fds[WIRE_MAX_FDS], size_t *ret_nfds)
 {
 	P2pbuf__ServerMessage *msg;
 	size_t nfds = 0;
 	ssize_t n;
 
-	n = wire_recv(conn->fd, conn->record, sizeof(conn->record), fds, &nfds);
+	n = (wait ? wire_recv_wait : wire_recv)(conn->fd, conn->record, sizeof(conn->record), fds,
+						&nfds);
 	if (n == -EAGAIN)
 		return -EAGAIN;
 	/* Failures return their own constant rather than conn_fail()'s result, so that static
@@ -318,7 +320,7 @@ static int pump_one(struct p2pbuf *conn)
 	size_t nfds;
 	int r;
 
-	r = read_record(conn, &msg, fds, &nfds);
+	r = read_record(conn, false, &msg, fds, &nfds);
 	if (r != 0)
 		return r == -EAGAIN ? 0 : r;
 	if (msg->body_case != P2PBUF__SERVER_MESSAGE__BODY_EVENT || nfds > 0) {
@@ -376,7 +378,9 @@ static int await_reply(struct p2pbuf *conn, uint64_t id, P2pbuf__ServerMessage *
 		P2pbuf__ServerMessage *msg;
 		size_t nfds;
 		short revents;
-		int r = read_record(conn, &msg, fds, &nfds);
+		/* A blocking call waits in recvmsg itself: polling first costs two more system
+		 * calls per request. A socket the program made non-blocking still works. */
+		int r = read_record(conn, true, &msg, fds, &nfds);
 
 		if (r == -EAGAIN) {
 			r = wait_fd(conn->fd, POLLIN, &revents);

@@ -168,6 +168,7 @@ static void lease_clear(struct p2pbuf_lease *l)
 	free(l->ranges);
 	free(l->label);
 	free(l->rule);
+	free(l->owner_unit);
 }
 
 void p2pbuf_leases_free(struct p2pbuf_lease *leases, size_t n)
@@ -198,7 +199,8 @@ static int copy_lease(const P2pbuf__Lease *src, struct p2pbuf_lease *dst)
 	dst->lingering = src->lingering;
 	if ((r = dup_string(src->device, &dst->device)) < 0 ||
 	    (r = dup_optional(src->label, &dst->label)) < 0 ||
-	    (r = dup_string(src->rule, &dst->rule)) < 0)
+	    (r = dup_string(src->rule, &dst->rule)) < 0 ||
+	    (r = dup_optional(src->owner_unit, &dst->owner_unit)) < 0)
 		return r;
 	return copy_ranges(src->ranges, src->n_ranges, &dst->ranges, &dst->n_ranges);
 }
@@ -498,6 +500,102 @@ int p2pbuf_status(struct p2pbuf *conn, struct p2pbuf_status *ret_status)
 	if (msg->reply->body_case != P2PBUF__REPLY__BODY_STATUS)
 		return conn_protocol_error(conn);
 	return copy_status(msg->reply->status, ret_status);
+}
+
+void p2pbuf_reload_free(struct p2pbuf_reload *result)
+{
+	if (!result)
+		return;
+	for (size_t i = 0; i < result->n_errors; i++)
+		free(result->errors[i]);
+	for (size_t i = 0; i < result->n_warnings; i++)
+		free(result->warnings[i]);
+	free(result->errors);
+	free(result->warnings);
+	*result = (struct p2pbuf_reload){ 0 };
+}
+
+/* The lines of text as a new array of strings (a refused reload's message: one error a line). */
+static int split_lines(const char *text, char ***ret_lines, size_t *ret_n)
+{
+	size_t n = 0, cap = 0;
+	char **lines = NULL;
+
+	for (const char *s = text ? text : ""; *s;) {
+		size_t len = strcspn(s, "\n");
+		if (n == cap) {
+			char **grown = reallocarray(lines, cap = cap ? 2 * cap : 8, sizeof(*lines));
+			if (!grown)
+				goto oom;
+			lines = grown;
+		}
+		if (!(lines[n] = strndup(s, len)))
+			goto oom;
+		n++;
+		s += len + (s[len] == '\n');
+	}
+	*ret_lines = lines;
+	*ret_n = n;
+	return 0;
+oom:
+	while (n > 0)
+		free(lines[--n]);
+	free(lines);
+	return -ENOMEM;
+}
+
+static int copy_reload(const P2pbuf__ReloadReply *src, struct p2pbuf_reload *ret)
+{
+	struct p2pbuf_reload res = {
+		.rules = src->rules,
+		.devices = src->devices,
+		.rules_added = src->rules_added,
+		.rules_removed = src->rules_removed,
+		.devices_added = src->devices_added,
+		.devices_removed = src->devices_removed,
+		.devices_changed = src->devices_changed,
+		.leases_revoked = src->leases_revoked,
+	};
+
+	if (src->n_warnings > 0) {
+		res.warnings = calloc(src->n_warnings, sizeof(*res.warnings));
+		if (!res.warnings)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < src->n_warnings; i++, res.n_warnings++)
+		if (dup_string(src->warnings[i], &res.warnings[i]) < 0) {
+			p2pbuf_reload_free(&res);
+			return -ENOMEM;
+		}
+	*ret = res;
+	return 0;
+}
+
+int p2pbuf_reload(struct p2pbuf *conn, struct p2pbuf_reload *ret_result)
+{
+	P2pbuf__Reload body = P2PBUF__RELOAD__INIT;
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	_cleanup_msg_ P2pbuf__ServerMessage *msg = NULL;
+	int r;
+
+	if (!conn || !ret_result)
+		return -EINVAL;
+	req.body_case = P2PBUF__REQUEST__BODY_RELOAD;
+	req.reload = &body;
+	r = conn_call(conn, &req, NULL, &msg);
+	if (r == -EINVAL) {
+		/* The daemon refused the policy: every error is a line of the message. */
+		struct p2pbuf_reload res = { 0 };
+		if (split_lines(p2pbuf_last_message(conn), &res.errors, &res.n_errors) < 0)
+			return -ENOMEM;
+		*ret_result = res;
+		return r;
+	}
+	if (r != 0)
+		return r;
+	if (msg->reply->body_case != P2PBUF__REPLY__BODY_RELOAD)
+		return conn_protocol_error(conn);
+	return copy_reload(msg->reply->reload, ret_result);
 }
 
 const char *p2pbuf_reason_name(enum p2pbuf_reason reason)

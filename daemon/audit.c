@@ -230,6 +230,14 @@ void audit_admin_revoke(const struct peer *p, const struct lease *l)
 	     (int)p->pid);
 }
 
+void audit_reload_request(const struct peer *p, const char *path)
+{
+	struct entry e = { .priority = LOG_NOTICE };
+
+	field(&e, "P2PBUF_POLICY=%s", path);
+	emit(&e, "reload: asked for by admin uid=%u pid=%d", (unsigned)p->view.uid, (int)p->pid);
+}
+
 void audit_reset(const struct peer *p, const struct device *dev)
 {
 	struct entry e = { .id = ID_RESET, .priority = LOG_NOTICE };

@@ -26,6 +26,8 @@ void audit_reclaimed(const struct peer *p, const struct lease *l);
 void audit_device_state(const struct device *dev);
 /* ok: the new policy is in place; summary says what changed, or why it was refused. */
 void audit_reload(const char *path, bool ok, const char *summary);
+/* An admin asked for a reload over the socket (its outcome is audit_reload's). */
+void audit_reload_request(const struct peer *p, const char *path);
 
 /* At start-up, after a restart: adopted of recorded leases were taken over. */
 void audit_restart(unsigned adopted, unsigned recorded);

@@ -162,19 +162,17 @@ static bool same_buffer(int fd, const P2pbuf__StateLease *rec)
 static int adopt_lease(struct daemon *d, struct device *dev, const P2pbuf__StateLease *rec,
 		       const P2pbuf__StateRevoking *rv, int fd)
 {
-	gid_t groups[SERVER_MAX_GROUPS];
-	size_t ng = rec->n_groups < ARRAY_SIZE(groups) ? rec->n_groups : ARRAY_SIZE(groups);
+	/* The record keeps every group the connection had, as gid_t's 32 bits. */
+	size_t ng = rec->n_groups < SERVER_MAX_GROUPS ? rec->n_groups : SERVER_MAX_GROUPS;
 	struct lease *l;
 
-	for (size_t i = 0; i < ng; i++)
-		groups[i] = rec->groups[i];
 	int r = lease_new_id(&d->leases, rec->id, rec->n_ranges, &l);
 	if (r < 0) {
 		close(fd);
 		return r;
 	}
 	l->fd = fd;
-	l->peer = peer_new(rec->uid, rec->gid, rec->pid, groups, ng);
+	l->peer = peer_new(rec->uid, rec->gid, rec->pid, (const gid_t *)rec->groups, ng);
 	if (!l->peer) {
 		lease_delete(&d->leases, l);
 		return -ENOMEM;
@@ -319,6 +317,7 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 	int r;
 
 	d->base = base;
+	d->reload_file = daemon_reload_file;
 	d->policy = policy;
 	if (!d->clock)
 		d->clock = &clock_system;
@@ -478,7 +477,8 @@ static int recheck(struct daemon *d, const struct policy *p, char **ret_error)
 /* Every step that can fail comes before the first change: the device check, then recheck()
  * computes its counts before it swaps anything. Revoking what the new policy no longer
  * allows cannot fail. */
-int daemon_reload(struct daemon *d, struct policy *p, char **ret_error)
+int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret_summary,
+		  char **ret_error)
 {
 	const char *why = device_change(d, p);
 	char summary[128];
@@ -500,17 +500,18 @@ int daemon_reload(struct daemon *d, struct policy *p, char **ret_error)
 	snprintf(summary, sizeof(summary), "%zu devices, %zu rules, %d lease(s) no longer allowed",
 		 p->n_devices, p->n_rules, revoked);
 	audit_reload(d->opt.policy_path, true, summary);
+	*ret_summary = (struct reload_summary){ .leases_revoked = (unsigned)revoked };
 	*ret_error = NULL;
 	return 0;
 }
 
-int daemon_reload_file(struct daemon *d, char **ret_error)
+int daemon_reload_file(struct daemon *d, struct reload_summary *ret_summary, char **ret_error)
 {
 	struct policy *p = NULL;
 	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &p, ret_error);
 
 	if (r == 0)
-		r = daemon_reload(d, p, ret_error);
+		r = daemon_reload(d, p, ret_summary, ret_error);
 	else if (!*ret_error)
 		*ret_error = strdup(strerror(-r));
 	if (r < 0)

@@ -63,6 +63,13 @@ struct daemon_options {
 	uint64_t reclaim_grace_ms; /* how long adopted leases wait for their owners */
 };
 
+/* What a reload changed. */
+struct reload_summary {
+	unsigned rules_added, rules_removed; /* rules compared by content, not line */
+	unsigned devices_added, devices_removed, devices_changed;
+	unsigned leases_revoked;
+};
+
 struct daemon {
 	struct event_base *base;
 	struct daemon_options opt;
@@ -84,6 +91,9 @@ struct daemon {
 	struct event *ev_grace;	    /* ends the reclaim grace of adopted leases */
 	bool handing_over;	    /* exiting for a restart: every lease stays as it is */
 	bool stopping;
+	/* daemon_reload_file, for the Reload request: handlers.c sits below daemon.c and reaches
+	 * it only through this pointer that daemon_start sets. */
+	int (*reload_file)(struct daemon *d, struct reload_summary *ret_summary, char **ret_error);
 };
 
 /* Start: take policy (owned from now on, even on failure), open the socket, the worker, the
@@ -103,9 +113,11 @@ void daemon_hand_over(struct daemon *d);
 void daemon_finish(struct daemon *d);
 
 /* Replace the policy by p (owned from now on) atomically: either p and every table derived
- * from it are in place and every live lease was re-checked, or nothing changed and
- * *ret_error (malloc'd) says why. */
-int daemon_reload(struct daemon *d, struct policy *p, char **ret_error);
+ * from it are in place, every live lease was re-checked and *ret_summary says what changed,
+ * or nothing changed and *ret_error (malloc'd) says why. */
+int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret_summary,
+		  char **ret_error);
 
-/* Load d->opt.policy_path again and daemon_reload() it; the outcome is logged either way. */
-int daemon_reload_file(struct daemon *d, char **ret_error);
+/* Load d->opt.policy_path again and daemon_reload() it; the outcome is logged either way. On
+ * a refusal *ret_error holds every error, one a line. */
+int daemon_reload_file(struct daemon *d, struct reload_summary *ret_summary, char **ret_error);

@@ -15,6 +15,7 @@
 
 #define MSG_MAX 320
 #define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
+#define RELOAD_MAX_MESSAGE (WIRE_MAX_RECORD - 1024)
 
 /* The probed kernel capabilities as the wire carries them; caps[] holds the four answers. */
 static void fill_caps(const struct probe_caps *pc, P2pbuf__KernelCaps *kc,
@@ -604,6 +605,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 	pl->created_ms = l->created_ms;
 	pl->expires_ms = l->expires_ms;
 	pl->rule = (char *)l->rule_where;
+	pl->owner_unit = l->peer->unit;
 	pl->generation = l->generation;
 	if (l->state == LEASE_REVOKING) {
 		pl->has_deadline_ms = pl->has_lingering = true;
@@ -752,6 +754,60 @@ static void handle_status(struct session *c, const P2pbuf__Request *req)
 	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
 }
 
+/* Cut text (one item a line) to whole lines within max bytes, saying how many lines were
+ * left out. */
+static void cut_lines(char *text, size_t max)
+{
+	char note[64];
+	size_t keep = 0, dropped = 0;
+
+	for (char *nl = text; (nl = strchr(nl, '\n')); nl++) {
+		size_t end = (size_t)(nl - text);
+		if (end + sizeof(note) <= max)
+			keep = end;
+		else
+			dropped++;
+	}
+	dropped++; /* the last line, which has no newline */
+	snprintf(note, sizeof(note), "\n(and %zu more)", dropped);
+	memcpy(text + keep, note, strlen(note) + 1);
+}
+
+/* Reload: the admin's request, the same reload as SIGHUP's. A refusal carries every error in
+ * the message, one a line (cut to fit one record). */
+static void handle_reload(struct session *c, const P2pbuf__Request *req)
+{
+	P2pbuf__ReloadReply rr = P2PBUF__RELOAD_REPLY__INIT;
+	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
+	_cleanup_free_ char *err = NULL;
+	struct reload_summary sum;
+
+	if (!need_admin(c, req, "reload", c->d->opt.policy_path))
+		return;
+	audit_reload_request(c->peer, c->d->opt.policy_path);
+	int r = c->d->reload_file(c->d, &sum, &err);
+	if (r < 0) {
+		if (err && strlen(err) > RELOAD_MAX_MESSAGE)
+			cut_lines(err, RELOAD_MAX_MESSAGE);
+		conn_reply(c->conn, req->request_id, r, err ? err : strerror(-r), NULL, -1);
+		return;
+	}
+	rr.has_rules = rr.has_devices = rr.has_rules_added = rr.has_rules_removed = true;
+	rr.has_devices_added = rr.has_devices_removed = rr.has_devices_changed = true;
+	rr.has_leases_revoked = true;
+	rr.rules = (uint32_t)c->d->policy->n_rules;
+	rr.devices = (uint32_t)c->d->policy->n_devices;
+	rr.rules_added = sum.rules_added;
+	rr.rules_removed = sum.rules_removed;
+	rr.devices_added = sum.devices_added;
+	rr.devices_removed = sum.devices_removed;
+	rr.devices_changed = sum.devices_changed;
+	rr.leases_revoked = sum.leases_revoked;
+	reply.body_case = P2PBUF__REPLY__BODY_RELOAD;
+	reply.reload = &rr;
+	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
+}
+
 typedef void (*handler_fn)(struct session *c, const P2pbuf__Request *req);
 
 static const handler_fn handlers[] = {
@@ -765,6 +821,7 @@ static const handler_fn handlers[] = {
 	[P2PBUF__REQUEST__BODY_STATUS] = handle_status,
 	[P2PBUF__REQUEST__BODY_REVOKE] = handle_revoke,
 	[P2PBUF__REQUEST__BODY_RECLAIM] = handle_reclaim,
+	[P2PBUF__REQUEST__BODY_RELOAD] = handle_reload,
 };
 
 void handle_request(struct session *c, const P2pbuf__Request *req)

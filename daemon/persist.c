@@ -213,7 +213,6 @@ static int append_lease(struct persist *p, const struct lease *l)
 	P2pbuf__StateEntry e = P2PBUF__STATE_ENTRY__INIT;
 	P2pbuf__StateLease sl = P2PBUF__STATE_LEASE__INIT;
 	P2pbuf__Range ranges[64], *rp[64];
-	uint32_t groups[256]; /* as many as a connection keeps (SERVER_MAX_GROUPS) */
 	struct stat st;
 
 	if (fstat(l->fd, &st) < 0)
@@ -244,11 +243,10 @@ static int append_lease(struct persist *p, const struct lease *l)
 	}
 	sl.n_ranges = l->n_ranges < ARRAY_SIZE(ranges) ? l->n_ranges : ARRAY_SIZE(ranges);
 	sl.ranges = rp;
-	sl.n_groups = l->peer->view.n_groups < ARRAY_SIZE(groups) ? l->peer->view.n_groups
-								  : ARRAY_SIZE(groups);
-	for (size_t i = 0; i < sl.n_groups; i++)
-		groups[i] = l->peer->view.groups[i];
-	sl.groups = groups;
+	/* Every group the connection had (gid_t is the record's uint32). */
+	_Static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
+	sl.n_groups = l->peer->view.n_groups;
+	sl.groups = (uint32_t *)l->peer->view.groups;
 	e.body_case = P2PBUF__STATE_ENTRY__BODY_LEASE_ADDED;
 	e.lease_added = &sl;
 	return append(p, &e);

@@ -19,7 +19,12 @@
 #include "macro.h"
 #include "server.h"
 
-#define RECORDS_PER_WAKEUP 16  /* fairness: one busy client cannot starve the rest */
+/* Records read from one connection per wakeup. One: the read event is level-triggered, so a
+ * client with more waiting is woken again in the next turn of the loop, after every other
+ * ready client had its turn (fair under load), and a client that sends one request at a time
+ * costs no recvmsg that only says EAGAIN. */
+#define RECORDS_PER_WAKEUP 1
+#define ACCEPTS_PER_WAKEUP 64  /* a flood of connections cannot keep the loop here */
 #define USER_BUCKETS 256       /* of the per-uid connection counts */
 #define TRIM_BYTES (1 << 20)   /* queue memory freed before it is handed back to the system */
 #define REFUSE_TIMEOUT_MS 1000 /* a refused client that sends nothing is closed after this */
@@ -134,24 +139,45 @@ static char *peer_unit(int fd, pid_t pid)
 	return unit;
 }
 
+/* The peer's supplementary groups, every one the kernel gives (up to NGROUPS_MAX): a peer in
+ * more groups than a fixed buffer holds must not be judged on its primary group alone. On
+ * ERANGE the kernel says how much room the list needs. Returns a malloc'd array. */
+static int peer_groups(int fd, gid_t **ret_groups, size_t *ret_n)
+{
+	socklen_t len = SERVER_GROUPS_HINT * sizeof(gid_t);
+
+	for (;;) {
+		_cleanup_free_ gid_t *groups = malloc(len ? len : 1);
+		socklen_t got = len;
+		if (!groups)
+			return -ENOMEM;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &got) == 0) {
+			*ret_n = got / sizeof(gid_t);
+			*ret_groups = TAKE_PTR(groups);
+			return 0;
+		}
+		if (errno != ERANGE || got <= len || got > SERVER_MAX_GROUPS * sizeof(gid_t))
+			return errno == ERANGE ? -E2BIG : -errno;
+		len = got;
+	}
+}
+
 /* The peer's identity, once: uid, gid and pid from SO_PEERCRED, supplementary groups from
  * SO_PEERGROUPS. Decisions use uid and groups, never the pid. */
 static int peer_identity(int fd, struct peer **ret_peer)
 {
-	gid_t groups[SERVER_MAX_GROUPS];
+	_cleanup_free_ gid_t *groups = NULL;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
+	size_t n_groups = 0;
+	int r;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -errno;
-	len = sizeof(groups);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
-		/* ERANGE: more groups than we keep; decide on the primary group alone. */
-		if (errno != ERANGE)
-			return -errno;
-		len = 0;
-	}
-	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, len / sizeof(gid_t));
+	r = peer_groups(fd, &groups, &n_groups);
+	if (r < 0)
+		return r;
+	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, n_groups);
 	if (!*ret_peer)
 		return -ENOMEM;
 	(*ret_peer)->unit = peer_unit(fd, cred.pid);
@@ -480,6 +506,15 @@ static int conn_new(struct server *s, int fd, struct conn **ret_conn)
 			log_ratelimited(&s->rl_refuse, LOG_WARNING,
 					"closing a connection of uid %u unanswered: %s",
 					(unsigned)c->peer->view.uid, c->refuse_msg);
+		else if (r != -ENOMEM)
+			/* Fail closed: a peer whose groups cannot all be read is not judged on
+			 * part of them. */
+			log_ratelimited(
+			    &s->rl_refuse, LOG_WARNING,
+			    "closing a connection unanswered: its credentials cannot be "
+			    "read: %s",
+			    r == -E2BIG ? "more supplementary groups than NGROUPS_MAX"
+					: strerror(-r));
 		c->fd = -1; /* the caller keeps fd on failure */
 		conn_free(c);
 		return r;
@@ -550,8 +585,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 	struct server *s = arg;
 	struct conn *c;
 
-	/* Bounded, so that a flood of connections cannot keep the loop here. */
-	for (int i = 0; i < RECORDS_PER_WAKEUP * 4; i++) {
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||

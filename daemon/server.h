@@ -14,7 +14,8 @@
 #include "peer.h"
 #include "wire.h"
 
-#define SERVER_MAX_GROUPS 256 /* supplementary groups kept per peer */
+#define SERVER_GROUPS_HINT 64	/* supplementary groups asked for at first */
+#define SERVER_MAX_GROUPS 65536 /* NGROUPS_MAX of Linux: every group the kernel can give */
 /* Output queued for one client, charged at what its records really cost in memory (the
  * allocation, not the reply bytes). Past the pause mark the daemon reads nothing more from
  * that client until the queue drains (backpressure: its requests wait in its socket); past

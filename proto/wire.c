@@ -73,7 +73,8 @@ static int collect_fds(struct msghdr *mh, int fds[WIRE_MAX_FDS], size_t *ret_nfd
 	return r;
 }
 
-ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds)
+static ssize_t recv_record(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds,
+			   int flags)
 {
 	/* Room for more fds than allowed, so that an over-full message is seen and closed. */
 	union {
@@ -91,7 +92,7 @@ ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t
 
 	*ret_nfds = 0;
 	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -110,6 +111,16 @@ ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t
 		return r;
 	}
 	return n;
+}
+
+ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds)
+{
+	return recv_record(sock, buf, cap, fds, ret_nfds, MSG_DONTWAIT);
+}
+
+ssize_t wire_recv_wait(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds)
+{
+	return recv_record(sock, buf, cap, fds, ret_nfds, 0);
 }
 
 int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds)

@@ -26,6 +26,10 @@ int wire_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds
  * length, 0 at end of stream, -EAGAIN when nothing is waiting, or -errno. */
 ssize_t wire_recv(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds);
 
+/* wire_recv() that waits for a record on a blocking socket (one recvmsg, where polling first
+ * would cost two more system calls); on a non-blocking one it says -EAGAIN as wire_recv. */
+ssize_t wire_recv_wait(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], size_t *ret_nfds);
+
 /* Pack msg and send it as one record. -EMSGSIZE when it would exceed WIRE_MAX_RECORD. */
 int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds);
 

@@ -174,7 +174,7 @@ static const char *daemon_path(void)
 
 /* Test policies are printf formats given the uid; they are the tests' own constants. */
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
-static void write_policy(struct harness *h, const char *fmt)
+void harness_write_policy(struct harness *h, const char *fmt)
 {
 	FILE *f = fopen(h->policy, "w");
 
@@ -290,7 +290,7 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 	ck_assert_ptr_nonnull(mkdtemp(h->dir));
 	snprintf(h->socket, sizeof(h->socket), "%s/sock", h->dir);
 	snprintf(h->policy, sizeof(h->policy), "%s/policy", h->dir);
-	write_policy(h, policy_fmt ? policy_fmt : harness_default_policy);
+	harness_write_policy(h, policy_fmt ? policy_fmt : harness_default_policy);
 	int sfd = h->activated ? listening_socket(h->socket) : -1;
 	h->pid = fork();
 	ck_assert_int_ge(h->pid, 0);
@@ -323,7 +323,7 @@ void harness_start(struct harness *h, const char *policy_fmt, const char *const 
 
 void harness_reload(struct harness *h, const char *policy_fmt)
 {
-	write_policy(h, policy_fmt);
+	harness_write_policy(h, policy_fmt);
 	ck_assert_int_eq(kill(h->pid, SIGHUP), 0);
 }
 

@@ -29,6 +29,9 @@ void harness_start_activated(struct harness *h, const char *policy_fmt);
 /* SIGTERM the daemon, assert it exits 0, remove the directory. */
 void harness_stop(struct harness *h);
 
+/* Rewrite the policy file (a printf format given the caller's uid); nothing reloads it. */
+void harness_write_policy(struct harness *h, const char *policy_fmt);
+
 /* Rewrite the policy (a printf format given the caller's uid) and send SIGHUP. */
 void harness_reload(struct harness *h, const char *policy_fmt);
 

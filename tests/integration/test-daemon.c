@@ -3,6 +3,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -481,6 +482,96 @@ START_TEST(admin_requests_need_admin)
 	ck_assert_int_eq(p2pbuf_revoke(c, 1), -EPERM);
 	ck_assert_int_eq(p2pbuf_list_leases(c, true, &ls, &n), -EPERM);
 	ck_assert_int_eq(p2pbuf_subscribe(c, true), -EPERM);
+	struct p2pbuf_reload res;
+	ck_assert_int_eq(p2pbuf_reload(c, &res), -EPERM);
+	ck_assert_str_eq(p2pbuf_last_message(c), "reload needs an admin rule in the policy");
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+/* In a child with many supplementary groups: whether an export of sim1 that only the group
+ * last in the list allows succeeds. */
+static bool export_in_many_groups(size_t n_groups)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		gid_t groups[512];
+		for (size_t i = 0; i < n_groups; i++)
+			groups[i] = (gid_t)(50000 + i);
+		if (setgroups(n_groups, groups) < 0)
+			_exit(2);
+		struct p2pbuf *c = connect_ok();
+		uint64_t id;
+		int fd = export1(c, "sim1", 0, 0, 0x1000, &id);
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+	return WEXITSTATUS(status) == 0;
+}
+
+/* A peer in more groups than the daemon asks for at first keeps every one of them: 300
+ * groups, and the rule that allows it names the 300th. */
+START_TEST(many_supplementary_groups_all_count)
+{
+	if (geteuid() != 0)
+		return; /* setgroups needs root */
+	harness_stop(&h);
+	harness_start(&h,
+		      "device sim1 sim bar 0 1M\n"
+		      "allow group 50299 device sim1\n"
+		      "admin user %1$u\n",
+		      NULL);
+	ck_assert(export_in_many_groups(300));
+	ck_assert(!export_in_many_groups(299));
+}
+END_TEST
+
+/* The default policy without its sim1 rule, and one rule more. */
+static const char reload_policy[] =
+    "device sim0 sim bar 0 64K bar 2 2M bar 4 1M msix-table 0 0x2000+0x800 "
+    "msix-pba 0 0x3000+0x100 revoke-deadline 2s\n"
+    "device sim1 sim bar 0 1M\n"
+    "allow user %1$u device sim0 bar 0\n"
+    "allow user %1$u device sim0 bar 2 range 0+1M max-leases 4\n"
+    "allow user %1$u device sim0 bar 4\n"
+    "admin user %1$u\n";
+
+/* An admin's Reload: the summary of a good policy; every error of a bad one, and the
+ * current policy kept. */
+START_TEST(reload_request_reports)
+{
+	struct p2pbuf *c = connect_ok();
+	struct p2pbuf_reload res;
+	uint64_t id;
+	int fd = export1(c, "sim1", 0, 0, 0x1000, &id);
+
+	ck_assert_int_ge(fd, 0);
+	harness_write_policy(&h, reload_policy);
+	ck_assert_msg(p2pbuf_reload(c, &res) == 0, "%s", p2pbuf_last_message(c));
+	ck_assert_uint_eq(res.rules, 3);
+	ck_assert_uint_eq(res.devices, 2);
+	ck_assert_uint_eq(res.leases_revoked, 1);
+	ck_assert_uint_eq(res.n_errors, 0);
+	p2pbuf_reload_free(&res);
+	close(fd);
+
+	harness_write_policy(&h, "device sim0 sim bar 0 1M\nallow usr %1$u device sim0\n"
+				 "admin user %1$u\n");
+	ck_assert_int_eq(p2pbuf_reload(c, &res), -EINVAL);
+	ck_assert_uint_ge(res.n_errors, 1);
+	char where[160];
+	snprintf(where, sizeof(where), "%s:2:", h.policy);
+	ck_assert_msg(!strncmp(res.errors[0], where, strlen(where)), "%s", res.errors[0]);
+	p2pbuf_reload_free(&res);
+	/* The policy reloaded before stays: bar 4 of sim0 is allowed, sim1 is not. */
+	fd = export1(c, "sim0", 4, 0, 0x1000, &id);
+	ck_assert_msg(fd >= 0, "%s", p2pbuf_last_message(c));
+	close(fd);
+	ck_assert_int_eq(export1(c, "sim1", 0, 0, 0x1000, &id), -EPERM);
 	p2pbuf_disconnect(c);
 }
 END_TEST
@@ -674,6 +765,8 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, invalid_request_gets_error_and_keeps_connection);
 	tcase_add_test(tc, admin_requests_need_admin);
 	tcase_add_test(tc, admin_revoke_tells_holder);
+	tcase_add_test(tc, reload_request_reports);
+	tcase_add_test(tc, many_supplementary_groups_all_count);
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
 	tcase_add_test(tc, socket_activation);
 	tcase_add_test(tc, lease_listing_pages);
