@@ -20,6 +20,7 @@ pkgconfig_DATA += client/libp2pbuf.pc
 noinst_LTLIBRARIES += client/libpolicyedit.la
 client_libpolicyedit_la_SOURCES = client/policy-edit.c client/policy-edit.h
 client_libpolicyedit_la_CFLAGS = $(AM_CFLAGS)
+client_libpolicyedit_la_LIBADD = daemon/libpolicy.la
 
 bin_PROGRAMS += client/p2pbuf-client
 client_p2pbuf_client_SOURCES = client/cli.h client/cli-main.c client/cli-errors.c \
