@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,9 @@
 /* A group with a huge member list needs a big getgrnam_r buffer, but not a boundless one. */
 #define RESOLVER_MAX_BUF (16 << 20)
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
 /* -errno, for a call that has just failed and so set errno to a positive value. Testing the
  * result, not errno, lets clang's analyzer see that it is negative; without that it follows a
  * "success" whose out-values were never written. */
@@ -30,12 +34,22 @@ static int negative_errno(void)
 	return r < 0 ? r : -EIO;
 }
 
+__attribute__((format(printf, 1, 2))) static char *format_message(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return n < 0 ? NULL : s;
+}
+
 static int oom(struct policy_parser *p, const char *file)
 {
 	return policy_parser_fail(p, file, -ENOMEM, "out of memory");
 }
-
-/* ---- Files ---- */
 
 /* Read to the end: fstat's size is only a hint, since the file may change while we read. */
 static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
@@ -71,12 +85,68 @@ static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
 	return 0;
 }
 
+/* What one load is asked to do. */
+struct loader {
+	struct policy_parser *p;
+	unsigned flags;		   /* POLICY_LOAD_* */
+	const char *override_file; /* NULL: none */
+	const char *override_text;
+	size_t override_len;
+};
+
+/* ---- Who could have written the policy (sshd's StrictModes) ---- */
+
+/* A file or directory of the policy must be owned by root or by whoever loads it (the
+ * daemon's user), and writable by nobody else: anyone who can change it can grant themselves
+ * any device at the next reload. The stat comes from the fd that is read, so the file checked
+ * is the file read. Strict, that is an error (-EPERM); otherwise a warning. */
+static int check_trust(const struct loader *ld, const char *display, const struct stat *st)
+{
+	unsigned mode = (unsigned)st->st_mode & 07777;
+	uid_t euid = geteuid();
+	bool strict = ld->flags & POLICY_LOAD_STRICT;
+	const char *who = (mode & S_IWGRP) && (mode & S_IWOTH) ? "its group and others"
+			  : mode & S_IWGRP		       ? "its group"
+							       : "others";
+	const char *fix = (mode & S_IWGRP) && (mode & S_IWOTH) ? "go-w"
+			  : mode & S_IWGRP		       ? "g-w"
+							       : "o-w";
+	int r = 0;
+
+	if (st->st_uid != 0 && st->st_uid != euid) {
+		if (strict)
+			r = policy_parser_fail(ld->p, display, -EPERM,
+					       "owned by uid %u, not by root%s; fix: chown root %s",
+					       (unsigned)st->st_uid,
+					       euid ? " or the loading user" : "", display);
+		else
+			r = policy_parser_warn(
+			    ld->p, display, "owned by uid %u, not by root%s; fix: chown root %s",
+			    (unsigned)st->st_uid, euid ? " or the loading user" : "", display);
+	}
+	if (r != -ENOMEM && (mode & (S_IWGRP | S_IWOTH))) {
+		if (strict)
+			r = policy_parser_fail(ld->p, display, -EPERM,
+					       "writable by %s (mode %04o); fix: chmod %s %s", who,
+					       mode, fix, display);
+		else
+			r = policy_parser_warn(ld->p, display,
+					       "writable by %s (mode %04o); fix: chmod %s %s", who,
+					       mode, fix, display);
+	}
+	return r == -ENOMEM ? r : 0;
+}
+
+/* ---- Files ---- */
+
 /* Returns -E2BIG for an over-long file and -EBADFD for anything but a regular file. */
-static int read_file(int dirfd, const char *name, char **ret_text, size_t *ret_len)
+static int read_file(const struct loader *ld, int dirfd, const char *name, const char *display,
+		     char **ret_text, size_t *ret_len)
 {
 	/* O_NONBLOCK: a FIFO put in place of the policy must not hang the daemon. */
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	struct stat st;
+	int r;
 
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return negative_errno();
@@ -84,43 +154,52 @@ static int read_file(int dirfd, const char *name, char **ret_text, size_t *ret_l
 		return -EBADFD;
 	if (st.st_size > POLICY_MAX_SIZE)
 		return -E2BIG;
+	r = check_trust(ld, display, &st);
+	if (r < 0)
+		return r;
 	return read_all(fd, (size_t)st.st_size, ret_text, ret_len);
 }
 
-/* name is opened relative to dirfd; display is how messages and the policy name the file. */
-static int load_file(struct policy_parser *p, int dirfd, const char *name, const char *display)
+/* name is opened relative to dirfd; display is how messages and the policy name the file.
+ * The override, if it is this file, is parsed instead, and nothing is read. */
+static int load_file(const struct loader *ld, int dirfd, const char *name, const char *display)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
-	int r = read_file(dirfd, name, &text, &len);
+	int r;
 
+	if (ld->override_file && strcmp(ld->override_file, display) == 0)
+		return policy_parser_add(ld->p, display, ld->override_text, ld->override_len);
+	r = read_file(ld, dirfd, name, display, &text, &len);
 	if (r == -E2BIG)
-		return policy_parser_fail(p, display, r, "file is larger than %d bytes",
+		return policy_parser_fail(ld->p, display, r, "file is larger than %d bytes",
 					  POLICY_MAX_SIZE);
 	if (r == -EBADFD)
-		return policy_parser_fail(p, display, -EINVAL, "not a regular file");
+		return policy_parser_fail(ld->p, display, -EINVAL, "not a regular file");
+	if (r == -ENOMEM)
+		return oom(ld->p, display);
 	if (r < 0)
-		return policy_parser_fail(p, display, r, "cannot read: %s", strerror(-r));
-	return policy_parser_add(p, display, text, len);
+		return policy_parser_fail(ld->p, display, r, "cannot read: %s", strerror(-r));
+	return policy_parser_add(ld->p, display, text, len);
 }
 
 /* ---- The drop-in directory ---- */
 
-struct names {
+/* path.d, open, and the names of its drop-ins in load order. */
+struct dropins {
+	char *dir;
+	DIR *d;			       /* NULL: there is no such directory */
 	char *v[POLICY_MAX_FILES - 1]; /* the main file is the first of POLICY_MAX_FILES */
 	size_t n;
 };
 
-static void names_done(struct names *names)
+static void dropins_done(struct dropins *ds)
 {
-	for (size_t i = 0; i < names->n; i++)
-		free(names->v[i]);
-}
-
-static void closedirp(DIR **d)
-{
-	if (*d)
-		closedir(*d);
+	for (size_t i = 0; i < ds->n; i++)
+		free(ds->v[i]);
+	if (ds->d)
+		closedir(ds->d);
+	free(ds->dir);
 }
 
 /* Drop-ins end in ".policy"; hidden files are skipped, as editors and package managers leave
@@ -129,40 +208,45 @@ static bool is_dropin(const char *name)
 {
 	size_t len = strlen(name);
 
-	return name[0] != '.' && len > 7 && strcmp(name + len - 7, ".policy") == 0;
+	return name[0] != '.' && !strchr(name, '/') && len > 7 &&
+	       strcmp(name + len - 7, ".policy") == 0;
 }
 
-static int add_name(struct policy_parser *p, struct names *names, const char *dir, const char *name)
+static int add_name(struct dropins *ds, const char *name, const char **ret_what)
 {
-	if (names->n >= ARRAY_SIZE(names->v))
-		return policy_parser_fail(p, dir, -E2BIG, "too many policy files (at most %d)",
-					  POLICY_MAX_FILES);
-	names->v[names->n] = strdup(name);
-	if (!names->v[names->n])
-		return oom(p, dir);
-	names->n++;
+	for (size_t i = 0; i < ds->n; i++)
+		if (strcmp(ds->v[i], name) == 0)
+			return 0; /* the override, already there */
+	if (ds->n >= ARRAY_SIZE(ds->v)) {
+		*ret_what = "too many policy files (at most " STRINGIFY(POLICY_MAX_FILES) ")";
+		return -E2BIG;
+	}
+	ds->v[ds->n] = strdup(name);
+	if (!ds->v[ds->n])
+		return -ENOMEM;
+	ds->n++;
 	return 0;
 }
 
-static int list_dropins(struct policy_parser *p, DIR *d, const char *dir, struct names *names)
+static int read_names(struct dropins *ds, const char **ret_what)
 {
 	for (;;) {
 		struct dirent *de;
 		int r;
 
 		errno = 0;
-		de = readdir(d);
+		de = readdir(ds->d);
 		if (!de)
 			break;
 		if (!is_dropin(de->d_name))
 			continue;
-		r = add_name(p, names, dir, de->d_name);
+		r = add_name(ds, de->d_name, ret_what);
 		if (r < 0)
 			return r;
 	}
 	if (errno != 0) {
-		int r = negative_errno();
-		return policy_parser_fail(p, dir, r, "cannot read directory: %s", strerror(-r));
+		*ret_what = "cannot read directory";
+		return negative_errno();
 	}
 	return 0;
 }
@@ -190,51 +274,203 @@ static int open_dir(const char *dir, DIR **ret_dir)
 	return 0;
 }
 
-/* path.d/ *.policy, in byte order of their names so that "10-" sorts before "20-". */
-static int load_dropins(struct policy_parser *p, const char *path)
+/* The drop-in that the override names, if it is one: "path.d/NAME.policy". */
+static const char *override_dropin(const struct dropins *ds, const char *override_file)
 {
-	_cleanup_(names_done) struct names names = { .n = 0 };
-	_cleanup_(closedirp) DIR *d = NULL;
-	_cleanup_free_ char *dir = NULL;
+	size_t len = strlen(ds->dir);
+
+	if (!override_file || strncmp(override_file, ds->dir, len) != 0 ||
+	    override_file[len] != '/' || !is_dropin(override_file + len + 1))
+		return NULL;
+	return override_file + len + 1;
+}
+
+/* path.d/ *.policy, in byte order of their names so that "10-" sorts before "20-", with the
+ * override's name among them even if it is not on disk yet. A missing directory is no
+ * drop-ins. On failure, *ret_what says what failed (for a message about ds->dir). */
+static int list_dropins(const char *path, const char *override_file, struct dropins *ds,
+			const char **ret_what)
+{
+	const char *extra;
 	int r;
 
-	if (asprintf(&dir, "%s.d", path) < 0)
-		return oom(p, path);
-	r = open_dir(dir, &d);
+	*ret_what = "out of memory";
+	if (asprintf(&ds->dir, "%s.d", path) < 0) {
+		ds->dir = NULL;
+		return -ENOMEM;
+	}
+	r = open_dir(ds->dir, &ds->d);
+	if (r < 0 && r != -ENOENT) {
+		*ret_what = "cannot open directory";
+		return r;
+	}
 	if (r == -ENOENT)
-		return 0;
-	if (r < 0)
-		return policy_parser_fail(p, dir, r, "cannot open directory: %s", strerror(-r));
-	r = list_dropins(p, d, dir, &names);
+		r = 0;
+	else
+		r = read_names(ds, ret_what);
+	extra = override_dropin(ds, override_file);
+	if (r >= 0 && extra)
+		r = add_name(ds, extra, ret_what);
 	if (r < 0)
 		return r;
-	qsort(names.v, names.n, sizeof(*names.v), compare_names);
-	for (size_t i = 0; i < names.n; i++) {
+	qsort(ds->v, ds->n, sizeof(*ds->v), compare_names);
+	return 0;
+}
+
+static int load_dropins(const struct loader *ld, const char *path)
+{
+	_cleanup_(dropins_done) struct dropins ds = { .n = 0 };
+	const char *what;
+	struct stat st;
+	int r = list_dropins(path, ld->override_file, &ds, &what);
+
+	if (r == -ENOMEM)
+		return oom(ld->p, path);
+	if (r < 0 && r != -E2BIG)
+		return policy_parser_fail(ld->p, ds.dir, r, "%s: %s", what, strerror(-r));
+	if (r < 0)
+		return policy_parser_fail(ld->p, ds.dir, r, "%s", what);
+	if (ds.d && fstat(dirfd(ds.d), &st) < 0) {
+		r = negative_errno();
+		return policy_parser_fail(ld->p, ds.dir, r, "cannot open directory: %s",
+					  strerror(-r));
+	}
+	if (ds.d && check_trust(ld, ds.dir, &st) < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < ds.n; i++) {
 		_cleanup_free_ char *display = NULL;
-		if (asprintf(&display, "%s/%s", dir, names.v[i]) < 0)
-			return oom(p, dir);
-		r = load_file(p, dirfd(d), names.v[i], display);
-		if (r < 0)
+		if (asprintf(&display, "%s/%s", ds.dir, ds.v[i]) < 0)
+			return oom(ld->p, ds.dir);
+		/* Without the directory, only the override can be read. */
+		r = load_file(ld, ds.d ? dirfd(ds.d) : -1, ds.v[i], display);
+		if (r == -ENOMEM)
 			return r;
 	}
 	return 0;
+}
+
+/* The main file, opened relative to its directory, whose trust is checked on the same fd. */
+static int load_main(const struct loader *ld, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	_cleanup_free_ char *dir = NULL;
+	_cleanup_close_ int fd = -1;
+	const char *base;
+	struct stat st;
+
+	if (!slash)
+		dir = strdup(".");
+	else
+		dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+	if (!dir)
+		return oom(ld->p, path);
+	/* "dir/" names the directory itself, which is then refused as not a regular file. */
+	base = !slash ? path : slash[1] ? slash + 1 : ".";
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int r = negative_errno();
+		if (ld->override_file && strcmp(ld->override_file, path) == 0)
+			return load_file(ld, -1, base, path);
+		return policy_parser_fail(ld->p, path, r, "cannot read: %s", strerror(-r));
+	}
+	if (check_trust(ld, dir, &st) < 0)
+		return -ENOMEM;
+	return load_file(ld, fd, base, path);
+}
+
+/* A parser for ld, fed the main file and then the drop-ins: every failure is recorded in
+ * it, and finish reports them. The drop-ins are read even after an error in the main file,
+ * so that one run shows every error. */
+static int load_into(struct loader *ld, const struct policy_resolver *resolver, const char *path,
+		     struct policy_parser **ret_parser)
+{
+	int r = policy_parser_new(resolver, &ld->p);
+
+	if (r < 0)
+		return r;
+	if (load_main(ld, path) != -ENOMEM)
+		(void)load_dropins(ld, path);
+	*ret_parser = ld->p;
+	return 0;
+}
+
+int policy_load_ex(const char *path, const struct policy_resolver *resolver,
+		   const struct policy_load_opts *opts, struct policy **ret_policy,
+		   struct policy_diags *ret_diags)
+{
+	_cleanup_(policy_parser_freep) struct policy_parser *p = NULL;
+	struct loader ld = { .flags = opts ? opts->flags : 0 };
+	int r;
+
+	if (opts && opts->override_file && opts->override_text) {
+		ld.override_file = opts->override_file;
+		ld.override_text = opts->override_text;
+		ld.override_len = opts->override_len;
+	}
+	r = load_into(&ld, resolver, path, &p);
+	if (r < 0) {
+		if (ret_diags)
+			*ret_diags = (struct policy_diags){ .v = NULL };
+		return r;
+	}
+	return policy_parser_finish_ex(p, ret_policy, ret_diags);
 }
 
 int policy_load(const char *path, const struct policy_resolver *resolver,
 		struct policy **ret_policy, char **ret_error)
 {
 	_cleanup_(policy_parser_freep) struct policy_parser *p = NULL;
-	int r = policy_parser_new(resolver, &p);
+	struct loader ld = { .flags = POLICY_LOAD_STRICT };
+	int r = load_into(&ld, resolver, path, &p);
 
 	if (r < 0) {
 		if (ret_error)
 			*ret_error = NULL; /* no memory even for the parser, let alone a message */
 		return r;
 	}
-	/* Every failure below is recorded in the parser, and finish reports it. */
-	if (load_file(p, AT_FDCWD, path, path) >= 0)
-		(void)load_dropins(p, path);
 	return policy_parser_finish(p, ret_policy, ret_error);
+}
+
+void policy_files_free(char **files, size_t n)
+{
+	if (!files)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+}
+
+int policy_list_files(const char *path, char ***ret_files, size_t *ret_n, char **ret_error)
+{
+	_cleanup_(dropins_done) struct dropins ds = { .n = 0 };
+	const char *what;
+	char **files;
+	int r = list_dropins(path, NULL, &ds, &what);
+
+	if (r < 0) {
+		if (ret_error)
+			*ret_error = r == -ENOMEM ? NULL
+				     : r == -E2BIG
+					 ? format_message("%s: %s", ds.dir, what)
+					 : format_message("%s: %s: %s", ds.dir, what, strerror(-r));
+		return r;
+	}
+	files = calloc(ds.n + 1, sizeof(*files));
+	if (!files || !(files[0] = strdup(path)))
+		goto oom;
+	for (size_t i = 0; i < ds.n; i++)
+		if (asprintf(&files[i + 1], "%s/%s", ds.dir, ds.v[i]) < 0) {
+			files[i + 1] = NULL;
+			goto oom;
+		}
+	*ret_files = files;
+	*ret_n = ds.n + 1;
+	return 0;
+oom:
+	policy_files_free(files, files ? ds.n + 1 : 0);
+	if (ret_error)
+		*ret_error = NULL;
+	return -ENOMEM;
 }
 
 /* ---- The system resolver ---- */

@@ -11,10 +11,11 @@ if [ ! -f "$a" ] || ! command -v nm >/dev/null || ! command -v tsort >/dev/null;
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# Module name from "libp2pbufd_core_la-registry.o".
-nm -A --defined-only -g "$a" | sed -n 's/^[^:]*:libp2pbufd_core_la-\([a-z-]*\)\.o:[0-9a-f]* [TDBR] \(.*\)$/\2 \1/p' |
+# Module name from "libp2pbufd_core_la-registry.o" (or "libpolicy_la-policy.o": the policy
+# library that libp2pbufd-core links).
+nm -A --defined-only -g "$a" | sed -n 's/^[^:]*:lib\(p2pbufd_core\|policy\)_la-\([a-z-]*\)\.o:[0-9a-f]* [TDBR] \(.*\)$/\3 \2/p' |
 	sort >"$tmp/defs"
-nm -A -u "$a" | sed -n 's/^[^:]*:libp2pbufd_core_la-\([a-z-]*\)\.o: *U \(.*\)$/\2 \1/p' | sort >"$tmp/uses"
+nm -A -u "$a" | sed -n 's/^[^:]*:lib\(p2pbufd_core\|policy\)_la-\([a-z-]*\)\.o: *U \(.*\)$/\3 \2/p' | sort >"$tmp/uses"
 # "caller callee" pairs between different modules.
 join "$tmp/uses" "$tmp/defs" | awk '$2 != $3 { print $2, $3 }' | sort -u >"$tmp/edges"
 passed=0 failed=0

@@ -450,7 +450,8 @@ static const struct {
 } errors[] = {
 	/* The examples admins will meet most. */
 	{ "device d0 pci 01:00.0\n\nallow user bob device d0 max-lease 3\n",
-	  "policy:3:26: unknown option \"max-lease\" (expected bar, range, max-leases or ttl)" },
+	  "policy:3:26: unknown option \"max-lease\" (expected bar, range, max-leases, max-bytes "
+	  "or ttl)" },
 	{ "\n\n\n\n\n\nadmin user spdk\n", "policy:7:12: user \"spdk\" does not exist" },
 	{ "#\ndevice simulated01 sim bar 2 64kb\n",
 	  "policy:2:30: \"64kb\" is not a size: use bytes or a number with K, M, G or T" },
@@ -535,8 +536,9 @@ static const struct {
 	{ "device a pci 01:00.0 revocation enforce revocation enforce",
 	  "policy:1:41: duplicate option \"revocation\" (first given at column 22)" },
 	/* allow rules. */
-	{ "allow", "policy:1:6: expected user or group after \"allow\"" },
-	{ "allow uid 5 device d0", "policy:1:7: unknown subject \"uid\" (expected user or group)" },
+	{ "allow", "policy:1:6: expected user, group or unit after \"allow\"" },
+	{ "allow uid 5 device d0",
+	  "policy:1:7: unknown subject \"uid\" (expected user, group or unit)" },
 	{ "allow user", "policy:1:11: expected a user name or id after \"user\"" },
 	{ "allow group", "policy:1:12: expected a group name or id after \"group\"" },
 	{ "allow group wheel device d0", "policy:1:13: group \"wheel\" does not exist" },
@@ -595,8 +597,8 @@ static const struct {
 	{ RULE "ttl 1193047h", "policy:1:32: ttl \"1193047h\" is too long (at most 4294967295s)" },
 	{ RULE "ttl", "policy:1:31: expected a duration after \"ttl\"" },
 	{ RULE "device d1",
-	  "policy:1:28: unknown option \"device\" (expected bar, range, max-leases "
-	  "or ttl)" },
+	  "policy:1:28: unknown option \"device\" (expected bar, range, max-leases, "
+	  "max-bytes or ttl)" },
 	/* Rules against the BARs a sim device declares. */
 	{ "device s sim bar 0 4K\nallow user alice device s bar 2",
 	  "policy:2:31: device \"s\" (policy:1) has no bar 2" },
@@ -622,11 +624,12 @@ static const struct {
 	  "policy:1:12: user "
 	  "\"x123456789x123456789x123456789x123456789x123456789x123456789x123456789x123456789...\" "
 	  "does not exist" },
-	/* The first error wins, and syntax comes before the devices rules name. */
+	/* The first error by position is the one the single message reports, whether found
+	 * while reading (line 2) or once every file is read (line 1). */
 	{ "alow\nalow", "policy:1:1: unknown directive \"alow\" (expected device, allow, admin or "
 			"observer)" },
 	{ "allow user alice device nope\nadmin user carol",
-	  "policy:2:12: user \"carol\" does not exist" },
+	  "policy:1:25: device \"nope\" is not declared" },
 	{ "allow user alice device nope\nallow user alice device nope2",
 	  "policy:1:25: device \"nope\" is not declared" },
 };
@@ -695,7 +698,7 @@ START_TEST(test_limit_devices)
 	policy_free(pol);
 	more = repeat(text, "device e", " sim bar 0 4K", 1);
 	error = parse_fail(more, strlen(more), -E2BIG);
-	ck_assert_str_eq(error, "policy:257:1: too many devices (at most 256)");
+	ck_assert_str_eq(error, "policy:4097:1: too many devices (at most 4096)");
 	free(error);
 	free(more);
 	free(text);
@@ -713,7 +716,7 @@ START_TEST(test_limit_rules)
 	policy_free(pol);
 	more = repeat(text, "  allow user ", " device d", 1);
 	error = parse_fail(more, strlen(more), -E2BIG);
-	ck_assert_str_eq(error, "policy:4098:3: too many allow rules (at most 4096)");
+	ck_assert_str_eq(error, "policy:65538:3: too many allow rules (at most 65536)");
 	free(error);
 	free(more);
 	free(text);
@@ -725,12 +728,12 @@ START_TEST(test_limit_roles)
 	char *text = repeat("", "admin user ", "", POLICY_MAX_RULES + 1);
 	char *error = parse_fail(text, strlen(text), -E2BIG);
 
-	ck_assert_str_eq(error, "policy:4097:1: too many admin lines (at most 4096)");
+	ck_assert_str_eq(error, "policy:65537:1: too many admin lines (at most 65536)");
 	free(error);
 	free(text);
 	text = repeat("", "observer user ", "", POLICY_MAX_RULES + 1);
 	error = parse_fail(text, strlen(text), -E2BIG);
-	ck_assert_str_eq(error, "policy:4097:1: too many observer lines (at most 4096)");
+	ck_assert_str_eq(error, "policy:65537:1: too many observer lines (at most 65536)");
 	free(error);
 	free(text);
 }
@@ -749,7 +752,7 @@ START_TEST(test_limit_size)
 	ck_assert_uint_eq(pol->n_admins, 1);
 	policy_free(pol);
 	error = parse_fail(text, POLICY_MAX_SIZE + 1, -E2BIG);
-	ck_assert_str_eq(error, "policy: file is larger than 1048576 bytes");
+	ck_assert_str_eq(error, "policy: file is larger than 8388608 bytes");
 	free(error);
 	free(text);
 }
@@ -1125,7 +1128,7 @@ START_TEST(test_load_too_big)
 	free(error);
 	ck_assert_int_eq(truncate(path, POLICY_MAX_SIZE + 1), 0);
 	ck_assert_int_eq(load(&t, "policy", &pol, &error), -E2BIG);
-	snprintf(expected, sizeof(expected), "%s/policy: file is larger than 1048576 bytes",
+	snprintf(expected, sizeof(expected), "%s/policy: file is larger than 8388608 bytes",
 		 t.path);
 	ck_assert_str_eq(error, expected);
 	free(error);
