@@ -248,19 +248,6 @@ static int export_decode(struct session *c, const P2pbuf__Export *e, struct expo
 	return 0;
 }
 
-/* How many leases uid holds, counting to cap at most. Lingering leases whose connection is
- * gone count too: a quota holds until the buffer is really let go. The walk is bounded by
- * --max-leases and costs far less than the export it guards. */
-static unsigned user_leases(const struct daemon *d, uid_t uid, unsigned cap)
-{
-	unsigned n = 0;
-
-	for (const struct lease *l = TAILQ_FIRST(&d->leases.all); l && n < cap;
-	     l = TAILQ_NEXT(l, in_table))
-		n += l->peer->view.uid == uid;
-	return n;
-}
-
 /* Policy, then ranges, then quotas: the order in which a refusal tells the least. */
 static int export_check(struct session *c, struct export_req *x, char *msg, size_t len)
 {
@@ -288,7 +275,7 @@ static int export_check(struct session *c, struct export_req *x, char *msg, size
 	if (r < 0)
 		return r;
 	unsigned cap = d->opt.max_leases_per_user,
-		 mine = cap ? user_leases(d, c->peer->view.uid, cap) : 0;
+		 mine = lease_user_count(&d->leases, c->peer->view.uid);
 	if (cap && mine >= cap) {
 		snprintf(msg, len,
 			 "uid %u holds %u leases, the most one user may hold "

@@ -11,14 +11,20 @@ int lease_table_init(struct lease_table *t, size_t cap, size_t n_rules)
 
 	while (n < cap)
 		n <<= 1;
+	*t = (struct lease_table){ 0 };
 	t->buckets = calloc(n, sizeof(*t->buckets));
 	t->rule_leases = calloc(n_rules + 1, sizeof(*t->rule_leases));
-	if (!t->buckets || !t->rule_leases) {
+	t->user_pool = calloc(cap + 1, sizeof(*t->user_pool));
+	if (!t->buckets || !t->rule_leases || !t->user_pool) {
 		free(t->buckets);
 		free(t->rule_leases);
-		t->buckets = NULL;
-		t->rule_leases = NULL;
+		free(t->user_pool);
+		*t = (struct lease_table){ 0 };
 		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cap; i++) {
+		t->user_pool[i].next = t->user_free;
+		t->user_free = &t->user_pool[i];
 	}
 	TAILQ_INIT(&t->all);
 	t->mask = n - 1;
@@ -39,8 +45,61 @@ void lease_table_fini(struct lease_table *t)
 		lease_delete(t, l);
 	free(t->buckets);
 	free(t->rule_leases);
+	free(t->user_pool);
 	t->buckets = NULL;
 	t->rule_leases = NULL;
+	t->user_pool = NULL;
+}
+
+static struct lease_user **user_slot(struct lease_table *t, uid_t uid)
+{
+	struct lease_user **u = &t->users[uid % LEASE_USER_BUCKETS];
+
+	while (*u && (*u)->uid != uid)
+		u = &(*u)->next;
+	return u;
+}
+
+unsigned lease_user_count(const struct lease_table *t, uid_t uid)
+{
+	for (const struct lease_user *u = t->users[uid % LEASE_USER_BUCKETS]; u; u = u->next)
+		if (u->uid == uid)
+			return u->n;
+	return 0;
+}
+
+/* Count l under its peer's uid. The pool has an entry for every lease the table can hold, so
+ * one is free whenever a lease of a new uid is attached. */
+static void user_count(struct lease_table *t, struct lease *l)
+{
+	struct lease_user **slot;
+
+	if (!l->peer || l->user_counted)
+		return;
+	slot = user_slot(t, l->peer->view.uid);
+	if (!*slot) {
+		*slot = t->user_free;
+		t->user_free = (*slot)->next;
+		**slot = (struct lease_user){ .uid = l->peer->view.uid };
+	}
+	(*slot)->n++;
+	l->user_counted = true;
+}
+
+static void user_uncount(struct lease_table *t, struct lease *l)
+{
+	struct lease_user **slot, *u;
+
+	if (!l->user_counted)
+		return;
+	slot = user_slot(t, l->peer->view.uid);
+	u = *slot;
+	if (u && --u->n == 0) {
+		*slot = u->next;
+		u->next = t->user_free;
+		t->user_free = u;
+	}
+	l->user_counted = false;
 }
 
 int lease_new(struct lease_table *t, size_t n_ranges, struct lease **ret_lease)
@@ -94,6 +153,7 @@ void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owne
 	l->rule = rule;
 	if (rule >= 0 && (size_t)rule < t->n_rules)
 		t->rule_leases[rule]++;
+	user_count(t, l);
 }
 
 void lease_set_owner(struct lease *l, struct lease_set *owner)
@@ -148,6 +208,7 @@ void lease_delete(struct lease_table *t, struct lease *l)
 		LIST_REMOVE(l, revoking);
 	if (l->rule >= 0 && (size_t)l->rule < t->n_rules)
 		t->rule_leases[l->rule]--;
+	user_uncount(t, l);
 	closep(&l->fd);
 	peer_unref(l->peer);
 	free(l);

@@ -59,6 +59,7 @@ struct lease {
 	bool owner_let_go;	     /* its exporting connection released it: it needs no events */
 	bool unclaimed;		     /* adopted after a restart, not yet reclaimed by its owner */
 	bool parked;		     /* the service manager's fd store holds a copy of the buffer */
+	bool user_counted;	     /* counted under its peer's uid (lease_attach) */
 	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;
@@ -66,6 +67,16 @@ struct lease {
 	struct lease *hash_next;
 	size_t n_ranges;
 	struct range ranges[];
+};
+
+#define LEASE_USER_BUCKETS 256
+
+/* How many leases one uid holds. Entries come from a pool with one per lease the table can
+ * hold (each lease could be another uid's), so counting never allocates. */
+struct lease_user {
+	uid_t uid;
+	unsigned n;
+	struct lease_user *next; /* in its bucket, or on the free list */
 };
 
 struct lease_table {
@@ -77,6 +88,9 @@ struct lease_table {
 	uint64_t next_id;
 	unsigned *rule_leases; /* live leases per rule of the current policy */
 	size_t n_rules;
+	struct lease_user *users[LEASE_USER_BUCKETS];
+	struct lease_user *user_pool; /* cap entries */
+	struct lease_user *user_free;
 };
 
 /* Make an empty table for at most cap leases, counting against n_rules rules. */
@@ -95,9 +109,14 @@ int lease_new_id(struct lease_table *t, uint64_t id, size_t n_ranges, struct lea
 /* The lease with this id, or NULL. */
 struct lease *lease_find(const struct lease_table *t, uint64_t id);
 
-/* Link l into its owner's and its device's sets and count it against rule (or -1). */
+/* Link l into its owner's and its device's sets and count it against rule (or -1) and, when
+ * l->peer is set, its peer's uid. */
 void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owner,
 		  struct lease_set *on_dev, int rule);
+
+/* How many leases in the table, any state, were exported by uid: a quota holds until a
+ * buffer is really let go. O(1) in the number of leases. */
+unsigned lease_user_count(const struct lease_table *t, uid_t uid);
 
 /* Give l a new owner (a Reclaim), taking it off any old one. */
 void lease_set_owner(struct lease *l, struct lease_set *owner);

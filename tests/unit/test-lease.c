@@ -301,6 +301,42 @@ START_TEST(test_odd_caps)
 }
 END_TEST
 
+/* Leases are counted per uid as they are attached, until deleted (whatever their state); a
+ * full table of leases of distinct uids needs no allocation to count them. */
+START_TEST(test_user_counts)
+{
+	struct lease_set device = { LIST_HEAD_INITIALIZER(device.list), 0 };
+	struct lease *l[4];
+
+	setup_cap(4);
+	for (int i = 0; i < 4; i++) {
+		l[i] = new_lease(0);
+		l[i]->peer = peer_new((uid_t)(1000 + (i == 3 ? 0 : i)), 100, 1, NULL, 0);
+		ck_assert_ptr_nonnull(l[i]->peer);
+		lease_attach(&table, l[i], NULL, &device, -1);
+	}
+	ck_assert_uint_eq(lease_user_count(&table, 1000), 2);
+	ck_assert_uint_eq(lease_user_count(&table, 1001), 1);
+	ck_assert_uint_eq(lease_user_count(&table, 1002), 1);
+	ck_assert_uint_eq(lease_user_count(&table, 1003), 0);
+	lease_end(l[0], REASON_RELEASED);
+	ck_assert_uint_eq(lease_user_count(&table, 1000), 2);
+	lease_delete(&table, l[0]);
+	lease_delete(&table, l[1]);
+	ck_assert_uint_eq(lease_user_count(&table, 1000), 1);
+	ck_assert_uint_eq(lease_user_count(&table, 1001), 0);
+	/* The freed entries serve new uids. */
+	for (int i = 0; i < 2; i++) {
+		l[i] = new_lease(0);
+		l[i]->peer = peer_new((uid_t)(2000 + i), 100, 1, NULL, 0);
+		lease_attach(&table, l[i], NULL, &device, -1);
+		ck_assert_uint_eq(lease_user_count(&table, (uid_t)(2000 + i)), 1);
+	}
+	ck_assert_uint_eq(lease_user_count(&table, 1002), 1);
+	teardown();
+}
+END_TEST
+
 /* Deleting a lease takes it off its owner's and its device's sets and uncounts it there and
  * under its rule. */
 START_TEST(test_delete_unlinks)
@@ -607,6 +643,7 @@ static Suite *lease_suite(void)
 	tcase_add_test(tc, test_end_from_active);
 	tcase_add_test(tc, test_end_from_revoking);
 	tcase_add_test(tc, test_states_independent);
+	tcase_add_test(tc, test_user_counts);
 	suite_add_tcase(s, tc);
 	return s;
 }
