@@ -24,8 +24,8 @@ static const struct verb verb_help = {
 };
 
 static const struct verb *const verbs[] = {
-	&verb_devices, &verb_leases, &verb_export, &verb_release, &verb_watch,
-	&verb_reset,   &verb_revoke, &verb_status, &verb_doctor,  &verb_help,
+	&verb_devices, &verb_leases, &verb_export, &verb_release, &verb_watch,	&verb_reset,
+	&verb_revoke,  &verb_status, &verb_reload, &verb_policy,  &verb_doctor, &verb_help,
 };
 
 static const struct verb *find_verb(const char *name)

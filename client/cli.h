@@ -46,7 +46,7 @@ struct verb {
 };
 
 extern const struct verb verb_devices, verb_leases, verb_export, verb_release, verb_watch,
-    verb_reset, verb_revoke, verb_status, verb_doctor;
+    verb_reset, verb_revoke, verb_status, verb_doctor, verb_policy, verb_reload;
 
 /* The options every verb takes, before or after it. The leading ':' makes getopt tell a missing
  * value apart from an unknown option. */
@@ -111,6 +111,8 @@ enum {
 	CLI_CONNECT = 1 << 0,
 	CLI_REQUEST = 1 << 1,
 	CLI_ADMIN = 1 << 2,
+	CLI_POLICY = 1 << 3, /* loading a policy (offline, or the daemon's reload) */
+	CLI_EDIT = 1 << 4,   /* with CLI_POLICY: editing its files */
 };
 
 /* Report err (< 0) from what (printf-style, such as "export sim0 bar 2") on stderr and, with

@@ -25,7 +25,7 @@ client_libpolicyedit_la_LIBADD = daemon/libpolicy.la
 bin_PROGRAMS += client/p2pbuf-client
 client_p2pbuf_client_SOURCES = client/cli.h client/cli-main.c client/cli-errors.c \
 	client/cli-output.c client/cli-devices.c client/cli-leases.c client/cli-export.c \
-	client/cli-admin.c client/cli-doctor.c
+	client/cli-admin.c client/cli-doctor.c client/cli-policy.c
 client_p2pbuf_client_CFLAGS = $(AM_CFLAGS)
 client_p2pbuf_client_LDADD = client/libpolicyedit.la client/libp2pbuf.la proto/libcommon.la
 dist_man_MANS += client/p2pbuf-client.1 client/libp2pbuf.3
