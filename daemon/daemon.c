@@ -512,16 +512,63 @@ int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret
 	return 0;
 }
 
+/* Every error of a refused policy, one a line, then how many more were not kept; NULL when
+ * memory ran out. */
+static char *join_errors(const struct policy_diags *dg)
+{
+	size_t len = 0, used = 0;
+	char *s;
+
+	for (size_t i = 0; i < dg->n; i++)
+		len += strlen(dg->v[i].file) + strlen(dg->v[i].message) + 32;
+	s = malloc(len + 64);
+	if (!s)
+		return NULL;
+	s[0] = '\0';
+	for (size_t i = 0; i < dg->n; i++) {
+		_cleanup_free_ char *one = policy_diag_format(&dg->v[i]);
+		if (!dg->v[i].warning && one)
+			used += (size_t)sprintf(s + used, "%s%s", used ? "\n" : "", one);
+	}
+	if (dg->dropped)
+		sprintf(s + used, "%s(and %zu more)", used ? "\n" : "", dg->dropped);
+	return s;
+}
+
+/* How many errors (not warnings) dg reports, those not kept included. */
+static size_t count_errors(const struct policy_diags *dg)
+{
+	size_t n = dg->dropped;
+
+	for (size_t i = 0; i < dg->n; i++)
+		n += !dg->v[i].warning;
+	return n;
+}
+
 int daemon_reload_file(struct daemon *d, struct reload_summary *ret_summary, char **ret_error)
 {
+	const struct policy_load_opts opts = { .flags = POLICY_LOAD_STRICT };
+	struct policy_diags dg = { 0 };
 	struct policy *p = NULL;
-	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &p, ret_error);
+	size_t n_errors = 0;
+	int r = policy_load_ex(d->opt.policy_path, &policy_system_resolver, &opts, &p, &dg);
 
 	if (r == 0)
 		r = daemon_reload(d, p, ret_summary, ret_error);
-	else if (!*ret_error)
+	else {
+		*ret_error = dg.n ? join_errors(&dg) : NULL;
+		n_errors = count_errors(&dg);
+	}
+	policy_diags_free(&dg);
+	if (r < 0 && !*ret_error)
 		*ret_error = strdup(strerror(-r));
-	if (r < 0)
-		audit_reload(d->opt.policy_path, false, *ret_error ? *ret_error : strerror(-r));
+	if (r < 0) {
+		/* One log line: the first error and how many there are; the reply has them all. */
+		const char *why = *ret_error ? *ret_error : strerror(-r);
+		char line[512];
+		snprintf(line, sizeof(line), "%.*s%s", (int)strcspn(why, "\n"), why,
+			 n_errors > 1 ? " (and more errors: see p2pbuf-client policy check)" : "");
+		audit_reload(d->opt.policy_path, false, line);
+	}
 	return r;
 }

@@ -618,12 +618,14 @@ START_TEST(reload_request_reports)
 	close(fd);
 
 	harness_write_policy(&h, "device sim0 sim bar 0 1M\nallow usr %1$u device sim0\n"
-				 "admin user %1$u\n");
+				 "allow user %1$u device sim0 bar 9\nadmin user %1$u\n");
 	ck_assert_int_eq(p2pbuf_reload(c, &res), -EINVAL);
-	ck_assert_uint_ge(res.n_errors, 1);
+	ck_assert_uint_eq(res.n_errors, 2);
 	char where[160];
 	snprintf(where, sizeof(where), "%s:2:", h.policy);
 	ck_assert_msg(!strncmp(res.errors[0], where, strlen(where)), "%s", res.errors[0]);
+	snprintf(where, sizeof(where), "%s:3:", h.policy);
+	ck_assert_msg(!strncmp(res.errors[1], where, strlen(where)), "%s", res.errors[1]);
 	p2pbuf_reload_free(&res);
 	/* The policy reloaded before stays: bar 4 of sim0 is allowed, sim1 is not. */
 	fd = export1(c, "sim0", 4, 0, 0x1000, &id);
