@@ -508,10 +508,7 @@ void p2pbuf_reload_free(struct p2pbuf_reload *result)
 		return;
 	for (size_t i = 0; i < result->n_errors; i++)
 		free(result->errors[i]);
-	for (size_t i = 0; i < result->n_warnings; i++)
-		free(result->warnings[i]);
 	free(result->errors);
-	free(result->warnings);
 	*result = (struct p2pbuf_reload){ 0 };
 }
 
@@ -544,9 +541,9 @@ oom:
 	return -ENOMEM;
 }
 
-static int copy_reload(const P2pbuf__ReloadReply *src, struct p2pbuf_reload *ret)
+static void copy_reload(const P2pbuf__ReloadReply *src, struct p2pbuf_reload *ret)
 {
-	struct p2pbuf_reload res = {
+	*ret = (struct p2pbuf_reload){
 		.rules = src->rules,
 		.devices = src->devices,
 		.rules_added = src->rules_added,
@@ -556,19 +553,6 @@ static int copy_reload(const P2pbuf__ReloadReply *src, struct p2pbuf_reload *ret
 		.devices_changed = src->devices_changed,
 		.leases_revoked = src->leases_revoked,
 	};
-
-	if (src->n_warnings > 0) {
-		res.warnings = calloc(src->n_warnings, sizeof(*res.warnings));
-		if (!res.warnings)
-			return -ENOMEM;
-	}
-	for (size_t i = 0; i < src->n_warnings; i++, res.n_warnings++)
-		if (dup_string(src->warnings[i], &res.warnings[i]) < 0) {
-			p2pbuf_reload_free(&res);
-			return -ENOMEM;
-		}
-	*ret = res;
-	return 0;
 }
 
 int p2pbuf_reload(struct p2pbuf *conn, struct p2pbuf_reload *ret_result)
@@ -595,7 +579,8 @@ int p2pbuf_reload(struct p2pbuf *conn, struct p2pbuf_reload *ret_result)
 		return r;
 	if (msg->reply->body_case != P2PBUF__REPLY__BODY_RELOAD)
 		return conn_protocol_error(conn);
-	return copy_reload(msg->reply->reload, ret_result);
+	copy_reload(msg->reply->reload, ret_result);
+	return 0;
 }
 
 const char *p2pbuf_reason_name(enum p2pbuf_reason reason)

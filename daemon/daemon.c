@@ -177,7 +177,7 @@ static int adopt_lease(struct daemon *d, struct device *dev, const P2pbuf__State
 		lease_delete(&d->leases, l);
 		return -ENOMEM;
 	}
-	l->peer->unit = rec->unit ? strdup(rec->unit) : NULL;
+	peer_set_unit(l->peer, rec->unit ? strdup(rec->unit) : NULL);
 	l->device = dev;
 	l->generation = rec->generation;
 	l->bar = rec->bar;
@@ -409,9 +409,10 @@ void daemon_finish(struct daemon *d)
 
 /* ---- policy ---- */
 
-/* The first rule of p that allows l as its peer asked, with room under its max-leases as
- * counted so far in counts, or -1. */
-static int allowing_rule(const struct policy *p, const struct lease *l, const unsigned *counts)
+/* The first rule of p that allows l as its peer asked, with room under its max-leases and
+ * max-bytes as counted so far in counts and bytes, or -1. */
+static int allowing_rule(const struct policy *p, const struct lease *l, const unsigned *counts,
+			 const uint64_t *bytes)
 {
 	int dev = policy_find_device(p, l->device->decl.name);
 	const struct policy_rule *rule = NULL;
@@ -421,7 +422,8 @@ static int allowing_rule(const struct policy *p, const struct lease *l, const un
 	while ((rule = policy_match_export(p, &l->peer->view, (size_t)dev, l->bar, l->ranges,
 					   l->n_ranges, rule))) {
 		size_t i = (size_t)(rule - p->rules);
-		if (!rule->max_leases || counts[i] < rule->max_leases)
+		if ((!rule->max_leases || counts[i] < rule->max_leases) &&
+		    (!rule->max_bytes || bytes[i] + l->size <= rule->max_bytes))
 			return (int)i;
 	}
 	return -1;
@@ -444,20 +446,25 @@ static const char *device_change(const struct daemon *d, const struct policy *p)
 static int recheck(struct daemon *d, const struct policy *p, char **ret_error)
 {
 	unsigned *counts = calloc(p->n_rules + 1, sizeof(*counts));
+	uint64_t *bytes = calloc(p->n_rules + 1, sizeof(*bytes));
 	struct lease *l, *next;
 	int revoked = 0;
 
-	if (!counts) {
+	if (!counts || !bytes) {
+		free(counts);
+		free(bytes);
 		*ret_error = strdup("out of memory");
 		return -ENOMEM;
 	}
 	/* Lingering leases count too: quotas hold until a buffer is really let go. */
 	TAILQ_FOREACH (l, &d->leases.all, in_table) {
-		l->next_rule = allowing_rule(p, l, counts);
-		if (l->next_rule >= 0)
+		l->next_rule = allowing_rule(p, l, counts, bytes);
+		if (l->next_rule >= 0) {
 			counts[l->next_rule]++;
+			bytes[l->next_rule] += l->size;
+		}
 	}
-	free(lease_table_swap_rules(&d->leases, counts, p->n_rules));
+	lease_table_swap_rules(&d->leases, counts, bytes, p->n_rules);
 	for (l = TAILQ_FIRST(&d->leases.all); l; l = next) {
 		next = TAILQ_NEXT(l, in_table);
 		if (l->rule >= 0) {
@@ -505,16 +512,63 @@ int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret
 	return 0;
 }
 
+/* Every error of a refused policy, one a line, then how many more were not kept; NULL when
+ * memory ran out. */
+static char *join_errors(const struct policy_diags *dg)
+{
+	size_t len = 0, used = 0;
+	char *s;
+
+	for (size_t i = 0; i < dg->n; i++)
+		len += strlen(dg->v[i].file) + strlen(dg->v[i].message) + 32;
+	s = malloc(len + 64);
+	if (!s)
+		return NULL;
+	s[0] = '\0';
+	for (size_t i = 0; i < dg->n; i++) {
+		_cleanup_free_ char *one = policy_diag_format(&dg->v[i]);
+		if (!dg->v[i].warning && one)
+			used += (size_t)sprintf(s + used, "%s%s", used ? "\n" : "", one);
+	}
+	if (dg->dropped)
+		sprintf(s + used, "%s(and %zu more)", used ? "\n" : "", dg->dropped);
+	return s;
+}
+
+/* How many errors (not warnings) dg reports, those not kept included. */
+static size_t count_errors(const struct policy_diags *dg)
+{
+	size_t n = dg->dropped;
+
+	for (size_t i = 0; i < dg->n; i++)
+		n += !dg->v[i].warning;
+	return n;
+}
+
 int daemon_reload_file(struct daemon *d, struct reload_summary *ret_summary, char **ret_error)
 {
+	const struct policy_load_opts opts = { .flags = POLICY_LOAD_STRICT };
+	struct policy_diags dg = { 0 };
 	struct policy *p = NULL;
-	int r = policy_load(d->opt.policy_path, &policy_system_resolver, &p, ret_error);
+	size_t n_errors = 0;
+	int r = policy_load_ex(d->opt.policy_path, &policy_system_resolver, &opts, &p, &dg);
 
 	if (r == 0)
 		r = daemon_reload(d, p, ret_summary, ret_error);
-	else if (!*ret_error)
+	else {
+		*ret_error = dg.n ? join_errors(&dg) : NULL;
+		n_errors = count_errors(&dg);
+	}
+	policy_diags_free(&dg);
+	if (r < 0 && !*ret_error)
 		*ret_error = strdup(strerror(-r));
-	if (r < 0)
-		audit_reload(d->opt.policy_path, false, *ret_error ? *ret_error : strerror(-r));
+	if (r < 0) {
+		/* One log line: the first error and how many there are; the reply has them all. */
+		const char *why = *ret_error ? *ret_error : strerror(-r);
+		char line[512];
+		snprintf(line, sizeof(line), "%.*s%s", (int)strcspn(why, "\n"), why,
+			 n_errors > 1 ? " (and more errors: see p2pbuf-client policy check)" : "");
+		audit_reload(d->opt.policy_path, false, line);
+	}
 	return r;
 }

@@ -179,24 +179,42 @@ out:
 
 /* ---- export ---- */
 
-/* The first rule that allows the request and still has room under its max-leases. */
+/* The bytes ranges[0..n) ask for, saturating (device_check_ranges refuses an overflow
+ * later; here it only has to exceed every max-bytes). */
+static uint64_t asked_bytes(const struct range *r, size_t n)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum = sum + r[i].length < sum ? UINT64_MAX : sum + r[i].length;
+	return sum;
+}
+
+/* The first rule that allows the request and still has room under its max-leases and
+ * max-bytes; -EDQUOT naming the limit (max_what) when every allowing rule is full. */
 static int pick_rule(struct session *c, size_t dev_index, unsigned bar, const struct range *r,
-		     size_t n, const struct policy_rule **ret_rule)
+		     size_t n, const struct policy_rule **ret_rule, const char **ret_full)
 {
 	const struct daemon *d = c->d;
 	const struct policy_rule *rule = NULL;
-	bool matched = false;
+	const char *full = NULL;
+	uint64_t want = asked_bytes(r, n);
 
 	while (
 	    (rule = policy_match_export(d->policy, &c->peer->view, dev_index, bar, r, n, rule))) {
-		matched = true;
 		size_t i = (size_t)(rule - d->policy->rules);
-		if (!rule->max_leases || d->leases.rule_leases[i] < rule->max_leases) {
+		if (rule->max_leases && d->leases.rule_leases[i] >= rule->max_leases)
+			full = full ? full : "max-leases";
+		else if (rule->max_bytes && (want > rule->max_bytes ||
+					     d->leases.rule_bytes[i] > rule->max_bytes - want))
+			full = full ? full : "max-bytes";
+		else {
 			*ret_rule = rule;
 			return 0;
 		}
 	}
-	return matched ? -EDQUOT : -EPERM;
+	*ret_full = full;
+	return full ? -EDQUOT : -EPERM;
 }
 
 struct export_req { /* a decoded, checked Export */
@@ -208,6 +226,42 @@ struct export_req { /* a decoded, checked Export */
 	const struct policy_rule *rule;
 	const char *label;
 };
+
+/* A denial in words for the peer who asked: what is missing, from the policy's own
+ * explanation, without listing rules that concern other users. */
+static void denial_message(struct session *c, const struct export_req *x, char *msg, size_t len)
+{
+	const struct policy_rule *near = NULL;
+	char who[160], why[256];
+	enum policy_verdict v =
+	    policy_explain_export(c->d->policy, &c->peer->view, x->dev->decl.name, x->bar,
+				  x->ranges, x->n, &near, why, sizeof(why));
+
+	peer_describe(c->peer, who, sizeof(who));
+	switch (v) {
+	case POLICY_NO_DEVICE:
+	case POLICY_NO_RULE_FOR_DEVICE:
+		snprintf(msg, len, "denied by policy: no rule allows exports from device %s",
+			 x->dev->decl.name);
+		break;
+	case POLICY_NO_RULE_FOR_BAR:
+		snprintf(msg, len,
+			 "denied by policy: no rule allows %s to export from BAR %u of device %s",
+			 who, x->bar, x->dev->decl.name);
+		break;
+	case POLICY_RANGE_OUTSIDE:
+		snprintf(
+		    msg, len,
+		    "denied by policy: %s outside what %s allows %.100s on BAR %u of device %s",
+		    x->n > 1 ? "these ranges lie" : "this range lies",
+		    near ? near->where : "the policy", who, x->bar, x->dev->decl.name);
+		break;
+	default:
+		snprintf(msg, len, "denied by policy: no rule allows %s to export from device %s",
+			 who, x->dev->decl.name);
+		break;
+	}
+}
 
 static int export_decode(struct session *c, const P2pbuf__Export *e, struct export_req *x,
 			 char *msg, size_t len)
@@ -252,22 +306,18 @@ static int export_decode(struct session *c, const P2pbuf__Export *e, struct expo
 static int export_check(struct session *c, struct export_req *x, char *msg, size_t len)
 {
 	struct daemon *d = c->d;
-	char who[160];
 	int dev_index = policy_find_device(d->policy, x->dev->decl.name);
-	int r = dev_index < 0 ? -EPERM
-			      : pick_rule(c, (size_t)dev_index, x->bar, x->ranges, x->n, &x->rule);
+	const char *full = NULL;
+	int r = dev_index < 0
+		    ? -EPERM
+		    : pick_rule(c, (size_t)dev_index, x->bar, x->ranges, x->n, &x->rule, &full);
 
 	if (r == -EPERM) {
-		peer_describe(c->peer, who, sizeof(who));
-		snprintf(msg, len,
-			 "denied by policy: no rule allows %s to export from device %s "
-			 "BAR %u%s",
-			 who, x->dev->decl.name, x->bar,
-			 x->n > 1 ? " with these ranges" : " in this range");
+		denial_message(c, x, msg, len);
 		return r;
 	}
 	if (r == -EDQUOT) {
-		snprintf(msg, len, "every policy rule that allows this is at its max-leases");
+		snprintf(msg, len, "every policy rule that allows this is at its %s", full);
 		return r;
 	}
 	r = device_check_ranges(&x->dev->info, x->bar, x->ranges, x->n, d->page_size,

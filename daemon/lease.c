@@ -14,10 +14,12 @@ int lease_table_init(struct lease_table *t, size_t cap, size_t n_rules)
 	*t = (struct lease_table){ 0 };
 	t->buckets = calloc(n, sizeof(*t->buckets));
 	t->rule_leases = calloc(n_rules + 1, sizeof(*t->rule_leases));
+	t->rule_bytes = calloc(n_rules + 1, sizeof(*t->rule_bytes));
 	t->user_pool = calloc(cap + 1, sizeof(*t->user_pool));
-	if (!t->buckets || !t->rule_leases || !t->user_pool) {
+	if (!t->buckets || !t->rule_leases || !t->rule_bytes || !t->user_pool) {
 		free(t->buckets);
 		free(t->rule_leases);
+		free(t->rule_bytes);
 		free(t->user_pool);
 		*t = (struct lease_table){ 0 };
 		return -ENOMEM;
@@ -45,9 +47,11 @@ void lease_table_fini(struct lease_table *t)
 		lease_delete(t, l);
 	free(t->buckets);
 	free(t->rule_leases);
+	free(t->rule_bytes);
 	free(t->user_pool);
 	t->buckets = NULL;
 	t->rule_leases = NULL;
+	t->rule_bytes = NULL;
 	t->user_pool = NULL;
 }
 
@@ -151,8 +155,10 @@ void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owne
 	on_dev->n++;
 	l->on_dev = on_dev;
 	l->rule = rule;
-	if (rule >= 0 && (size_t)rule < t->n_rules)
+	if (rule >= 0 && (size_t)rule < t->n_rules) {
 		t->rule_leases[rule]++;
+		t->rule_bytes[rule] += l->size;
+	}
 	user_count(t, l);
 }
 
@@ -173,16 +179,18 @@ void lease_forget_owner(struct lease *l)
 	l->owner = NULL;
 }
 
-unsigned *lease_table_swap_rules(struct lease_table *t, unsigned *counts, size_t n_rules)
+void lease_table_swap_rules(struct lease_table *t, unsigned *counts, uint64_t *bytes,
+			    size_t n_rules)
 {
-	unsigned *old = t->rule_leases;
 	struct lease *l;
 
+	free(t->rule_leases);
+	free(t->rule_bytes);
 	t->rule_leases = counts;
+	t->rule_bytes = bytes;
 	t->n_rules = n_rules;
 	TAILQ_FOREACH (l, &t->all, in_table)
 		l->rule = l->next_rule;
-	return old;
 }
 
 /* Whether an intrusive list entry is linked; LIST_REMOVE on an unlinked one would crash. */
@@ -206,8 +214,10 @@ void lease_delete(struct lease_table *t, struct lease *l)
 	}
 	if (LINKED(l, revoking))
 		LIST_REMOVE(l, revoking);
-	if (l->rule >= 0 && (size_t)l->rule < t->n_rules)
+	if (l->rule >= 0 && (size_t)l->rule < t->n_rules) {
 		t->rule_leases[l->rule]--;
+		t->rule_bytes[l->rule] -= l->size;
+	}
 	user_uncount(t, l);
 	closep(&l->fd);
 	peer_unref(l->peer);

@@ -87,6 +87,7 @@ struct lease_table {
 	size_t cap;   /* most leases at once */
 	uint64_t next_id;
 	unsigned *rule_leases; /* live leases per rule of the current policy */
+	uint64_t *rule_bytes;  /* and their bytes */
 	size_t n_rules;
 	struct lease_user *users[LEASE_USER_BUCKETS];
 	struct lease_user *user_pool; /* cap entries */
@@ -109,8 +110,8 @@ int lease_new_id(struct lease_table *t, uint64_t id, size_t n_ranges, struct lea
 /* The lease with this id, or NULL. */
 struct lease *lease_find(const struct lease_table *t, uint64_t id);
 
-/* Link l into its owner's and its device's sets and count it against rule (or -1) and, when
- * l->peer is set, its peer's uid. */
+/* Link l into its owner's and its device's sets and count it (and its size) against rule (or
+ * -1) and, when l->peer is set, its peer's uid. */
 void lease_attach(struct lease_table *t, struct lease *l, struct lease_set *owner,
 		  struct lease_set *on_dev, int rule);
 
@@ -124,9 +125,11 @@ void lease_set_owner(struct lease *l, struct lease_set *owner);
 /* Take l off its owner's set (the connection went away); it stays on its device. */
 void lease_forget_owner(struct lease *l);
 
-/* Replace the per-rule counts (a policy reload): counts has n_rules entries and already
- * counts every lease by its next_rule, which becomes its rule. Returns the old array. */
-unsigned *lease_table_swap_rules(struct lease_table *t, unsigned *counts, size_t n_rules);
+/* Replace the per-rule counts (a policy reload): counts and bytes have n_rules entries each
+ * and already count every lease and its size by its next_rule, which becomes its rule. Takes
+ * both arrays and frees the old ones. */
+void lease_table_swap_rules(struct lease_table *t, unsigned *counts, uint64_t *bytes,
+			    size_t n_rules);
 
 /* Unlink l from everything, uncount it, close its fd, drop its peer, and free it. */
 void lease_delete(struct lease_table *t, struct lease *l);

@@ -20,6 +20,13 @@ struct peer *peer_new(uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size
 	return p;
 }
 
+void peer_set_unit(struct peer *p, char *unit)
+{
+	free(p->unit);
+	p->unit = unit;
+	p->view.unit = unit;
+}
+
 struct peer *peer_ref(struct peer *p)
 {
 	p->refs++;

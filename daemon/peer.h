@@ -11,13 +11,16 @@ struct peer {
 	unsigned refs;
 	pid_t pid;		 /* for logs only: decisions never use it */
 	char *unit;		 /* the peer's systemd unit, NULL if unknown (owned) */
-	struct policy_peer view; /* uid, gid, supplementary groups: what the policy sees */
+	struct policy_peer view; /* uid, gid, supplementary groups, unit: what the policy sees */
 	gid_t groups[];
 };
 
 /* A peer with room for n_groups supplementary groups (view.groups points at them). */
 struct peer *peer_new(uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size_t n_groups);
 struct peer *peer_ref(struct peer *p);
+/* Give p its systemd unit (owned from now on; NULL: unknown), for the policy's unit rules
+ * too. */
+void peer_set_unit(struct peer *p, char *unit);
 /* Drop a reference; the last one frees. Accepts NULL. */
 void peer_unref(struct peer *p);
 /* The system unit a cgroup v2 path (the "0::" line of /proc/PID/cgroup) lies in: its first

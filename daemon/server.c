@@ -180,7 +180,7 @@ static int peer_identity(int fd, struct peer **ret_peer)
 	*ret_peer = peer_new(cred.uid, cred.gid, cred.pid, groups, n_groups);
 	if (!*ret_peer)
 		return -ENOMEM;
-	(*ret_peer)->unit = peer_unit(fd, cred.pid);
+	peer_set_unit(*ret_peer, peer_unit(fd, cred.pid));
 	return 0;
 }
 

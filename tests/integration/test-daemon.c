@@ -156,11 +156,22 @@ START_TEST(denied_by_policy)
 {
 	struct p2pbuf *c = connect_ok();
 
+	char want[256];
+
 	/* sim0 has a BAR 4, but no rule allows it. */
 	ck_assert_int_eq(export1(c, "sim0", 4, 0, 0x1000, NULL), -EPERM);
-	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "denied by policy"));
-	/* BAR 2 is allowed only within its first 1 MiB. */
+	snprintf(want, sizeof(want), "denied by policy: no rule allows uid %u ",
+		 (unsigned)getuid());
+	ck_assert_msg(!strncmp(p2pbuf_last_message(c), want, strlen(want)), "%s",
+		      p2pbuf_last_message(c));
+	ck_assert_ptr_nonnull(
+	    strstr(p2pbuf_last_message(c), "to export from BAR 4 of device sim0"));
+	/* BAR 2 is allowed only within its first 1 MiB: the message names the rule (line 5). */
 	ck_assert_int_eq(export1(c, "sim0", 2, 0x100000, 0x1000, NULL), -EPERM);
+	snprintf(want, sizeof(want), "denied by policy: this range lies outside what %s:5 allows",
+		 h.policy);
+	ck_assert_msg(!strncmp(p2pbuf_last_message(c), want, strlen(want)), "%s",
+		      p2pbuf_last_message(c));
 	ck_assert_int_eq(export1(c, "nosuch", 0, 0, 0x1000, NULL), -ENODEV);
 	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "unknown device"));
 	/* The connection keeps working after refusals. */
@@ -530,6 +541,53 @@ START_TEST(many_supplementary_groups_all_count)
 }
 END_TEST
 
+/* Whether lease id is still in c's listing. */
+static bool listed(struct p2pbuf *c, uint64_t id)
+{
+	struct p2pbuf_lease *ls;
+	size_t n;
+	bool found = false;
+
+	ck_assert_int_eq(p2pbuf_list_leases(c, false, &ls, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		found |= ls[i].id == id && ls[i].state != P2PBUF_LEASE_ENDED;
+	p2pbuf_leases_free(ls, n);
+	return found;
+}
+
+/* max-bytes counts the bytes of a rule's live leases, whoever holds them; an export that would
+ * go past it is refused with a message naming the limit, and room comes back once a lease
+ * has really ended. */
+START_TEST(rule_max_bytes)
+{
+	harness_stop(&h);
+	harness_start(&h,
+		      "device sim1 sim bar 0 1M\n"
+		      "allow user %1$u device sim1 max-bytes 64K\n"
+		      "admin user %1$u\n",
+		      NULL);
+	struct p2pbuf *c = connect_ok();
+	uint64_t a, b;
+	int fa = export1(c, "sim1", 0, 0, 0x8000, &a);
+	int fb = export1(c, "sim1", 0, 0x8000, 0x8000, &b);
+
+	ck_assert_int_ge(fa, 0);
+	ck_assert_int_ge(fb, 0);
+	ck_assert_int_eq(export1(c, "sim1", 0, 0x10000, 0x1000, NULL), -EDQUOT);
+	ck_assert_str_eq(p2pbuf_last_message(c),
+			 "every policy rule that allows this is at its max-bytes");
+	ck_assert_int_eq(p2pbuf_lease_release(c, a, fa), 0);
+	for (int i = 0; i < 400 && listed(c, a); i++)
+		usleep(25000); /* polls for the condition; a passing run does not wait long */
+	ck_assert(!listed(c, a));
+	int fc = export1(c, "sim1", 0, 0x10000, 0x8000, NULL);
+	ck_assert_msg(fc >= 0, "%s", p2pbuf_last_message(c));
+	close(fb);
+	close(fc);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
 /* The default policy without its sim1 rule, and one rule more. */
 static const char reload_policy[] =
     "device sim0 sim bar 0 64K bar 2 2M bar 4 1M msix-table 0 0x2000+0x800 "
@@ -560,12 +618,14 @@ START_TEST(reload_request_reports)
 	close(fd);
 
 	harness_write_policy(&h, "device sim0 sim bar 0 1M\nallow usr %1$u device sim0\n"
-				 "admin user %1$u\n");
+				 "allow user %1$u device sim0 bar 9\nadmin user %1$u\n");
 	ck_assert_int_eq(p2pbuf_reload(c, &res), -EINVAL);
-	ck_assert_uint_ge(res.n_errors, 1);
+	ck_assert_uint_eq(res.n_errors, 2);
 	char where[160];
 	snprintf(where, sizeof(where), "%s:2:", h.policy);
 	ck_assert_msg(!strncmp(res.errors[0], where, strlen(where)), "%s", res.errors[0]);
+	snprintf(where, sizeof(where), "%s:3:", h.policy);
+	ck_assert_msg(!strncmp(res.errors[1], where, strlen(where)), "%s", res.errors[1]);
 	p2pbuf_reload_free(&res);
 	/* The policy reloaded before stays: bar 4 of sim0 is allowed, sim1 is not. */
 	fd = export1(c, "sim0", 4, 0, 0x1000, &id);
@@ -767,6 +827,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, admin_revoke_tells_holder);
 	tcase_add_test(tc, reload_request_reports);
 	tcase_add_test(tc, many_supplementary_groups_all_count);
+	tcase_add_test(tc, rule_max_bytes);
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
 	tcase_add_test(tc, socket_activation);
 	tcase_add_test(tc, lease_listing_pages);

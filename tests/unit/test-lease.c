@@ -350,6 +350,9 @@ START_TEST(test_delete_unlinks)
 	a = new_lease(0);
 	b = new_lease(0);
 	c = new_lease(0);
+	a->size = 0x1000;
+	b->size = 0x2000;
+	c->size = 0x4000;
 	lease_attach(&table, a, &owner, &device, 0);
 	lease_attach(&table, b, &owner, &device, 1);
 	lease_attach(&table, c, &owner, &device, 1);
@@ -357,10 +360,12 @@ START_TEST(test_delete_unlinks)
 	ck_assert_uint_eq(device.n, 3);
 	ck_assert_uint_eq(table.rule_leases[0], 1);
 	ck_assert_uint_eq(table.rule_leases[1], 2);
+	ck_assert_uint_eq(table.rule_bytes[1], 0x6000);
 
 	/* Middle, then head, then the last one. */
 	lease_delete(&table, b);
 	ck_assert_uint_eq(table.rule_leases[1], 1);
+	ck_assert_uint_eq(table.rule_bytes[1], 0x4000);
 	n = 0;
 	LIST_FOREACH (x, &owner.list, by_owner) {
 		ck_assert(x == a || x == c);
@@ -465,14 +470,17 @@ START_TEST(test_swap_rules)
 	lease_attach(&table, b, NULL, &device, 0);
 	ck_assert_uint_eq(table.rule_leases[0], 2);
 	unsigned *counts = calloc(3, sizeof(*counts));
+	uint64_t *bytes = calloc(3, sizeof(*bytes));
 	a->next_rule = 2;
 	b->next_rule = -1;
 	counts[2] = 1;
-	free(lease_table_swap_rules(&table, counts, 3));
+	bytes[2] = a->size;
+	lease_table_swap_rules(&table, counts, bytes, 3);
 	ck_assert_int_eq(a->rule, 2);
 	ck_assert_int_eq(b->rule, -1);
 	lease_delete(&table, a);
 	ck_assert_uint_eq(table.rule_leases[2], 0);
+	ck_assert_uint_eq(table.rule_bytes[2], 0);
 	lease_delete(&table, b);
 	ck_assert_uint_eq(table.rule_leases[0] + table.rule_leases[1], 0);
 	teardown();

@@ -17,6 +17,9 @@
 #     loaded unit at most 1.0                                        [sandbox-* security-*]
 #   4 systemctl reload: a policy change takes effect; a bad policy is refused, the service
 #     stays up and keeps its policy                                   [reload-*]
+#   4b allow unit rules: a unit's rule serves that unit only, whatever its user; leases show
+#     the unit; a drop-in others could write is refused at reload, naming the file and the fix
+#                                                                     [unit-* strict-*]
 #   5 an iommufd holder (the p2pbuf member, with its own edu) DMAs through its lease, and sees
 #     it revoked by a reset                                           [dma-*]
 #   6 systemctl stop: a holder is told (reason shutdown), the socket stays and activates again
@@ -296,6 +299,37 @@ as_tester reload-bad-keeps-policy vm-importer export nvme 2 0 0x1000
 rm -f "$POLICY_DIR/policy.d/30-broken.policy"
 systemctl reload p2pbufd.service
 expect_eq reload-restored "STATUS= after removing the broken file" "Policy reloaded" \
+	"$(wait_status '^Policy reloaded' 30)"
+
+# ---- 4b: rules by systemd unit, and files only root may write ----
+section "4b: allow unit rules; policy files others could write are refused"
+# The second MiB of ivshmem's BAR 2 is allowed to one unit, whoever its user is.
+printf 'allow unit p2pbuf-unit-probe.service device ivshmem bar 2 range 0x100000+0x100000\n' \
+	>"$POLICY_DIR/policy.d/40-unit.policy"
+systemctl reload p2pbufd.service
+expect_eq unit-reload "STATUS= after adding a unit rule" "Policy reloaded" \
+	"$(wait_status '^Policy reloaded' 30)"
+# tester from this test's own unit: the rule is not theirs.
+as_tester unit-other-unit-denied vm-importer export --expect EPERM ivshmem 2 0x100000 0x1000
+# tester in the named unit: allowed, and the lease shows the unit the policy saw.
+_rc=0
+systemd-run --quiet --wait --pipe --unit=p2pbuf-unit-probe --uid=tester \
+	p2pbuf-client --json export ivshmem --bar 2 --offset 0x100000 --length 0x1000 -- \
+	p2pbuf-client --json leases >"$W/unit.out" 2>&1 </dev/null || _rc=$?
+expect_eq unit-allowed "export from p2pbuf-unit-probe.service: exit status, owner_unit" \
+	"0 yes" "$_rc $(grep -q '"owner_unit":"p2pbuf-unit-probe.service"' "$W/unit.out" &&
+		echo yes || tail -n 2 "$W/unit.out" | tr '\n' ' ')"
+# A drop-in that others can write is refused, naming the file; the policy before stays.
+chmod 0666 "$POLICY_DIR/policy.d/40-unit.policy"
+systemctl reload p2pbufd.service
+expect_eq strict-refused "STATUS= after making a drop-in world-writable" yes \
+	"$(yes_if_match "$(wait_status 'refused' 30)" 'refused')"
+expect_eq strict-logged "the refusal names the file and the fix" yes \
+	"$(journalctl --no-pager -u p2pbufd.service -o cat | grep 'reload refused' | tail -n 1 |
+		grep -q '40-unit.policy.*chmod' && echo yes)"
+chmod 0644 "$POLICY_DIR/policy.d/40-unit.policy"
+systemctl reload p2pbufd.service
+expect_eq strict-restored "STATUS= after chmod 0644" "Policy reloaded" \
 	"$(wait_status '^Policy reloaded' 30)"
 
 # ---- 5: an iommufd holder DMAs through its lease ----
