@@ -846,7 +846,6 @@ static void reload_json(const struct p2pbuf_reload *res, bool ok)
 	json_begin(&j, "reload", '{');
 	json_bool(&j, "ok", ok);
 	json_strings(&j, "errors", res->errors, res->n_errors);
-	json_strings(&j, "warnings", res->warnings, res->n_warnings);
 	if (ok) {
 		json_u64(&j, "rules", res->rules);
 		json_u64(&j, "rules_added", res->rules_added);
@@ -868,10 +867,6 @@ static const char *plural(unsigned n)
 
 static void reload_text(const struct p2pbuf_reload *res)
 {
-	for (size_t i = 0; i < res->n_warnings; i++) {
-		_cleanup_free_ char *w = cli_escape_text(res->warnings[i], false);
-		fprintf(stderr, "warning: %s\n", w);
-	}
 	printf("p2pbufd reloaded its policy: %u rule%s (%u added, %u removed), %u device%s "
 	       "(%u added, %u removed, %u changed), %u lease%s revoked\n",
 	       res->rules, plural(res->rules), res->rules_added, res->rules_removed, res->devices,

@@ -21,8 +21,8 @@ tests_integration_test_restart_LDADD = client/libp2pbuf.la $(CHECK_LIBS)
 integration_tests = tests/integration/test-daemon tests/integration/test-revoke \
 	tests/integration/test-restart \
 	tests/integration/test-cli.sh tests/integration/test-doctor.sh tests/check-format.sh \
-	tests/check-layers.sh tests/integration/test-service.sh
+	tests/check-layers.sh tests/integration/test-service.sh tests/integration/test-cli-policy.sh
 TESTS += $(integration_tests)
 EXTRA_DIST += tests/integration/test-cli.sh tests/check-format.sh tests/check-layers.sh \
 	tests/integration/test-service.sh tests/integration/test-doctor.sh \
-	tests/integration/doctor-tree.py
+	tests/integration/doctor-tree.py tests/integration/test-cli-policy.sh
