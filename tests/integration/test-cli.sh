@@ -405,7 +405,10 @@ check_completion() { # NAME EXPECTED WORDS...
 	got=$(complete_words "$@")
 	if [ "$got" = "$want" ]; then pass "completion-$name"; else fail "completion-$name" "got '$got', expected '$want'"; fi
 }
-check_completion verbs "release reset revoke " p2pbuf-client re
+check_completion verbs "release reload reset revoke " p2pbuf-client re
+check_completion policy-commands "--help add check edit remove show test " p2pbuf-client policy ""
+check_completion policy-remove-options "--match " p2pbuf-client policy remove --m
+check_completion policy-test-devices "sim0 " p2pbuf-client --socket "$sock" policy test --uid 0 sim0
 check_completion global-options "--help --json --socket --version " p2pbuf-client --
 check_completion export-options "--label --length " p2pbuf-client export sim0 --l
 check_completion leases-all "--all " p2pbuf-client leases --a
