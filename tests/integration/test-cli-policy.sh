@@ -308,6 +308,60 @@ EDITOR=$dir/ed-add policy edit-new-dropin 0 "^installed $pol.d/20-edited.policy$
 ! grep -q "reloaded" "$dir/out" && pass edit-no-reload || fail edit-no-reload "reloaded anyway"
 rm -f "$pol.d/20-edited.policy"
 rm -rf "${dir:?}/tmp/"*
+# On a terminal an invalid edit offers "re-edit? [Y/n]": yes (Enter) edits again, and the
+# editor's second pass fixes it; no leaves the policy alone and the copy kept.
+cat >"$dir/ed-fix" <<'EOF'
+#!/bin/sh
+if grep -q nowhere "$1"; then
+	sed -i 's/ nowhere/ sim0 bar 0/' "$1"
+else
+	printf 'allow user 1 device nowhere\n' >>"$1"
+fi
+EOF
+chmod 0755 "$dir/ed-fix"
+cat >"$dir/on-tty.py" <<'EOF'
+# on-tty.py ANSWER ARGV...: run ARGV on a pseudo-terminal, type ANSWER at "re-edit? [Y/n]",
+# print what it wrote, exit with its status.
+import os, pty, sys
+answer, argv = sys.argv[1].encode(), sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out, asked = b"", False
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+    if not asked and b"re-edit? [Y/n]" in out:
+        os.write(fd, answer + b"\n")
+        asked = True
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+EOF
+EDITOR=$dir/ed-fix python3 "$dir/on-tty.py" "" "$client" --socket "$sock" policy edit \
+	--policy "$pol" --no-reload >"$dir/out" 2>&1
+got=$?
+if [ "$got" -eq 0 ] && grep -q "re-edit? \[Y/n\]" "$dir/out" && grep -q "^installed $pol" "$dir/out" &&
+	[ "$(tail -n 1 "$pol")" = "allow user 1 device sim0 bar 0" ]; then
+	pass edit-reedit-yes
+else
+	fail edit-reedit-yes "exit status $got"
+fi
+policy remove-reedited 0 "" remove --no-reload --match "allow user 1 device sim0 bar 0"
+EDITOR=$dir/ed-fix python3 "$dir/on-tty.py" n "$client" --socket "$sock" policy edit \
+	--policy "$pol" --no-reload >"$dir/out" 2>&1
+got=$?
+if [ "$got" -eq 1 ] && grep -q "re-edit? \[Y/n\]" "$dir/out" && grep -q "your edit is kept in" "$dir/out"; then
+	pass edit-reedit-no
+else
+	fail edit-reedit-no "exit status $got"
+fi
+same edit-reedit-no-unchanged "$dir/orig"
+rm -rf "${dir:?}/tmp/"*
 clean edit-no-temp
 unset TMPDIR
 
