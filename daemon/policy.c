@@ -1886,10 +1886,11 @@ __attribute__((format(printf, 2, 3))) static void say(struct sentence *s, const 
 		s->len = s->len + (size_t)n < s->size ? s->len + (size_t)n : s->size - 1;
 }
 
-/* A user name the policy spells for uid, for a friendlier sentence; NULL when it has none. */
-static const char *spelled_user(const struct policy *policy, uid_t uid)
+/* A user name the device's rules spell for uid, for a friendlier sentence; NULL when they
+ * have none. Only the device's rules: a denial costs no more to explain than to decide. */
+static const char *spelled_user(const struct policy *policy, size_t device, uid_t uid)
 {
-	for (size_t i = 0; i < policy->n_rules; i++) {
+	for (size_t i = policy->first_rule[device]; i != NONE; i = policy->next_rule[i]) {
 		const struct policy_subject *w = &policy->rules[i].who;
 		if (w->kind == POLICY_USER && w->id == uid && w->name &&
 		    strspn(w->name, "0123456789") != strlen(w->name))
@@ -1898,10 +1899,10 @@ static const char *spelled_user(const struct policy *policy, uid_t uid)
 	return NULL;
 }
 
-static void say_peer(struct sentence *s, const struct policy *policy,
+static void say_peer(struct sentence *s, const struct policy *policy, size_t device,
 		     const struct policy_peer *peer)
 {
-	const char *user = spelled_user(policy, peer->uid);
+	const char *user = spelled_user(policy, device, peer->uid);
 
 	say(s, "uid %u", (unsigned)peer->uid);
 	if (user)
@@ -2000,7 +2001,7 @@ static enum policy_verdict explain_range(struct sentence *s, const struct policy
 		    policy->devices[device].name);
 	}
 	say(s, "; rules for ");
-	say_peer(s, policy, peer);
+	say_peer(s, policy, device, peer);
 	say(s, " on %s: ", policy->devices[device].name);
 	say_rules(s, policy, device, peer, true, false);
 	return POLICY_RANGE_OUTSIDE;
@@ -2030,7 +2031,7 @@ static enum policy_verdict explain_device(struct sentence *s, const struct polic
 	if (!by_peer) {
 		*ret_rule = &policy->rules[policy->first_rule[device]];
 		say(s, "no rule for ");
-		say_peer(s, policy, peer);
+		say_peer(s, policy, device, peer);
 		say(s, " on device %s; its rules: ", dev->name);
 		say_rules(s, policy, device, peer, false, true);
 		return POLICY_NO_RULE_FOR_PEER;
@@ -2038,7 +2039,7 @@ static enum policy_verdict explain_device(struct sentence *s, const struct polic
 	if (!by_bar) {
 		*ret_rule = by_peer;
 		say(s, "no rule for bar %u of device %s for ", bar, dev->name);
-		say_peer(s, policy, peer);
+		say_peer(s, policy, device, peer);
 		say(s, "; its rules on %s: ", dev->name);
 		say_rules(s, policy, device, peer, true, false);
 		return POLICY_NO_RULE_FOR_BAR;

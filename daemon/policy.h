@@ -203,8 +203,10 @@ void policy_files_free(char **files, size_t n);
 
 /* Several files parsed as one policy, for callers that get the text themselves (policy_load
  * reads files; an editor may hold them in memory). A rule may name a device from any file, so
- * rules are resolved only at finish. The first error, from the text or from the caller
- * through policy_parser_fail, is the one finish reports; after it, add reads nothing more. */
+ * a rule read before its device is resolved at finish. Every error is kept, from the text or
+ * from the caller through policy_parser_fail: a line with an error is dropped and parsing
+ * goes on at the next one, so that finish can report them all (up to POLICY_MAX_DIAGS).
+ * Only running out of memory stops it: add then reads nothing more. */
 struct policy_parser;
 
 /* A parser for a new, empty policy; -ENOMEM. */
@@ -219,7 +221,8 @@ static inline void policy_parser_freep(struct policy_parser **parser)
 }
 
 /* Parse text (len bytes) of file after every file added before it. Returns 0, or the
- * -errno of the first error, which is kept for finish. */
+ * -errno of the first error found so far (in this file or an earlier one); errors are kept
+ * for finish. */
 int policy_parser_add(struct policy_parser *parser, const char *file, const char *text, size_t len);
 
 /* Record an error about file as a whole ("file: message"), such as one reading it, unless an
