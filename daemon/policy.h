@@ -109,6 +109,13 @@ struct policy {
 	size_t n_device_slots;
 	size_t *first_rule; /* per device: its first rule in file order; SIZE_MAX: none */
 	size_t *next_rule;  /* per rule: the next rule of the same device; SIZE_MAX: none */
+	/* A decision looks at the user rules for the peer's uid on the device and at the device's
+	 * other (group, unit) rules, merged in file order: */
+	size_t *user_slots; /* hash of (device, uid): the first such user rule + 1, 0 = empty */
+	size_t n_user_slots;
+	size_t *next_user;   /* per user rule: the next one of the same device and uid */
+	size_t *first_other; /* per device: its first group or unit rule */
+	size_t *next_other;  /* per rule: the next group or unit rule of the same device after it */
 };
 
 /* One error or warning, with where it is. */

@@ -1310,8 +1310,19 @@ START_TEST(test_match_index)
 					ck_assert_ptr_eq(a, b);
 				} while (a);
 			}
-	/* A device that is not there, and an "after" of another device. */
+	/* Continuing after a rule of another device: its place in file order counts. */
+	for (size_t k = 0; k < pol->n_rules; k += 13) {
+		const struct policy_peer peer = { .uid = 1001, .gid = 1002 };
+		const struct range r = { 0x2000, 0x1000 };
+		const struct policy_rule *after = &pol->rules[k];
+		size_t dev = (after->device + 1) % 7;
+
+		ck_assert_ptr_eq(policy_match_export(pol, &peer, dev, 0, &r, 1, after),
+				 reference_match(pol, &peer, dev, 0, &r, after));
+	}
+	/* A device without rules, one that is not there. */
 	ck_assert_ptr_null(policy_match_export(pol, &alice, 7, 0, NULL, 0, NULL));
+	ck_assert_ptr_null(policy_match_export(pol, &alice, 8, 0, NULL, 0, NULL));
 	ck_assert_int_eq(pol->rules[0].device, 0);
 	ck_assert_int_eq(pol->rules[1].device, 5);
 	policy_free(pol);
