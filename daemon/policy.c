@@ -167,10 +167,21 @@ static void diag_done(struct policy_diag *d)
 	free(d->text);
 }
 
+/* How much of a line a diagnostic quotes: at most POLICY_DIAG_TEXT_MAX bytes, without the
+ * carriage return of a CRLF line end (which would send a terminal's caret line astray). */
+static size_t quoted_len(const char *text, size_t len)
+{
+	if (len > POLICY_DIAG_TEXT_MAX)
+		return POLICY_DIAG_TEXT_MAX;
+	while (len > 0 && text[len - 1] == '\r')
+		len--;
+	return len;
+}
+
 /* Fill d with msg, which it owns on success, and copies of what at points to. */
 static int diag_fill(struct policy_diag *d, const struct where *at, unsigned col, char *msg)
 {
-	size_t cut = at->text_len < POLICY_DIAG_TEXT_MAX ? at->text_len : POLICY_DIAG_TEXT_MAX;
+	size_t cut = at->text ? quoted_len(at->text, at->text_len) : 0;
 
 	*d = (struct policy_diag){ .line = at->line, .column = at->line ? col : 0, .message = msg };
 	d->file = strdup(at->file);
@@ -1383,7 +1394,7 @@ static int bind_rule(struct policy_parser *p, const struct where *at, struct pol
 static int defer_rule(struct policy_parser *p, const struct line *l, struct pending *pend)
 {
 	struct pending *a = grow(p->pending, &p->cap_pending, p->n_pending, sizeof(*a));
-	size_t cut = l->at.text_len < POLICY_DIAG_TEXT_MAX ? l->at.text_len : POLICY_DIAG_TEXT_MAX;
+	size_t cut = quoted_len(l->at.text, l->at.text_len);
 
 	if (!a)
 		return oom(p);

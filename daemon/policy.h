@@ -124,7 +124,8 @@ struct policy_diag {
 	unsigned line;	 /* 0: the file as a whole */
 	unsigned column; /* 1-based; 0: the line as a whole */
 	char *message;	 /* without the "file:line:column: " prefix */
-	char *text;	 /* the source line (no newline, cut at 256 bytes), or NULL */
+	char *text;	 /* the source line (no newline, cut at 256 bytes or a NUL byte), or
+			    NULL; it may hold the control character an error is about */
 	bool warning;	 /* a warning (see POLICY_LOAD_STRICT); the policy still loads */
 };
 

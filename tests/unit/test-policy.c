@@ -1025,6 +1025,12 @@ START_TEST(test_error_text_cut)
 	ck_assert_uint_eq(strlen(d.v[0].text), POLICY_DIAG_TEXT_MAX);
 	ck_assert_uint_eq(d.v[0].column, 1);
 	policy_diags_free(&d);
+	/* A CRLF line is quoted without its carriage return, also when resolved at finish. */
+	d = parse_diags(-EINVAL, "policy", "alow\r\nallow user bob device x\r\n", NULL);
+	ck_assert_uint_eq(d.n, 2);
+	ck_assert_str_eq(d.v[0].text, "alow");
+	ck_assert_str_eq(d.v[1].text, "allow user bob device x");
+	policy_diags_free(&d);
 }
 END_TEST
 
