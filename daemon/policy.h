@@ -282,9 +282,11 @@ enum policy_verdict {
  * verdict, and in *ret_rule (when not NULL) the allowing rule or the nearest one that failed
  * (the device's first rule, the peer's first rule of it, or its first rule of the BAR; NULL
  * when the device has no rule). A sentence for a log or a reply goes into msg (msglen bytes,
- * cut if longer), such as "no rule for uid 1000 (user alice) on device nvme0; its rules:
- * /etc/p2pbuf/policy:12 (user bob), ...". Decides as policy_match_export does, so that the
- * explanation cannot disagree with the grant path; only slower (it is for denials). */
+ * cut if longer, never overrun), such as "no rule for uid 1000 (user alice), gid 1000, groups
+ * 2000, no known unit on device nvme0; its rules: /etc/p2pbuf/policy:12 (user bob), ...": it
+ * names the peer as the policy sees it and lists up to 5 rules. Decides as
+ * policy_match_export does, so that the explanation cannot disagree with the grant path,
+ * and looks only at the device's rules. */
 enum policy_verdict policy_explain_export(const struct policy *policy,
 					  const struct policy_peer *peer, const char *device,
 					  unsigned bar, const struct range *ranges, size_t n,
