@@ -93,6 +93,9 @@ static void status_json(const struct cli *cli, const struct p2pbuf_status *st)
 	json_u64(&j, "uptime_ms", st->uptime_ms);
 	json_u64(&j, "client_count", st->clients);
 	json_u64(&j, "lease_count", st->leases);
+	json_nonzero(&j, "max_leases", st->max_leases);
+	json_nonzero(&j, "max_clients", st->max_clients);
+	json_nonzero(&j, "fd_limit", st->fd_limit);
 	json_u64(&j, "device_count", st->devices);
 	json_str(&j, "policy", st->policy && st->policy[0] ? st->policy : NULL);
 	json_bool(&j, "admin", st->admin);
@@ -105,13 +108,20 @@ static void status_text(const struct cli *cli, const struct p2pbuf_status *st)
 	_cleanup_free_ char *version = cli_escape_text(st->version, false);
 	_cleanup_free_ char *policy = cli_escape_text(st->policy, false);
 	_cleanup_free_ char *path = cli_escape_text(cli_socket_path(cli), false);
-	char uptime[64];
+	char uptime[64], of_clients[48] = "", of_leases[80] = "";
 
 	format_uptime(st->uptime_ms, uptime, sizeof(uptime));
-	printf("socket:   %s\nversion:  %s\nuptime:   %s\nclients:  %u\nleases:   %u\n"
+	if (st->max_clients)
+		snprintf(of_clients, sizeof(of_clients), " (at most %u)", st->max_clients);
+	if (st->max_leases && st->fd_limit)
+		snprintf(of_leases, sizeof(of_leases), " (at most %u; fd limit %llu)",
+			 st->max_leases, (unsigned long long)st->fd_limit);
+	else if (st->max_leases)
+		snprintf(of_leases, sizeof(of_leases), " (at most %u)", st->max_leases);
+	printf("socket:   %s\nversion:  %s\nuptime:   %s\nclients:  %u%s\nleases:   %u%s\n"
 	       "devices:  %u\npolicy:   %s\nadmin:    %s\n",
-	       path, version, uptime, st->clients, st->leases, st->devices, policy,
-	       st->admin ? "yes (you may reset and revoke)" : "no");
+	       path, version, uptime, st->clients, of_clients, st->leases, of_leases, st->devices,
+	       policy, st->admin ? "yes (you may reset and revoke)" : "no");
 }
 
 static int status_run(struct cli *cli, int argc, char **argv)

@@ -272,9 +272,7 @@ void json_doc_end(struct json *j)
 
 /* ---- the shape of each object ---- */
 
-/* A value the library reports as 0 when there is none (no TTL, no deadline, pid unknown):
- * null then. */
-static void json_nonzero(struct json *j, const char *key, int64_t ms)
+void json_nonzero(struct json *j, const char *key, int64_t ms)
 {
 	if (ms)
 		json_i64(j, key, ms);

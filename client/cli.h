@@ -172,6 +172,9 @@ void json_u64(struct json *j, const char *key, uint64_t value);
 void json_i64(struct json *j, const char *key, int64_t value);
 void json_bool(struct json *j, const char *key, bool value);
 void json_null(struct json *j, const char *key);
+/* A value the library reports as 0 when there is none (no TTL, no deadline, pid unknown, a
+ * limit an older daemon does not tell): null then. */
+void json_nonzero(struct json *j, const char *key, int64_t value);
 /* Start and end one document: an object on its own line, flushed. */
 void json_doc_begin(struct json *j);
 void json_doc_end(struct json *j);

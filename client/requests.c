@@ -473,6 +473,9 @@ static int copy_status(const P2pbuf__StatusReply *src, struct p2pbuf_status *ret
 		.leases = src->leases,
 		.devices = src->devices,
 		.admin = src->admin,
+		.max_leases = src->max_leases,
+		.max_clients = src->max_clients,
+		.fd_limit = src->fd_limit,
 	};
 
 	if (dup_string(src->version, &s.version) < 0 || dup_string(src->policy, &s.policy) < 0) {

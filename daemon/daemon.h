@@ -84,6 +84,7 @@ struct daemon {
 	TAILQ_HEAD(, session) sessions;
 	LIST_HEAD(, session) subscribers; /* sessions that subscribed to events */
 	int64_t started_ms;
+	uint64_t fd_limit; /* the soft fd limit the limits were fitted to (main.c), for Status */
 	uint64_t page_size;
 	struct probe_caps caps;	    /* the kernel's, probed at start-up, for Hello and Status */
 	struct persist *persist;    /* parking in the fd store, and the state record */

@@ -782,6 +782,10 @@ static void handle_status(struct session *c, const P2pbuf__Request *req)
 	sr.devices = (uint32_t)registry_count(d->registry);
 	sr.policy = (char *)d->opt.policy_path;
 	sr.admin = is_admin(c);
+	sr.has_max_leases = sr.has_max_clients = sr.has_fd_limit = true;
+	sr.max_leases = d->opt.max_leases;
+	sr.max_clients = d->opt.max_clients;
+	sr.fd_limit = d->fd_limit;
 	P2pbuf__KernelCaps kc;
 	P2pbuf__Capability caps[4];
 	fill_caps(&d->caps, &kc, caps);

@@ -433,7 +433,7 @@ static int check_policy(const char *path)
  * the default limits need), then refuse to start if the limits do not fit: running out of
  * fds under load would fail requests of every user. Each lease holds the daemon's copy of
  * its buffer, each client its socket and the fds of replies queued for it. */
-static int fit_fd_limit(const struct daemon_options *o, size_t n_devices)
+static int fit_fd_limit(const struct daemon_options *o, size_t n_devices, uint64_t *ret_limit)
 {
 	uint64_t need = FDS_RESERVED + FDS_PER_DEVICE * (uint64_t)n_devices +
 			SERVER_FDS_NEEDED(o->max_clients) + o->max_leases;
@@ -459,8 +459,11 @@ static int fit_fd_limit(const struct daemon_options *o, size_t n_devices)
 		    (unsigned long long)rl.rlim_cur);
 		return -EMFILE;
 	}
-	log_debug("fd limit %llu; the configured limits need up to %llu",
-		  (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+	log_info("serving up to %u leases and %u clients: they need up to %llu fds of the fd "
+		 "limit %llu",
+		 o->max_leases, o->max_clients, (unsigned long long)need,
+		 (unsigned long long)rl.rlim_cur);
+	*ret_limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
 	return 0;
 }
 
@@ -471,7 +474,7 @@ static int run(struct daemon *d, struct event_base *base)
 	int r = load_policy(d->opt.policy_path, &policy);
 
 	if (r == 0)
-		r = fit_fd_limit(&d->opt, policy->n_devices);
+		r = fit_fd_limit(&d->opt, policy->n_devices, &d->fd_limit);
 	if (r == 0)
 		r = daemon_start(d, base, policy);
 	else

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -96,45 +97,48 @@ struct loader {
 
 /* ---- Who could have written the policy (sshd's StrictModes) ---- */
 
+/* A problem with who could have written display: an error when strict (-EPERM), otherwise a
+ * warning. Returns -ENOMEM when not even that could be recorded, else 0. */
+__attribute__((format(printf, 3, 4))) static int
+untrusted(const struct loader *ld, const char *display, const char *fmt, ...)
+{
+	char msg[PATH_MAX + 256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (ld->flags & POLICY_LOAD_STRICT)
+		return policy_parser_fail(ld->p, display, -EPERM, "%s", msg) == -ENOMEM ? -ENOMEM
+											: 0;
+	return policy_parser_warn(ld->p, display, "%s", msg);
+}
+
 /* A file or directory of the policy must be owned by root or by whoever loads it (the
  * daemon's user), and writable by nobody else: anyone who can change it can grant themselves
  * any device at the next reload. The stat comes from the fd that is read, so the file checked
- * is the file read. Strict, that is an error (-EPERM); otherwise a warning. */
+ * is the file read. */
 static int check_trust(const struct loader *ld, const char *display, const struct stat *st)
 {
 	unsigned mode = (unsigned)st->st_mode & 07777;
+	bool group = mode & S_IWGRP, others = mode & S_IWOTH;
 	uid_t euid = geteuid();
-	bool strict = ld->flags & POLICY_LOAD_STRICT;
-	const char *who = (mode & S_IWGRP) && (mode & S_IWOTH) ? "its group and others"
-			  : mode & S_IWGRP		       ? "its group"
-							       : "others";
-	const char *fix = (mode & S_IWGRP) && (mode & S_IWOTH) ? "go-w"
-			  : mode & S_IWGRP		       ? "g-w"
-							       : "o-w";
 	int r = 0;
 
-	if (st->st_uid != 0 && st->st_uid != euid) {
-		if (strict)
-			r = policy_parser_fail(ld->p, display, -EPERM,
-					       "owned by uid %u, not by root%s; fix: chown root %s",
-					       (unsigned)st->st_uid,
-					       euid ? " or the loading user" : "", display);
-		else
-			r = policy_parser_warn(
-			    ld->p, display, "owned by uid %u, not by root%s; fix: chown root %s",
-			    (unsigned)st->st_uid, euid ? " or the loading user" : "", display);
-	}
-	if (r != -ENOMEM && (mode & (S_IWGRP | S_IWOTH))) {
-		if (strict)
-			r = policy_parser_fail(ld->p, display, -EPERM,
-					       "writable by %s (mode %04o); fix: chmod %s %s", who,
-					       mode, fix, display);
-		else
-			r = policy_parser_warn(ld->p, display,
-					       "writable by %s (mode %04o); fix: chmod %s %s", who,
-					       mode, fix, display);
-	}
-	return r == -ENOMEM ? r : 0;
+	if (st->st_uid != 0 && st->st_uid != euid)
+		r = untrusted(ld, display, "owned by uid %u, not by root%s; fix: chown root %s",
+			      (unsigned)st->st_uid, euid ? " or the loading user" : "", display);
+	if (r == 0 && (group || others))
+		r = untrusted(ld, display, "writable by %s (mode %04o); fix: chmod %s %s",
+			      group && others ? "its group and others"
+			      : group	      ? "its group"
+					      : "others",
+			      mode,
+			      group && others ? "go-w"
+			      : group	      ? "g-w"
+					      : "o-w",
+			      display);
+	return r;
 }
 
 /* ---- Files ---- */

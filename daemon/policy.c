@@ -167,10 +167,21 @@ static void diag_done(struct policy_diag *d)
 	free(d->text);
 }
 
+/* How much of a line a diagnostic quotes: at most POLICY_DIAG_TEXT_MAX bytes, without the
+ * carriage return of a CRLF line end (which would send a terminal's caret line astray). */
+static size_t quoted_len(const char *text, size_t len)
+{
+	if (len > POLICY_DIAG_TEXT_MAX)
+		return POLICY_DIAG_TEXT_MAX;
+	while (len > 0 && text[len - 1] == '\r')
+		len--;
+	return len;
+}
+
 /* Fill d with msg, which it owns on success, and copies of what at points to. */
 static int diag_fill(struct policy_diag *d, const struct where *at, unsigned col, char *msg)
 {
-	size_t cut = at->text_len < POLICY_DIAG_TEXT_MAX ? at->text_len : POLICY_DIAG_TEXT_MAX;
+	size_t cut = at->text ? quoted_len(at->text, at->text_len) : 0;
 
 	*d = (struct policy_diag){ .line = at->line, .column = at->line ? col : 0, .message = msg };
 	d->file = strdup(at->file);
@@ -1383,7 +1394,7 @@ static int bind_rule(struct policy_parser *p, const struct where *at, struct pol
 static int defer_rule(struct policy_parser *p, const struct line *l, struct pending *pend)
 {
 	struct pending *a = grow(p->pending, &p->cap_pending, p->n_pending, sizeof(*a));
-	size_t cut = l->at.text_len < POLICY_DIAG_TEXT_MAX ? l->at.text_len : POLICY_DIAG_TEXT_MAX;
+	size_t cut = quoted_len(l->at.text, l->at.text_len);
 
 	if (!a)
 		return oom(p);
@@ -1541,21 +1552,98 @@ static void resolve_pending(struct policy_parser *p)
 	}
 }
 
-/* The per-device rule lists policy_match_export walks, each in file order. */
+/* User rules by (device, uid): the head of each chain of next_user. */
+struct user_key {
+	size_t device;
+	uint32_t uid;
+};
+
+static uint64_t user_key_hash(size_t device, uint32_t uid)
+{
+	uint64_t h = ((uint64_t)device << 32 | uid) * 0x9e3779b97f4a7c15u;
+
+	return h ^ (h >> 29);
+}
+
+static bool user_matches(const void *ctx, size_t index, const void *key)
+{
+	const struct policy *pol = ctx;
+	const struct user_key *k = key;
+
+	return pol->rules[index].device == k->device && pol->rules[index].who.id == k->uid;
+}
+
+static const struct slot_ops user_slot_ops = { NULL, user_matches };
+
+/* The first user rule for uid on device, in file order, or NONE. */
+static size_t first_user_rule(const struct policy *pol, size_t device, uint32_t uid)
+{
+	const struct user_key key = { device, uid };
+	size_t i;
+
+	if (pol->n_user_slots == 0)
+		return NONE;
+	i = slot_probe(pol->user_slots, pol->n_user_slots, user_key_hash(device, uid),
+		       &user_slot_ops, pol, &key);
+	return pol->user_slots[i] ? pol->user_slots[i] - 1 : NONE;
+}
+
+static void *alloc_array(size_t n, size_t size)
+{
+	return calloc(n ? n : 1, size);
+}
+
+/* The chains of user rules, sized once (at most half full) since every key is known. */
+static int index_user_rules(struct policy *pol)
+{
+	size_t n_user = 0, n_slots = 16;
+
+	for (size_t i = 0; i < pol->n_rules; i++)
+		n_user += pol->rules[i].who.kind == POLICY_USER;
+	while (n_slots < 2 * n_user)
+		n_slots *= 2;
+	pol->user_slots = calloc(n_slots, sizeof(size_t));
+	pol->next_user = alloc_array(pol->n_rules, sizeof(size_t));
+	if (!pol->user_slots || !pol->next_user)
+		return -ENOMEM;
+	pol->n_user_slots = n_slots;
+	/* Backwards, so that each head ends as the chain's first rule in file order. */
+	for (size_t i = pol->n_rules; i-- > 0;) {
+		const struct policy_rule *rule = &pol->rules[i];
+		const struct user_key key = { rule->device, rule->who.id };
+		size_t s;
+
+		if (rule->who.kind != POLICY_USER)
+			continue;
+		s = slot_probe(pol->user_slots, n_slots, user_key_hash(key.device, key.uid),
+			       &user_slot_ops, pol, &key);
+		pol->next_user[i] = pol->user_slots[s] ? pol->user_slots[s] - 1 : NONE;
+		pol->user_slots[s] = i + 1;
+	}
+	return 0;
+}
+
+/* The lists policy_match_export and the explanations walk: every rule of a device, its user
+ * rules by uid, its other rules; each in file order. */
 static int index_rules(struct policy *pol)
 {
-	pol->first_rule = malloc((pol->n_devices ? pol->n_devices : 1) * sizeof(size_t));
-	pol->next_rule = malloc((pol->n_rules ? pol->n_rules : 1) * sizeof(size_t));
-	if (!pol->first_rule || !pol->next_rule)
+	pol->first_rule = alloc_array(pol->n_devices, sizeof(size_t));
+	pol->first_other = alloc_array(pol->n_devices, sizeof(size_t));
+	pol->next_rule = alloc_array(pol->n_rules, sizeof(size_t));
+	pol->next_other = alloc_array(pol->n_rules, sizeof(size_t));
+	if (!pol->first_rule || !pol->first_other || !pol->next_rule || !pol->next_other)
 		return -ENOMEM;
 	for (size_t d = 0; d < pol->n_devices; d++)
-		pol->first_rule[d] = NONE;
+		pol->first_rule[d] = pol->first_other[d] = NONE;
 	for (size_t i = pol->n_rules; i-- > 0;) {
 		size_t d = pol->rules[i].device;
 		pol->next_rule[i] = pol->first_rule[d];
 		pol->first_rule[d] = i;
+		pol->next_other[i] = pol->first_other[d];
+		if (pol->rules[i].who.kind != POLICY_USER)
+			pol->first_other[d] = i;
 	}
-	return 0;
+	return index_user_rules(pol);
 }
 
 static int compare_found(const void *a, const void *b)
@@ -1759,6 +1847,10 @@ void policy_free(struct policy *policy)
 	free(policy->device_slots);
 	free(policy->first_rule);
 	free(policy->next_rule);
+	free(policy->user_slots);
+	free(policy->next_user);
+	free(policy->first_other);
+	free(policy->next_other);
 	free(policy);
 }
 
@@ -1809,21 +1901,28 @@ static bool rule_allows(const struct policy_rule *rule, const struct policy_peer
 	       (!rule->has_range || (n > 0 && first_outside(rule, ranges, n) == n));
 }
 
-/* The device's first rule at or after index from, in file order. */
-static size_t rule_from(const struct policy *policy, size_t device, const struct policy_rule *after)
+/* Where the two walks of a decision start: the peer's user rules on the device and the
+ * device's other rules, each at its first rule after `after` (NULL: at its first). */
+static void walk_from(const struct policy *policy, const struct policy_peer *peer, size_t device,
+		      const struct policy_rule *after, size_t *ret_user, size_t *ret_other)
 {
-	size_t i;
+	size_t a = first_user_rule(policy, device, peer->uid), i;
 
-	if (!after)
-		return policy->first_rule[device];
+	*ret_other = policy->first_other[device];
+	if (!after) {
+		*ret_user = a;
+		return;
+	}
 	i = (size_t)(after - policy->rules);
 	if (after->device == device)
-		return policy->next_rule[i];
-	/* after is another device's rule: skip this device's rules up to it. */
-	size_t j = policy->first_rule[device];
-	while (j != NONE && j <= i)
-		j = policy->next_rule[j];
-	return j;
+		*ret_other = policy->next_other[i];
+	else /* another device's rule: skip this device's other rules up to it */
+		while (*ret_other != NONE && *ret_other <= i)
+			*ret_other = policy->next_other[*ret_other];
+	/* A chain of one device and one uid: short unless one user has many rules. */
+	while (a != NONE && a <= i)
+		a = policy->next_user[a];
+	*ret_user = a;
 }
 
 const struct policy_rule *policy_match_export(const struct policy *policy,
@@ -1831,11 +1930,21 @@ const struct policy_rule *policy_match_export(const struct policy *policy,
 					      unsigned bar, const struct range *ranges, size_t n,
 					      const struct policy_rule *after)
 {
+	size_t a, b;
+
 	if (device >= policy->n_devices)
 		return NULL;
-	for (size_t i = rule_from(policy, device, after); i != NONE; i = policy->next_rule[i])
+	walk_from(policy, peer, device, after, &a, &b);
+	/* Both lists are in file order; NONE is SIZE_MAX, so the smaller index is next. */
+	while (a != NONE || b != NONE) {
+		size_t i = a < b ? a : b;
 		if (rule_allows(&policy->rules[i], peer, bar, ranges, n))
 			return &policy->rules[i];
+		if (i == a)
+			a = policy->next_user[a];
+		else
+			b = policy->next_other[b];
+	}
 	return NULL;
 }
 
@@ -1886,10 +1995,11 @@ __attribute__((format(printf, 2, 3))) static void say(struct sentence *s, const 
 		s->len = s->len + (size_t)n < s->size ? s->len + (size_t)n : s->size - 1;
 }
 
-/* A user name the policy spells for uid, for a friendlier sentence; NULL when it has none. */
-static const char *spelled_user(const struct policy *policy, uid_t uid)
+/* A user name the device's rules spell for uid, for a friendlier sentence; NULL when they
+ * have none. Only the device's rules: a denial costs no more to explain than to decide. */
+static const char *spelled_user(const struct policy *policy, size_t device, uid_t uid)
 {
-	for (size_t i = 0; i < policy->n_rules; i++) {
+	for (size_t i = policy->first_rule[device]; i != NONE; i = policy->next_rule[i]) {
 		const struct policy_subject *w = &policy->rules[i].who;
 		if (w->kind == POLICY_USER && w->id == uid && w->name &&
 		    strspn(w->name, "0123456789") != strlen(w->name))
@@ -1898,10 +2008,10 @@ static const char *spelled_user(const struct policy *policy, uid_t uid)
 	return NULL;
 }
 
-static void say_peer(struct sentence *s, const struct policy *policy,
+static void say_peer(struct sentence *s, const struct policy *policy, size_t device,
 		     const struct policy_peer *peer)
 {
-	const char *user = spelled_user(policy, peer->uid);
+	const char *user = spelled_user(policy, device, peer->uid);
 
 	say(s, "uid %u", (unsigned)peer->uid);
 	if (user)
@@ -2000,7 +2110,7 @@ static enum policy_verdict explain_range(struct sentence *s, const struct policy
 		    policy->devices[device].name);
 	}
 	say(s, "; rules for ");
-	say_peer(s, policy, peer);
+	say_peer(s, policy, device, peer);
 	say(s, " on %s: ", policy->devices[device].name);
 	say_rules(s, policy, device, peer, true, false);
 	return POLICY_RANGE_OUTSIDE;
@@ -2030,7 +2140,7 @@ static enum policy_verdict explain_device(struct sentence *s, const struct polic
 	if (!by_peer) {
 		*ret_rule = &policy->rules[policy->first_rule[device]];
 		say(s, "no rule for ");
-		say_peer(s, policy, peer);
+		say_peer(s, policy, device, peer);
 		say(s, " on device %s; its rules: ", dev->name);
 		say_rules(s, policy, device, peer, false, true);
 		return POLICY_NO_RULE_FOR_PEER;
@@ -2038,7 +2148,7 @@ static enum policy_verdict explain_device(struct sentence *s, const struct polic
 	if (!by_bar) {
 		*ret_rule = by_peer;
 		say(s, "no rule for bar %u of device %s for ", bar, dev->name);
-		say_peer(s, policy, peer);
+		say_peer(s, policy, device, peer);
 		say(s, "; its rules on %s: ", dev->name);
 		say_rules(s, policy, device, peer, true, false);
 		return POLICY_NO_RULE_FOR_BAR;

@@ -109,6 +109,13 @@ struct policy {
 	size_t n_device_slots;
 	size_t *first_rule; /* per device: its first rule in file order; SIZE_MAX: none */
 	size_t *next_rule;  /* per rule: the next rule of the same device; SIZE_MAX: none */
+	/* A decision looks at the user rules for the peer's uid on the device and at the device's
+	 * other (group, unit) rules, merged in file order: */
+	size_t *user_slots; /* hash of (device, uid): the first such user rule + 1, 0 = empty */
+	size_t n_user_slots;
+	size_t *next_user;   /* per user rule: the next one of the same device and uid */
+	size_t *first_other; /* per device: its first group or unit rule */
+	size_t *next_other;  /* per rule: the next group or unit rule of the same device after it */
 };
 
 /* One error or warning, with where it is. */
@@ -117,7 +124,8 @@ struct policy_diag {
 	unsigned line;	 /* 0: the file as a whole */
 	unsigned column; /* 1-based; 0: the line as a whole */
 	char *message;	 /* without the "file:line:column: " prefix */
-	char *text;	 /* the source line (no newline, cut at 256 bytes), or NULL */
+	char *text;	 /* the source line (no newline, cut at 256 bytes or a NUL byte), or
+			    NULL; it may hold the control character an error is about */
 	bool warning;	 /* a warning (see POLICY_LOAD_STRICT); the policy still loads */
 };
 
@@ -203,8 +211,10 @@ void policy_files_free(char **files, size_t n);
 
 /* Several files parsed as one policy, for callers that get the text themselves (policy_load
  * reads files; an editor may hold them in memory). A rule may name a device from any file, so
- * rules are resolved only at finish. The first error, from the text or from the caller
- * through policy_parser_fail, is the one finish reports; after it, add reads nothing more. */
+ * a rule read before its device is resolved at finish. Every error is kept, from the text or
+ * from the caller through policy_parser_fail: a line with an error is dropped and parsing
+ * goes on at the next one, so that finish can report them all (up to POLICY_MAX_DIAGS).
+ * Only running out of memory stops it: add then reads nothing more. */
 struct policy_parser;
 
 /* A parser for a new, empty policy; -ENOMEM. */
@@ -219,7 +229,8 @@ static inline void policy_parser_freep(struct policy_parser **parser)
 }
 
 /* Parse text (len bytes) of file after every file added before it. Returns 0, or the
- * -errno of the first error, which is kept for finish. */
+ * -errno of the first error found so far (in this file or an earlier one); errors are kept
+ * for finish. */
 int policy_parser_add(struct policy_parser *parser, const char *file, const char *text, size_t len);
 
 /* Record an error about file as a whole ("file: message"), such as one reading it, unless an
@@ -271,9 +282,11 @@ enum policy_verdict {
  * verdict, and in *ret_rule (when not NULL) the allowing rule or the nearest one that failed
  * (the device's first rule, the peer's first rule of it, or its first rule of the BAR; NULL
  * when the device has no rule). A sentence for a log or a reply goes into msg (msglen bytes,
- * cut if longer), such as "no rule for uid 1000 (user alice) on device nvme0; its rules:
- * /etc/p2pbuf/policy:12 (user bob), ...". Decides as policy_match_export does, so that the
- * explanation cannot disagree with the grant path; only slower (it is for denials). */
+ * cut if longer, never overrun), such as "no rule for uid 1000 (user alice), gid 1000, groups
+ * 2000, no known unit on device nvme0; its rules: /etc/p2pbuf/policy:12 (user bob), ...": it
+ * names the peer as the policy sees it and lists up to 5 rules. Decides as
+ * policy_match_export does, so that the explanation cannot disagree with the grant path,
+ * and looks only at the device's rules. */
 enum policy_verdict policy_explain_export(const struct policy *policy,
 					  const struct policy_peer *peer, const char *device,
 					  unsigned bar, const struct range *ranges, size_t n,

@@ -4,11 +4,13 @@
  * grant path's noise would let us see.
  *
  * Each case writes a policy into DIR/<case>/: the devices in the main file, the rules in
- * drop-ins (policy.d/, at most 4,096 rules each, so that no file reaches the 1 MiB cap). In
- * every case the rule that allows the measured export is the last one, for the caller's
- * uid, and the denied export (another device) matches no rule: both scan as far as a scan
- * goes. The other rules are for other uids, or, in the "names" cases, name the caller's
- * user and group so that every rule's name is looked up at load.
+ * drop-ins (policy.d/, at most 4,096 rules each, so that loading many files is measured too).
+ * In every case the rule that allows the measured export is the last one, for the caller's
+ * uid, and the denied export (another device) matches no rule. A decision walks only the
+ * rules of the device asked for: the other rules are spread over the other devices, for
+ * other uids, or, in the "names" cases, name the caller's user and group (so that names
+ * are looked up at load, once per distinct name). The "hot" case puts every rule on the
+ * measured device, the worst case of that walk.
  *
  * Usage: bench-policy --dir DIR [--quick]. Prints "<case>_<metric> value" lines; a policy the
  * daemon refuses prints "<case>_load_error <its message>" instead of a number. */
@@ -32,6 +34,7 @@ struct policy_case {
 	unsigned rules;
 	unsigned devices;
 	bool names;
+	bool hot; /* every rule on the measured device */
 };
 
 static const struct policy_case cases[] = {
@@ -42,6 +45,7 @@ static const struct policy_case cases[] = {
 	{ "r10000", 10000, 1000, false },
 	{ "r10000names", 10000, 1000, true },
 	{ "r65536", 65536, 4096, false },
+	{ "r10000hot", 10000, 1000, false, true },
 };
 
 static uint64_t now_ns(void)
@@ -92,7 +96,7 @@ static void subject(const struct policy_case *c, unsigned i, char *buf, size_t l
  * name devices other than the last one, which only the last rule does. */
 static unsigned rule_device(const struct policy_case *c, unsigned i)
 {
-	if (i == c->rules - 1)
+	if (i == c->rules - 1 || c->hot)
 		return c->devices - 1;
 	return c->devices > 1 ? i % (c->devices - 1) : 0;
 }

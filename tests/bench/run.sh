@@ -263,8 +263,10 @@ timeout "$limit" "$policybench" --dir "$tmp/policies" ${quick:+--quick} >"$tmp/p
 pget() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$tmp/policy-results"; }
 echo "(e) policy (bench-policy: policy_load and policy_match_export of libp2pbufd-core called directly; the allowed export matches the last rule, the denied one none):"
 one=$(pget r1_allow_ns)
-for c in r1 r4096 r4096names r10000d256 r10000 r10000names r65536; do
-	what="$(pget ${c}_rules) rules, $(pget ${c}_devices) devices$(case $c in *names) echo ", every rule naming a user or group" ;; esac)"
+oneload=$(pget r1_load_ms)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+for c in r1 r4096 r4096names r10000d256 r10000 r10000names r65536 r10000hot; do
+	what="$(pget ${c}_rules) rules, $(pget ${c}_devices) devices$(case $c in *names) echo ", every rule naming a user or group" ;; *hot) echo ", every rule on the measured device" ;; esac)"
 	err=$(pget ${c}_load_error)
 	if [ -n "$err" ]; then
 		echo "    $what: REFUSED at load: $err"
@@ -272,9 +274,9 @@ for c in r1 r4096 r4096names r10000d256 r10000 r10000names r65536; do
 	fi
 	allow=$(pget ${c}_allow_ns)
 	deny=$(pget ${c}_deny_ns)
-	printf '    %s: load %s ms; decision allowed %s ns (%.2fx one rule)%s\n' "$what" \
-		"$(pget ${c}_load_ms)" "$allow" "$(awk -v a="$allow" -v b="$one" 'BEGIN { print (b > 0 ? a / b : 0) }')" \
-		"${deny:+, denied $deny ns}"
+	printf '    %s: load %s ms (%sx one rule); decision allowed %s ns (%sx one rule)%s\n' "$what" \
+		"$(pget ${c}_load_ms)" "$(ratio "$(pget ${c}_load_ms)" "$oneload")" "$allow" \
+		"$(ratio "$allow" "$one")" "${deny:+, denied $deny ns ($(ratio "$deny" "$one")x)}"
 done
 echo "    goals: a decision <= 2 us and <= 1.2x the one-rule decision at 10,000 rules; 10,000 rules and 1,000 devices load in < 50 ms; caps >= 65,536 rules and 4,096 devices"
 

@@ -22,6 +22,7 @@
 #include "hostile.h"
 #include "p2pbuf.h"
 #include "p2pbuf.pb-c.h"
+#include "policy.h"
 #include "wire.h"
 
 /* The suite's uid (%1$u) owns sim0 and sim1 and is admin; group ATTACK_GID may export pages
@@ -1300,7 +1301,7 @@ END_TEST
 /* A file past the parser's size cap, even of one comment line, is refused whole. */
 START_TEST(policy_huge_file)
 {
-	size_t n = 2 << 20;
+	size_t n = (size_t)POLICY_MAX_SIZE + (1 << 20);
 	char *p = malloc(n);
 
 	ck_assert_ptr_nonnull(p);

@@ -253,6 +253,7 @@ run devices 0 "sim0.*sim.*ready" -- devices
 run devices-simulated 0 "simulated" -- devices
 run status 0 "version: +[0-9]+\.[0-9]+\.[0-9]+" -- status
 run status-admin 0 "admin: +yes" -- status
+run status-limits 0 "leases: +[0-9]+ \(at most [0-9]+; fd limit [0-9]+\)" -- status
 # shellcheck disable=SC2016 # the command's own shell expands the variables
 run export-cmd 0 "" -- export sim0 --bar 2 --offset 0 --length 64K -- \
 	sh -c 'test "$P2PBUF_SIZE" = 65536 && test -e "/proc/self/fd/$P2PBUF_FD" && test -n "$P2PBUF_LEASE_ID" && test "$P2PBUF_DEVICE" = sim0'

@@ -3,6 +3,7 @@
  * tests independent of the machine's user database. */
 #include <check.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <fcntl.h>
@@ -910,6 +911,520 @@ START_TEST(test_roles_match)
 }
 END_TEST
 
+/* ---- Every diagnostic of a parse ---- */
+
+/* Parse the files (name, text pairs ending with NULL) through the parser API expecting
+ * r_expected; the diagnostics, to free. */
+static struct policy_diags parse_diags(int r_expected, ...)
+{
+	struct policy_parser *p = NULL;
+	struct policy_diags d = { .v = NULL };
+	struct policy *pol = NULL;
+	const char *file;
+	va_list ap;
+
+	ck_assert_int_eq(policy_parser_new(&fake, &p), 0);
+	va_start(ap, r_expected);
+	while ((file = va_arg(ap, const char *))) {
+		const char *text = va_arg(ap, const char *);
+		(void)policy_parser_add(p, file, text, strlen(text));
+	}
+	va_end(ap);
+	ck_assert_int_eq(policy_parser_finish_ex(p, &pol, &d), r_expected);
+	ck_assert(r_expected == 0 ? pol != NULL : pol == NULL);
+	policy_free(pol);
+	policy_parser_free(p);
+	return d;
+}
+
+static void assert_diag(const struct policy_diag *d, const char *file, unsigned line,
+			unsigned column, const char *message, const char *text)
+{
+	ck_assert_str_eq(d->file, file);
+	ck_assert_uint_eq(d->line, line);
+	ck_assert_uint_eq(d->column, column);
+	ck_assert_str_eq(d->message, message);
+	if (text)
+		ck_assert_str_eq(d->text, text);
+	else
+		ck_assert_ptr_null(d->text);
+	ck_assert(!d->warning);
+}
+
+START_TEST(test_every_error)
+{
+	/* Errors on lines 2, 4, 5 (two: the line and, at finish, the rule of line 7 is not
+	 * reported again: its device's own line had the error), 8 and, found only at finish, 1
+	 * and 9 (a later file's device has no bar 3). */
+	struct policy_diags d = parse_diags(
+	    -EINVAL, "policy",
+	    "allow user alice device nope\n"
+	    "device d0 sim bar 0 3K\n"
+	    "device d1 pci 01:00.0\n"
+	    "allow user carol device d1\n"
+	    "allow user bob device d1 ttl 0 bar 9\n"
+	    "\n"
+	    "allow user alice device d0 bar 0\n"
+	    "alow\n"
+	    "allow user bob device s2 bar 3\n",
+	    "policy.d/a.policy", "device s2 sim bar 0 4K\nobserver group nobody\n", NULL);
+	static const char *const msgs[][2] = {
+		{ "policy", "device \"nope\" is not declared" },
+		{ "policy", "size \"3K\" of bar 0 is not a power of two of at least 4K" },
+		{ "policy", "user \"carol\" does not exist" },
+		{ "policy",
+		  "ttl must be more than 0 (leave it out for leases that do not expire)" },
+		{ "policy",
+		  "unknown directive \"alow\" (expected device, allow, admin or observer)" },
+		{ "policy", "device \"s2\" (policy.d/a.policy:1) has no bar 3" },
+		{ "policy.d/a.policy", "group \"nobody\" does not exist" },
+	};
+	static const unsigned at[][2] = { { 1, 25 }, { 2, 21 }, { 4, 12 }, { 5, 30 },
+					  { 8, 1 },  { 9, 30 }, { 2, 16 } };
+
+	ck_assert_uint_eq(d.n, ELEMENTSOF(msgs));
+	ck_assert_uint_eq(d.dropped, 0);
+	for (size_t i = 0; i < d.n; i++)
+		assert_diag(&d.v[i], msgs[i][0], at[i][0], at[i][1], msgs[i][1], d.v[i].text);
+	ck_assert_str_eq(d.v[0].text, "allow user alice device nope");
+	ck_assert_str_eq(d.v[3].text, "allow user bob device d1 ttl 0 bar 9");
+	ck_assert_str_eq(d.v[5].text, "allow user bob device s2 bar 3");
+	ck_assert_str_eq(d.v[6].text, "observer group nobody");
+	policy_diags_free(&d);
+	ck_assert_uint_eq(d.n, 0);
+	policy_diags_free(&d); /* an empty one is fine too */
+}
+END_TEST
+
+START_TEST(test_error_formats)
+{
+	struct policy_diags d = parse_diags(-EINVAL, "x", "device", NULL);
+	const struct policy_diag whole = { .file = (char *)"f", .message = (char *)"m" };
+	char *s;
+
+	ck_assert_uint_eq(d.n, 1);
+	s = policy_diag_format(&d.v[0]);
+	ck_assert_str_eq(s, "x:1:7: expected a device name after \"device\"");
+	free(s);
+	s = policy_diag_format(&whole);
+	ck_assert_str_eq(s, "f: m");
+	free(s);
+	policy_diags_free(&d);
+}
+END_TEST
+
+START_TEST(test_error_text_cut)
+{
+	char text[600];
+	struct policy_diags d;
+
+	memset(text, 'x', sizeof(text) - 1);
+	text[sizeof(text) - 1] = '\0';
+	d = parse_diags(-EINVAL, "policy", text, NULL);
+	ck_assert_uint_eq(d.n, 1);
+	ck_assert_uint_eq(strlen(d.v[0].text), POLICY_DIAG_TEXT_MAX);
+	ck_assert_uint_eq(d.v[0].column, 1);
+	policy_diags_free(&d);
+	/* A CRLF line is quoted without its carriage return, also when resolved at finish. */
+	d = parse_diags(-EINVAL, "policy", "alow\r\nallow user bob device x\r\n", NULL);
+	ck_assert_uint_eq(d.n, 2);
+	ck_assert_str_eq(d.v[0].text, "alow");
+	ck_assert_str_eq(d.v[1].text, "allow user bob device x");
+	policy_diags_free(&d);
+}
+END_TEST
+
+START_TEST(test_max_diags)
+{
+	char *text = repeat("device d pci 01:00.0\n", "alow ", "", POLICY_MAX_DIAGS + 50);
+	struct policy_diags d = parse_diags(-EINVAL, "policy", text, NULL);
+	char *error = NULL;
+	struct policy *pol = NULL;
+
+	ck_assert_uint_eq(d.n, POLICY_MAX_DIAGS);
+	ck_assert_uint_eq(d.dropped, 50);
+	ck_assert_uint_eq(d.v[0].line, 2);
+	ck_assert_uint_eq(d.v[POLICY_MAX_DIAGS - 1].line, POLICY_MAX_DIAGS + 1);
+	policy_diags_free(&d);
+	/* The single message is the first error. */
+	ck_assert_int_eq(policy_parse("policy", text, strlen(text), &fake, &pol, &error), -EINVAL);
+	ck_assert_str_eq(error, "policy:2:1: unknown directive \"alow\" (expected device, allow, "
+				"admin or observer)");
+	free(error);
+	free(text);
+}
+END_TEST
+
+/* The limit on rules is reported, with its line, and the rest of the file still read. */
+START_TEST(test_limit_rules_diags)
+{
+	char *text =
+	    repeat("device d pci 01:00.0\n", "allow user ", " device d", POLICY_MAX_RULES + 1);
+	char *more;
+	struct policy_diags d;
+
+	more = repeat(text, "alow", "", 1);
+	d = parse_diags(-E2BIG, "policy", more, NULL);
+	ck_assert_uint_eq(d.n, 2);
+	assert_diag(&d.v[0], "policy", POLICY_MAX_RULES + 2, 1,
+		    "too many allow rules (at most 65536)", "allow user 65536 device d");
+	ck_assert_uint_eq(d.v[1].line, POLICY_MAX_RULES + 3);
+	policy_diags_free(&d);
+	free(more);
+	free(text);
+}
+END_TEST
+
+/* ---- Names kept, and looked up once ---- */
+
+static unsigned lookups;
+
+static int counting_user(const char *name, uint32_t *ret_uid)
+{
+	lookups++;
+	return fake_user(name, ret_uid);
+}
+
+static const struct policy_resolver counting = { .user = counting_user, .group = fake_group };
+
+START_TEST(test_subject_names)
+{
+	static const char text[] = "device d pci 01:00.0\n"
+				   "allow user alice device d\n"
+				   "allow user 1000 device d\n"
+				   "allow user alice device d bar 1\n"
+				   "allow group rdma device d\n"
+				   "allow unit db.service device d\n"
+				   "allow user carol device d\n"
+				   "allow user carol device d bar 2\n"
+				   "admin user alice\n";
+	struct policy *pol = NULL;
+	char *error = NULL;
+
+	/* carol: asked once, though two rules name her. */
+	lookups = 0;
+	ck_assert_int_eq(policy_parse("policy", text, strlen(text), &counting, &pol, &error),
+			 -EINVAL);
+	ck_assert_uint_eq(lookups, 3);
+	free(error);
+	lookups = 0;
+	pol = parse_ok("device d pci 01:00.0\n"
+		       "allow user alice device d\n"
+		       "allow user 1000 device d\n"
+		       "allow user alice device d bar 1\n"
+		       "allow group rdma device d\n"
+		       "allow unit db.service device d\n"
+		       "admin user alice\n");
+	ck_assert_str_eq(pol->rules[0].who.name, "alice");
+	ck_assert_str_eq(pol->rules[1].who.name, "1000");
+	ck_assert_uint_eq(pol->rules[1].who.id, 1000);
+	/* One copy per distinct name. */
+	ck_assert_ptr_eq(pol->rules[2].who.name, pol->rules[0].who.name);
+	ck_assert_ptr_eq(pol->admins[0].name, pol->rules[0].who.name);
+	ck_assert_str_eq(pol->rules[3].who.name, "rdma");
+	ck_assert_int_eq(pol->rules[4].who.kind, POLICY_UNIT);
+	ck_assert_str_eq(pol->rules[4].who.name, "db.service");
+	policy_free(pol);
+}
+END_TEST
+
+/* ---- Units ---- */
+
+static const char *const good_units[] = {
+	"db.service",
+	"getty@tty1.service",
+	"a@b@c.service",
+	"user-1000.slice",
+	"x:y_z-w.v\\x2d.socket",
+	"run-r0.scope",
+	"a.b.c.timer",
+	"dev-sda.device",
+	"A.mount",
+	"a.automount",
+	"a.swap",
+	"a.target",
+	"a.path",
+};
+
+START_TEST(test_unit_valid)
+{
+	char text[512];
+	struct policy *pol;
+
+	snprintf(text, sizeof(text), "device d pci 01:00.0\nallow unit %s device d\n",
+		 good_units[_i]);
+	pol = parse_ok(text);
+	ck_assert_int_eq(pol->rules[0].who.kind, POLICY_UNIT);
+	ck_assert_str_eq(pol->rules[0].who.name, good_units[_i]);
+	ck_assert_uint_eq(pol->rules[0].who.id, 0);
+	policy_free(pol);
+}
+END_TEST
+
+#define UNIT_TYPES "does not end in a unit type (such as .service)"
+
+static const struct {
+	const char *name;
+	unsigned column;
+	const char *message;
+} bad_units[] = {
+	{ "db", 12, "unit name \"db\" " UNIT_TYPES },
+	{ "db.", 12, "unit name \"db.\" " UNIT_TYPES },
+	{ "db.serv1ce", 12, "unit name \"db.serv1ce\" " UNIT_TYPES },
+	{ "db.Service", 12, "unit name \"db.Service\" " UNIT_TYPES },
+	{ ".service", 12, "unit name \".service\" " UNIT_TYPES },
+	{ "db/x.service", 14,
+	  "unit name \"db/x.service\" may contain only letters, digits, \":\", \"-\", \"_\", "
+	  "\".\", \"\\\" and \"@\"" },
+	{ "d\xc3\xa9.service", 13,
+	  "unit name \"d\xc3\xa9.service\" may contain only letters, digits, \":\", \"-\", \"_\", "
+	  "\".\", \"\\\" and \"@\"" },
+	{ "@x.service", 12, "unit name \"@x.service\" starts with \"@\"" },
+	{ "getty@.service", 12,
+	  "unit name \"getty@.service\" is a template, which no process runs in: name an "
+	  "instance (NAME@INSTANCE.TYPE)" },
+};
+
+START_TEST(test_unit_invalid)
+{
+	char text[512], expected[512];
+
+	snprintf(text, sizeof(text), "allow unit %s device d", bad_units[_i].name);
+	snprintf(expected, sizeof(expected), "policy:1:%u: %s", bad_units[_i].column,
+		 bad_units[_i].message);
+	assert_error(text, expected);
+}
+END_TEST
+
+START_TEST(test_unit_limits)
+{
+	char name[300], text[400], expected[512];
+
+	/* 255 bytes is the longest name systemd takes. */
+	memset(name, 'u', 247);
+	strcpy(name + 247, ".service");
+	ck_assert_uint_eq(strlen(name), 255);
+	snprintf(text, sizeof(text), "device d pci 01:00.0\nallow unit %s device d\n", name);
+	policy_free(parse_ok(text));
+	memmove(name + 1, name, 256);
+	snprintf(text, sizeof(text), "allow unit %s device d", name);
+	snprintf(expected, sizeof(expected),
+		 "policy:1:12: unit name \"%.80s...\" is longer than 255 bytes", name);
+	assert_error(text, expected);
+	assert_error("allow unit",
+		     "policy:1:11: expected a unit name (NAME.service) after \"unit\"");
+	/* Roles are by user or group only. */
+	assert_error("admin unit a.service",
+		     "policy:1:7: unknown subject \"unit\" (expected user or group)");
+}
+END_TEST
+
+START_TEST(test_unit_match)
+{
+	struct policy *pol = parse_ok("device d pci 01:00.0\n"
+				      "allow unit db.service device d bar 2\n");
+	struct policy_peer peer = { .uid = 1000, .gid = 1000, .unit = "db.service" };
+
+	ck_assert_ptr_eq(policy_match_export(pol, &peer, 0, 2, NULL, 0, NULL), &pol->rules[0]);
+	ck_assert_ptr_null(policy_match_export(pol, &peer, 0, 1, NULL, 0, NULL));
+	peer.unit = "db2.service";
+	ck_assert_ptr_null(policy_match_export(pol, &peer, 0, 2, NULL, 0, NULL));
+	peer.unit = "db";
+	ck_assert_ptr_null(policy_match_export(pol, &peer, 0, 2, NULL, 0, NULL));
+	/* Unknown: never a unit rule. */
+	peer.unit = NULL;
+	ck_assert_ptr_null(policy_match_export(pol, &peer, 0, 2, NULL, 0, NULL));
+	policy_free(pol);
+}
+END_TEST
+
+/* ---- max-bytes ---- */
+
+START_TEST(test_max_bytes)
+{
+	struct policy *pol = parse_ok("device d pci 01:00.0\n"
+				      "allow user alice device d max-bytes 64M\n"
+				      "allow user bob device d max-bytes 4K max-leases 2\n"
+				      "allow user bob device d\n");
+
+	ck_assert_uint_eq(pol->rules[0].max_bytes, 64 << 20);
+	ck_assert_uint_eq(pol->rules[1].max_bytes, 4096);
+	ck_assert_uint_eq(pol->rules[1].max_leases, 2);
+	ck_assert_uint_eq(pol->rules[2].max_bytes, 0);
+	policy_free(pol);
+	assert_error(RULE "max-bytes 0",
+		     "policy:1:38: max-bytes must be more than 0 (leave it out for no cap)");
+	assert_error(RULE "max-bytes 1x",
+		     "policy:1:38: \"1x\" is not a size: use bytes or a number with K, M, G or T");
+	assert_error(RULE "max-bytes 16777216T",
+		     "policy:1:38: \"16777216T\" is too large: a size must be below 2^64");
+	assert_error(RULE "max-bytes", "policy:1:37: expected a size after \"max-bytes\"");
+	assert_error(RULE "max-bytes 1M max-bytes 2M",
+		     "policy:1:41: duplicate option \"max-bytes\" (first given at column 28)");
+}
+END_TEST
+
+/* ---- The index: a device's rules only, in file order ---- */
+
+/* What policy_match_export answers, by brute force over every rule. */
+static const struct policy_rule *reference_match(const struct policy *pol,
+						 const struct policy_peer *peer, size_t device,
+						 unsigned bar, const struct range *r,
+						 const struct policy_rule *after)
+{
+	for (size_t i = after ? (size_t)(after - pol->rules) + 1 : 0; i < pol->n_rules; i++) {
+		const struct policy_rule *rule = &pol->rules[i];
+		bool who = rule->who.kind == POLICY_USER ? rule->who.id == peer->uid
+							 : rule->who.id == peer->gid;
+		if (rule->device == device && (rule->bar < 0 || (unsigned)rule->bar == bar) &&
+		    who &&
+		    (!rule->has_range ||
+		     (r->offset >= rule->range.offset &&
+		      r->offset + r->length <= rule->range.offset + rule->range.length)))
+			return rule;
+	}
+	return NULL;
+}
+
+START_TEST(test_match_index)
+{
+	char *text = malloc(1 << 20);
+	size_t len = 0;
+	struct policy *pol;
+
+	ck_assert_ptr_nonnull(text);
+	/* Rules before and after their devices, interleaved over 7 devices. */
+	for (unsigned i = 0; i < 400; i++) {
+		if (i % 57 == 0)
+			len += (size_t)sprintf(text + len, "device d%u sim bar 0 1M bar 1 64K\n",
+					       i / 57);
+		len += (size_t)sprintf(text + len, "allow %s %u device d%u%s%s\n",
+				       i % 3 ? "user" : "group", 1000 + i % 4, (i * 5) % 7,
+				       i % 2 ? " bar 0" : "",
+				       i % 4 == 1 ? " range 0x1000+0x3000" : "");
+	}
+	pol = parse_ok_len(text, len);
+	for (size_t dev = 0; dev < 7; dev++)
+		for (uid_t uid = 1000; uid < 1004; uid++)
+			for (unsigned bar = 0; bar < 2; bar++) {
+				const struct policy_peer peer = { .uid = uid, .gid = uid + 1 };
+				const struct range r = { 0x2000, 0x1000 };
+				const struct policy_rule *a = NULL, *b = NULL;
+				do {
+					a = policy_match_export(pol, &peer, dev, bar, &r, 1, a);
+					b = reference_match(pol, &peer, dev, bar, &r, b);
+					ck_assert_ptr_eq(a, b);
+				} while (a);
+			}
+	/* Continuing after a rule of another device: its place in file order counts. */
+	for (size_t k = 0; k < pol->n_rules; k += 13) {
+		const struct policy_peer peer = { .uid = 1001, .gid = 1002 };
+		const struct range r = { 0x2000, 0x1000 };
+		const struct policy_rule *after = &pol->rules[k];
+		size_t dev = (after->device + 1) % 7;
+
+		ck_assert_ptr_eq(policy_match_export(pol, &peer, dev, 0, &r, 1, after),
+				 reference_match(pol, &peer, dev, 0, &r, after));
+	}
+	/* A device without rules, one that is not there. */
+	ck_assert_ptr_null(policy_match_export(pol, &alice, 7, 0, NULL, 0, NULL));
+	ck_assert_ptr_null(policy_match_export(pol, &alice, 8, 0, NULL, 0, NULL));
+	ck_assert_int_eq(pol->rules[0].device, 0);
+	ck_assert_int_eq(pol->rules[1].device, 5);
+	policy_free(pol);
+	free(text);
+}
+END_TEST
+
+/* ---- Explanations ---- */
+
+static const char explain_policy[] =
+    "device d0 pci 01:00.0\n"
+    "device d1 sim bar 0 64K bar 2 1M\n"
+    "device idle pci 02:00.0\n"
+    "allow user bob device d0\n"			       /* 0 */
+    "allow user alice device d1 bar 2 range 0x10000+0x20000\n" /* 1 */
+    "allow group rdma device d1 bar 0\n"		       /* 2 */
+    "allow user alice device d1 bar 2 range 0x40000+0x1000\n"; /* 3 */
+
+static void assert_explain(const struct policy_peer *peer, const char *device, unsigned bar,
+			   const struct range *ranges, size_t n, enum policy_verdict verdict,
+			   int rule, const char *sentence)
+{
+	struct policy *pol = parse_ok(explain_policy);
+	const struct policy_rule *r = (const void *)1;
+	char msg[512];
+
+	ck_assert_int_eq(
+	    policy_explain_export(pol, peer, device, bar, ranges, n, &r, msg, sizeof(msg)),
+	    verdict);
+	if (rule < 0)
+		ck_assert_ptr_null(r);
+	else
+		ck_assert_ptr_eq(r, &pol->rules[rule]);
+	ck_assert_str_eq(msg, sentence);
+	policy_free(pol);
+}
+
+START_TEST(test_explain)
+{
+	static const gid_t groups[] = { 2000, 100 };
+	const struct policy_peer alice_db = { 1000, 1000, groups, 2, "db.service" };
+	const struct range in = { 0x11000, 0x1000 }, out = { 0x2f000, 0x2000 };
+
+	assert_explain(&alice, "nvme9", 0, NULL, 0, POLICY_NO_DEVICE, -1,
+		       "device nvme9 is not in the policy");
+	assert_explain(&alice, "idle", 0, NULL, 0, POLICY_NO_RULE_FOR_DEVICE, -1,
+		       "no rule names device idle (policy:3)");
+	assert_explain(&bob, "d0", 4, NULL, 0, POLICY_ALLOWED, 0, "allowed by policy:4 (user bob)");
+	assert_explain(&alice, "d1", 2, &in, 1, POLICY_ALLOWED, 1,
+		       "allowed by policy:5 (user alice)");
+	assert_explain(&alice_db, "d0", 0, NULL, 0, POLICY_NO_RULE_FOR_PEER, 0,
+		       "no rule for uid 1000, gid 1000, groups 2000, 100, unit db.service on "
+		       "device d0; its rules: policy:4 (user bob)");
+	assert_explain(&carol, "d1", 2, &in, 1, POLICY_NO_RULE_FOR_BAR, 2,
+		       "no rule for bar 2 of device d1 for uid 1005, gid 2000, no known unit; its "
+		       "rules on d1: policy:6 (bar 0)");
+	assert_explain(
+	    &alice, "d1", 2, &out, 1, POLICY_RANGE_OUTSIDE, 1,
+	    "range 0x2f000+0x2000 of bar 2 of device d1 is outside what the rules allow; "
+	    "rules for uid 1000 (user alice), gid 1000, no known unit on d1: policy:5 "
+	    "(bar 2 0x10000+0x20000), policy:7 (bar 2 0x40000+0x1000)");
+	assert_explain(&alice, "d1", 2, NULL, 0, POLICY_RANGE_OUTSIDE, 1,
+		       "the whole of bar 2 of device d1 was asked for; rules for uid 1000 (user "
+		       "alice), gid 1000, no known unit on d1: policy:5 (bar 2 0x10000+0x20000), "
+		       "policy:7 (bar 2 0x40000+0x1000)");
+}
+END_TEST
+
+START_TEST(test_explain_bounds)
+{
+	char *text = repeat("device d pci 01:00.0\n", "allow user ", " device d", 20);
+	struct policy *pol = parse_ok(text);
+	gid_t groups[12];
+	struct policy_peer peer = { .uid = 4242, .gid = 7, .groups = groups, .n_groups = 12 };
+	char msg[1024], tiny[16];
+
+	for (size_t i = 0; i < ELEMENTSOF(groups); i++)
+		groups[i] = (gid_t)i;
+	ck_assert_int_eq(policy_explain_export(pol, &peer, "d", 0, NULL, 0, NULL, msg, sizeof(msg)),
+			 POLICY_NO_RULE_FOR_PEER);
+	ck_assert_str_eq(msg, "no rule for uid 4242, gid 7, groups 0, 1, 2, 3, 4, 5, 6, 7, ..., "
+			      "no known unit on device d; its rules: policy:2 (user 0), policy:3 "
+			      "(user 1), policy:4 (user 2), policy:5 (user 3), policy:6 (user 4) "
+			      "and 15 more");
+	/* Cut, never overrun; no buffer at all is fine too. */
+	ck_assert_int_eq(
+	    policy_explain_export(pol, &peer, "d", 0, NULL, 0, NULL, tiny, sizeof(tiny)),
+	    POLICY_NO_RULE_FOR_PEER);
+	ck_assert_str_eq(tiny, "no rule for uid");
+	ck_assert_int_eq(policy_explain_export(pol, &peer, "d", 0, NULL, 0, NULL, NULL, 0),
+			 POLICY_NO_RULE_FOR_PEER);
+	policy_free(pol);
+	free(text);
+}
+END_TEST
+
 /* ---- Loading files ---- */
 
 struct tmpdir {
@@ -1224,6 +1739,276 @@ START_TEST(test_system_resolver)
 }
 END_TEST
 
+/* ---- Strict modes: who could have written the policy ---- */
+
+/* t/name, to free; "." is t itself, as messages name it. */
+static char *path_in(const struct tmpdir *t, const char *name)
+{
+	char *path = NULL;
+
+	if (strcmp(name, ".") == 0)
+		path = strdup(t->path);
+	else
+		ck_assert_int_ge(asprintf(&path, "%s/%s", t->path, name), 0);
+	ck_assert_ptr_nonnull(path);
+	return path;
+}
+
+/* Load t/policy with flags; the diagnostics, to free. */
+static struct policy_diags load_diags(const struct tmpdir *t, unsigned flags, int r_expected)
+{
+	const struct policy_load_opts opts = { .flags = flags };
+	struct policy_diags d = { .v = NULL };
+	struct policy *pol = NULL;
+	char *path = path_in(t, "policy");
+	int r = policy_load_ex(path, &fake, &opts, &pol, &d);
+
+	ck_assert_msg(r == r_expected, "%d, expected %d (%zu diagnostics)", r, r_expected, d.n);
+	ck_assert(r == 0 ? pol != NULL : pol == NULL);
+	policy_free(pol);
+	free(path);
+	return d;
+}
+
+/* The one diagnostic of d: about name (in t) as a whole, "problem; fix: FIX PATH". */
+static void assert_untrusted(const struct tmpdir *t, struct policy_diags *d, const char *name,
+			     const char *problem, const char *fix, bool warning)
+{
+	char *path = path_in(t, name), expected[512];
+
+	snprintf(expected, sizeof(expected), "%s; fix: %s %s", problem, fix, path);
+	ck_assert_uint_eq(d->n, 1);
+	ck_assert_str_eq(d->v[0].file, path);
+	ck_assert_uint_eq(d->v[0].line, 0);
+	ck_assert_uint_eq(d->v[0].column, 0);
+	ck_assert_ptr_null(d->v[0].text);
+	ck_assert_str_eq(d->v[0].message, expected);
+	ck_assert(d->v[0].warning == warning);
+	policy_diags_free(d);
+	free(path);
+}
+
+/* name in t gets mode; strict, the load fails naming it; lax, it warns and loads. */
+static void check_mode(const struct tmpdir *t, const char *name, mode_t mode, const char *problem,
+		       const char *fix)
+{
+	char *path = path_in(t, name);
+	struct policy_diags d;
+	struct stat st;
+
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(chmod(path, mode), 0);
+	d = load_diags(t, POLICY_LOAD_STRICT, -EPERM);
+	assert_untrusted(t, &d, name, problem, fix, false);
+	d = load_diags(t, 0, 0);
+	assert_untrusted(t, &d, name, problem, fix, true);
+	ck_assert_int_eq(chmod(path, st.st_mode & 07777), 0);
+	free(path);
+}
+
+static void make_trusted_policy(struct tmpdir *t)
+{
+	tmpdir_make(t); /* 0700 */
+	write_file(t->path, "policy", "device d0 pci 01:00.0\n");
+	make_dir(t->path, "policy.d");
+	write_file(t->path, "policy.d/a.policy", "allow user alice device d0\n");
+	ck_assert_int_eq(chmod(t->path, 0755), 0);
+}
+
+START_TEST(test_strict_modes)
+{
+	struct tmpdir t;
+	struct policy_diags d;
+
+	umask(022);
+	make_trusted_policy(&t);
+	d = load_diags(&t, POLICY_LOAD_STRICT, 0);
+	ck_assert_uint_eq(d.n, 0);
+	policy_diags_free(&d);
+	check_mode(&t, "policy", 0666, "writable by its group and others (mode 0666)",
+		   "chmod go-w");
+	check_mode(&t, "policy", 0646, "writable by others (mode 0646)", "chmod o-w");
+	check_mode(&t, "policy.d/a.policy", 0664, "writable by its group (mode 0664)", "chmod g-w");
+	check_mode(&t, "policy.d", 0777, "writable by its group and others (mode 0777)",
+		   "chmod go-w");
+	/* The sticky bit of /tmp is no excuse: anyone can still add a drop-in. */
+	check_mode(&t, "policy.d", 01777, "writable by its group and others (mode 1777)",
+		   "chmod go-w");
+	check_mode(&t, ".", 0757, "writable by others (mode 0757)", "chmod o-w");
+	tmpdir_remove(&t);
+}
+END_TEST
+
+/* The check is on the fd that is read: a problem is reported once, with the others. */
+START_TEST(test_strict_every_problem)
+{
+	struct tmpdir t;
+	struct policy_diags d;
+	char *dir;
+
+	umask(022);
+	make_trusted_policy(&t);
+	write_file(t.path, "policy.d/b.policy", "alow\n");
+	dir = path_in(&t, "policy.d/b.policy");
+	ck_assert_int_eq(chmod(dir, 0666), 0);
+	free(dir);
+	d = load_diags(&t, POLICY_LOAD_STRICT, -EPERM);
+	ck_assert_uint_eq(d.n, 2);
+	ck_assert_uint_eq(d.v[0].line, 0);
+	ck_assert(!d.v[0].warning);
+	ck_assert_uint_eq(d.v[1].line, 1);
+	ck_assert_str_eq(d.v[1].text, "alow");
+	policy_diags_free(&d);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_strict_owner)
+{
+	struct tmpdir t;
+	struct policy_diags d;
+	char *path, expected[256];
+	struct policy *pol = NULL;
+	char *error = NULL;
+
+	if (geteuid() != 0) {
+		/* Only root can give a file away: the rest of the check ran in the others. */
+		printf("test_strict_owner: not root, owner check not tested\n");
+		return;
+	}
+	umask(022);
+	make_trusted_policy(&t);
+	path = path_in(&t, "policy.d/a.policy");
+	ck_assert_int_eq(chown(path, 65534, 65534), 0);
+	d = load_diags(&t, POLICY_LOAD_STRICT, -EPERM);
+	assert_untrusted(&t, &d, "policy.d/a.policy", "owned by uid 65534, not by root",
+			 "chown root", false);
+	d = load_diags(&t, 0, 0);
+	assert_untrusted(&t, &d, "policy.d/a.policy", "owned by uid 65534, not by root",
+			 "chown root", true);
+	/* The daemon's policy_load is strict. */
+	free(path);
+	path = path_in(&t, "policy");
+	ck_assert_int_eq(policy_load(path, &fake, &pol, &error), -EPERM);
+	ck_assert_ptr_null(pol);
+	snprintf(expected, sizeof(expected),
+		 "%s/policy.d/a.policy: owned by uid 65534, not by root; fix: chown root "
+		 "%s/policy.d/a.policy",
+		 t.path, t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	free(path);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_policy_load_strict)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	char *error = NULL, expected[256];
+
+	umask(022);
+	make_trusted_policy(&t);
+	ck_assert_int_eq(chmod(t.path, 0777), 0);
+	ck_assert_int_eq(load(&t, "policy", &pol, &error), -EPERM);
+	snprintf(expected, sizeof(expected),
+		 "%s: writable by its group and others (mode 0777); fix: chmod go-w %s", t.path,
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+/* ---- policy_load_ex: an editor's pending text, the list of files ---- */
+
+START_TEST(test_load_override)
+{
+	struct tmpdir t;
+	struct policy *pol = NULL;
+	struct policy_diags d = { .v = NULL };
+	struct policy_load_opts opts = { .flags = POLICY_LOAD_STRICT };
+	char *main_path, *new_dropin;
+	static const char pending[] = "allow user bob device d0\nallow user bob device d9\n";
+
+	umask(022);
+	make_trusted_policy(&t);
+	main_path = path_in(&t, "policy");
+	/* A drop-in that is not on disk yet, between a.policy and z.policy. */
+	write_file(t.path, "policy.d/z.policy", "admin user bob\n");
+	new_dropin = path_in(&t, "policy.d/m.policy");
+	opts.override_file = new_dropin;
+	opts.override_text = pending;
+	opts.override_len = strlen(pending);
+	ck_assert_int_eq(policy_load_ex(main_path, &fake, &opts, &pol, &d), -EINVAL);
+	ck_assert_uint_eq(d.n, 1);
+	ck_assert_str_eq(d.v[0].file, new_dropin);
+	ck_assert_uint_eq(d.v[0].line, 2);
+	ck_assert_str_eq(d.v[0].message, "device \"d9\" is not declared");
+	policy_diags_free(&d);
+	opts.override_len = strlen("allow user bob device d0\n");
+	ck_assert_int_eq(policy_load_ex(main_path, &fake, &opts, &pol, &d), 0);
+	ck_assert_uint_eq(d.n, 0);
+	ck_assert_uint_eq(pol->n_files, 4);
+	ck_assert_str_eq(pol->files[2], new_dropin);
+	ck_assert_uint_eq(pol->rules[1].who.id, 1001);
+	policy_free(pol);
+	policy_diags_free(&d);
+	/* The main file's text, replacing what is on disk. */
+	opts.override_file = main_path;
+	opts.override_text = "device d0 sim bar 0 4K\n";
+	opts.override_len = strlen(opts.override_text);
+	ck_assert_int_eq(policy_load_ex(main_path, &fake, &opts, &pol, NULL), 0);
+	ck_assert_int_eq(pol->devices[0].kind, POLICY_DEVICE_SIM);
+	ck_assert_uint_eq(pol->n_files, 3);
+	policy_free(pol);
+	free(new_dropin);
+	free(main_path);
+	tmpdir_remove(&t);
+}
+END_TEST
+
+START_TEST(test_list_files)
+{
+	struct tmpdir t;
+	char **files = NULL, *error = NULL, *path, expected[256];
+	size_t n = 0;
+
+	tmpdir_make(&t);
+	path = path_in(&t, "policy");
+	/* Neither the file nor its directory need exist yet. */
+	ck_assert_int_eq(policy_list_files(path, &files, &n, &error), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(files[0], path);
+	policy_files_free(files, n);
+	make_dir(t.path, "policy.d");
+	write_file(t.path, "policy.d/20-b.policy", "\n");
+	write_file(t.path, "policy.d/10-a.policy", "\n");
+	write_file(t.path, "policy.d/.hidden.policy", "\n");
+	write_file(t.path, "policy.d/notes.txt", "\n");
+	ck_assert_int_eq(policy_list_files(path, &files, &n, &error), 0);
+	ck_assert_uint_eq(n, 3);
+	snprintf(expected, sizeof(expected), "%s/policy.d/10-a.policy", t.path);
+	ck_assert_str_eq(files[1], expected);
+	snprintf(expected, sizeof(expected), "%s/policy.d/20-b.policy", t.path);
+	ck_assert_str_eq(files[2], expected);
+	policy_files_free(files, n);
+	policy_files_free(NULL, 0);
+	free(path);
+	/* A file where the directory should be. */
+	write_file(t.path, "x.d", "\n");
+	path = path_in(&t, "x");
+	ck_assert_int_eq(policy_list_files(path, &files, &n, &error), -ENOTDIR);
+	snprintf(expected, sizeof(expected), "%s/x.d: cannot open directory: Not a directory",
+		 t.path);
+	ck_assert_str_eq(error, expected);
+	free(error);
+	free(path);
+	tmpdir_remove(&t);
+}
+END_TEST
+
 /* ---- Allocation failures ---- */
 
 /* This file builds two programs: test-policy, and test-policy-oom (TEST_POLICY_OOM=1) with
@@ -1404,6 +2189,47 @@ START_TEST(test_oom_load)
 }
 END_TEST
 
+/* Every diagnostic, under allocation failures: each run ends in -ENOMEM or in all of them. */
+START_TEST(test_oom_load_ex)
+{
+	struct tmpdir t;
+	char path[256];
+	unsigned long failures = 0;
+	bool done = false;
+
+	umask(022);
+	tmpdir_make(&t);
+	write_file(t.path, "policy", oom_policy);
+	make_dir(t.path, "policy.d");
+	write_file(t.path, "policy.d/a.policy", "allow user 1 device nope\nalow\n");
+	snprintf(path, sizeof(path), "%s/policy.d/a.policy", t.path);
+	ck_assert_int_eq(chmod(path, 0666), 0);
+	snprintf(path, sizeof(path), "%s/policy", t.path);
+	for (unsigned long n = 1; !done; n++) {
+		struct policy_diags d = { .v = NULL };
+		struct policy *pol = NULL;
+		int r;
+
+		alloc_countdown = n;
+		r = policy_load_ex(path, &fake, NULL, &pol, &d);
+		done = alloc_countdown > 0;
+		alloc_countdown = 0;
+		ck_assert_ptr_null(pol);
+		if (r == -EINVAL) {
+			ck_assert_uint_eq(d.n, 3);
+			ck_assert(d.v[0].warning);
+			ck_assert_str_eq(d.v[1].message, "device \"nope\" is not declared");
+		} else {
+			ck_assert_msg(!done && r == -ENOMEM, "allocation %lu: %d", n, r);
+			failures++;
+		}
+		policy_diags_free(&d);
+	}
+	ck_assert_uint_gt(failures, 10);
+	tmpdir_remove(&t);
+}
+END_TEST
+
 static Suite *policy_suite(void)
 {
 	Suite *s = suite_create("policy");
@@ -1423,6 +2249,11 @@ static Suite *policy_suite(void)
 	tcase_add_loop_test(tc, test_durations, 0, ELEMENTSOF(good_durations));
 	tcase_add_test(tc, test_zero_durations);
 	tcase_add_test(tc, test_example_policy);
+	tcase_add_test(tc, test_subject_names);
+	tcase_add_loop_test(tc, test_unit_valid, 0, ELEMENTSOF(good_units));
+	tcase_add_loop_test(tc, test_unit_invalid, 0, ELEMENTSOF(bad_units));
+	tcase_add_test(tc, test_unit_limits);
+	tcase_add_test(tc, test_max_bytes);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");
@@ -1430,6 +2261,10 @@ static Suite *policy_suite(void)
 	tcase_add_test(tc, test_nul_byte);
 	tcase_add_test(tc, test_too_many_words);
 	tcase_add_test(tc, test_error_optional);
+	tcase_add_test(tc, test_every_error);
+	tcase_add_test(tc, test_error_formats);
+	tcase_add_test(tc, test_error_text_cut);
+	tcase_add_test(tc, test_max_diags);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");
@@ -1438,6 +2273,7 @@ static Suite *policy_suite(void)
 	tcase_add_test(tc, test_limit_rules);
 	tcase_add_test(tc, test_limit_roles);
 	tcase_add_test(tc, test_limit_size);
+	tcase_add_test(tc, test_limit_rules_diags);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("match");
@@ -1447,6 +2283,10 @@ static Suite *policy_suite(void)
 	tcase_add_test(tc, test_match_iteration);
 	tcase_add_test(tc, test_match_empty_policy);
 	tcase_add_test(tc, test_roles_match);
+	tcase_add_test(tc, test_unit_match);
+	tcase_add_test(tc, test_match_index);
+	tcase_add_test(tc, test_explain);
+	tcase_add_test(tc, test_explain_bounds);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("load");
@@ -1460,6 +2300,12 @@ static Suite *policy_suite(void)
 	tcase_add_test(tc, test_load_too_many_files);
 	tcase_add_test(tc, test_where_long_path);
 	tcase_add_test(tc, test_system_resolver);
+	tcase_add_test(tc, test_strict_modes);
+	tcase_add_test(tc, test_strict_every_problem);
+	tcase_add_test(tc, test_strict_owner);
+	tcase_add_test(tc, test_policy_load_strict);
+	tcase_add_test(tc, test_load_override);
+	tcase_add_test(tc, test_list_files);
 	suite_add_tcase(s, tc);
 
 	return s;
@@ -1473,6 +2319,7 @@ static Suite *oom_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_oom_parse);
 	tcase_add_test(tc, test_oom_load);
+	tcase_add_test(tc, test_oom_load_ex);
 	suite_add_tcase(s, tc);
 	return s;
 }
