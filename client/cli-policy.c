@@ -246,13 +246,9 @@ static void print_diag(FILE *f, const struct policy_diag *d)
 		fprintf(f, "    %s\n", d->text);
 }
 
-static size_t count_errors(const struct policy_diags *d)
+static const char *plural(size_t n)
 {
-	size_t n = d->dropped;
-
-	for (size_t i = 0; i < d->n; i++)
-		n += !d->v[i].warning;
-	return n;
+	return n == 1 ? "" : "s";
 }
 
 static void print_diags(FILE *f, const struct policy_diags *d)
@@ -291,7 +287,7 @@ static void json_diags(const char *path, const struct policy_diags *d)
 	json_doc_begin(&j);
 	json_begin(&j, "check", '{');
 	json_str(&j, "path", path);
-	json_bool(&j, "ok", count_errors(d) == 0);
+	json_bool(&j, "ok", policy_edit_errors(d) == 0);
 	json_diag_list(&j, "errors", d, false);
 	json_diag_list(&j, "warnings", d, true);
 	json_u64(&j, "dropped", d->dropped);
@@ -317,13 +313,29 @@ static int load_failed(const struct cli *cli, const char *path, const struct pol
 	print_diags(stderr, d);
 	if (cli->json)
 		json_diags(path, d);
-	snprintf(detail, sizeof(detail), "%zu error%s", count_errors(d),
-		 count_errors(d) == 1 ? "" : "s");
+	snprintf(detail, sizeof(detail), "%zu error%s", policy_edit_errors(d),
+		 plural(policy_edit_errors(d)));
 	return cli_fail(cli, r == -ENOMEM ? r : -EINVAL, CLI_POLICY, detail, "%s: %s",
 			cli->verb->name, path);
 }
 
 /* ---- policy check ---- */
+
+/* The last line of policy check: the counts, and for a policy that loads what is in it. */
+static void check_summary(const char *path, const struct policy *pol, const struct policy_diags *d)
+{
+	_cleanup_free_ char *p = cli_escape_text(path, false);
+	size_t errors = policy_edit_errors(d), warnings = d->n + d->dropped - errors;
+
+	if (!pol) {
+		printf("%s: %zu error%s, %zu warning%s\n", p, errors, plural(errors), warnings,
+		       plural(warnings));
+		return;
+	}
+	printf("%s: OK: %zu file%s, %zu device%s, %zu rule%s, %zu warning%s\n", p, pol->n_files,
+	       plural(pol->n_files), pol->n_devices, plural(pol->n_devices), pol->n_rules,
+	       plural(pol->n_rules), warnings, plural(warnings));
+}
 
 static int check_run(struct cli *cli, int argc, char **argv)
 {
@@ -331,7 +343,6 @@ static int check_run(struct cli *cli, int argc, char **argv)
 	struct policy_diags d = { .v = NULL };
 	struct policy *pol = NULL;
 	const char *path;
-	size_t errors;
 	int r = parse_args(cli, argc, argv, policy_only, &a, 0, 1);
 
 	if (r >= 0)
@@ -340,25 +351,15 @@ static int check_run(struct cli *cli, int argc, char **argv)
 	r = load(path, &pol, &d);
 	if (r == -ENOMEM)
 		cli_oom();
-	errors = count_errors(&d);
 	if (cli->json) {
 		json_diags(path, &d);
 	} else {
-		_cleanup_free_ char *p = cli_escape_text(path, false);
 		print_diags(stdout, &d);
-		if (errors)
-			printf("%s: %zu error%s, %zu warning%s\n", p, errors,
-			       errors == 1 ? "" : "s", d.n - (errors - d.dropped),
-			       d.n - (errors - d.dropped) == 1 ? "" : "s");
-		else
-			printf("%s: OK: %zu file%s, %zu device%s, %zu rule%s, %zu warning%s\n", p,
-			       pol->n_files, pol->n_files == 1 ? "" : "s", pol->n_devices,
-			       pol->n_devices == 1 ? "" : "s", pol->n_rules,
-			       pol->n_rules == 1 ? "" : "s", d.n, d.n == 1 ? "" : "s");
+		check_summary(path, r < 0 ? NULL : pol, &d);
 	}
 	policy_free(pol);
 	policy_diags_free(&d);
-	return errors || r < 0 ? EXIT_FAIL : 0;
+	return r < 0 ? EXIT_FAIL : 0;
 }
 
 /* ---- policy show ---- */
@@ -489,7 +490,7 @@ static void show_text(const char *path, const struct policy *pol, const struct p
 	_cleanup_free_ char *p = cli_escape_text(path, false);
 
 	print_diags(stderr, d);
-	printf("policy %s: %zu file%s\n", p, pol->n_files, pol->n_files == 1 ? "" : "s");
+	printf("policy %s: %zu file%s\n", p, pol->n_files, plural(pol->n_files));
 	for (size_t i = 0; i < pol->n_files; i++) {
 		_cleanup_free_ char *f = cli_escape_text(pol->files[i], false);
 		printf("  %s\n", f);
@@ -727,35 +728,42 @@ static size_t test_bars(const struct policy *pol, const struct policy_args *a, c
 	return n;
 }
 
-static void test_print(const struct cli *cli, const char *device, const struct test_peer *t,
-		       const struct test_result *res, size_t n, bool allowed)
+static void test_text(const char *device, const struct test_result *res, size_t n)
+{
+	_cleanup_free_ char *dev = cli_escape_text(device, false);
+
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *msg = cli_escape_text(res[i].message, false);
+		if (bar_independent(res[i].verdict))
+			printf("%s: denied: %s\n", dev, msg);
+		else
+			printf("%s bar %u: %s%s\n", dev, res[i].bar,
+			       res[i].verdict == POLICY_ALLOWED ? "" : "denied: ", msg);
+	}
+}
+
+static void json_test_peer(struct json *j, const struct policy_peer *peer)
+{
+	json_begin(j, "peer", '{');
+	json_u64(j, "uid", peer->uid);
+	json_u64(j, "gid", peer->gid);
+	json_begin(j, "groups", '[');
+	for (size_t i = 0; i < peer->n_groups; i++)
+		json_u64(j, NULL, peer->groups[i]);
+	json_end(j, ']');
+	json_str(j, "unit", peer->unit);
+	json_end(j, '}');
+}
+
+static void test_json(const char *device, const struct test_peer *t, const struct test_result *res,
+		      size_t n, bool allowed)
 {
 	struct json j;
 
-	if (!cli->json) {
-		_cleanup_free_ char *dev = cli_escape_text(device, false);
-		for (size_t i = 0; i < n; i++) {
-			_cleanup_free_ char *msg = cli_escape_text(res[i].message, false);
-			if (bar_independent(res[i].verdict))
-				printf("%s: denied: %s\n", dev, msg);
-			else
-				printf("%s bar %u: %s%s\n", dev, res[i].bar,
-				       res[i].verdict == POLICY_ALLOWED ? "" : "denied: ", msg);
-		}
-		return;
-	}
 	json_doc_begin(&j);
 	json_begin(&j, "test", '{');
 	json_str(&j, "device", device);
-	json_begin(&j, "peer", '{');
-	json_u64(&j, "uid", t->peer.uid);
-	json_u64(&j, "gid", t->peer.gid);
-	json_begin(&j, "groups", '[');
-	for (size_t i = 0; i < t->peer.n_groups; i++)
-		json_u64(&j, NULL, t->peer.groups[i]);
-	json_end(&j, ']');
-	json_str(&j, "unit", t->peer.unit);
-	json_end(&j, '}');
+	json_test_peer(&j, &t->peer);
 	json_bool(&j, "allowed", allowed);
 	json_begin(&j, "results", '[');
 	for (size_t i = 0; i < n; i++) {
@@ -793,7 +801,10 @@ static int test_decide(const struct cli *cli, const struct policy *pol, const st
 		if (bar_independent(r->verdict))
 			break; /* the same for every BAR */
 	}
-	test_print(cli, device, t, res, shown, allowed);
+	if (cli->json)
+		test_json(device, t, res, shown, allowed);
+	else
+		test_text(device, res, shown);
 	return allowed ? 0 : EXIT_FAIL;
 }
 
@@ -860,11 +871,6 @@ static void reload_json(const struct p2pbuf_reload *res, bool ok)
 	json_doc_end(&j);
 }
 
-static const char *plural(unsigned n)
-{
-	return n == 1 ? "" : "s";
-}
-
 static void reload_text(const struct p2pbuf_reload *res)
 {
 	printf("p2pbufd reloaded its policy: %u rule%s (%u added, %u removed), %u device%s "
@@ -894,7 +900,7 @@ static int request_reload(struct cli *cli)
 		if (cli->json)
 			reload_json(&res, false);
 		snprintf(detail, sizeof(detail), "%zu error%s; the policy in force stays",
-			 res.n_errors, res.n_errors == 1 ? "" : "s");
+			 res.n_errors, plural(res.n_errors));
 		p2pbuf_reload_free(&res);
 		return cli_fail(cli, r, CLI_REQUEST | CLI_ADMIN | CLI_POLICY, detail, "reload");
 	}

@@ -388,32 +388,35 @@ done:
 	return 0;
 }
 
-/* Read fd to its end into a buffer of cap bytes grown as needed: a file may grow between the
- * fstat that sized the buffer and the last read. */
+/* Read fd to its end into a buffer of cap bytes (a NUL after them), grown as needed: a file
+ * may grow between the fstat that sized the buffer and the last read. */
 static int read_to_end(int fd, size_t cap, char **ret_text, size_t *ret_len)
 {
-	_cleanup_free_ char *text = NULL;
+	_cleanup_free_ char *text = malloc(cap + 1);
 	size_t len = 0;
-	ssize_t n = 1;
 
-	while (n > 0) {
-		if (!text || len == cap) {
-			char *t;
-			cap = text ? cap * 2 : cap;
-			if (len > POLICY_MAX_SIZE)
-				return -E2BIG;
-			if (!(t = realloc(text, cap + 1)))
-				return -ENOMEM;
-			text = t;
-		}
-		n = read(fd, text + len, cap - len);
-		if (n < 0 && errno != EINTR)
+	if (!text)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(fd, text + len, cap - len);
+		char *t;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
 			return negative_errno();
-		len += n > 0 ? (size_t)n : 0;
-		n = n < 0 ? 1 : n; /* EINTR: read again */
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > POLICY_MAX_SIZE)
+			return -E2BIG;
+		if (len < cap)
+			continue;
+		t = realloc(text, (cap *= 2) + 1);
+		if (!t)
+			return -ENOMEM;
+		text = t;
 	}
-	if (len > POLICY_MAX_SIZE)
-		return -E2BIG;
 	text[len] = '\0';
 	*ret_text = TAKE_PTR(text);
 	*ret_len = len;
@@ -687,7 +690,7 @@ static int apply(const struct policy_edit *e, struct policy_edit_report *rep,
 	return r == -ENOMEM ? say(rep, r, "out of memory") : r;
 }
 
-static size_t count_errors(const struct policy_diags *d)
+size_t policy_edit_errors(const struct policy_diags *d)
 {
 	size_t n = d->dropped;
 
@@ -715,7 +718,8 @@ static int validate(const struct policy_edit *e, struct policy_edit_report *rep,
 	if (r < 0)
 		return say(rep, -EINVAL,
 			   "the policy would not load (%zu error%s): nothing was written",
-			   count_errors(&rep->diags), count_errors(&rep->diags) == 1 ? "" : "s");
+			   policy_edit_errors(&rep->diags),
+			   policy_edit_errors(&rep->diags) == 1 ? "" : "s");
 	return 0;
 }
 
@@ -832,12 +836,38 @@ static int make_dir(struct policy_edit_report *rep, const char *dir, const struc
 	return 0;
 }
 
-/* Temporary file, fsync, rename over, fsync the directory (and its parent, for a new one). */
+/* text into a hidden temporary file in dir, with o's owner and mode, synced, then renamed
+ * over path; the temporary file is gone on failure. */
+static int replace_file(struct policy_edit_report *rep, const char *dir, const char *base,
+			const char *path, const struct owner *o, const char *text, size_t len)
+{
+	_cleanup_(temp_done) struct temp tmp = { .fd = -1 };
+	int r;
+
+	/* Hidden and not ending in ".policy": the daemon never reads it as a drop-in. */
+	if (asprintf(&tmp.path, "%s/.%s.XXXXXX", dir, base) < 0) {
+		tmp.path = NULL;
+		return say(rep, -ENOMEM, "out of memory");
+	}
+	tmp.fd = mkostemp(tmp.path, O_CLOEXEC);
+	if (tmp.fd < 0)
+		return say(rep, negative_errno(), "cannot write in %s: %s", dir, strerror(errno));
+	tmp.linked = true;
+	r = fill_temp(&tmp, o, text, len);
+	if (r < 0)
+		return say(rep, r, "cannot write %s: %s", tmp.path, strerror(-r));
+	if (rename(tmp.path, path) < 0)
+		return say(rep, negative_errno(), "cannot rename %s to %s: %s", tmp.path, path,
+			   strerror(errno));
+	tmp.linked = false;
+	return 0;
+}
+
+/* Install text as t's file, then sync its directory (and the parent of one made for it). */
 static int write_file(const struct policy_edit *e, struct policy_edit_report *rep,
 		      const struct target *t, const char *text, size_t len)
 {
 	_cleanup_(made_dir_done) struct made_dir made = { .path = NULL };
-	_cleanup_(temp_done) struct temp tmp = { .fd = -1 };
 	_cleanup_free_ char *dir = NULL, *parent = NULL;
 	struct owner o = { t->st.st_uid, t->st.st_gid, t->st.st_mode & 07777 };
 	const char *base, *pbase;
@@ -851,22 +881,9 @@ static int write_file(const struct policy_edit *e, struct policy_edit_report *re
 		if (r < 0)
 			return r;
 	}
-	/* Hidden and not ending in ".policy": the daemon never reads it as a drop-in. */
-	if (asprintf(&tmp.path, "%s/.%s.XXXXXX", dir, base) < 0) {
-		tmp.path = NULL;
-		return say(rep, -ENOMEM, "out of memory");
-	}
-	tmp.fd = mkostemp(tmp.path, O_CLOEXEC);
-	if (tmp.fd < 0)
-		return say(rep, negative_errno(), "cannot write in %s: %s", dir, strerror(errno));
-	tmp.linked = true;
-	r = fill_temp(&tmp, &o, text, len);
+	r = replace_file(rep, dir, base, t->path, &o, text, len);
 	if (r < 0)
-		return say(rep, r, "cannot write %s: %s", tmp.path, strerror(-r));
-	if (rename(tmp.path, t->path) < 0)
-		return say(rep, negative_errno(), "cannot rename %s to %s: %s", tmp.path, t->path,
-			   strerror(errno));
-	tmp.linked = false;
+		return r;
 	made.keep = true;
 	/* Installed: a failed sync is reported, but the file is there, and is not taken back. */
 	r = fsync_dir(dir);

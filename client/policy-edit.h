@@ -105,6 +105,9 @@ struct policy_edit_report {
 	struct policy_diags diags; /* on a failed validation: every error; warnings either way */
 };
 
+/* How many of diags are errors, not warnings, counting those it dropped (all errors). */
+size_t policy_edit_errors(const struct policy_diags *diags);
+
 /* Frees what report holds and empties it. Accepts an empty one. */
 void policy_edit_report_done(struct policy_edit_report *report);
 

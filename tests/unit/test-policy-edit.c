@@ -460,6 +460,7 @@ START_TEST(test_install_invalid)
 	ck_assert(!rep.diags.v[0].warning);
 	/* The line the error is on is the pending edit's, not the file's. */
 	ck_assert_str_eq(rep.diags.v[0].text, e.rule);
+	ck_assert_uint_eq(policy_edit_errors(&rep.diags), rep.diags.n);
 	policy_edit_report_done(&rep);
 	text = slurp(fx.policy);
 	ck_assert_str_eq(text, base_policy);
