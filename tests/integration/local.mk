@@ -25,4 +25,5 @@ integration_tests = tests/integration/test-daemon tests/integration/test-revoke 
 TESTS += $(integration_tests)
 EXTRA_DIST += tests/integration/test-cli.sh tests/check-format.sh tests/check-layers.sh \
 	tests/integration/test-service.sh tests/integration/test-doctor.sh \
-	tests/integration/doctor-tree.py tests/integration/test-cli-policy.sh
+	tests/integration/doctor-tree.py tests/integration/test-cli-policy.sh \
+	tests/integration/cli-lib.sh

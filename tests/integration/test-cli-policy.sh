@@ -10,6 +10,7 @@
 set -u
 
 top_builddir=${top_builddir:-$(pwd)}
+top_srcdir=${top_srcdir:-$top_builddir}
 daemon=$top_builddir/daemon/p2pbufd
 client=$top_builddir/client/p2pbuf-client
 dir=$(mktemp -d /tmp/p2pbuf-cli-policy-XXXXXX)
@@ -18,51 +19,9 @@ pol=$dir/policy
 sock=$dir/sock
 uid=$(id -u)
 user=$(id -un)
-passed=0
-failed=0
-pids=()
-
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1: $2"
-	[ -f "$dir/out" ] && sed 's/^/    | /' "$dir/out"
-}
-
-# wait_for SECONDS CMD...: run CMD every 50 ms until it succeeds; fail after SECONDS (generous,
-# for a loaded machine; a passing test never waits for it).
-wait_for() {
-	local tries=$(($1 * 20))
-	shift
-	while ! "$@"; do
-		tries=$((tries - 1))
-		[ "$tries" -gt 0 ] || return 1
-		sleep 0.05
-	done
-}
-
-# run NAME STATUS PATTERN -- ARGS...: the client on $sock exits with STATUS, and its
-# stdout+stderr match the extended regex PATTERN (empty: anything).
-run() {
-	local name=$1 want=$2 pattern=$3
-	shift 4
-	"$client" --socket "$sock" "$@" >"$dir/out" 2>&1 </dev/null
-	local got=$?
-	if [ "$got" -ne "$want" ]; then
-		fail "$name" "exit status $got, expected $want"
-	elif [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$dir/out"; then
-		fail "$name" "output does not match /$pattern/"
-	else
-		pass "$name"
-	fi
-}
+# pass, fail, wait_for, run, json_ok, run_json, file_has; cleanup at exit.
+# shellcheck source=tests/integration/cli-lib.sh
+. "$top_srcdir/tests/integration/cli-lib.sh"
 
 # policy NAME STATUS PATTERN VERB ARGS...: run for "policy VERB --policy $pol ARGS".
 policy() {
@@ -71,24 +30,11 @@ policy() {
 	run "$name" "$want" "$pattern" -- policy "$verb" --policy "$pol" "$@"
 }
 
-# json NAME STATUS PYTHON_EXPR ARGS...: the client with --json exits with STATUS and EXPR
-# holds for d, the list of the JSON documents it printed (one a line).
+# json NAME STATUS PYTHON_EXPR ARGS...: run_json on $sock.
 json() {
 	local name=$1 want=$2 expr=$3
 	shift 3
-	"$client" --socket "$sock" --json "$@" >"$dir/json" 2>"$dir/out" </dev/null
-	local got=$?
-	if [ "$got" -ne "$want" ]; then
-		fail "$name" "exit status $got, expected $want"
-	elif ! python3 -c '
-import json, sys
-d = [json.loads(l) for l in open(sys.argv[1])]
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$dir/json" "$expr" 2>>"$dir/out"; then
-		cat "$dir/json" >>"$dir/out"
-		fail "$name" "JSON does not satisfy: $expr"
-	else
-		pass "$name"
-	fi
+	run_json "$name" "$want" "$expr" -- --socket "$sock" "$@"
 }
 
 # same NAME FILE: the policy is byte for byte FILE (an edit undone, or refused).
@@ -105,7 +51,6 @@ clean() {
 }
 
 exported() { "$client" --socket "$sock" export sim0 --bar "$1" --length 4K -- true 2>/dev/null; }
-file_has() { grep -Eq -- "$2" "$1" 2>/dev/null; } # quiet: the file may not exist yet
 
 cat >"$pol" <<EOF
 # The test's policy: two devices, rules for this user, a group and a unit.

@@ -16,77 +16,9 @@ sock=$dir/sock
 sock2=$dir/sock2
 ctl2=$dir/ctl2
 uid=$(id -u)
-passed=0
-failed=0
-pids=()
-
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL: $1: $2"
-	[ -f "$dir/out" ] && sed 's/^/    | /' "$dir/out"
-}
-
-# wait_for SECONDS CMD...: run CMD every 50 ms until it succeeds; fail after SECONDS. The
-# limit is generous, for a loaded machine; a passing test never waits for it.
-wait_for() {
-	local tries=$(($1 * 20))
-	shift
-	while ! "$@"; do
-		tries=$((tries - 1))
-		[ "$tries" -gt 0 ] || return 1
-		sleep 0.05
-	done
-}
-
-# run NAME EXPECTED_STATUS PATTERN -- ARGS...: run the client on $sock, check the exit status
-# and that stdout+stderr match the extended regex PATTERN.
-run() {
-	local name=$1 want=$2 pattern=$3
-	shift 4
-	"$client" --socket "$sock" "$@" >"$dir/out" 2>&1
-	local got=$?
-	if [ "$got" -ne "$want" ]; then
-		fail "$name" "exit status $got, expected $want"
-	elif [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$dir/out"; then
-		fail "$name" "output does not match /$pattern/"
-	else
-		pass "$name"
-	fi
-}
-
-# json_ok FILE PYTHON_EXPR: every line of FILE is a JSON document; EXPR holds for d, the list
-# of them.
-json_ok() {
-	python3 -c '
-import json, sys
-d = [json.loads(l) for l in open(sys.argv[1])]
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" 2>>"$dir/out"
-}
-
-# run_json NAME EXPECTED_STATUS PYTHON_EXPR -- ARGS...: run the client with --json; check the
-# exit status and that its stdout satisfies json_ok.
-run_json() {
-	local name=$1 want=$2 expr=$3
-	shift 4
-	"$client" --json "$@" >"$dir/json" 2>"$dir/out"
-	local got=$?
-	if [ "$got" -ne "$want" ]; then
-		fail "$name" "exit status $got, expected $want"
-	elif ! json_ok "$dir/json" "$expr"; then
-		cat "$dir/json" >>"$dir/out"
-		fail "$name" "JSON does not satisfy: $expr"
-	else
-		pass "$name"
-	fi
-}
+# pass, fail, wait_for, run, json_ok, run_json, file_has; cleanup at exit.
+# shellcheck source=tests/integration/cli-lib.sh
+. "$top_srcdir/tests/integration/cli-lib.sh"
 
 # An error document, with the errno name and the exit status it reported.
 error_is() { echo "len(d) == 1 and d[0]['error']['errno'] == '$1' and d[0]['error']['exit_status'] == $2 and sorted(d[0]['error']) == ['code', 'context', 'detail', 'errno', 'exit_status', 'hint', 'message']"; }
@@ -96,7 +28,6 @@ device_state() { # SOCKET DEVICE STATE: the device is listed in that state
 		json_ok "$dir/state.json" "any(x['name'] == '$2' and x['state'] == '$3' for x in d[0]['devices'])"
 }
 lease_listed() { "$client" --socket "$sock" leases 2>/dev/null | grep -q "$1"; }
-file_has() { grep -Eq -- "$2" "$1" 2>/dev/null; } # quiet: the file may not exist yet
 
 # exited NAME PID STATUS PATTERN FILE: the background client PID exits with STATUS, and what
 # it wrote to FILE matches PATTERN.
