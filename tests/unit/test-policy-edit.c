@@ -322,7 +322,7 @@ static void write_file(const char *path, const char *text, mode_t mode)
 
 static void setup(void)
 {
-	snprintf(fx.dir, sizeof(fx.dir), "/tmp/p2pbuf-edit-XXXXXX");
+	snprintf(fx.dir, sizeof(fx.dir), "/tmp/p2pbuf-test-edit-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(fx.dir));
 	snprintf(fx.policy, sizeof(fx.policy), "%s/policy", fx.dir);
 	snprintf(fx.dropins, sizeof(fx.dropins), "%s/policy.d", fx.dir);
