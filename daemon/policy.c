@@ -1665,7 +1665,8 @@ static int take_diags(struct policy_parser *p, struct policy_diags *ret_diags)
 {
 	int err = 0;
 
-	qsort(p->found, p->n_found, sizeof(*p->found), compare_found);
+	if (p->n_found) /* qsort of a NULL array is undefined, even empty */
+		qsort(p->found, p->n_found, sizeof(*p->found), compare_found);
 	for (size_t i = 0; i < p->n_found && !err; i++)
 		err = p->found[i].err;
 	if (!err)
