@@ -102,10 +102,20 @@ void daemon_hand_over(struct daemon *d);
 /* Free everything (closes the devices: blocking). */
 void daemon_finish(struct daemon *d);
 
+/* What a reload changed. */
+struct reload_summary {
+	unsigned rules_added, rules_removed; /* rules compared by content, not line */
+	unsigned devices_added, devices_removed, devices_changed;
+	unsigned leases_revoked;
+};
+
 /* Replace the policy by p (owned from now on) atomically: either p and every table derived
- * from it are in place and every live lease was re-checked, or nothing changed and
- * *ret_error (malloc'd) says why. */
-int daemon_reload(struct daemon *d, struct policy *p, char **ret_error);
+ * from it are in place, the devices follow it (added ones open on the worker, removed ones
+ * close once their leases, revoked now with reason policy, have ended; see registry_commit)
+ * and every live lease was re-checked, *ret_summary (may be NULL) says what changed and
+ * *ret_error is NULL; or nothing changed and *ret_error (malloc'd) says why. */
+int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret_summary,
+		  char **ret_error);
 
 /* Load d->opt.policy_path again and daemon_reload() it; the outcome is logged either way. */
-int daemon_reload_file(struct daemon *d, char **ret_error);
+int daemon_reload_file(struct daemon *d, struct reload_summary *ret_summary, char **ret_error);
