@@ -904,7 +904,8 @@ START_TEST(reload_removes_device_holder_keeps)
 	ck_assert(wait_unlisted(c, "sim2"));
 	ck_assert(!fifo_open("sim1"));
 	ck_assert(!fifo_open("sim2"));
-	ck_assert_int_eq(logged("kept it past the deadline (reason policy); cycling"), 2);
+	ck_assert_int_eq(
+	    logged("kept it past the deadline (reason policy); closing the removed device,"), 2);
 	close(fa);
 	close(fb);
 	p2pbuf_disconnect(c);
