@@ -694,14 +694,16 @@ static const char reload_remove_fmt[] = "device sim0 sim bar 0 1M revoke-deadlin
 					"allow user %1$u device sim0\n"
 					"admin user %1$u\n";
 
-/* sim0's deadline shortened: its options alone change. */
+/* sim0's deadline shortened: its options alone change. The same rules in another order and
+ * on other lines are not a change. */
 static const char reload_options_fmt[] =
+    "# rules first\n"
+    "allow user %1$u device sim2\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim1\n"
     "device sim0 sim bar 0 1M revoke-deadline 1s\n"
     "device sim1 sim bar 0 1M revoke-deadline 1s\n"
     "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
-    "allow user %1$u device sim0\n"
-    "allow user %1$u device sim1\n"
-    "allow user %1$u device sim2\n"
     "admin user %1$u\n";
 
 /* sim1's hardware changes (a 2M BAR): a removal and an addition under one name. */
