@@ -201,8 +201,9 @@ void audit_overdue(const struct lease *l, int holders, bool enforced)
 	if (enforced)
 		emit(&e,
 		     "lease %" PRIu64 " on %s: %d holder(s) kept it past the deadline (reason %s); "
-		     "cycling the device, which ends its other %u lease(s)",
+		     "%s, which ends its other %u lease(s)",
 		     l->id, device_name(l), holders, wire_reason_name(l->reason),
+		     l->device->removing ? "closing the removed device" : "cycling the device",
 		     l->device->leases.n - 1);
 	else
 		emit(&e,

@@ -13,7 +13,8 @@
 #include "peer.h"
 #include "session.h"
 
-static int recheck(struct daemon *d, const struct policy *p, char **ret_error);
+static unsigned recheck(struct daemon *d, const struct policy *p, unsigned *counts,
+			uint64_t *bytes);
 
 /* ---- what the lower modules report ---- */
 
@@ -33,6 +34,7 @@ static void on_ended(void *ctx, const struct lease *l)
 	audit_ended(l);
 	persist_lease_ended(d->persist, l);
 	events_lease_revoked(ctx, l);
+	registry_lease_ended(l->device);
 }
 
 static void on_overdue(void *ctx, const struct lease *l, int holders, bool enforced)
@@ -207,6 +209,16 @@ static int adopt_lease(struct daemon *d, struct device *dev, const P2pbuf__State
 	return 0;
 }
 
+/* dev's place among the registry's devices (they do not change during start-up). */
+static size_t device_index(struct registry *reg, const struct device *dev)
+{
+	size_t i = 0;
+
+	while (registry_device(reg, i) != dev)
+		i++;
+	return i;
+}
+
 /* Adopt every recorded lease whose device was adopted and whose buffer was parked. A lease
  * that does not match is closed; its device is cycled afterwards, since a holder may still
  * have a buffer the daemon can no longer account for. Returns how many were adopted. */
@@ -233,7 +245,7 @@ static unsigned adopt_leases(struct daemon *d, struct inventory *inv, bool *cycl
 		closep(&fd);
 		persist_forget(d->persist, name);
 		if (dev)
-			cycle[dev - registry_device(d->registry, 0)] = true;
+			cycle[device_index(d->registry, dev)] = true;
 	}
 	if (inv->next_lease_id > d->leases.next_id)
 		d->leases.next_id = inv->next_lease_id;
@@ -286,16 +298,17 @@ static int adopt(struct daemon *d, struct inventory *inv)
 {
 	size_t n = registry_count(d->registry);
 	_cleanup_free_ bool *cycle = calloc(n + 1, sizeof(*cycle));
-	char *err = NULL;
+	unsigned *counts = calloc(d->policy->n_rules + 1, sizeof(*counts));
+	uint64_t *bytes = calloc(d->policy->n_rules + 1, sizeof(*bytes));
 
-	if (!cycle)
+	if (!cycle || !counts || !bytes) {
+		free(counts);
+		free(bytes);
 		return -ENOMEM;
+	}
 	unsigned adopted = adopt_leases(d, inv, cycle);
 	drop_unknown(d, inv, cycle);
-	int r = recheck(d, d->policy, &err);
-	free(err);
-	if (r < 0)
-		return r;
+	recheck(d, d->policy, counts, bytes);
 	for (size_t i = 0; i < n; i++)
 		if (cycle[i])
 			registry_cycle(registry_device(d->registry, i),
@@ -410,11 +423,12 @@ void daemon_finish(struct daemon *d)
 /* ---- policy ---- */
 
 /* The first rule of p that allows l as its peer asked, with room under its max-leases and
- * max-bytes as counted so far in counts and bytes, or -1. */
+ * max-bytes as counted so far in counts and bytes, or -1. A lease on a device being removed
+ * has none. */
 static int allowing_rule(const struct policy *p, const struct lease *l, const unsigned *counts,
 			 const uint64_t *bytes)
 {
-	int dev = policy_find_device(p, l->device->decl.name);
+	int dev = l->device->removing ? -1 : policy_find_device(p, l->device->decl.name);
 	const struct policy_rule *rule = NULL;
 
 	if (dev < 0)
@@ -429,33 +443,15 @@ static int allowing_rule(const struct policy *p, const struct lease *l, const un
 	return -1;
 }
 
-/* Whether p declares the same devices, in the same order, as the registry has. */
-static const char *device_change(const struct daemon *d, const struct policy *p)
+/* Count every live lease and its bytes against the first rule of p that allows it into
+ * counts and bytes (p->n_rules zeroed entries each, owned from now on), swap the counts in,
+ * and revoke what p no longer allows (which cannot fail). Returns how many leases were
+ * revoked. */
+static unsigned recheck(struct daemon *d, const struct policy *p, unsigned *counts, uint64_t *bytes)
 {
-	if (p->n_devices != registry_count(d->registry))
-		return "the set of devices changed (restart p2pbufd to change devices)";
-	for (size_t i = 0; i < p->n_devices; i++)
-		if (!registry_same_device(&p->devices[i], &registry_device(d->registry, i)->decl))
-			return "a device declaration changed (restart p2pbufd to change devices)";
-	return NULL;
-}
-
-/* Count every live lease against the first rule of p that allows it (computed into a new
- * array before anything changes), swap the counts in, and revoke what p no longer allows.
- * Returns how many leases were revoked, or -ENOMEM with nothing changed. */
-static int recheck(struct daemon *d, const struct policy *p, char **ret_error)
-{
-	unsigned *counts = calloc(p->n_rules + 1, sizeof(*counts));
-	uint64_t *bytes = calloc(p->n_rules + 1, sizeof(*bytes));
 	struct lease *l, *next;
-	int revoked = 0;
+	unsigned revoked = 0;
 
-	if (!counts || !bytes) {
-		free(counts);
-		free(bytes);
-		*ret_error = strdup("out of memory");
-		return -ENOMEM;
-	}
 	/* Lingering leases count too: quotas hold until a buffer is really let go. */
 	TAILQ_FOREACH (l, &d->leases.all, in_table) {
 		l->next_rule = allowing_rule(p, l, counts, bytes);
@@ -481,33 +477,122 @@ static int recheck(struct daemon *d, const struct policy *p, char **ret_error)
 	return revoked;
 }
 
-/* Every step that can fail comes before the first change: the device check, then recheck()
- * computes its counts before it swaps anything. Revoking what the new policy no longer
- * allows cannot fail. */
+/* A rule of a policy, for comparing rules of two policies by what they say. */
+struct rule_ref {
+	const struct policy *p;
+	const struct policy_rule *r;
+};
+
+static int cmp_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? -1 : a > b;
+}
+
+/* Rules ordered by content (who, the device's name, BAR, range, limits), not by place. */
+static int rule_cmp(const void *x, const void *y)
+{
+	const struct rule_ref *ra = x, *rb = y;
+	const struct policy_rule *a = ra->r, *b = rb->r;
+	int c = strcmp(ra->p->devices[a->device].name, rb->p->devices[b->device].name);
+
+	if (c == 0)
+		c = cmp_u64(a->who.kind, b->who.kind);
+	if (c == 0)
+		c = a->who.kind == POLICY_UNIT ? strcmp(a->who.name, b->who.name)
+					       : cmp_u64(a->who.id, b->who.id);
+	if (c == 0)
+		c = cmp_u64((uint64_t)(a->bar + 1), (uint64_t)(b->bar + 1));
+	if (c == 0)
+		c = cmp_u64(a->has_range, b->has_range);
+	if (c == 0 && a->has_range)
+		c = cmp_u64(a->range.offset, b->range.offset);
+	if (c == 0 && a->has_range)
+		c = cmp_u64(a->range.length, b->range.length);
+	if (c == 0)
+		c = cmp_u64(a->max_leases, b->max_leases);
+	if (c == 0)
+		c = cmp_u64(a->max_bytes, b->max_bytes);
+	return c ? c : cmp_u64(a->ttl_ms, b->ttl_ms);
+}
+
+/* p's rules, sorted by content. */
+static struct rule_ref *sorted_rules(const struct policy *p)
+{
+	struct rule_ref *refs = calloc(p->n_rules + 1, sizeof(*refs));
+
+	if (!refs)
+		return NULL;
+	for (size_t i = 0; i < p->n_rules; i++)
+		refs[i] = (struct rule_ref){ p, &p->rules[i] };
+	qsort(refs, p->n_rules, sizeof(*refs), rule_cmp);
+	return refs;
+}
+
+/* How many rules of to are not in from (added) and of from not in to (removed), each rule
+ * counted as often as it is written. -ENOMEM. */
+static int rule_changes(const struct policy *from, const struct policy *to,
+			struct reload_summary *summary)
+{
+	_cleanup_free_ struct rule_ref *a = sorted_rules(from);
+	_cleanup_free_ struct rule_ref *b = sorted_rules(to);
+	size_t i = 0, j = 0;
+
+	if (!a || !b)
+		return -ENOMEM;
+	while (i < from->n_rules || j < to->n_rules) {
+		int c = i == from->n_rules ? 1 : j == to->n_rules ? -1 : rule_cmp(&a[i], &b[j]);
+		summary->rules_removed += c < 0;
+		summary->rules_added += c > 0;
+		i += c <= 0;
+		j += c >= 0;
+	}
+	return 0;
+}
+
+static void log_reload(const struct daemon *d, const struct policy *p,
+		       const struct reload_summary *s)
+{
+	char line[256];
+
+	snprintf(line, sizeof(line),
+		 "%zu devices, %zu rules; rules %u added, %u removed; devices %u added, %u "
+		 "removed, %u changed; %u lease(s) revoked",
+		 p->n_devices, p->n_rules, s->rules_added, s->rules_removed, s->devices_added,
+		 s->devices_removed, s->devices_changed, s->leases_revoked);
+	audit_reload(d->opt.policy_path, true, line);
+}
+
+/* Every step that can fail comes before the first change: the device plan, the rule
+ * counts and the comparison of the rules allocate all they need. Then the registry takes
+ * its changes, and recheck() revokes what the new policy no longer allows (the leases of
+ * removed devices among them, which are closed once those have ended); neither can fail. */
 int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret_summary,
 		  char **ret_error)
 {
-	const char *why = device_change(d, p);
-	char summary[128];
+	_cleanup_(registry_plan_freep) struct registry_plan *plan = NULL;
+	unsigned *counts = calloc(p->n_rules + 1, sizeof(*counts));
+	uint64_t *bytes = calloc(p->n_rules + 1, sizeof(*bytes));
+	struct reload_summary s = {};
 
-	if (why) {
-		*ret_error = strdup(why);
+	if (!counts || !bytes || registry_plan_new(d->registry, p, &plan) < 0 ||
+	    rule_changes(d->policy, p, &s) < 0) {
+		free(counts);
+		free(bytes);
 		policy_free(p);
-		return -EINVAL;
+		*ret_error = strdup("out of memory");
+		return -ENOMEM;
 	}
-	int revoked = recheck(d, p, ret_error);
-	if (revoked < 0) {
-		policy_free(p);
-		return revoked;
-	}
-	for (size_t i = 0; i < p->n_devices; i++)
-		registry_update(d->registry, i, &p->devices[i]);
+	struct registry_changes ch = registry_plan_changes(plan);
+	s.devices_added = ch.added;
+	s.devices_removed = ch.removed;
+	s.devices_changed = ch.changed;
+	registry_commit(TAKE_PTR(plan));
+	s.leases_revoked = recheck(d, p, counts, bytes);
 	policy_free(d->policy);
 	d->policy = p;
-	snprintf(summary, sizeof(summary), "%zu devices, %zu rules, %d lease(s) no longer allowed",
-		 p->n_devices, p->n_rules, revoked);
-	audit_reload(d->opt.policy_path, true, summary);
-	*ret_summary = (struct reload_summary){ .leases_revoked = (unsigned)revoked };
+	log_reload(d, p, &s);
+	if (ret_summary)
+		*ret_summary = s;
 	*ret_error = NULL;
 	return 0;
 }

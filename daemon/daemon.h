@@ -114,8 +114,10 @@ void daemon_hand_over(struct daemon *d);
 void daemon_finish(struct daemon *d);
 
 /* Replace the policy by p (owned from now on) atomically: either p and every table derived
- * from it are in place, every live lease was re-checked and *ret_summary says what changed,
- * or nothing changed and *ret_error (malloc'd) says why. */
+ * from it are in place, the devices follow it (added ones open on the worker, removed ones
+ * close once their leases, revoked now with reason policy, have ended; see registry_commit)
+ * and every live lease was re-checked, *ret_summary (may be NULL) says what changed and
+ * *ret_error is NULL; or nothing changed and *ret_error (malloc'd) says why. */
 int daemon_reload(struct daemon *d, struct policy *p, struct reload_summary *ret_summary,
 		  char **ret_error);
 

@@ -344,18 +344,17 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
-/* SIGHUP: load the policy again; a policy with an error, or one that changes which devices
- * the daemon owns, is refused and the current one stays (fail closed). */
+/* SIGHUP: load the policy again; a policy with an error is refused and the current one stays
+ * (fail closed). */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
 	_cleanup_free_ char *err = NULL;
-	struct reload_summary summary;
 
 	/* MONOTONIC_USEC lets a systemd that knows Type=notify-reload match this reload to the
 	 * request; older ones ignore it. */
 	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading the policy",
 		   (unsigned long long)clock_monotonic_ms() * 1000);
-	int r = daemon_reload_file(arg, &summary, &err);
+	int r = daemon_reload_file(arg, NULL, &err);
 	sd_notify(0, r < 0 ? "READY=1\nSTATUS=Policy reload refused; see the log"
 			   : "READY=1\nSTATUS=Policy reloaded");
 }

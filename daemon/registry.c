@@ -17,8 +17,12 @@ struct registry {
 	struct event_base *base;
 	struct worker *worker;
 	struct registry_callbacks cb;
-	struct device *devices;
-	size_t n_devices;
+	registry_backend_fn backend;
+	/* Each device is allocated on its own, so that leases may point to it while others
+	 * come and go: declared ones, then those a reload added; removed ones until freed. */
+	struct device **devices;
+	size_t n_devices, cap;
+	struct event *ev_reap; /* frees removed devices whose leases have ended (made active) */
 };
 
 const struct device_ops *registry_default_backend(const struct policy_device *decl)
@@ -140,17 +144,54 @@ static bool adopt(struct registry *reg, struct device *dev, struct device_handle
 	return true;
 }
 
-static void open_at_start(struct registry *reg, struct device *dev,
-			  const struct policy_device *decl, registry_backend_fn backend)
+static struct device *device_new(struct registry *reg, const struct policy_device *decl)
+{
+	struct device *dev = calloc(1, sizeof(*dev));
+
+	if (!dev)
+		return NULL;
+	dev->reg = reg;
+	dev->decl = *decl;
+	dev->ops = reg->backend(decl);
+	LIST_INIT(&dev->leases.list);
+	LIST_INIT(&dev->waiters);
+	return dev;
+}
+
+/* Close (blocking: the kernel may wait for importers) and free; waiters are dropped
+ * unanswered. */
+static void device_free(struct device *dev)
+{
+	struct reset_waiter *w;
+
+	unwatch(dev);
+	dev->ops->close(dev->handle);
+	while ((w = LIST_FIRST(&dev->waiters))) {
+		LIST_REMOVE(w, link);
+		free(w);
+	}
+	free(dev);
+}
+
+/* Room for n more devices in the array. */
+static int reserve(struct registry *reg, size_t n)
+{
+	if (reg->n_devices + n <= reg->cap)
+		return 0;
+	size_t cap = reg->n_devices + n;
+	struct device **a = reallocarray(reg->devices, cap, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	reg->devices = a;
+	reg->cap = cap;
+	return 0;
+}
+
+static void open_at_start(struct registry *reg, struct device *dev)
 {
 	struct device_handle *handle = NULL;
 	char msg[256];
 
-	dev->reg = reg;
-	dev->decl = *decl;
-	dev->ops = backend(decl);
-	LIST_INIT(&dev->leases.list);
-	LIST_INIT(&dev->waiters);
 	if (adopt(reg, dev, &handle, msg, sizeof(msg)))
 		install(dev, handle, msg);
 	else if (device_open(dev, &handle, &dev->info, msg, sizeof(msg)) < 0)
@@ -160,6 +201,8 @@ static void open_at_start(struct registry *reg, struct device *dev,
 	report(dev);
 }
 
+static void on_reap(evutil_socket_t fd, short what, void *arg);
+
 int registry_new(struct event_base *base, struct worker *worker, const struct policy *policy,
 		 registry_backend_fn backend, const struct registry_callbacks *cb,
 		 struct registry **ret_reg)
@@ -168,39 +211,37 @@ int registry_new(struct event_base *base, struct worker *worker, const struct po
 
 	if (!reg)
 		return -ENOMEM;
-	reg->devices = calloc(policy->n_devices ? policy->n_devices : 1, sizeof(*reg->devices));
-	if (!reg->devices) {
-		free(reg);
-		return -ENOMEM;
-	}
 	reg->base = base;
 	reg->worker = worker;
 	reg->cb = *cb;
-	reg->n_devices = policy->n_devices;
-	for (size_t i = 0; i < policy->n_devices; i++)
-		open_at_start(reg, &reg->devices[i], &policy->devices[i],
-			      backend ? backend : registry_default_backend);
+	reg->backend = backend ? backend : registry_default_backend;
+	reg->ev_reap = event_new(base, -1, 0, on_reap, reg);
+	if (!reg->ev_reap || reserve(reg, policy->n_devices) < 0) {
+		registry_free(reg);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < policy->n_devices; i++) {
+		struct device *dev = device_new(reg, &policy->devices[i]);
+		if (!dev) {
+			registry_free(reg);
+			return -ENOMEM;
+		}
+		reg->devices[reg->n_devices++] = dev;
+		open_at_start(reg, dev);
+	}
 	*ret_reg = reg;
 	return 0;
 }
 
 void registry_free(struct registry *reg)
 {
-	struct reset_waiter *w;
-
 	if (!reg)
 		return;
-	for (size_t i = 0; i < reg->n_devices; i++) {
-		struct device *dev = &reg->devices[i];
-		unwatch(dev);
-		dev->ops->close(dev->handle);
-		dev->handle = NULL;
-		while ((w = LIST_FIRST(&dev->waiters))) {
-			LIST_REMOVE(w, link);
-			free(w);
-		}
-	}
+	for (size_t i = 0; i < reg->n_devices; i++)
+		device_free(reg->devices[i]);
 	free(reg->devices);
+	if (reg->ev_reap)
+		event_free(reg->ev_reap);
 	free(reg);
 }
 
@@ -211,15 +252,33 @@ size_t registry_count(const struct registry *reg)
 
 struct device *registry_device(struct registry *reg, size_t index)
 {
-	return index < reg->n_devices ? &reg->devices[index] : NULL;
+	return index < reg->n_devices ? reg->devices[index] : NULL;
+}
+
+/* The device called name that is still declared, or NULL. */
+static struct device *find_declared(const struct registry *reg, const char *name)
+{
+	for (size_t i = 0; i < reg->n_devices; i++)
+		if (!reg->devices[i]->removing && strcmp(reg->devices[i]->decl.name, name) == 0)
+			return reg->devices[i];
+	return NULL;
+}
+
+/* Any device called name other than except, declared or being removed, or NULL. */
+static struct device *find_any(const struct registry *reg, const char *name,
+			       const struct device *except)
+{
+	for (size_t i = 0; i < reg->n_devices; i++)
+		if (reg->devices[i] != except && strcmp(reg->devices[i]->decl.name, name) == 0)
+			return reg->devices[i];
+	return NULL;
 }
 
 struct device *registry_find(struct registry *reg, const char *name)
 {
-	for (size_t i = 0; i < reg->n_devices; i++)
-		if (strcmp(reg->devices[i].decl.name, name) == 0)
-			return &reg->devices[i];
-	return NULL;
+	struct device *dev = find_declared(reg, name);
+
+	return dev ? dev : find_any(reg, name, NULL);
 }
 
 unsigned registry_ready(const struct registry *reg)
@@ -227,7 +286,7 @@ unsigned registry_ready(const struct registry *reg)
 	unsigned n = 0;
 
 	for (size_t i = 0; i < reg->n_devices; i++)
-		n += reg->devices[i].state == STATE_READY;
+		n += reg->devices[i]->state == STATE_READY;
 	return n;
 }
 
@@ -239,15 +298,37 @@ bool registry_same_device(const struct policy_device *a, const struct policy_dev
 	       memcmp(&a->sim_msix_pba, &b->sim_msix_pba, sizeof(a->sim_msix_pba)) == 0;
 }
 
-int registry_update(struct registry *reg, size_t index, const struct policy_device *decl)
+/* Whether the options of two declarations of the same device differ. */
+static bool options_differ(const struct policy_device *a, const struct policy_device *b)
 {
-	struct device *dev = registry_device(reg, index);
+	return a->revoke_deadline_ms != b->revoke_deadline_ms || a->revocation != b->revocation ||
+	       a->on_error != b->on_error || a->sim_cycle_delay_ms != b->sim_cycle_delay_ms;
+}
 
-	if (!dev || !registry_same_device(&dev->decl, decl))
+int registry_update(struct device *dev, const struct policy_device *decl)
+{
+	if (dev->removing || !registry_same_device(&dev->decl, decl))
 		return -EINVAL;
-	/* The worker reads only the identity fields during a cycle, and those are unchanged. */
+	/* The worker reads the declaration while it opens the device (sim: its cycle delay):
+	 * its options change when the job ends. Where it was declared is the loop's alone. */
+	dev->decl.file = decl->file;
+	dev->decl.line = decl->line;
+	if (dev->cycling) {
+		dev->next_decl = *decl;
+		dev->has_next_decl = true;
+		return 0;
+	}
 	dev->decl = *decl;
 	return 0;
+}
+
+/* On the loop, once the worker's job on dev has ended. */
+static void job_ended(struct device *dev)
+{
+	dev->cycling = false;
+	if (dev->has_next_decl && !dev->removing)
+		dev->decl = dev->next_decl;
+	dev->has_next_decl = false;
 }
 
 static void answer_waiters(struct device *dev, int error, const char *message)
@@ -279,7 +360,7 @@ void registry_drop_waiters(struct registry *reg, void *token)
 {
 	for (size_t i = 0; i < reg->n_devices; i++) {
 		struct reset_waiter *w, *next;
-		for (w = LIST_FIRST(&reg->devices[i].waiters); w; w = next) {
+		for (w = LIST_FIRST(&reg->devices[i]->waiters); w; w = next) {
 			next = LIST_NEXT(w, link);
 			if (w->token == token) {
 				LIST_REMOVE(w, link);
@@ -289,19 +370,60 @@ void registry_drop_waiters(struct registry *reg, void *token)
 	}
 }
 
+static void wake_reaper(struct registry *reg)
+{
+	event_active(reg->ev_reap, EV_TIMEOUT, 1);
+}
+
+/* A removed device's job has ended: what it opened (nothing was exported from it) goes to
+ * the reaper, which closes it on the worker. Returns false for a device still declared. */
+static bool hand_to_reaper(struct device *dev)
+{
+	if (!dev->removing)
+		return false;
+	dev->handle = TAKE_PTR(dev->job_handle);
+	wake_reaper(dev->reg);
+	return true;
+}
+
+/* After the worker opened dev: serve it, or say why not; either way its waiters hear. */
+static void opened(struct device *dev, int r, const char *failed)
+{
+	if (r < 0) {
+		set_state(dev, STATE_FAILED, failed);
+		report(dev);
+		answer_waiters(dev, r, dev->message);
+		return;
+	}
+	dev->info = dev->job_info;
+	install(dev, TAKE_PTR(dev->job_handle), dev->job_msg);
+	report(dev);
+	if (dev->state == STATE_READY)
+		answer_waiters(dev, 0, NULL);
+	else
+		answer_waiters(dev, -EIO, dev->message);
+}
+
+/* Worker thread: open dev into the job_* fields, which only the job's completion reads; a
+ * device found gone meanwhile is not opened. */
+static int job_open(struct device *dev)
+{
+	dev->job_handle = NULL;
+	dev->job_msg[0] = '\0';
+	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) == STATE_GONE)
+		return 0;
+	return device_open(dev, &dev->job_handle, &dev->job_info, dev->job_msg,
+			   sizeof(dev->job_msg));
+}
+
 /* Worker thread: close (permanent revoke of every buffer), then reopen (the kernel resets).
- * The loop leaves dev->handle alone while cycling; the reopened device goes into the job_*
- * fields, which only cycle_done() reads. A device found gone is not reopened. */
+ * The loop leaves dev->handle alone while cycling. */
 static int cycle_run(void *arg)
 {
 	struct device *dev = arg;
 
 	dev->ops->close(dev->handle);
-	dev->job_handle = NULL;
-	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) == STATE_GONE)
-		return 0;
-	return device_open(dev, &dev->job_handle, &dev->job_info, dev->job_msg,
-			   sizeof(dev->job_msg));
+	return job_open(dev);
 }
 
 static void cycle_done(void *arg, int r)
@@ -309,8 +431,10 @@ static void cycle_done(void *arg, int r)
 	struct device *dev = arg;
 	char msg[sizeof(dev->message)];
 
-	dev->cycling = false;
+	job_ended(dev);
 	dev->handle = NULL;
+	if (hand_to_reaper(dev))
+		return;
 	if (dev->state == STATE_GONE) {
 		/* Gone while reopening: the fresh handle exported nothing, so closing it here
 		 * does not wait on importers. */
@@ -320,21 +444,10 @@ static void cycle_done(void *arg, int r)
 		return;
 	}
 	dev->generation++;
-	if (r < 0) {
-		snprintf(msg, sizeof(msg), "reopening after a device cycle failed: %.200s",
-			 dev->job_msg);
-		set_state(dev, STATE_FAILED, msg);
-		report(dev);
-		answer_waiters(dev, r, dev->message);
-		return;
-	}
-	dev->info = dev->job_info;
-	install(dev, TAKE_PTR(dev->job_handle), NULL);
-	report(dev);
-	if (dev->state == STATE_READY)
-		answer_waiters(dev, 0, NULL);
-	else
-		answer_waiters(dev, -EIO, dev->message);
+	snprintf(msg, sizeof(msg), "reopening after a device cycle failed: %.200s", dev->job_msg);
+	/* A reopened device's message is the cycle's, not the first open's. */
+	dev->job_msg[0] = '\0';
+	opened(dev, r, msg);
 }
 
 static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, int))
@@ -342,6 +455,30 @@ static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, 
 	dev->cycling = true;
 	dev->job = (struct worker_job){ .run = run, .done = done, .arg = dev };
 	worker_submit(dev->reg->worker, &dev->job);
+}
+
+/* Worker thread: open a device a reload declared. */
+static int open_run(void *arg)
+{
+	return job_open(arg);
+}
+
+static void open_done(void *arg, int r)
+{
+	struct device *dev = arg;
+
+	job_ended(dev);
+	if (!hand_to_reaper(dev))
+		opened(dev, r, dev->job_msg);
+}
+
+/* Open a device a reload declared, on the worker: not ready until then. */
+static void start_open(struct device *dev)
+{
+	dev->waiting = false;
+	set_state(dev, STATE_CYCLING, "opening: declared by a policy reload");
+	report(dev);
+	submit(dev, open_run, open_done);
 }
 
 static void closing(struct device *dev)
@@ -360,9 +497,23 @@ static void buffers_dying(struct device *dev, int reason)
 		cb->buffers_dying(cb->ctx, dev, reason);
 }
 
-static int cycle(struct device *dev, int reason, const char *why)
+/* A removed device is let go of at once: its leases end now (those revoking keep their
+ * reason), and the reaper closes it. */
+static int retire_now(struct device *dev, int reason)
 {
 	if (dev->cycling)
+		return -EBUSY; /* the reaper closes it when the job ends */
+	unwatch(dev);
+	buffers_dying(dev, reason);
+	wake_reaper(dev->reg);
+	return 0;
+}
+
+static int cycle(struct device *dev, int reason, const char *why)
+{
+	if (dev->removing)
+		return retire_now(dev, reason);
+	if (dev->cycling || dev->waiting)
 		return -EBUSY;
 	if (dev->state == STATE_GONE)
 		return -ENXIO;
@@ -393,13 +544,28 @@ static void close_done(void *arg, int r)
 {
 	struct device *dev = arg;
 
-	dev->cycling = false;
+	job_ended(dev);
 	dev->handle = NULL;
-	answer_waiters(dev, -ENXIO, "the device is gone");
+	if (dev->removing)
+		wake_reaper(dev->reg);
+	else
+		answer_waiters(dev, -ENXIO, "the device is gone");
+}
+
+/* Close dev on the worker; its fds leave the store first. */
+static void close_on_worker(struct device *dev)
+{
+	unwatch(dev);
+	closing(dev);
+	submit(dev, close_run, close_done);
 }
 
 void registry_device_gone(struct device *dev, const char *why)
 {
+	if (dev->removing) {
+		retire_now(dev, P2PBUF__REASON__REASON_DEVICE_GONE);
+		return;
+	}
 	if (dev->state == STATE_GONE)
 		return;
 	unwatch(dev);
@@ -426,6 +592,188 @@ void registry_device_error(struct device *dev)
 	/* Reported to watchers; the buffers stay live, so the state does not change. */
 	set_state(dev, dev->state, "the kernel reported a device error (AER); leases stay");
 	report(dev);
+}
+
+/* ---- a reload's changes ---- */
+
+/* The next device of the name whose place a freed one leaves opens, once no other of that
+ * name is left: two devices of one name never hold fds (or fd-store names) at once. */
+static void open_waiting(struct registry *reg, const char *name)
+{
+	struct device *next = NULL;
+
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		struct device *dev = reg->devices[i];
+		if (strcmp(dev->decl.name, name) != 0)
+			continue;
+		if (!dev->waiting || dev->removing)
+			return;
+		next = dev;
+	}
+	if (next)
+		start_open(next);
+}
+
+/* Free removed devices whose leases have ended, closing on the worker those still open
+ * first. Runs as its own event, so that nothing up the stack still uses what it frees. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct registry *reg = arg;
+	char name[sizeof(reg->devices[0]->decl.name)];
+
+	for (size_t i = 0; i < reg->n_devices;) {
+		struct device *dev = reg->devices[i];
+		if (!dev->removing || dev->cycling || dev->leases.n > 0) {
+			i++;
+			continue;
+		}
+		if (dev->handle) {
+			close_on_worker(dev);
+			i++;
+			continue;
+		}
+		memmove(&reg->devices[i], &reg->devices[i + 1],
+			(reg->n_devices - i - 1) * sizeof(reg->devices[0]));
+		reg->n_devices--;
+		answer_waiters(dev, -ENXIO, dev->message);
+		snprintf(name, sizeof(name), "%s", dev->decl.name);
+		device_free(dev);
+		open_waiting(reg, name);
+	}
+}
+
+void registry_lease_ended(struct device *dev)
+{
+	if (dev->removing)
+		wake_reaper(dev->reg);
+}
+
+struct registry_plan {
+	struct registry *reg;
+	const struct policy *policy;
+	struct device **kept;  /* [i]: the device that stays for policy->devices[i], or NULL */
+	struct device **added; /* [i]: the new device for policy->devices[i], or NULL */
+	bool *declared;	       /* [k]: registry device k is in the new policy */
+	size_t n_registry;     /* registry devices when the plan was made */
+	struct registry_changes changes;
+};
+
+void registry_plan_free(struct registry_plan *plan)
+{
+	if (!plan)
+		return;
+	for (size_t i = 0; plan->added && i < plan->policy->n_devices; i++)
+		free(plan->added[i]);
+	free(plan->kept);
+	free(plan->added);
+	free(plan->declared);
+	free(plan);
+}
+
+/* Pair policy's device i with the registry's: kept (perhaps with new options) or added. */
+static int plan_device(struct registry_plan *plan, size_t i)
+{
+	struct registry *reg = plan->reg;
+	const struct policy_device *decl = &plan->policy->devices[i];
+	struct device *old = find_declared(reg, decl->name);
+
+	if (old && registry_same_device(&old->decl, decl)) {
+		plan->kept[i] = old;
+		plan->changes.changed += options_differ(&old->decl, decl);
+	} else {
+		plan->added[i] = device_new(reg, decl);
+		if (!plan->added[i])
+			return -ENOMEM;
+		plan->changes.added++;
+	}
+	for (size_t k = 0; old && k < plan->n_registry; k++)
+		if (reg->devices[k] == old)
+			plan->declared[k] = plan->kept[i] != NULL;
+	return 0;
+}
+
+int registry_plan_new(struct registry *reg, const struct policy *policy,
+		      struct registry_plan **ret_plan)
+{
+	_cleanup_(registry_plan_freep) struct registry_plan *plan = calloc(1, sizeof(*plan));
+	size_t n = policy->n_devices;
+
+	if (!plan)
+		return -ENOMEM;
+	plan->reg = reg;
+	plan->policy = policy;
+	plan->n_registry = reg->n_devices;
+	plan->kept = calloc(n + 1, sizeof(*plan->kept));
+	plan->added = calloc(n + 1, sizeof(*plan->added));
+	plan->declared = calloc(reg->n_devices + 1, sizeof(*plan->declared));
+	if (!plan->kept || !plan->added || !plan->declared)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (plan_device(plan, i) < 0)
+			return -ENOMEM;
+	for (size_t k = 0; k < reg->n_devices; k++)
+		plan->changes.removed += !reg->devices[k]->removing && !plan->declared[k];
+	/* Growing the array changes nothing the registry shows. */
+	if (reserve(reg, plan->changes.added) < 0)
+		return -ENOMEM;
+	*ret_plan = TAKE_PTR(plan);
+	return 0;
+}
+
+struct registry_changes registry_plan_changes(const struct registry_plan *plan)
+{
+	return plan->changes;
+}
+
+/* dev is no longer declared: no new export from now on, and the reaper frees it once its
+ * leases have ended. Its declaration's place in the old policy goes with that policy. */
+static void remove_device(struct device *dev)
+{
+	dev->removing = true;
+	dev->waiting = false;
+	dev->decl.file = NULL;
+	dev->decl.line = 0;
+	/* The daemon lets go of the device: no lease on it may linger past its deadline. */
+	dev->decl.revocation = POLICY_REVOKE_ENFORCE;
+	if (dev->state != STATE_GONE) {
+		set_state(dev, STATE_GONE, "removed from the policy by a reload");
+		report(dev);
+	}
+	wake_reaper(dev->reg);
+}
+
+/* A device the plan made joins the registry: it opens now, or once the removed device of
+ * the same name is freed. */
+static void add_device(struct registry *reg, struct device *dev)
+{
+	bool busy = find_any(reg, dev->decl.name, NULL) != NULL;
+
+	reg->devices[reg->n_devices++] = dev;
+	if (!busy) {
+		start_open(dev);
+		return;
+	}
+	dev->waiting = true;
+	set_state(dev, STATE_CYCLING,
+		  "waiting for the removed device of the same name to close; opened then");
+	report(dev);
+}
+
+void registry_commit(struct registry_plan *plan)
+{
+	struct registry *reg = plan->reg;
+
+	/* Removals first: an added device of a removed one's name then waits for it. */
+	for (size_t k = 0; k < plan->n_registry; k++)
+		if (!reg->devices[k]->removing && !plan->declared[k])
+			remove_device(reg->devices[k]);
+	for (size_t i = 0; i < plan->policy->n_devices; i++) {
+		if (plan->kept[i])
+			registry_update(plan->kept[i], &plan->policy->devices[i]);
+		else
+			add_device(reg, TAKE_PTR(plan->added[i]));
+	}
+	registry_plan_free(plan);
 }
 
 int registry_holders(const struct device *dev, int fd)

@@ -1,8 +1,10 @@
 /* The device registry: the devices the policy declares, their state and generation, their
  * removal and error events, and device cycles (close every fd, reopen: the only permanent
- * revoke) on the worker thread. It owns the devices, their reset waiters and the worker's
- * scratch fields, and reports up through the callbacks it is given; it never calls into the
- * modules above it. */
+ * revoke) on the worker thread. A reload adds devices (opened on the worker), removes them
+ * (closed once their leases have ended) and changes their options, in two steps: a plan that
+ * allocates everything, then a commit that cannot fail. It owns the devices, their reset
+ * waiters and the worker's scratch fields, and reports up through the callbacks it is given;
+ * it never calls into the modules above it. */
 #pragma once
 
 #include <stdbool.h>
@@ -37,14 +39,19 @@ struct device {
 	struct lease_set leases;
 	struct event *ev_req; /* removal */
 	struct event *ev_err; /* error */
-	bool cycling;	      /* a worker job (cycle or close) is under way */
+	bool cycling;	      /* a worker job (open, cycle or close) is under way */
 	bool adopted;	      /* taken over open from a previous instance (its buffers live) */
+	bool removing;	      /* undeclared: closed and freed once its leases end */
+	bool waiting;	      /* added while a removed one of its name is here: opens after */
 	LIST_HEAD(, reset_waiter) waiters;
 	/* The worker's: written by the job, read by its completion on the loop. */
 	struct worker_job job;
 	struct device_handle *job_handle;
 	struct device_info job_info;
 	char job_msg[256];
+	/* Options a reload gave while the worker had the device, applied when its job ends. */
+	struct policy_device next_decl;
+	bool has_next_decl;
 };
 
 /* How the registry reports up. ctx is passed back to each. */
@@ -83,21 +90,62 @@ int registry_new(struct event_base *base, struct worker *worker, const struct po
 /* Close every device (blocking: the kernel may wait for importers) and free. */
 void registry_free(struct registry *reg);
 
+/* How many devices the registry holds: the declared ones and those being removed. */
 size_t registry_count(const struct registry *reg);
+/* The index-th of them, for walking all (the order changes when a reload adds or a removed
+ * device is freed; a device is never addressed by its place in the policy). */
 struct device *registry_device(struct registry *reg, size_t index);
-/* The device called name, or NULL. */
+/* The device called name (the declared one rather than one being removed), or NULL. */
 struct device *registry_find(struct registry *reg, const char *name);
 /* How many devices are ready. */
 unsigned registry_ready(const struct registry *reg);
 
-/* Take new options for device index (same device, same address: a reload); returns -EINVAL
- * if decl is not the same device. */
-int registry_update(struct registry *reg, size_t index, const struct policy_device *decl);
-/* Whether two declarations name the same device the same way (options may differ). */
+/* Take new options for dev (same device, same address: a reload): at once, or when the
+ * worker's job on it ends. Returns -EINVAL if decl is not the same device or dev is being
+ * removed. */
+int registry_update(struct device *dev, const struct policy_device *decl);
+/* Whether two declarations name the same device the same way (options may differ). A
+ * simulated device's BARs and MSI-X layout are its hardware: they count as its address. */
 bool registry_same_device(const struct policy_device *a, const struct policy_device *b);
 
+/* What a reload changes among the devices. */
+struct registry_changes {
+	unsigned added;	  /* a new name, or a declared one whose address or kind changed */
+	unsigned removed; /* no longer declared, or its address or kind changed */
+	unsigned changed; /* the same device with other options */
+};
+
+/* A reload's device changes, worked out and allocated before any of them is made. */
+struct registry_plan;
+
+/* Compare policy's devices with the registry's by name. Everything the change needs is
+ * allocated here (-ENOMEM); nothing changes until registry_commit(). policy must stay valid
+ * until the plan is committed or freed, and the registry must not change meanwhile. */
+int registry_plan_new(struct registry *reg, const struct policy *policy,
+		      struct registry_plan **ret_plan);
+/* What the plan would change. */
+struct registry_changes registry_plan_changes(const struct registry_plan *plan);
+/* Drop a plan that is not committed (the devices it would add are freed). Accepts NULL. */
+void registry_plan_free(struct registry_plan *plan);
+static inline void registry_plan_freep(struct registry_plan **plan)
+{
+	registry_plan_free(*plan);
+}
+/* Make the plan's changes and free it; it cannot fail. Removed devices are `gone` at once
+ * (no new export; whatever their revocation mode, their leases are enforced, since the
+ * daemon lets go of the device) and are closed on the worker, then freed, once their leases
+ * have ended: the caller revokes those leases. Added devices are `cycling` until the worker
+ * has opened them (a device of the same name still being removed is freed first), then
+ * `ready` or `failed`. Kept devices take their new options; their leases are untouched. */
+void registry_commit(struct registry_plan *plan);
+
+/* A lease of dev has ended (it is unlinked from dev right after): a device being removed is
+ * closed once its last lease is gone. */
+void registry_lease_ended(struct device *dev);
+
 /* Start a device cycle on the worker: buffers_dying(reason) first, then close and reopen.
- * -EBUSY if a cycle is already running, -ENXIO if the device is gone. */
+ * -EBUSY if a cycle is already running (or the device waits to open), -ENXIO if the device
+ * is gone. A device being removed is not reopened: its leases end now and it is closed. */
 int registry_cycle(struct device *dev, int reason);
 /* Answer (token, request_id) when dev's current or next cycle ends. */
 int registry_add_waiter(struct device *dev, void *token, uint64_t request_id);

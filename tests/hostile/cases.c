@@ -1313,11 +1313,12 @@ START_TEST(policy_huge_file)
 }
 END_TEST
 
-START_TEST(policy_devices_changed)
+START_TEST(policy_device_declared_twice)
 {
-	static const char p[] = "device sim0 sim bar 0 64K\n";
+	static const char p[] = "device sim0 sim bar 0 64K\ndevice sim1 sim bar 0 1M\n"
+				"device sim1 sim bar 0 2M\n";
 
-	reload_refused(p, sizeof(p) - 1, "devices changed");
+	reload_refused(p, sizeof(p) - 1, "is already declared");
 }
 END_TEST
 
@@ -1448,7 +1449,7 @@ void hostile_add_cases(TCase *tc, bool as_root, unsigned *ret_not_run)
 	tcase_add_test(tc, policy_nul_byte);
 	tcase_add_test(tc, policy_unknown_user);
 	tcase_add_test(tc, policy_huge_file);
-	tcase_add_test(tc, policy_devices_changed);
+	tcase_add_test(tc, policy_device_declared_twice);
 	tcase_add_test(tc, policy_control_characters);
 	/* The rest act as other users: setuid() needs root. */
 #define AS_OTHERS(t)                                                                               \

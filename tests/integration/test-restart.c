@@ -248,7 +248,8 @@ static bool lease(uint64_t id, struct p2pbuf_lease *out)
 	return found;
 }
 
-static uint32_t generation(const char *dev)
+/* dev's generation (UINT32_MAX when it is not listed) and, if ret_state, its state. */
+static uint32_t device_listed(const char *dev, enum p2pbuf_device_state *ret_state)
 {
 	struct p2pbuf *a = client();
 	struct p2pbuf_device *ds;
@@ -257,11 +258,19 @@ static uint32_t generation(const char *dev)
 
 	ck_assert_int_eq(p2pbuf_list_devices(a, &ds, &n), 0);
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(ds[i].name, dev) == 0)
+		if (strcmp(ds[i].name, dev) == 0) {
 			g = ds[i].generation;
+			if (ret_state)
+				*ret_state = ds[i].state;
+		}
 	p2pbuf_devices_free(ds, n);
 	p2pbuf_disconnect(a);
 	return g;
+}
+
+static uint32_t generation(const char *dev)
+{
+	return device_listed(dev, NULL);
 }
 
 static int reconnected;
@@ -518,6 +527,52 @@ START_TEST(stop_ends_every_lease)
 }
 END_TEST
 
+/* A device a reload added is parked and recorded like the others: a crash keeps it and its
+ * lease. Removed by the next reload, its lease's buffer leaves the store once it ended. */
+START_TEST(device_added_by_reload_survives_restart)
+{
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	struct p2pbuf_lease l;
+	char name[32];
+	uint64_t id;
+	FILE *f = fopen(m.policy, "a");
+
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "device sim2 sim bar 0 1M\nallow user %u device sim2\n", (unsigned)getuid());
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(kill(m.pid, SIGHUP), 0);
+	for (int i = 0; i < 200 && (generation("sim2") != 0 || st != P2PBUF_DEVICE_READY); i++) {
+		sleep_ms(50);
+		device_listed("sim2", &st);
+	}
+	ck_assert_int_eq(st, P2PBUF_DEVICE_READY);
+	struct p2pbuf *c = client();
+	int fd = export4k(c, "sim2", &id);
+	snprintf(name, sizeof(name), "lease.%llu", (unsigned long long)id);
+	pump(0);
+	ck_assert_int_ge(stored(name), 0);
+	stop(SIGKILL);
+	start();
+	ck_assert(lease(id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_ACTIVE);
+	ck_assert_uint_eq(generation("sim2"), 0);
+	/* The policy of the start: sim2 goes again. */
+	f = fopen(m.policy, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, policy_fmt, (unsigned)getuid(), (unsigned)getuid(), (unsigned)getuid());
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(kill(m.pid, SIGHUP), 0);
+	close(fd); /* nobody else holds it: it ends at the reload */
+	for (int i = 0; i < 200 && generation("sim2") != UINT32_MAX; i++)
+		sleep_ms(50);
+	ck_assert_uint_eq(generation("sim2"), UINT32_MAX);
+	ck_assert(!lease(id, &l));
+	pump(0);
+	ck_assert_int_lt(stored(name), 0);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("restart");
@@ -535,6 +590,7 @@ int main(void)
 	tcase_add_test(tc, cli_export_keeps_child_lease);
 	tcase_add_test(tc, record_rewritten_when_it_grows);
 	tcase_add_test(tc, stop_ends_every_lease);
+	tcase_add_test(tc, device_added_by_reload_survives_restart);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

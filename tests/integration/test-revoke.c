@@ -3,6 +3,7 @@
  * counts holders the way the kernel's dma-buf reference count does (fds and mappings in any
  * process), so "somebody else still holds it" is real here: a forked child keeps a copy. */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -176,17 +178,34 @@ static void end_child(pid_t pid)
 	waitpid(pid, NULL, 0);
 }
 
-static uint32_t generation(struct p2pbuf *c, const char *dev)
+/* The listing's entries called dev: how many, and the state and generation of the last one
+ * (unchanged when there is none). */
+static int listed(struct p2pbuf *c, const char *dev, enum p2pbuf_device_state *ret_state,
+		  uint32_t *ret_generation)
 {
 	struct p2pbuf_device *ds;
 	size_t n;
-	uint32_t g = UINT32_MAX;
+	int k = 0;
 
 	ck_assert_int_eq(p2pbuf_list_devices(c, &ds, &n), 0);
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(ds[i].name, dev) == 0)
-			g = ds[i].generation;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(ds[i].name, dev) != 0)
+			continue;
+		k++;
+		if (ret_state)
+			*ret_state = ds[i].state;
+		if (ret_generation)
+			*ret_generation = ds[i].generation;
+	}
 	p2pbuf_devices_free(ds, n);
+	return k;
+}
+
+static uint32_t generation(struct p2pbuf *c, const char *dev)
+{
+	uint32_t g = UINT32_MAX;
+
+	listed(c, dev, NULL, &g);
 	return g;
 }
 
@@ -645,6 +664,351 @@ START_TEST(stuck_cycle_does_not_block_others)
 }
 END_TEST
 
+/* ---- devices changed by a reload ---- */
+
+/* sim0 keeps its leases through every reload below; sim1 and sim2 (notify-only) are the
+ * ones removed. */
+static const char reload_fmt[] =
+    "device sim0 sim bar 0 1M revoke-deadline 5s\n"
+    "device sim1 sim bar 0 1M revoke-deadline 1s\n"
+    "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim1\n"
+    "allow user %1$u device sim2\n"
+    "admin user %1$u\n";
+
+/* The same with sim5 added; it takes 2 s to open. */
+static const char reload_add_fmt[] =
+    "device sim0 sim bar 0 1M revoke-deadline 5s\n"
+    "device sim1 sim bar 0 1M revoke-deadline 1s\n"
+    "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+    "device sim5 sim bar 0 1M cycle-delay 2s\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim1\n"
+    "allow user %1$u device sim2\n"
+    "allow user %1$u device sim5\n"
+    "admin user %1$u\n";
+
+/* sim1 and sim2 removed, with their rules. */
+static const char reload_remove_fmt[] = "device sim0 sim bar 0 1M revoke-deadline 5s\n"
+					"allow user %1$u device sim0\n"
+					"admin user %1$u\n";
+
+/* sim0's deadline shortened: its options alone change. The same rules in another order and
+ * on other lines are not a change. */
+static const char reload_options_fmt[] =
+    "# rules first\n"
+    "allow user %1$u device sim2\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim1\n"
+    "device sim0 sim bar 0 1M revoke-deadline 1s\n"
+    "device sim1 sim bar 0 1M revoke-deadline 1s\n"
+    "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+    "admin user %1$u\n";
+
+/* sim1's hardware changes (a 2M BAR): a removal and an addition under one name. */
+static const char reload_readdress_fmt[] =
+    "device sim0 sim bar 0 1M revoke-deadline 5s\n"
+    "device sim1 sim bar 0 2M revoke-deadline 1s\n"
+    "device sim2 sim bar 0 1M revoke-deadline 500ms revocation notify-only\n"
+    "allow user %1$u device sim0\n"
+    "allow user %1$u device sim1\n"
+    "allow user %1$u device sim2\n"
+    "admin user %1$u\n";
+
+static void setup_reload(void)
+{
+	harness_start(&h, reload_fmt, NULL);
+}
+
+/* How many lines of the daemon's log contain text. */
+static int logged(const char *text)
+{
+	char path[160], line[1024];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/daemon.log", h.dir);
+	FILE *f = fopen(path, "re");
+	ck_assert_msg(f, "cannot read %s", path);
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, text) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* How many reloads the daemon has logged the outcome of. */
+static int reloads(void)
+{
+	return logged("reloaded: ") + logged("reload refused");
+}
+
+/* Reload fmt and wait (up to ~20 s) until the daemon has logged the outcome, which must
+ * contain outcome ("reloaded: ..." or "reload refused"). */
+static void reload_and_wait(const char *fmt, const char *outcome)
+{
+	int before = reloads();
+
+	harness_reload(&h, fmt);
+	for (int i = 0; i < 1000 && reloads() == before; i++)
+		usleep(20000);
+	ck_assert_msg(logged(outcome) > 0, "the daemon's log does not say \"%s\" (see %s)", outcome,
+		      h.dir);
+}
+
+/* Wait (up to ~5 s) until name is no longer listed: removed and freed. */
+static bool wait_unlisted(struct p2pbuf *c, const char *name)
+{
+	for (int i = 0; i < 250 && listed(c, name, NULL, NULL) > 0; i++)
+		usleep(20000);
+	return listed(c, name, NULL, NULL) == 0;
+}
+
+/* Whether the daemon still has simulated device name's control FIFO open. */
+static bool fifo_open(const char *name)
+{
+	char dir[64], path[320], target[256], want[256];
+	bool found = false;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)h.pid);
+	snprintf(want, sizeof(want), "%s/%s.remove", h.dir, name);
+	DIR *d = opendir(dir);
+	ck_assert_ptr_nonnull(d);
+	for (struct dirent *e; (e = readdir(d));) {
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		found = found || strcmp(target, want) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+static int find_state(const struct log *lg, const char *device, enum p2pbuf_device_state state)
+{
+	for (int i = 0; i < lg->n; i++)
+		if (lg->ev[i].type == P2PBUF_EVENT_DEVICE_STATE &&
+		    strcmp(lg->device[i], device) == 0 && lg->ev[i].state == state)
+			return i;
+	return -1;
+}
+
+/* Dispatch events on c until device's state event came (up to ~5 s). Returns its index. */
+static int wait_state(struct p2pbuf *c, struct log *lg, const char *device,
+		      enum p2pbuf_device_state state)
+{
+	for (int i = 0; i < 100 && find_state(lg, device, state) < 0; i++)
+		ck_assert_int_ge(p2pbuf_wait(c, 50), 0);
+	int k = find_state(lg, device, state);
+	ck_assert_msg(k >= 0, "no %s event for %s (%d events seen)",
+		      p2pbuf_device_state_name(state), device, lg->n);
+	return k;
+}
+
+static int64_t now_realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An added device opens on the worker: listed as cycling and refusing exports meanwhile,
+ * while the others serve; then ready, with an event, and exporting. */
+START_TEST(reload_adds_device)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf_range r = { 0, 0x1000 };
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	uint64_t id, size;
+
+	ck_assert_int_eq(p2pbuf_subscribe(c, false), 0);
+	reload_and_wait(reload_add_fmt, "devices 1 added, 0 removed, 0 changed; 0 lease(s)");
+	ck_assert_int_eq(logged("rules 1 added, 0 removed"), 1);
+	int k = wait_state(c, &lg, "sim5", P2PBUF_DEVICE_CYCLING);
+	ck_assert_int_eq(listed(c, "sim5", &st, NULL), 1);
+	ck_assert_int_eq(st, P2PBUF_DEVICE_CYCLING);
+	ck_assert_int_eq(p2pbuf_export(c, "sim5", 0, &r, 1, NULL, &id, &size), -EBUSY);
+	int fd = export_whole(c, "sim0", &id);
+	close(fd);
+	int e = wait_state(c, &lg, "sim5", P2PBUF_DEVICE_READY);
+	ck_assert_int_gt(e, k);
+	ck_assert_uint_eq(lg.ev[e].generation, 0);
+	fd = export_whole(c, "sim5", &id);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+/* A removed device's holder is told first (revoking, reason policy), no export starts from
+ * it, and once the holder let go the lease ends and the device is closed and unlisted. */
+START_TEST(reload_removes_device)
+{
+	struct log lg, obs;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf *admin = connect_logged(&obs);
+	struct p2pbuf_range r = { 0, 0x1000 };
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	uint64_t id, keep, other, size;
+	int fd = export_whole(c, "sim1", &id);
+	int fk = export_whole(c, "sim0", &keep);
+
+	ck_assert_int_eq(p2pbuf_subscribe(admin, true), 0);
+	ck_assert(fifo_open("sim1"));
+	reload_and_wait(reload_remove_fmt,
+			"devices 0 added, 2 removed, 0 changed; 1 lease(s) revoked");
+	ck_assert_int_eq(logged("rules 0 added, 2 removed"), 1);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	ck_assert_int_eq(p2pbuf_export(c, "sim1", 0, &r, 1, NULL, &other, &size), -ENXIO);
+	ck_assert_int_eq(listed(c, "sim1", &st, NULL), 1);
+	ck_assert_int_eq(st, P2PBUF_DEVICE_GONE);
+	wait_state(admin, &obs, "sim1", P2PBUF_DEVICE_GONE);
+	/* sim2 had no lease: it is gone at once. */
+	ck_assert(wait_unlisted(c, "sim2"));
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	ck_assert(wait_unlisted(c, "sim1"));
+	ck_assert(!fifo_open("sim1"));
+	/* The device that stayed kept its lease. */
+	ck_assert_int_lt(find(&lg, P2PBUF_EVENT_LEASE_REVOKING, keep), 0);
+	struct p2pbuf_lease l;
+	ck_assert(lease_info(admin, keep, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_ACTIVE);
+	close(fk);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+/* Holders that never let go of a removed device's buffers: past its deadline the device is
+ * closed, which revokes them, even where the device only reported (notify-only): the daemon
+ * lets go of it. */
+START_TEST(reload_removes_device_holder_keeps)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	uint64_t a, b;
+	int fa = export_whole(c, "sim1", &a);
+	int fb = export_whole(c, "sim2", &b);
+
+	reload_and_wait(reload_remove_fmt, "2 lease(s) revoked");
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, a);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, b);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, a);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, b);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	ck_assert(wait_unlisted(c, "sim1"));
+	ck_assert(wait_unlisted(c, "sim2"));
+	ck_assert(!fifo_open("sim1"));
+	ck_assert(!fifo_open("sim2"));
+	ck_assert_int_eq(
+	    logged("kept it past the deadline (reason policy); closing the removed device,"), 2);
+	close(fa);
+	close(fb);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+/* New options for a device: its leases are untouched, and the new deadline applies to the
+ * next revocation. */
+START_TEST(reload_changes_device_options)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf *admin = connect_logged(NULL);
+	struct p2pbuf_lease l;
+	uint64_t id;
+	int fd = export_whole(c, "sim0", &id);
+
+	reload_and_wait(reload_options_fmt, "devices 0 added, 0 removed, 1 changed; 0 lease(s)");
+	ck_assert_int_eq(logged("rules 0 added, 0 removed"), 1);
+	ck_assert(lease_info(admin, id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_ACTIVE);
+	ck_assert_uint_eq(generation(admin, "sim0"), 0);
+	ck_assert_int_eq(p2pbuf_revoke(admin, id), 0);
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	/* 1 s from the revoke, which came before now; the old deadline would be 5 s away. */
+	ck_assert_int_le(lg.ev[k].deadline_ms, now_realtime_ms() + 1000);
+	/* The holder keeps its fd: the device is cycled at the new deadline. */
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_ADMIN);
+	ck_assert_uint_eq(wait_generation(admin, "sim0", 1), 1);
+	close(fd);
+	p2pbuf_disconnect(c);
+	p2pbuf_disconnect(admin);
+}
+END_TEST
+
+/* A device whose address (a simulated one's BARs) changes is removed and added: the old one
+ * revokes its leases and closes; the new one, under the same name, waits for it, then opens
+ * with the new BAR. */
+START_TEST(reload_readdressed_device_is_removed_and_added)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf_range big = { 0x100000, 0x1000 };
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN;
+	uint64_t id, other, size;
+	int fd = export_whole(c, "sim1", &id);
+
+	ck_assert_int_eq(p2pbuf_subscribe(c, false), 0);
+	reload_and_wait(reload_readdress_fmt, "devices 1 added, 1 removed, 0 changed");
+	int k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKING, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	/* Both listed while the old one's lease lives; the name means the new one. */
+	ck_assert_int_eq(listed(c, "sim1", &st, NULL), 2);
+	ck_assert_int_eq(st, P2PBUF_DEVICE_CYCLING);
+	ck_assert_int_eq(p2pbuf_export(c, "sim1", 0, &big, 1, NULL, &other, &size), -EBUSY);
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	k = wait_for(c, &lg, P2PBUF_EVENT_LEASE_REVOKED, id);
+	ck_assert_int_eq(lg.ev[k].reason, P2PBUF_REASON_POLICY);
+	int e = wait_state(c, &lg, "sim1", P2PBUF_DEVICE_READY);
+	ck_assert_int_gt(e, k);
+	ck_assert_int_eq(listed(c, "sim1", &st, NULL), 1);
+	ck_assert_int_eq(st, P2PBUF_DEVICE_READY);
+	fd = p2pbuf_export(c, "sim1", 0, &big, 1, NULL, &other, &size);
+	ck_assert_msg(fd >= 0, "export past 1M of the new sim1: %s", p2pbuf_last_message(c));
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+/* A reload that cannot be made changes nothing: devices, leases and rules stay. */
+START_TEST(reload_refused_changes_nothing)
+{
+	struct log lg;
+	struct p2pbuf *c = connect_logged(&lg);
+	struct p2pbuf_lease l;
+	uint64_t id;
+	int fd = export_whole(c, "sim1", &id);
+
+	/* A new device whose rule has an error, and sim1 gone. */
+	reload_and_wait("device sim0 sim bar 0 1M\ndevice sim7 sim bar 0 1M\n"
+			"allow user %1$u device sim0\nallow user %1$u device sim7 bar 9\n",
+			"reload refused");
+	/* A device declared twice. */
+	reload_and_wait("device sim0 sim bar 0 1M\ndevice sim7 sim bar 0 1M\n"
+			"device sim7 sim bar 0 2M\nallow user %1$u device sim0\n",
+			"is already declared");
+	ck_assert_int_eq(logged("reloaded:"), 0);
+	ck_assert_int_eq(listed(c, "sim7", NULL, NULL), 0);
+	ck_assert_int_eq(listed(c, "sim2", NULL, NULL), 1);
+	ck_assert(lease_info(c, id, &l));
+	ck_assert_int_eq(l.state, P2PBUF_LEASE_ACTIVE);
+	ck_assert_int_eq(p2pbuf_dispatch(c), 0);
+	ck_assert_int_eq(lg.n, 0);
+	int f2 = export_whole(c, "sim1", &id);
+	close(f2);
+	close(fd);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
 static Suite *revoke_suite(void)
 {
 	Suite *s = suite_create("revoke");
@@ -673,6 +1037,16 @@ static Suite *revoke_suite(void)
 	tcase_set_timeout(ts, 30);
 	tcase_add_test(ts, shutdown_tells_holders);
 	suite_add_tcase(s, ts);
+	TCase *tr = tcase_create("reload");
+	tcase_add_checked_fixture(tr, setup_reload, teardown);
+	tcase_set_timeout(tr, 30);
+	tcase_add_test(tr, reload_adds_device);
+	tcase_add_test(tr, reload_removes_device);
+	tcase_add_test(tr, reload_removes_device_holder_keeps);
+	tcase_add_test(tr, reload_changes_device_options);
+	tcase_add_test(tr, reload_readdressed_device_is_removed_and_added);
+	tcase_add_test(tr, reload_refused_changes_nothing);
+	suite_add_tcase(s, tr);
 	return s;
 }
 

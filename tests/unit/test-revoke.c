@@ -1,7 +1,8 @@
 /* Unit tests of the revocation engine and the device registry, on fake backend ops and a
  * clock the test sets: every transition, deadlines, enforcement by a device cycle, the
- * lingering rules, TTLs, removal and error events, reset waiters. Nothing sleeps: a device
- * cycle runs on the real worker thread and the test turns the event loop until it is done. */
+ * lingering rules, TTLs, removal and error events, reset waiters, a reload's device changes
+ * (plan, commit, the reaper). Nothing sleeps: a device cycle runs on the real worker thread
+ * and the test turns the event loop until it is done. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,11 +33,13 @@ struct device_handle {
 static int holders_of[MAX_FDS]; /* by the daemon's fd number */
 static int fail_open;		/* opens that fail from now on */
 static int n_opens, n_closes, n_holder_calls, n_batch_calls;
+static int closes_before_open; /* n_closes when the last open began (both on the worker) */
 
 static int fake_open(const struct policy_device *decl, struct device_handle **ret_handle,
 		     struct device_info *ret_info, char *msg, size_t msglen)
 {
 	n_opens++;
+	closes_before_open = n_closes;
 	if (fail_open > 0) {
 		fail_open--;
 		snprintf(msg, msglen, "the fake device refuses to open");
@@ -191,6 +194,7 @@ static void on_ended(void *ctx, const struct lease *l)
 {
 	ck_assert_int_eq(l->state, LEASE_ENDED);
 	add_report((struct report){ EV_ENDED, l->id, l->reason, 0, false });
+	registry_lease_ended(l->device); /* as the daemon does */
 }
 
 static void on_overdue(void *ctx, const struct lease *l, int holders, bool enforced)
@@ -227,6 +231,10 @@ static int resolve_number(const char *name, uint32_t *ret)
 
 static const struct policy_resolver numbers = { resolve_number, resolve_number };
 
+/* The policies of the reloads a test made: the devices' declarations point into them. */
+static struct policy *reloaded[4];
+static size_t n_reloaded;
+
 static void setup(void)
 {
 	const struct registry_callbacks gcb = { .state_changed = on_state,
@@ -261,6 +269,9 @@ static void teardown(void)
 	lease_table_fini(&table);
 	registry_free(reg);
 	policy_free(policy);
+	for (size_t i = 0; i < n_reloaded; i++)
+		policy_free(reloaded[i]);
+	n_reloaded = 0;
 	peer_unref(alice);
 	event_base_free(base);
 }
@@ -653,6 +664,161 @@ START_TEST(open_failure_at_start_serves_the_others)
 }
 END_TEST
 
+/* ---- a reload's device changes ---- */
+
+/* Plan the devices of text against the registry (the policy lives until teardown). */
+static struct registry_plan *plan(const char *text)
+{
+	struct registry_plan *pl = NULL;
+	char *err = NULL;
+
+	ck_assert_uint_lt(n_reloaded, ARRAY_SIZE(reloaded));
+	ck_assert_int_eq(
+	    policy_parse("reload", text, strlen(text), &numbers, &reloaded[n_reloaded], &err), 0);
+	ck_assert_int_eq(registry_plan_new(reg, reloaded[n_reloaded], &pl), 0);
+	n_reloaded++;
+	return pl;
+}
+
+/* Turn the loop until the registry holds n devices and none has a job on the worker. */
+static void settle(size_t n)
+{
+	for (;;) {
+		bool busy = registry_count(reg) != n;
+		for (size_t i = 0; i < registry_count(reg); i++)
+			busy = busy || registry_device(reg, i)->cycling;
+		if (!busy)
+			return;
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+	}
+}
+
+/* d0's deadline changes, quiet goes, cyc stays, fresh comes. */
+static const char reload_text[] = "device d0 sim bar 0 1M revoke-deadline 3s\n"
+				  "device cyc sim bar 0 1M on-error cycle\n"
+				  "device fresh sim bar 0 1M\n";
+
+/* A plan says what it would change and, dropped, changes nothing. */
+START_TEST(plan_dropped_changes_nothing)
+{
+	int opens = n_opens;
+	struct registry_plan *pl = plan(reload_text);
+	struct registry_changes ch = registry_plan_changes(pl);
+
+	ck_assert_uint_eq(ch.added, 1);
+	ck_assert_uint_eq(ch.removed, 1);
+	ck_assert_uint_eq(ch.changed, 1);
+	registry_plan_free(pl);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(registry_count(reg), 3);
+	ck_assert_ptr_null(registry_find(reg, "fresh"));
+	ck_assert_int_eq(dev("quiet")->state, STATE(READY));
+	ck_assert_uint_eq(dev("d0")->decl.revoke_deadline_ms, 1000);
+	ck_assert_int_eq(n_opens, opens);
+	ck_assert_int_eq(n_reports, 0);
+}
+END_TEST
+
+/* Committed: fresh opens on the worker; quiet is gone at once, enforced whatever its mode,
+ * and is closed and freed only once its lease has ended; d0 has its new deadline and keeps
+ * its lease. */
+START_TEST(commit_adds_removes_and_changes)
+{
+	struct lease *kept = grant("d0", 1, 0), *l = grant("quiet", 1, 0);
+	struct device *quiet = dev("quiet");
+	uint64_t id = l->id;
+	int opens = n_opens, closes = n_closes;
+
+	registry_commit(plan(reload_text));
+	ck_assert_int_eq(quiet->state, STATE(GONE));
+	ck_assert(quiet->removing);
+	ck_assert_int_eq(quiet->decl.revocation, POLICY_REVOKE_ENFORCE);
+	ck_assert_ptr_eq(registry_find(reg, "quiet"), quiet);
+	ck_assert_int_eq(dev("fresh")->state, STATE(CYCLING));
+	ck_assert_uint_eq(dev("d0")->decl.revoke_deadline_ms, 3000);
+	settle(4);
+	ck_assert_int_eq(dev("fresh")->state, STATE(READY));
+	ck_assert_int_eq(n_opens, opens + 1);
+	ck_assert_int_eq(n_closes, closes);
+	/* The caller revokes quiet's lease; its holder lets go. */
+	revoke_lease(rv, l, REASON(POLICY));
+	holders_of[l->fd] = 0;
+	revoke_run(rv);
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(POLICY)), 1);
+	settle(3);
+	ck_assert_int_eq(n_closes, closes + 1);
+	ck_assert_ptr_null(registry_find(reg, "quiet"));
+	ck_assert(alive(kept->id));
+	ck_assert_int_eq(kept->state, LEASE_ACTIVE);
+}
+END_TEST
+
+/* d0 at another address: the old one is removed, the new one opens only after the old one
+ * is closed and freed. Enforcing the old one's lease ends it at once and does not reopen. */
+START_TEST(same_name_opens_after_the_removed_one)
+{
+	struct device *old = dev("d0");
+	struct lease *l = grant("d0", 1, 0);
+	uint64_t id = l->id;
+	int opens = n_opens, closes = n_closes;
+	struct registry_plan *pl = plan("device d0 sim bar 0 2M\ndevice quiet sim bar 0 1M "
+					"revocation notify-only revoke-deadline 1s\n"
+					"device cyc sim bar 0 1M on-error cycle\n");
+
+	ck_assert_uint_eq(registry_plan_changes(pl).added, 1);
+	ck_assert_uint_eq(registry_plan_changes(pl).removed, 1);
+	registry_commit(pl);
+	struct device *now = dev("d0");
+	ck_assert_ptr_ne(now, old);
+	ck_assert_int_eq(now->state, STATE(CYCLING));
+	ck_assert(now->waiting);
+	ck_assert_int_eq(registry_cycle(now, REASON(RESET)), -EBUSY);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(n_opens, opens);
+	ck_assert_uint_eq(registry_count(reg), 4);
+	ck_assert_int_eq(registry_cycle(old, REASON(DEVICE_CYCLE)), 0);
+	ck_assert(!alive(id));
+	settle(3);
+	ck_assert_int_eq(now->state, STATE(READY));
+	ck_assert_int_eq(n_opens, opens + 1);
+	ck_assert_int_eq(n_closes, closes + 1);
+	ck_assert_int_eq(closes_before_open, closes + 1);
+}
+END_TEST
+
+/* New options for a device the worker has: taken when its job ends. */
+START_TEST(options_wait_for_the_worker)
+{
+	struct device *d = dev("d0");
+
+	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), 0);
+	registry_commit(plan("device d0 sim bar 0 1M revoke-deadline 4s\ndevice quiet sim bar 0 1M "
+			     "revoke-deadline 1s revocation notify-only\n"
+			     "device cyc sim bar 0 1M on-error cycle\n"));
+	ck_assert_uint_eq(d->decl.revoke_deadline_ms, 1000);
+	wait_worker(d);
+	ck_assert_uint_eq(d->decl.revoke_deadline_ms, 4000);
+	ck_assert_int_eq(d->state, STATE(READY));
+}
+END_TEST
+
+/* Removed while the worker opens it: what it opened is closed, and it is freed. */
+START_TEST(removed_while_opening)
+{
+	int opens = n_opens, closes = n_closes;
+
+	registry_commit(plan(reload_text));
+	ck_assert(dev("fresh")->cycling);
+	registry_commit(plan("device d0 sim bar 0 1M revoke-deadline 3s\n"
+			     "device cyc sim bar 0 1M on-error cycle\n"));
+	settle(2);
+	ck_assert_ptr_null(registry_find(reg, "fresh"));
+	ck_assert_ptr_null(registry_find(reg, "quiet"));
+	/* Both removed devices closed; fresh's open, if the worker made it, closed too. */
+	ck_assert_int_eq(n_opens - opens, n_closes - closes - 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("revoke");
@@ -680,6 +846,14 @@ int main(void)
 	tcase_add_test(tc, removal_ends_leases_and_closes);
 	tcase_add_test(tc, error_reports_or_cycles);
 	tcase_add_test(tc, open_failure_at_start_serves_the_others);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("reload");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, plan_dropped_changes_nothing);
+	tcase_add_test(tc, commit_adds_removes_and_changes);
+	tcase_add_test(tc, same_name_opens_after_the_removed_one);
+	tcase_add_test(tc, options_wait_for_the_worker);
+	tcase_add_test(tc, removed_while_opening);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

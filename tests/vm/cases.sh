@@ -42,6 +42,16 @@
 #     a holder that passed its fd on (fork+exec by p2pbuf-client, SCM_RIGHTS by vm-importer)
 #     or keeps only its IOMMU mapping, and released: revoking (released), holders 1, lingering
 #     after the deadline, no cycle, gone once the last reference is dropped  [revoke-pass-*]
+#  12 devices that cannot be opened: nvme without a driver and a missing address are failed
+#     with a message, the others serve; a second p2pbufd is told a device is busy  [open-*]
+#  13 devices changed by a reload, on a p2pbufd that starts with ivshmem alone: a reload adds
+#     edu (opened on the worker: cycling, then ready; an export works), one removes it again
+#     (closed: no fd of it left); then one removes ivshmem while a p2pbuf-client holder
+#     lets go when told and a holder keeps its buffer (vm-importer dma-hold mapping it with
+#     its own edu in the iommufd flavour, a process the CLI passed the fd to in stock): both
+#     hear reason policy, the kept buffer is revoked at the deadline by closing ivshmem (the
+#     mapping is dead, MAP_FILE ENODEV), ivshmem is no longer listed and p2pbufd holds no
+#     VFIO fd                                                           [reload-*]
 # Knobs (run-all.sh --append NAME=VALUE): P2PBUF_VM_VERBOSE=1 (guest-lib: show every check's
 # output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings).
 
@@ -808,5 +818,147 @@ else
 fi
 expect_eq open-busy-exit "second p2pbufd's exit status after SIGTERM" 0 "$(stop p2pbufd-busy)"
 stop_daemon p2pbufd-open
+section_end
+
+# ---- 13: devices changed by a reload ----
+section "13: devices changed by a reload"
+RLOG=$W/p2pbufd-reload.out
+# reload_policy NAME TEXT: write TEXT as the policy, SIGHUP, and wait for the reload's audit
+# line; NAME-logged passes if it reads "reloaded", with its summary shown.
+reload_policy() {
+	_n=$(grep -c 'reloaded: \|reload refused' "$RLOG")
+	printf '%s\n' "$2" >"$W/policy-reload"
+	kill -HUP "$DPID"
+	_i=0
+	while [ "$(grep -c 'reloaded: \|reload refused' "$RLOG")" = "$_n" ] && [ "$_i" -lt 300 ]; do
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	_line=$(grep 'reloaded: \|reload refused' "$RLOG" | tail -n 1)
+	echo "reload: $_line"
+	expect_eq "$1-logged" "the reload's audit line" "reloaded" \
+		"$(printf '%s' "$_line" | sed -n 's/.* \(reloaded\): .*/\1/p')"
+}
+# device_state NAME: NAME's state as listed, "unlisted" when it is not.
+device_state() {
+	p2pbuf-client --json devices >"$W/devices13.json" 2>&1
+	_ds=$(jget "$W/devices13.json" ".devices[name=$1].state") || _ds=unlisted
+	echo "$_ds"
+}
+# wait_device NAME STATE SECONDS: poll until NAME is STATE; prints the last state seen.
+wait_device() {
+	_i=0
+	while [ "$(device_state "$1")" != "$2" ] && [ "$_i" -lt $(($3 * 5)) ]; do
+		sleep 0.2
+		_i=$((_i + 1))
+	done
+	device_state "$1"
+}
+# vfio_fds: how many of p2pbufd's fds are VFIO or iommufd ones.
+vfio_fds() {
+	fd_list "$DPID" | grep -c -e '^/dev/vfio' -e '^/dev/iommu' -e 'vfio-device'
+}
+IVSHMEM_DECL="device ivshmem pci $IVSHMEM revoke-deadline 2s
+allow user root device ivshmem"
+printf '%s\nadmin user root\n' "$IVSHMEM_DECL" >"$W/policy-reload"
+start_daemon p2pbufd-reload "$W/policy-reload" || exit 1
+_vfio0=$(vfio_fds)
+watch_start reload-watch
+
+subsection "13a: a reload adds edu"
+reload_policy reload-add "$IVSHMEM_DECL
+device edu pci $EDU
+allow user root device edu
+admin user root"
+expect_eq reload-add-summary "the reload's summary" yes \
+	"$(says "$RLOG" 'rules 1 added, 0 removed; devices 1 added, 0 removed, 0 changed')"
+expect_eq reload-add-ready "edu after the reload" ready "$(wait_device edu ready 30)"
+check reload-add-export vm-importer export edu 0 0 0x1000
+wait_grep "$W/reload-watch.out" '"name":"edu","state":"ready"' 10
+expect_eq reload-add-watch "watch's events for edu" "edu:cycling edu:ready" \
+	"$(watch_events edu <"$W/reload-watch.out")"
+
+subsection "13b: a reload removes edu, which has no lease"
+reload_policy reload-remove-idle "$IVSHMEM_DECL
+admin user root"
+expect_eq reload-remove-idle-unlisted "edu after the reload" unlisted \
+	"$(wait_device edu unlisted 30)"
+expect_eq reload-remove-idle-closed "p2pbufd's VFIO fds once edu is closed" "$_vfio0" \
+	"$(vfio_fds)"
+wait_grep "$W/reload-watch.out" '"name":"edu","state":"gone"' 10
+expect_eq reload-remove-idle-watch "watch's events for edu" "edu:cycling edu:ready edu:gone" \
+	"$(watch_events edu <"$W/reload-watch.out")"
+
+subsection "13c: a reload removes ivshmem, which has leases"
+spawn coop13 p2pbuf-client --json export ivshmem --bar 2 --offset 0x180000 --length 0x1000 \
+	--label reload-coop
+_coop=$(lease_of coop13)
+_keeper=''
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	# edu is free again: the holder maps its lease with it, and keeps fd and mapping.
+	mkfifo "$W/hold13.ctl"
+	vm-importer dma-hold --edu "$EDU" ivshmem 2 0x190000 0x10000 <"$W/hold13.ctl" \
+		>"$W/hold.out" 2>&1 &
+	_hold=$!
+	exec 8>"$W/hold13.ctl"
+	wait_grep "$W/hold.out" '^ready lease' 30
+	_kept=$(sed -n 's/^ready lease \([0-9]*\)$/\1/p' "$W/hold.out")
+	expect_eq reload-remove-held-before "edu DMA through the kept lease, before" live \
+		"$(hold check before)"
+else
+	# The CLI runs a command that leaves a process holding the fd, then releases the lease:
+	# it lingers with that holder.
+	# shellcheck disable=SC2016 # expanded by the command's own shell
+	p2pbuf-client export ivshmem --bar 2 --offset 0x190000 --length 0x1000 --label reload-kept -- \
+		sh -c 'sleep 120 </dev/null >/dev/null 2>&1 & echo "keeper=$! lease=$P2PBUF_LEASE_ID"' \
+		>"$W/kept13.out" 2>&1
+	_keeper=$(sed -n 's/^keeper=\([0-9]*\) .*/\1/p' "$W/kept13.out")
+	_kept=$(sed -n 's/.* lease=\([0-9]*\)$/\1/p' "$W/kept13.out")
+	expect_eq reload-remove-held-before "lease ${_kept:-?} before: state reason holders lingering" \
+		"revoking released 1 false" "$(wait_lease "${_kept:-?}" "revoking released 1 false" 3)"
+fi
+_wl=$(wc -l <"$W/reload-watch.out")
+reload_policy reload-remove-leased "admin user root"
+expect_eq reload-remove-leased-summary "the reload's summary" yes \
+	"$(says "$RLOG" 'rules 0 added, 1 removed; devices 0 added, 1 removed, 0 changed; 2 lease(s) revoked')"
+# While the kept lease lives (until the 2 s deadline), ivshmem is listed as gone.
+check reload-remove-leased-no-export vm-importer export --expect ENXIO ivshmem 2 0 0x1000
+expect_eq reload-remove-leased-gone "ivshmem right after the reload" gone "$(device_state ivshmem)"
+expect_eq reload-remove-coop-told "the cooperative holder (lease ${_coop:-?}): exit status, last line" \
+	"10 $(lease_event lease-revoking "${_coop:-?}" revoking policy)" \
+	"$(reap coop13 15) $(last_event "$W/coop13.out")"
+stop coop13 >/dev/null
+expect_eq reload-remove-kept-ended "the kept lease ${_kept:-?} after the deadline" gone \
+	"$(wait_lease "${_kept:-?}" gone 10)"
+expect_eq reload-remove-closed-logged "p2pbufd's log: ivshmem closed for the kept lease" yes \
+	"$(says "$RLOG" "lease ${_kept:-?} on ivshmem: .* (reason policy); closing the removed device")"
+expect_eq reload-remove-unlisted "ivshmem once its leases ended" unlisted \
+	"$(wait_device ivshmem unlisted 30)"
+expect_eq reload-remove-vfio-fds "p2pbufd's VFIO fds once ivshmem is closed" 0 "$(vfio_fds)"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	expect_eq reload-remove-held-dead "edu DMA through the kept lease, after" dead \
+		"$(hold check after)"
+	expect_eq reload-remove-held-map "IOMMU_IOAS_MAP_FILE of the kept fd, after" ENODEV \
+		"$(hold map after)"
+	hold sync after >/dev/null
+	expect_eq reload-remove-held-told "what the kept lease's holder heard" \
+		"revoking policy; revoked policy" \
+		"$(awk -v id="${_kept:-?}" '$1 == "event" && $4 == id {
+			printf "%s%s %s", sep, $2, $6; sep = "; " }' "$W/hold.out")"
+	echo quit >&8
+	exec 8>&-
+	wait "$_hold"
+	sed 's/^/hold13| /' "$W/hold.out"
+else
+	skip reload-remove-held-dead "Debian's stock kernel has no iommufd: no importer mapping"
+	[ -n "$_keeper" ] && kill "$_keeper"
+fi
+wait_grep "$W/reload-watch.out" "$(revoked_re "${_kept:-?}")" 10
+expect_eq reload-remove-watch "watch's events for ivshmem and its two leases" \
+	"ivshmem:gone coop:revoking:policy kept:revoking:policy coop:revoked:policy kept:revoked:policy" \
+	"$(tail -n "+$((_wl + 1))" "$W/reload-watch.out" |
+		watch_events ivshmem "${_coop:-?}=coop" "${_kept:-?}=kept")"
+expect_eq reload-watch-exit "watch's exit status after SIGTERM" 0 "$(stop reload-watch)"
+stop_daemon p2pbufd-reload
 section_end
 exit 0

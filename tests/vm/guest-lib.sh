@@ -278,6 +278,15 @@ steps_results() {
 	done <"$2"
 }
 
+# hold CMD NAME: send a vm-importer dma-hold (its standard input open on fd 8, its output in
+# $W/hold.out) the command "CMD NAME"; print the word its answer ends with (live, dead, ok,
+# an errno name, done).
+hold() {
+	echo "$1 $2" >&8
+	wait_grep "$W/hold.out" "^$1 $2 " 40 >/dev/null
+	grep "^$1 $2 " "$W/hold.out" | tail -n 1 | cut -d' ' -f3 | tr -d :
+}
+
 # dmar_faults NAME FILE: every "dmar-fault-expected: iova IOVA device BDF" line of vm-importer
 # in FILE has its DMAR read fault in the kernel log (the emulated VT-d reports each one).
 dmar_faults() {

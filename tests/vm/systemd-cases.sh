@@ -527,12 +527,6 @@ vm-importer as tester vm-importer dma-hold --edu "$EDU" ivshmem 2 0x50000 0x1000
 _hold=$!
 exec 8>"$W/hold.ctl"
 wait_grep "$W/hold.out" '^ready lease' 30 >/dev/null
-# hold CMD NAME: send the holder a command, print the word its answer ends with.
-hold() {
-	echo "$1 $2" >&8
-	wait_grep "$W/hold.out" "^$1 $2 " 40 >/dev/null
-	grep "^$1 $2 " "$W/hold.out" | tail -n 1 | cut -d' ' -f3 | tr -d :
-}
 expect_eq hold-before "edu DMA through the held lease, before" live "$(hold check before)"
 check hold-restart-cli systemctl restart p2pbufd.service
 expect_eq hold-after-restart "edu DMA right after systemctl restart" live \
