@@ -809,4 +809,150 @@ fi
 expect_eq open-busy-exit "second p2pbufd's exit status after SIGTERM" 0 "$(stop p2pbufd-busy)"
 stop_daemon p2pbufd-open
 section_end
+
+# ---- 13: two devices of one IOMMU group ----
+# run-vm.sh's multifunction slot: two ivshmem functions in one IOMMU group. One p2pbufd serves
+# both: on the legacy path they share one group fd and one container, on the iommufd path one
+# iommufd, and each has its own device fd. vm-importer holds a lease on each (mapped into its
+# own IOAS through its own edu in the iommufd flavour) and resets one device, then the other:
+# the reset device's lease is revoked, the other's stays active and live, the group's fds stay
+# open. Unbinding the functions one by one: the other keeps serving, and the group's fds go
+# with the last one. A second p2pbufd asking for one function while the first holds the other
+# is told that another process has the group, and which device it holds.   [group-*]
+section "13: two devices of one IOMMU group"
+FN0='' FN1=''
+for _b in $(find_pci "$IVSHMEM_ID"); do
+	ls "/sys/kernel/iommu_groups/$(vfio_group "$_b")/devices" >"$W/group-members"
+	if [ "$(wc -l <"$W/group-members")" = 2 ]; then
+		FN0=$(head -n 1 "$W/group-members")
+		FN1=$(tail -n 1 "$W/group-members")
+		break
+	fi
+done
+GRP=$(vfio_group "$FN0")
+echo "IOMMU group $GRP: $FN0 $FN1"
+if [ -z "$FN0" ] || ! bind_vfio "$FN0" || ! bind_vfio "$FN1"; then
+	fail group-bind "expected two ivshmem functions of one IOMMU group bound to vfio-pci," \
+		"got '$FN0' and '$FN1'"
+	exit 1
+fi
+pass group-bind
+
+# group_fds: "SHARED OWN" of p2pbufd's fds: how many are the group's shared ones (legacy: the
+# group node and the container; iommufd: the iommufd) and how many the devices' own.
+group_fds() {
+	fd_list "$DPID" >"$W/group-fds"
+	if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+		echo "$(grep -c '^/dev/iommu$' "$W/group-fds") $(
+			grep -c '^/dev/vfio/devices/' "$W/group-fds")"
+	else
+		echo "$(grep -c -e "^/dev/vfio/$GRP\$" -e '^/dev/vfio/vfio$' "$W/group-fds") $(
+			grep -c '^anon_inode:\[vfio-device\]$' "$W/group-fds")"
+	fi
+}
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_shared=1
+else
+	_shared=2
+fi
+
+# wait_group_fds WANT: group_fds once it reads WANT (a device is closed on p2pbufd's worker
+# thread: allow 5 s).
+wait_group_fds() {
+	_i=0
+	while [ "$(group_fds)" != "$1" ] && [ "$_i" -lt 50 ]; do
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	group_fds
+}
+
+# group_states: "state generation" of fn0, then of fn1.
+group_states() {
+	p2pbuf-client --json devices >"$W/devices13.json" 2>&1
+	jget "$W/devices13.json" '.devices[name=fn0].state' '.devices[name=fn0].generation' \
+		'.devices[name=fn1].state' '.devices[name=fn1].generation'
+}
+
+cat >"$W/policy-group" <<EOF
+# Two functions of IOMMU group $GRP; edu stays the holder's in the iommufd flavour.
+device fn0 pci $FN0
+device fn1 pci $FN1
+allow user root device fn0
+allow user root device fn1
+admin user root
+EOF
+start_daemon p2pbufd-group "$W/policy-group" || exit 1
+expect_eq group-both-ready "fn0 and fn1: state generation" "ready 0 ready 0" "$(group_states)"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_how="vfio-pci through iommufd (/dev/vfio/devices/vfio[0-9]*)"
+else
+	_how="vfio-pci through legacy VFIO group $GRP"
+fi
+jget "$W/devices13.json" '.devices[name=fn1].message' >"$W/group-message"
+expect_eq group-shared-message "fn1's message names the device it shares the group with" yes \
+	"$(says "$W/group-message" "^$FN1: $_how, shared with \"fn0\" ($FN0)$")"
+expect_eq group-fds-shared "p2pbufd's fds: the group's shared ones, the devices' own" \
+	"$_shared 2" "$(group_fds)"
+fds_baseline "$W/fds-group-baseline"
+
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	timeout 120 vm-importer group --edu "$EDU" fn0 fn1 2 0x40000 0x10000 >"$W/group.out" 2>&1
+else
+	timeout 120 vm-importer group fn0 fn1 2 0x40000 0x10000 >"$W/group.out" 2>&1
+fi
+expect_eq group-importer-exit "vm-importer group: exit status" 0 "$?"
+sed 's/^/group| /' "$W/group.out"
+steps_results group "$W/group.out"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	dmar_faults group-dmar-faults "$W/group.out"
+fi
+expect_eq group-after-resets "fn0 and fn1 after a reset each: state generation" \
+	"ready 1 ready 1" "$(group_states)"
+fds_match group-fds-after-resets "$W/fds-group-baseline"
+
+# Unbound one by one: the first closes only its own device.
+spawn unbind13a sh -c "echo $FN0 >/sys/bus/pci/drivers/vfio-pci/unbind"
+expect_eq group-unbind-fn0 "the unbind of $FN0: exit status" 0 "$(reap unbind13a 30)"
+expect_eq group-unbind-fn0-fds "p2pbufd's fds after fn0 went: shared, devices' own" \
+	"$_shared 1" "$(wait_group_fds "$_shared 1")"
+expect_eq group-unbind-fn0-states "fn0 and fn1: state generation" "gone 1 ready 1" \
+	"$(group_states)"
+check group-unbind-fn1-serves vm-importer export fn1 2 0 0x1000
+spawn unbind13b sh -c "echo $FN1 >/sys/bus/pci/drivers/vfio-pci/unbind"
+expect_eq group-unbind-fn1 "the unbind of $FN1: exit status" 0 "$(reap unbind13b 30)"
+expect_eq group-unbind-fn1-fds "p2pbufd's fds after both went: shared, devices' own" "0 0" \
+	"$(wait_group_fds "0 0")"
+stop_daemon p2pbufd-group
+
+# One function held by another process: p2pbufd names the cause and that device.
+if ! bind_vfio "$FN0" || ! bind_vfio "$FN1"; then
+	fail group-rebind "expected $FN0 and $FN1 bound to vfio-pci again"
+	exit 1
+fi
+printf 'device fn0 pci %s\nallow user root device fn0\nadmin user root\n' "$FN0" \
+	>"$W/policy-fn0"
+printf 'device fn1 pci %s\nallow user root device fn1\n' "$FN1" >"$W/policy-fn1"
+start_daemon p2pbufd-fn0 "$W/policy-fn0" || exit 1
+spawn p2pbufd-fn1 p2pbufd --policy "$W/policy-fn1" --socket "$W/sock-fn1"
+if wait_file "$W/sock-fn1" 30 &&
+	timeout 60 p2pbuf-client --socket "$W/sock-fn1" --json devices >"$W/devices-fn1.json" 2>&1
+then
+	jget "$W/devices-fn1.json" '.devices[name=fn1].message' >"$W/fn1-message"
+	echo "fn1 (second p2pbufd): $(cat "$W/fn1-message")"
+	expect_eq group-other-process \
+		"second p2pbufd: fn1's state; its message names another process, and $FN0" \
+		"failed yes yes" "$(jget "$W/devices-fn1.json" '.devices[name=fn1].state') $(
+			says "$W/fn1-message" "IOMMU group $GRP of $FN1 is .*in .*another process") $(
+			says "$W/fn1-message" "$FN0 (vfio-pci)")"
+	expect_eq group-no-unsafe-hint "fn1's message suggests no unsafe interrupts" no \
+		"$(grep -q allow_unsafe "$W/fn1-message" && echo yes || echo no)"
+else
+	fail group-other-process "the second p2pbufd did not serve: $(
+		last_line "$W/p2pbufd-fn1.out")"
+fi
+expect_eq group-other-exit "second p2pbufd's exit status after SIGTERM" 0 "$(stop p2pbufd-fn1)"
+check group-held-serves vm-importer export fn0 2 0 0x1000
+stop_daemon p2pbufd-fn0
+section_end
 exit 0
