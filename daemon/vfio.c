@@ -1012,7 +1012,7 @@ static void say_path(const struct device_handle *h, const struct vfio_sysfs *s, 
 	pthread_mutex_unlock(&shares.lock);
 	if (n > 0 || bare)
 		snprintf(also, sizeof(also), "%s%s%s", n ? ", shared with " : "", n ? who : "",
-			 bare ? " (the group's own fds were not parked with it)" : "");
+			 bare ? " (its group's own fds not taken over yet)" : "");
 	if (h->path == VFIO_PATH_IOMMUFD)
 		fail(msg, msglen, 0, "%s: %s through iommufd (/dev/vfio/devices/%s)%s", s->addr,
 		     how, s->cdev, also);
