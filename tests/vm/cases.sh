@@ -817,8 +817,10 @@ section_end
 # own IOAS through its own edu in the iommufd flavour) and resets one device, then the other:
 # the reset device's lease is revoked, the other's stays active and live, the group's fds stay
 # open. Unbinding the functions one by one: the other keeps serving, and the group's fds go
-# with the last one. A second p2pbufd asking for one function while the first holds the other
-# is told that another process has the group, and which device it holds.   [group-*]
+# with the last one. Across kill -9 restarts under a service manager whose fd store keeps one
+# copy of the group's fds (13b), both are taken over, in either order. A second p2pbufd asking
+# for one function while the first holds the other is told that another process has the
+# group, and which device it holds (13c).                                   [group-*]
 section "13: two devices of one IOMMU group"
 FN0='' FN1=''
 for _b in $(find_pci "$IVSHMEM_ID"); do
@@ -925,11 +927,107 @@ expect_eq group-unbind-fn1-fds "p2pbufd's fds after both went: shared, devices' 
 	"$(wait_group_fds "0 0")"
 stop_daemon p2pbufd-group
 
-# One function held by another process: p2pbufd names the cause and that device.
 if ! bind_vfio "$FN0" || ! bind_vfio "$FN1"; then
 	fail group-rebind "expected $FN0 and $FN1 bound to vfio-pci again"
 	exit 1
 fi
+
+# -- 13b: both devices of the group across crashes of p2pbufd --
+# vm-importer manager plays systemd: its fd store keeps one copy of an open file, under the
+# first name (fn0 parks the group's fds first; fn1's copies are dropped). After a kill -9 the
+# new instance takes both over (generation unchanged, leases kept): fn1 from its device fd
+# alone. Then once more with fn1 declared first, so that fn1 is taken over before fn0 brings
+# the group's fds. Resets afterwards cycle each device on the shared group as before.
+subsection "13b: both devices of the group across crashes"
+# (start_daemon raised this shell's fd limit already.)
+DAEMON=p2pbufd-restart
+rm -f "$W/mgr.ctl" "$SOCK"
+mkfifo "$W/mgr.ctl"
+# shellcheck disable=SC2016 # expanded by the command's own shell
+spawn mgr sh -c 'exec vm-importer manager --log "$1" "$2" -- p2pbufd --policy "$3" \
+	--fd-store 64 --reclaim-grace 60s -v <"$4"' sh "$W/$DAEMON.out" "$SOCK" \
+	"$W/policy-group" "$W/mgr.ctl"
+exec 8>"$W/mgr.ctl"
+# mgr CMD TAG: tell the manager CMD; its answer (what follows "CMD TAG ").
+mgr() {
+	echo "$1 $2" >&8
+	wait_grep "$W/mgr.out" "^$1 $2 " 70 >/dev/null
+	sed -n "s/^$1 $2 //p" "$W/mgr.out" | tail -n 1
+}
+# mgr_start TAG: start p2pbufd; PASS group-restart-start-TAG once it serves; sets DPID.
+mgr_start() {
+	_ms=$(mgr start "$1")
+	expect_eq "group-restart-start-$1" "the manager's start $1 of p2pbufd" ok "${_ms%% *}"
+	DPID=$(sed -n "s/^pid $1 //p" "$W/mgr.out")
+}
+# stored_devs TAG: the names of the devices' fds in the store, sorted, on one line.
+stored_devs() {
+	mgr names "$1" >/dev/null
+	sed -n "s/^stored $1 \(dev\..*\)/\1/p" "$W/mgr.out" | sort | tr '\n' ' '
+}
+# adopted: "state generation" of both devices; the held leases' states ("gone" when not
+# listed); the group's fds.
+adopted() {
+	p2pbuf-client --json leases --all >"$W/leases13.json" 2>&1
+	printf '%s;' "$(group_states)"
+	for _l in "${_la:-?}" "${_lb:-?}"; do
+		_st=$(jget "$W/leases13.json" ".leases[id=$_l].state") || _st=gone
+		printf ' %s' "$_st"
+	done
+	echo "; $(group_fds)"
+}
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_parked="dev.fn0.device dev.fn0.iommufd dev.fn1.device "
+else
+	_parked="dev.fn0.container dev.fn0.device dev.fn0.group dev.fn1.device "
+fi
+mgr_start s1
+spawn holder13a p2pbuf-client --json export fn0 --bar 2 --offset 0x80000 --length 0x10000 \
+	--label group-restart
+spawn holder13b p2pbuf-client --json export fn1 --bar 2 --offset 0x80000 --length 0x10000 \
+	--label group-restart
+_la=$(lease_of holder13a)
+_lb=$(lease_of holder13b)
+expect_eq group-restart-store "the devices' fds in the store: the group's once, as fn0's" \
+	"$_parked" "$(stored_devs n1)"
+expect_eq group-restart-crash "kill -9 of p2pbufd: its status" "status 137" "$(mgr crash c1)"
+mgr_start s2
+expect_eq group-restart-adopted "after the restart: fn0, fn1; leases ${_la:-?} ${_lb:-?}; fds" \
+	"ready 0 ready 0; active active; $_shared 2" "$(adopted)"
+jget "$W/devices13.json" '.devices[name=fn1].message' >"$W/group-message"
+expect_eq group-restart-message "fn1's message: taken over, sharing fn0's group" yes "$(
+	says "$W/group-message" "^$FN1: taken over from the previous instance through .*, shared with \"fn0\"")"
+# fn1 first: taken over from its device fd alone, before fn0 brings the group's fds.
+expect_eq group-restart-crash-again "kill -9 of p2pbufd: its status" "status 137" \
+	"$(mgr crash c2)"
+cat >"$W/policy-group" <<EOF
+device fn1 pci $FN1
+device fn0 pci $FN0
+allow user root device fn0
+allow user root device fn1
+admin user root
+EOF
+mgr_start s3
+expect_eq group-restart-reversed-adopted \
+	"fn1 declared first, after the restart: fn0, fn1; leases ${_la:-?} ${_lb:-?}; fds" \
+	"ready 0 ready 0; active active; $_shared 2" "$(adopted)"
+check group-restart-reset-fn1 p2pbuf-client reset fn1
+expect_eq group-restart-after-reset-fn1 "fn0, fn1; leases ${_la:-?} ${_lb:-?}; fds" \
+	"ready 0 ready 1; active gone; $_shared 2" "$(adopted)"
+check group-restart-reset-fn0 p2pbuf-client reset fn0
+expect_eq group-restart-after-reset-fn0 "fn0, fn1; fds" "ready 1 ready 1; $_shared 2" \
+	"$(group_states); $(group_fds)"
+expect_eq group-restart-stop "SIGTERM to p2pbufd: its status" "status 0" "$(mgr stop x)"
+echo "quit q" >&8
+exec 8>&-
+expect_eq group-restart-manager-exit "the manager's exit status" 0 "$(reap mgr 15)"
+stop holder13a >/dev/null
+stop holder13b >/dev/null
+sed 's/^/mgr| /' "$W/mgr.out"
+grep -e '^<[0-4]>' -e 'taken over from' "$W/$DAEMON.out" | sed "s/^/$DAEMON| /"
+
+# -- 13c: one function held by another process: p2pbufd names the cause and that device --
+subsection "13c: a group another process holds"
 printf 'device fn0 pci %s\nallow user root device fn0\nadmin user root\n' "$FN0" \
 	>"$W/policy-fn0"
 printf 'device fn1 pci %s\nallow user root device fn1\n' "$FN1" >"$W/policy-fn1"

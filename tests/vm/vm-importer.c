@@ -75,6 +75,16 @@
  *       again, while A's old mapping reads zeros and its fd gives ENODEV), and a new lease on
  *       A works; then the same with the roles swapped. Steps as in dma.
  *
+ *   vm-importer manager --log FILE SOCKET -- P2PBUFD [ARG]...
+ *       A service manager for restarts of p2pbufd outside systemd, whose fd store behaves as
+ *       systemd 252's: a stored fd that is the same open file as one stored already (kcmp) is
+ *       dropped and the first name stays, FDSTOREREMOVE drops every fd of a name, and a start
+ *       passes the listening socket (SOCKET, made here) and every stored fd as LISTEN_FDS /
+ *       LISTEN_FDNAMES. Commands on standard input, "CMD TAG", each answered by a line
+ *       starting "CMD TAG ": start (waits for READY=1; also "pid TAG PID"), crash (SIGKILL),
+ *       stop (SIGTERM; the exit status), names ("stored TAG NAME" lines first), quit.
+ *       p2pbufd's output goes to FILE.
+ *
  *   vm-importer events DEVICE [ID=NAME]... < WATCH
  *       The events of `p2pbuf-client --json watch` output that concern DEVICE's state or the
  *       leases ID, as one line of words NAME:revoking:REASON, NAME:revoked:REASON and
@@ -105,6 +115,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -2390,7 +2402,9 @@ static bool group_setup(struct group_test *t)
 	for (int i = 0; i < 2; i++)
 		r[i] = group_export(t, i, 0, why[i], sizeof(why[i]));
 	if (t->edu_bdf && t->fd[0] >= 0 && t->fd[1] >= 0)
-		rstep(&t->s, "map", r[0] == 0 && r[1] == 0, "a: %s; b: %s", why[0], why[1]);
+		rstep(&t->s, "map", r[0] == 0 && r[1] == 0,
+		      "a: %s, at IOVA 0x%" PRIx64 "; b: %s, at IOVA 0x%" PRIx64, why[0], t->iova[0],
+		      why[1], t->iova[1]);
 	if (!rstep(&t->s, "export", t->fd[0] >= 0 && t->fd[1] >= 0, "a: %s; b: %s", why[0],
 		   why[1]) ||
 	    r[0] < 0 || r[1] < 0)
@@ -2540,6 +2554,269 @@ static int cmd_group(int argc, char **argv)
 	return rc;
 }
 
+/* ---- manager: a service manager with an fd store, for restarts of p2pbufd ---- */
+
+/* What systemd 252 does with a Type=notify service's fd store, and no more: FDSTORE=1 keeps
+ * the fd under FDNAME= unless the store holds the same open file already (same_fd(): kcmp
+ * KCMP_FILE), in which case the new copy is dropped and the first name stays; FDSTOREREMOVE=1
+ * drops every fd of that name; a restart passes the listening socket (named p2pbufd.socket)
+ * and then every stored fd as LISTEN_FDS/LISTEN_FDNAMES. */
+#define MGR_MAX_FDS 64
+
+struct mgr {
+	const char *sock_path, *log_path;
+	char notify_path[PATH_MAX];
+	int listen_fd, notify_fd;
+	pid_t pid;
+	struct {
+		char name[128];
+		int fd;
+	} fds[MGR_MAX_FDS];
+	size_t n;
+	bool ready;
+	char **argv; /* p2pbufd and its arguments */
+};
+
+static bool same_file(int a, int b)
+{
+	long r =
+	    syscall(SYS_kcmp, (long)getpid(), (long)getpid(), 0L /* KCMP_FILE */, (long)a, (long)b);
+
+	if (r < 0)
+		die("kcmp: %m (the fd store's duplicate check needs it, as systemd's does)");
+	return r == 0;
+}
+
+static void mgr_store(struct mgr *m, const char *name, int fd)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (same_file(m->fds[i].fd, fd)) {
+			printf("store: %s dropped, the same file as %s\n", name, m->fds[i].name);
+			close(fd);
+			return;
+		}
+	if (m->n == MGR_MAX_FDS)
+		die("the fd store is full");
+	snprintf(m->fds[m->n].name, sizeof(m->fds[0].name), "%s", name);
+	m->fds[m->n++].fd = fd;
+}
+
+static void mgr_forget(struct mgr *m, const char *name)
+{
+	for (size_t i = 0; i < m->n;) {
+		if (strcmp(m->fds[i].name, name) == 0) {
+			close(m->fds[i].fd);
+			m->fds[i] = m->fds[--m->n];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* One notify message: READY=1, FDSTORE=1 (with its fds), FDSTOREREMOVE=1. */
+static void mgr_message(struct mgr *m)
+{
+	char buf[4096], cbuf[CMSG_SPACE(sizeof(int) * 8)], name[128] = "stored";
+	struct iovec iov = { buf, sizeof(buf) - 1 };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	int fds[8], nfds = 0;
+	ssize_t n = recvmsg(m->notify_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	const char *p;
+
+	if (n < 0)
+		return;
+	buf[n] = '\0';
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			for (size_t k = 0;
+			     CMSG_LEN((k + 1) * sizeof(int)) <= c->cmsg_len && nfds < 8; k++)
+				memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+	if ((p = strstr(buf, "FDNAME=")))
+		sscanf(p + 7, "%127[^\n]", name);
+	if (strstr(buf, "FDSTOREREMOVE=1"))
+		mgr_forget(m, name);
+	for (int i = 0; i < nfds; i++) {
+		if (strstr(buf, "FDSTORE=1"))
+			mgr_store(m, name, fds[i]);
+		else
+			close(fds[i]);
+	}
+	if (strstr(buf, "READY=1"))
+		m->ready = true;
+}
+
+/* Exec p2pbufd with the listening socket and every stored fd from fd 3 on. */
+static void mgr_exec(struct mgr *m)
+{
+	char names[8192] = "p2pbufd.socket", pid[16], count[16];
+	int log = open(m->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644), top = 200;
+
+	if (log < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+		_exit(126);
+	/* Out of the way first, then down to 3, 4, ...: the targets may hold other fds. */
+	if (dup2(m->listen_fd, top) < 0)
+		_exit(126);
+	for (size_t i = 0; i < m->n; i++) {
+		if (dup2(m->fds[i].fd, top + 1 + (int)i) < 0)
+			_exit(126);
+		strncat(names, ":", sizeof(names) - strlen(names) - 1);
+		strncat(names, m->fds[i].name, sizeof(names) - strlen(names) - 1);
+	}
+	for (size_t i = 0; i <= m->n; i++) {
+		dup2(top + (int)i, 3 + (int)i); /* clears CLOEXEC */
+		close(top + (int)i);
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	snprintf(count, sizeof(count), "%zu", m->n + 1);
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", count, 1);
+	setenv("LISTEN_FDNAMES", names, 1);
+	setenv("NOTIFY_SOCKET", m->notify_path, 1);
+	execvp(m->argv[0], m->argv);
+	_exit(127);
+}
+
+/* Start p2pbufd and wait (up to 60 s) for READY=1. */
+static bool mgr_start(struct mgr *m, char *why, size_t wlen)
+{
+	struct pollfd p = { .fd = m->notify_fd, .events = POLLIN };
+	int64_t end = now_ms() + 60000;
+	int status;
+
+	m->ready = false;
+	fflush(stdout);
+	m->pid = fork();
+	if (m->pid < 0)
+		die("fork: %m");
+	if (m->pid == 0)
+		mgr_exec(m);
+	while (!m->ready && now_ms() < end) {
+		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+			snprintf(why, wlen, "p2pbufd exited with status %d before READY=1 (see %s)",
+				 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+				 m->log_path);
+			m->pid = 0;
+			return false;
+		}
+		if (poll(&p, 1, 100) == 1)
+			mgr_message(m);
+	}
+	snprintf(why, wlen,
+		 m->ready ? "pid %d, %zu stored fds passed"
+			  : "no READY=1 from pid %d within 60 s (%zu stored fds passed)",
+		 (int)m->pid, m->n);
+	return m->ready;
+}
+
+/* Send sig and collect p2pbufd; what it parked stays in the store. Returns its status. */
+static int mgr_stop(struct mgr *m, int sig)
+{
+	int status = 0;
+
+	if (m->pid <= 0)
+		return -1;
+	kill(m->pid, sig);
+	while (waitpid(m->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	m->pid = 0;
+	while (poll(&(struct pollfd){ .fd = m->notify_fd, .events = POLLIN }, 1, 0) == 1)
+		mgr_message(m);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int mgr_sockets(struct mgr *m)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX }, na = { .sun_family = AF_UNIX };
+
+	snprintf(m->notify_path, sizeof(m->notify_path), "%s.notify", m->sock_path);
+	if (strlen(m->notify_path) >= sizeof(na.sun_path))
+		die("socket path too long");
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", m->sock_path);
+	snprintf(na.sun_path, sizeof(na.sun_path), "%s", m->notify_path);
+	unlink(m->sock_path);
+	unlink(m->notify_path);
+	m->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	m->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (m->listen_fd < 0 || m->notify_fd < 0 ||
+	    bind(m->listen_fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(m->listen_fd, 128) < 0 || chmod(m->sock_path, 0666) < 0 ||
+	    bind(m->notify_fd, (struct sockaddr *)&na, sizeof(na)) < 0)
+		die("the manager's sockets: %m");
+	return 0;
+}
+
+/* One command from standard input, "CMD TAG": start, crash (SIGKILL), stop (SIGTERM), names
+ * (what the store holds), quit. The reply starts with "CMD TAG ". */
+static bool mgr_command(struct mgr *m, const char *line)
+{
+	char cmd[16], tag[32], why[256];
+
+	if (sscanf(line, "%15s %31s", cmd, tag) != 2)
+		return true;
+	if (!strcmp(cmd, "quit"))
+		return false;
+	if (!strcmp(cmd, "start")) {
+		bool ok = mgr_start(m, why, sizeof(why));
+		printf("start %s %s %s\n", tag, ok ? "ok" : "FAIL", why);
+		if (ok)
+			printf("pid %s %d\n", tag, (int)m->pid);
+	} else if (!strcmp(cmd, "crash")) {
+		printf("crash %s status %d\n", tag, mgr_stop(m, SIGKILL));
+	} else if (!strcmp(cmd, "stop")) {
+		printf("stop %s status %d\n", tag, mgr_stop(m, SIGTERM));
+	} else if (!strcmp(cmd, "names")) {
+		for (size_t i = 0; i < m->n; i++)
+			printf("stored %s %s\n", tag, m->fds[i].name);
+		printf("names %s %zu\n", tag, m->n);
+	}
+	return true;
+}
+
+/* vm-importer manager --log FILE SOCKET -- P2PBUFD [ARG]... */
+static int cmd_manager(int argc, char **argv)
+{
+	struct mgr m = { .listen_fd = -1, .notify_fd = -1 };
+	char line[256];
+	size_t used = 0;
+	bool go = true;
+
+	if (argc < 6 || strcmp(argv[1], "--log") != 0 || strcmp(argv[4], "--") != 0)
+		die("usage: manager --log FILE SOCKET -- P2PBUFD [ARG]...");
+	m.log_path = argv[2];
+	m.sock_path = argv[3];
+	m.argv = argv + 5;
+	mgr_sockets(&m);
+	printf("manager: listening on %s, notify socket %s\n", m.sock_path, m.notify_path);
+	while (go) {
+		struct pollfd p[2] = { { .fd = 0, .events = POLLIN },
+				       { .fd = m.notify_fd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			die("poll: %m");
+		if (p[1].revents & POLLIN)
+			mgr_message(&m);
+		if (!(p[0].revents & (POLLIN | POLLHUP)))
+			continue;
+		ssize_t n = read(0, line + used, sizeof(line) - 1 - used);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		line[used] = '\0';
+		for (char *nl; go && (nl = strchr(line, '\n'));) {
+			*nl = '\0';
+			go = mgr_command(&m, line);
+			memmove(line, nl + 1, strlen(nl + 1) + 1);
+			used = strlen(line);
+		}
+	}
+	mgr_stop(&m, SIGTERM);
+	unlink(m.sock_path);
+	unlink(m.notify_path);
+	return 0;
+}
+
 static const struct mode {
 	const char *name;
 	int (*run)(int argc, char **argv);
@@ -2547,7 +2824,7 @@ static const struct mode {
 	{ "json", cmd_json },	    { "pattern", cmd_pattern }, { "as", cmd_as },
 	{ "export", cmd_export },   { "dma", cmd_dma },		{ "revoke", cmd_revoke },
 	{ "pass-fd", cmd_pass_fd }, { "events", cmd_events },	{ "dma-hold", cmd_dma_hold },
-	{ "group", cmd_group },
+	{ "group", cmd_group },	    { "manager", cmd_manager },
 };
 
 int main(int argc, char **argv)
@@ -2555,7 +2832,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2)
 		die("usage: vm-importer MODE ARGS... (modes: json pattern as export dma dma-hold "
-		    "revoke pass-fd group events; see the source's header)");
+		    "revoke pass-fd group manager events; see the source's header)");
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(argv[1], modes[i].name))
 			return modes[i].run(argc - 1, argv + 1);
