@@ -1333,8 +1333,10 @@ static int share_adopt(struct device_handle *h, const struct vfio_sysfs *s, int 
 }
 
 /* Take over a device a previous instance opened: the fds must be the nodes that sysfs names
- * for decl's address today (its group, or its cdev). Nothing is reopened or reset, so the
- * buffers exported from it stay alive; events are re-armed with new eventfds. */
+ * for decl's address today (its group, or its cdev). The group's own fds may be missing (the
+ * store kept them under another device of the group): the device then joins the share that
+ * device brings, before or after it. Nothing is reopened or reset, so the buffers exported
+ * from it stay alive; events are re-armed with new eventfds. */
 static int vfio_adopt(const struct policy_device *decl, struct parked_fd *fds, size_t n,
 		      struct device_handle **ret_handle, struct device_info *ret_info, char *msg,
 		      size_t msglen)
