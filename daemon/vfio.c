@@ -8,6 +8,13 @@
  * type1 container gives; an exporter needs no IOVA space (importers map the buffer into
  * theirs), and fewer objects mean fewer ioctls to allow in the sandbox.
  *
+ * Devices of one IOMMU group (functions of a multifunction slot, devices behind a PCIe-to-PCI
+ * bridge) share what the kernel lets exist once per group: on the legacy path the group fd
+ * (/dev/vfio/N opens once, system-wide) and its container, on the iommufd path the iommufd
+ * that every device of the group must be bound to (the group's DMA owner; a second iommufd
+ * gets EPERM). Each device keeps its own device fd, so closing it still revokes only that
+ * device's buffers; the shared part is closed with the group's last device.
+ *
  * Nothing here logs: every failure returns -errno and, from open, a sentence for the admin.
  * BARs are never mmapped: a mapping copied into a forked child would pin the device file, and
  * closing the device fd would then no longer revoke the exported buffers. */
@@ -25,9 +32,10 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <linux/pci_regs.h>
+#include <pthread.h>
 
 #include "device.h"
-#include "device.h"
+#include "macro.h"
 #include "vfio-uapi.h"
 
 /* sysfs root; a test build may point it at a fake tree. */
@@ -47,15 +55,43 @@ enum vfio_path {
 	VFIO_PATH_IOMMUFD,
 };
 
+struct device_handle;
+
+/* What the open devices of one IOMMU group share. Its fds do not change while it has
+ * members, except that a share taken over without them (-1) gets them from a device adopted
+ * later (vfio_adopt), under the table's lock. */
+struct vfio_share {
+	unsigned group; /* IOMMU group number */
+	enum vfio_path path;
+	/* legacy: /dev/vfio/vfio; iommufd: /dev/iommu; -1: the previous instance's devices were
+	 * taken over without it, and their device fds alone keep it alive in the kernel */
+	int container_fd;
+	int group_fd; /* legacy: /dev/vfio/GROUP (-1 as container_fd); iommufd: -1 */
+	struct device_handle *members; /* every handle attached, linked by next_member */
+	struct vfio_share *next;
+};
+
 struct device_handle {
 	enum vfio_path path;
-	int container_fd; /* legacy: /dev/vfio/vfio; iommufd: /dev/iommu */
-	int group_fd;	  /* legacy: /dev/vfio/GROUP; iommufd: -1 */
+	struct vfio_share *share; /* NULL until attached */
+	struct device_handle *next_member;
 	int device_fd;
 	int req_fd;		/* eventfd: device being removed (-1: none) */
 	int err_fd;		/* eventfd: AER error reported (-1: none) */
 	uint64_t config_offset; /* of the config space region in device_fd */
+	char addr[16];
+	char name[POLICY_MAX_NAME + 1]; /* the policy's name, for messages about the group */
 };
+
+/* The shares of every group this process has open. A file-wide table, because what it
+ * mirrors is process-wide in the kernel: a group opens once, and its DMA owner is one
+ * iommufd; the device_ops interface has no backend instance to hang it on. The lock is held
+ * only for lookups and for opening a group's shared part (a few ioctls that do not wait),
+ * never while a device is opened or closed (which reset it and wait for importers). */
+static struct {
+	pthread_mutex_t lock;
+	struct vfio_share *list;
+} shares = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
 /* What sysfs says about the device before anything is opened. */
 struct vfio_sysfs {
@@ -63,22 +99,6 @@ struct vfio_sysfs {
 	unsigned group; /* IOMMU group number */
 	char cdev[32];	/* "vfioN" under vfio-dev/, "" when absent */
 };
-
-static void closep(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-}
-
-#define _cleanup_close_ __attribute__((cleanup(closep)))
-
-static int take_fd(int *fd)
-{
-	int r = *fd;
-
-	*fd = -1;
-	return r;
-}
 
 /* Write the admin's sentence and return err, so that failures read as one statement. */
 __attribute__((format(printf, 4, 5))) static int fail(char *msg, size_t msglen, int err,
@@ -117,22 +137,28 @@ static bool pci_addr_valid(const char *addr)
 	       addr[dom + 6] == '.' && addr[dom + 7] >= '0' && addr[dom + 7] <= '7';
 }
 
+/* The last component of path into buf. */
+static int last_component(const char *path, char *buf, size_t len)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	if (strlen(base) >= len)
+		return -ENAMETOOLONG;
+	strcpy(buf, base);
+	return 0;
+}
+
 /* The last component of the symlink at path into buf: a driver or group name. */
 static int link_name(const char *path, char *buf, size_t len)
 {
 	char target[PATH_MAX];
 	ssize_t n = readlink(path, target, sizeof(target) - 1);
-	const char *base;
 
 	if (n < 0)
 		return -errno;
 	target[n] = '\0';
-	base = strrchr(target, '/');
-	base = base ? base + 1 : target;
-	if (strlen(base) >= len)
-		return -ENAMETOOLONG;
-	strcpy(buf, base);
-	return 0;
+	return last_component(target, buf, len);
 }
 
 static int device_link(const char *addr, const char *what, char *buf, size_t len)
@@ -179,9 +205,10 @@ static bool member_harmless(const char *addr)
 	return vfio_dev_name(addr, cdev, sizeof(cdev)) == 0;
 }
 
-/* List into out the members of group (other than self) that keep it from being viable, as
- * "ADDR (driver), ...". Returns how many. */
-static int group_blockers(unsigned group, const char *self, char *out, size_t outlen)
+/* List into out the members of group other than self, as "ADDR (driver), ...": only those
+ * that keep it from being viable when blockers_only. Returns how many. */
+static int group_members(unsigned group, const char *self, bool blockers_only, char *out,
+			 size_t outlen)
 {
 	char path[PATH_MAX], drv[NAME_MAX + 1];
 	struct dirent *de;
@@ -196,10 +223,10 @@ static int group_blockers(unsigned group, const char *self, char *out, size_t ou
 		return 0;
 	while ((de = readdir(dir))) {
 		if (de->d_name[0] == '.' || !strcmp(de->d_name, self) ||
-		    member_harmless(de->d_name))
+		    (blockers_only && member_harmless(de->d_name)))
 			continue;
 		if (device_link(de->d_name, "driver", drv, sizeof(drv)) < 0)
-			strcpy(drv, "?");
+			strcpy(drv, "no driver");
 		if (used < outlen)
 			used += snprintf(out + used, outlen - used, "%s%s (%s)", n ? ", " : "",
 					 de->d_name, drv);
@@ -282,7 +309,7 @@ static int fail_not_viable(const struct vfio_sysfs *s, char *msg, size_t msglen)
 {
 	char who[256];
 
-	if (group_blockers(s->group, s->addr, who, sizeof(who)) > 0)
+	if (group_members(s->group, s->addr, true, who, sizeof(who)) > 0)
 		return fail(msg, msglen, -EBUSY,
 			    "IOMMU group %u of %s is not viable: %s must be bound to vfio-pci "
 			    "or unbound (p2pbuf-vfio-bind)",
@@ -292,60 +319,211 @@ static int fail_not_viable(const struct vfio_sysfs *s, char *msg, size_t msglen)
 		    s->group, s->addr);
 }
 
+/* ----- what the devices of one group share (callers hold shares.lock) ----- */
+
+static struct vfio_share *share_find(unsigned group)
+{
+	for (struct vfio_share *sh = shares.list; sh; sh = sh->next)
+		if (sh->group == group)
+			return sh;
+	return NULL;
+}
+
+static const struct device_handle *share_member(const struct vfio_share *sh, const char *addr)
+{
+	for (const struct device_handle *m = sh->members; m; m = m->next_member)
+		if (!strcmp(m->addr, addr))
+			return m;
+	return NULL;
+}
+
+/* The members of sh other than self into out, as "NAME (ADDR), ...". Returns how many. */
+static int share_names(const struct vfio_share *sh, const struct device_handle *self, char *out,
+		       size_t outlen)
+{
+	size_t used = 0;
+	int n = 0;
+
+	out[0] = '\0';
+	for (const struct device_handle *m = sh->members; m; m = m->next_member) {
+		if (m == self)
+			continue;
+		if (used < outlen)
+			used += snprintf(out + used, outlen - used, "%s\"%s\" (%s)", n ? ", " : "",
+					 m->name, m->addr);
+		n++;
+	}
+	return n;
+}
+
+/* The same for h's own share, taking the lock: for messages from outside it. */
+static int share_others(const struct device_handle *h, char *out, size_t outlen)
+{
+	int n = 0;
+
+	out[0] = '\0';
+	pthread_mutex_lock(&shares.lock);
+	if (h->share)
+		n = share_names(h->share, h, out, outlen);
+	pthread_mutex_unlock(&shares.lock);
+	return n;
+}
+
+/* A new share of group, owning *container_fd and *group_fd (either may be -1). */
+static int share_new(unsigned group, enum vfio_path path, int *container_fd, int *group_fd,
+		     struct vfio_share **ret)
+{
+	struct vfio_share *sh = calloc(1, sizeof(*sh));
+
+	if (!sh)
+		return -ENOMEM;
+	*sh = (struct vfio_share){ .group = group,
+				   .path = path,
+				   .container_fd = TAKE_FD(*container_fd),
+				   .group_fd = TAKE_FD(*group_fd),
+				   .next = shares.list };
+	shares.list = sh;
+	*ret = sh;
+	return 0;
+}
+
+static void share_link(struct vfio_share *sh, struct device_handle *h)
+{
+	h->share = sh;
+	h->path = sh->path;
+	h->next_member = sh->members;
+	sh->members = h;
+}
+
+/* Detach h; the group's last device closes the share: the group first, then the container it
+ * was attached to (nothing is left that could wait on importers). */
+static void share_unlink(struct device_handle *h)
+{
+	struct vfio_share *sh = h->share, **p;
+	struct device_handle **m;
+
+	if (!sh)
+		return;
+	for (m = &sh->members; *m && *m != h; m = &(*m)->next_member)
+		;
+	if (*m)
+		*m = h->next_member;
+	h->share = NULL;
+	if (sh->members)
+		return;
+	for (p = &shares.list; *p && *p != sh; p = &(*p)->next)
+		;
+	if (*p)
+		*p = sh->next;
+	closep(&sh->group_fd);
+	closep(&sh->container_fd);
+	free(sh);
+}
+
 /* ----- opening: iommufd + cdev ----- */
 
-static int bind_error(const struct vfio_sysfs *s, int err, char *msg, size_t msglen)
+/* The device's cdev, opened and not yet bound; -errno where this kernel has none for it. */
+static int cdev_open(const struct vfio_sysfs *s)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (!s->cdev[0])
+		return -ENOENT;
+	snprintf(path, sizeof(path), "/dev/vfio/devices/%s", s->cdev);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Whether another process uses group: its node opens only while nobody has it open and no
+ * device of it is bound to an iommufd (vfio_group_fops_open). Opened and closed at once.
+ * Returns 0 (unused), -EBUSY (in use), or another -errno (no group node: cannot tell). */
+static int group_in_use(unsigned group)
+{
+	_cleanup_close_ int fd = -1;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/dev/vfio/%u", group);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	return fd < 0 ? -errno : 0;
+}
+
+/* Binding gave EPERM: iommufd_device_bind() refuses a group whose interrupts cannot be
+ * isolated, then claims the group's DMA ownership for this iommufd, which fails while a member's
+ * driver uses the DMA API or another iommufd owns the group. Say which. */
+static int bind_refused(const struct device_handle *h, const struct vfio_sysfs *s, char *msg,
+			size_t msglen)
 {
 	char who[256];
+	int r;
 
-	switch (err) {
-	case -EBUSY: /* the group is open through the legacy interface */
+	if (share_others(h, who, sizeof(who)) > 0)
+		return fail(msg, msglen, -EPERM,
+			    "iommufd refused %s although %s of the same IOMMU group %u is bound to "
+			    "p2pbufd's own iommufd",
+			    s->addr, who, s->group);
+	if (group_members(s->group, s->addr, true, who, sizeof(who)) > 0)
+		return fail_not_viable(s, msg, msglen);
+	r = group_in_use(s->group);
+	group_members(s->group, s->addr, false, who, sizeof(who));
+	if (r == -EBUSY)
 		return fail(msg, msglen, -EBUSY,
-			    "IOMMU group %u of %s is already open in another process", s->group,
-			    s->addr);
+			    "IOMMU group %u of %s is in use by another process (its devices: %s)",
+			    s->group, s->addr, who[0] ? who : "only this one");
+	if (r == 0)
+		return fail(msg, msglen, -EPERM,
+			    "iommufd refused %s: the IOMMU cannot isolate the interrupts of its "
+			    "IOMMU group %u (turn on interrupt remapping: intel_iommu=on or "
+			    "amd_iommu=on, and in the firmware)",
+			    s->addr, s->group);
+	return fail(msg, msglen, -EPERM,
+		    "iommufd refused %s: another process has bound a device of IOMMU group %u "
+		    "(%s) to its own iommufd, or the IOMMU cannot isolate the group's interrupts "
+		    "(then turn on interrupt remapping)",
+		    s->addr, s->group, who[0] ? who : "only this one");
+}
+
+static int bind_error(const struct device_handle *h, const struct vfio_sysfs *s, int err, char *msg,
+		      size_t msglen)
+{
+	switch (err) {
+	case -EBUSY: /* vfio_device_block_group: the group is open through the legacy interface */
+		return fail(msg, msglen, -EBUSY,
+			    "IOMMU group %u of %s is open in another process (/dev/vfio/%u)",
+			    s->group, s->addr, s->group);
 	case -EINVAL: /* vfio_df_open: a cdev device may be open only once */
 		return fail(msg, msglen, -EBUSY,
-			    "%s is already open (/dev/vfio/devices/%s) in another process or "
-			    "declared twice",
-			    s->addr, s->cdev);
-	case -EPERM: /* another owner of the group, or no MSI isolation */
-		if (group_blockers(s->group, s->addr, who, sizeof(who)) > 0)
-			return fail_not_viable(s, msg, msglen);
-		return fail(msg, msglen, -EPERM,
-			    "iommufd refused %s: another device of IOMMU group %u is open "
-			    "elsewhere, or interrupts cannot be isolated (enable interrupt "
-			    "remapping, or iommufd allow_unsafe_interrupts=1)",
-			    s->addr, s->group);
+			    "%s is already open (/dev/vfio/devices/%s) in another process", s->addr,
+			    s->cdev);
+	case -EPERM:
+		return bind_refused(h, s, msg, msglen);
 	default:
 		return fail(msg, msglen, err, "binding %s to iommufd failed: %s", s->addr,
 			    strerror(-err));
 	}
 }
 
-/* Returns 0 when the device is open and bound, 1 when this kernel offers no cdev path (the
- * caller falls back to the legacy one), or -errno. */
-static int open_iommufd(struct device_handle *h, const struct vfio_sysfs *s, char *msg,
-			size_t msglen)
+/* Bind h's cdev (opened by share_open for the group's first device) to the group's iommufd. */
+static int member_bind(struct device_handle *h, const struct vfio_sysfs *s, char *msg,
+		       size_t msglen)
 {
-	_cleanup_close_ int dev = -1, iommufd = -1;
 	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
-	char path[PATH_MAX];
 
-	if (!s->cdev[0])
-		return 1;
-	snprintf(path, sizeof(path), "/dev/vfio/devices/%s", s->cdev);
-	dev = open(path, O_RDWR | O_CLOEXEC);
-	if (dev < 0)
-		return 1;
-	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	if (iommufd < 0)
-		return 1;
-	bind.iommufd = iommufd;
-	if (ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, &bind) < 0)
-		return bind_error(s, -errno, msg, msglen);
-	h->path = VFIO_PATH_IOMMUFD;
-	h->device_fd = take_fd(&dev);
-	h->container_fd = take_fd(&iommufd);
+	if (h->device_fd < 0)
+		h->device_fd = cdev_open(s);
+	if (h->device_fd < 0) {
+		int r = h->device_fd;
+
+		h->device_fd = -1;
+		return fail(
+		    msg, msglen, r == -ENOENT ? -ENODEV : r,
+		    "%s cannot be opened through its cdev (%s), but p2pbufd holds its IOMMU "
+		    "group %u through iommufd: %s",
+		    s->addr, s->cdev[0] ? s->cdev : "none", s->group, strerror(-r));
+	}
+	bind.iommufd = h->share->container_fd;
+	if (ioctl(h->device_fd, VFIO_DEVICE_BIND_IOMMUFD, &bind) < 0)
+		return bind_error(h, s, -errno, msg, msglen);
 	return 0;
 }
 
@@ -365,7 +543,7 @@ static int legacy_container(const struct vfio_sysfs *s, int *ret_fd, char *msg, 
 	if (ioctl(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
 		return fail(msg, msglen, -EOPNOTSUPP,
 			    "the VFIO container offers no type1v2 IOMMU (load vfio_iommu_type1)");
-	*ret_fd = take_fd(&fd);
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
 
@@ -373,57 +551,130 @@ static int legacy_group(const struct vfio_sysfs *s, int *ret_fd, char *msg, size
 {
 	struct vfio_group_status status = { .argsz = sizeof(status) };
 	_cleanup_close_ int fd = -1;
-	char path[64];
+	char path[64], who[256];
 
 	snprintf(path, sizeof(path), "/dev/vfio/%u", s->group);
 	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 && errno == EBUSY)
+	if (fd < 0 && errno == EBUSY) {
+		/* Not p2pbufd itself: its own devices of the group share the open group. */
+		group_members(s->group, s->addr, false, who, sizeof(who));
 		return fail(msg, msglen, -EBUSY,
-			    "IOMMU group %u of %s is already open in another process "
-			    "(or another device of the group is declared too)",
-			    s->group, s->addr);
+			    "IOMMU group %u of %s is already open in another process (its other "
+			    "devices: %s)",
+			    s->group, s->addr, who[0] ? who : "none");
+	}
 	if (fd < 0)
 		return fail(msg, msglen, -errno, "cannot open %s for %s: %m", path, s->addr);
 	if (ioctl(fd, VFIO_GROUP_GET_STATUS, &status) < 0)
 		return fail(msg, msglen, -errno, "VFIO_GROUP_GET_STATUS on %s: %m", path);
 	if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE))
 		return fail_not_viable(s, msg, msglen);
-	*ret_fd = take_fd(&fd);
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
 
-static int open_legacy(struct device_handle *h, const struct vfio_sysfs *s, char *msg,
+/* The group, in a type1v2 container of its own: what every device of the group hangs on. */
+static int legacy_open(const struct vfio_sysfs *s, int *ret_container, int *ret_group, char *msg,
 		       size_t msglen)
 {
-	_cleanup_close_ int container = -1, group = -1, dev = -1;
-	int r;
+	_cleanup_close_ int container = -1, group = -1;
+	int r = legacy_container(s, &container, msg, msglen);
 
-	r = legacy_container(s, &container, msg, msglen);
-	if (r < 0)
-		return r;
-	r = legacy_group(s, &group, msg, msglen);
+	if (r == 0)
+		r = legacy_group(s, &group, msg, msglen);
 	if (r < 0)
 		return r;
 	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) < 0)
 		return fail(msg, msglen, -errno, "VFIO_GROUP_SET_CONTAINER for %s: %m", s->addr);
 	r = ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0 ? -errno : 0;
-	if (r == -EPERM)
-		return fail(
-		    msg, msglen, r,
-		    "the IOMMU cannot isolate interrupts of %s (enable interrupt remapping, "
-		    "or vfio_iommu_type1 allow_unsafe_interrupts=1)",
-		    s->addr);
+	if (r == -EPERM) /* vfio_iommu_type1_attach_group: no isolated MSI */
+		return fail(msg, msglen, r,
+			    "the IOMMU cannot isolate the interrupts of IOMMU group %u of %s (turn "
+			    "on interrupt remapping: intel_iommu=on or amd_iommu=on, and in the "
+			    "firmware)",
+			    s->group, s->addr);
 	if (r < 0)
 		return fail(msg, msglen, r, "VFIO_SET_IOMMU for %s: %s", s->addr, strerror(-r));
-	/* The kernel installs the device fd with O_CLOEXEC (group.c, FD_ADD). */
-	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, s->addr);
-	if (dev < 0)
-		return fail(msg, msglen, errno == EBUSY ? -EBUSY : -errno,
-			    "VFIO_GROUP_GET_DEVICE_FD for %s: %m", s->addr);
-	h->path = VFIO_PATH_LEGACY;
-	h->container_fd = take_fd(&container);
-	h->group_fd = take_fd(&group);
-	h->device_fd = take_fd(&dev);
+	*ret_container = TAKE_FD(container);
+	*ret_group = TAKE_FD(group);
+	return 0;
+}
+
+/* Ask the shared group for h's device. The kernel installs the fd with O_CLOEXEC (group.c,
+ * FD_ADD). A device may be opened several times through its group, so share_join refuses a
+ * second handle of one address: a copy would keep the device open across a cycle. */
+static int member_get(struct device_handle *h, const struct vfio_sysfs *s, char *msg, size_t msglen)
+{
+	char who[256];
+	int fd = ioctl(h->share->group_fd, VFIO_GROUP_GET_DEVICE_FD, s->addr), r = -errno;
+
+	if (fd >= 0) {
+		h->device_fd = fd;
+		return 0;
+	}
+	if (share_others(h, who, sizeof(who)) > 0)
+		return fail(msg, msglen, r,
+			    "VFIO_GROUP_GET_DEVICE_FD for %s (IOMMU group %u, open for %s too): %s",
+			    s->addr, s->group, who, strerror(-r));
+	return fail(msg, msglen, r, "VFIO_GROUP_GET_DEVICE_FD for %s: %s", s->addr, strerror(-r));
+}
+
+/* ----- joining the group's share ----- */
+
+/* The share of a group p2pbufd does not have open yet: on iommufd where this device's cdev and
+ * /dev/iommu open (the cdev stays in h, not yet bound), else the legacy group and container. */
+static int share_open(struct device_handle *h, const struct vfio_sysfs *s, struct vfio_share **ret,
+		      char *msg, size_t msglen)
+{
+	_cleanup_close_ int dev = cdev_open(s), iommufd = -1, container = -1, group = -1;
+	int r;
+
+	if (dev >= 0)
+		iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (iommufd >= 0) {
+		r = share_new(s->group, VFIO_PATH_IOMMUFD, &iommufd, &group, ret);
+		if (r < 0)
+			return fail(msg, msglen, r, "out of memory");
+		h->device_fd = TAKE_FD(dev);
+		return 0;
+	}
+	closep(&dev);
+	r = legacy_open(s, &container, &group, msg, msglen);
+	if (r == 0)
+		r = share_new(s->group, VFIO_PATH_LEGACY, &container, &group, ret);
+	if (r == -ENOMEM)
+		return fail(msg, msglen, r, "out of memory");
+	return r;
+}
+
+/* Attach h to the share of s's group, opening it when p2pbufd has none. A share taken over
+ * without its group's own fds cannot open another device: only its devices' fds hold the group
+ * open, and the kernel gives no second way in while they do. */
+static int share_join(struct device_handle *h, const struct vfio_sysfs *s, char *msg, size_t msglen)
+{
+	struct vfio_share *sh = share_find(s->group);
+	const struct device_handle *same = sh ? share_member(sh, s->addr) : NULL;
+	char who[256];
+	int r;
+
+	if (same)
+		return fail(msg, msglen, -EBUSY,
+			    "%s is already open as device \"%s\" (a device can be declared once)",
+			    s->addr, same->name);
+	if (sh && sh->container_fd < 0) {
+		share_names(sh, h, who, sizeof(who));
+		return fail(msg, msglen, -EBUSY,
+			    "IOMMU group %u of %s is held only by the device fds of %s, taken over "
+			    "from the previous instance without the group's own fds; it opens "
+			    "again once those devices have been reset (p2pbuf-client reset)",
+			    s->group, s->addr, who);
+	}
+	if (!sh) {
+		r = share_open(h, s, &sh, msg, msglen);
+		if (r < 0)
+			return r;
+	}
+	share_link(sh, h);
 	return 0;
 }
 
@@ -678,7 +929,7 @@ static int arm_irq(const struct device_handle *h, unsigned index, int *ret_fd)
 	r = set_irq_eventfd(h, index, efd);
 	if (r < 0)
 		return r;
-	*ret_fd = take_fd(&efd);
+	*ret_fd = TAKE_FD(efd);
 	return 0;
 }
 
@@ -697,7 +948,8 @@ static int arm_events(struct device_handle *h, char *msg, size_t msglen)
 /* ----- device_ops ----- */
 
 /* Close order: the device first (this is the permanent revoke, and it disarms the IRQ
- * eventfds), then what it was attached through. May block until importers let go. */
+ * eventfds), then, with the group's last device, what it was attached through. May block
+ * until importers let go, without the table's lock. */
 static void vfio_close(struct device_handle *h)
 {
 	if (!h)
@@ -705,30 +957,34 @@ static void vfio_close(struct device_handle *h)
 	closep(&h->device_fd);
 	closep(&h->req_fd);
 	closep(&h->err_fd);
-	closep(&h->group_fd);
-	closep(&h->container_fd);
+	pthread_mutex_lock(&shares.lock);
+	share_unlink(h);
+	pthread_mutex_unlock(&shares.lock);
 	free(h);
 }
 
-static struct device_handle *handle_new(void)
+static struct device_handle *handle_new(const struct policy_device *decl)
 {
 	struct device_handle *h = calloc(1, sizeof(*h));
 
-	if (h)
-		h->container_fd = h->group_fd = h->device_fd = h->req_fd = h->err_fd = -1;
+	if (!h)
+		return NULL;
+	h->device_fd = h->req_fd = h->err_fd = -1;
+	snprintf(h->addr, sizeof(h->addr), "%s", decl->pci);
+	snprintf(h->name, sizeof(h->name), "%s", decl->name);
 	return h;
 }
 
-/* From sysfs facts to a ready device: opened (iommufd, else legacy), export supported, events
- * armed (early, so that a removal during the rest is not missed), model read, memory decode
- * on. On failure h holds whatever was opened; the caller closes it. */
+/* From a joined share to a ready device: its own fd opened (the kernel resets the device
+ * here), export supported, events armed (early, so that a removal during the rest is not
+ * missed), model read, memory decode on. On failure h holds whatever was opened; the caller
+ * closes it. */
 static int open_device(struct device_handle *h, const struct vfio_sysfs *s,
 		       struct device_info *ret_info, char *msg, size_t msglen)
 {
-	int r = open_iommufd(h, s, msg, msglen);
+	int r = h->path == VFIO_PATH_IOMMUFD ? member_bind(h, s, msg, msglen)
+					     : member_get(h, s, msg, msglen);
 
-	if (r > 0)
-		r = open_legacy(h, s, msg, msglen);
 	if (r == 0)
 		r = probe_dma_buf(h, msg, msglen);
 	if (r == 0)
@@ -738,6 +994,31 @@ static int open_device(struct device_handle *h, const struct vfio_sysfs *s,
 	if (r == 0)
 		r = enable_memory(h, msg, msglen);
 	return r;
+}
+
+/* How h was reached, for the startup log; how (opened, taken over) says which. */
+static void say_path(const struct device_handle *h, const struct vfio_sysfs *s, const char *how,
+		     char *msg, size_t msglen)
+{
+	char who[256], also[400] = "";
+	bool bare = false;
+	int n = 0;
+
+	pthread_mutex_lock(&shares.lock);
+	if (h->share) {
+		bare = h->share->container_fd < 0;
+		n = share_names(h->share, h, who, sizeof(who));
+	}
+	pthread_mutex_unlock(&shares.lock);
+	if (n > 0 || bare)
+		snprintf(also, sizeof(also), "%s%s%s", n ? ", shared with " : "", n ? who : "",
+			 bare ? " (its group's own fds not taken over yet)" : "");
+	if (h->path == VFIO_PATH_IOMMUFD)
+		fail(msg, msglen, 0, "%s: %s through iommufd (/dev/vfio/devices/%s)%s", s->addr,
+		     how, s->cdev, also);
+	else
+		fail(msg, msglen, 0, "%s: %s through legacy VFIO group %u%s", s->addr, how,
+		     s->group, also);
 }
 
 /* On success msg also says how the device was reached, for the startup log. */
@@ -754,19 +1035,19 @@ static int vfio_open(const struct policy_device *decl, struct device_handle **re
 	r = sysfs_check(decl->pci, &s, msg, msglen);
 	if (r < 0)
 		return r;
-	h = handle_new();
+	h = handle_new(decl);
 	if (!h)
 		return fail(msg, msglen, -ENOMEM, "out of memory");
-	r = open_device(h, &s, &info, msg, msglen);
+	pthread_mutex_lock(&shares.lock);
+	r = share_join(h, &s, msg, msglen);
+	pthread_mutex_unlock(&shares.lock);
+	if (r == 0)
+		r = open_device(h, &s, &info, msg, msglen);
 	if (r < 0) {
 		vfio_close(h);
 		return r;
 	}
-	if (h->path == VFIO_PATH_IOMMUFD)
-		fail(msg, msglen, 0, "%s: vfio-pci through iommufd (/dev/vfio/devices/%s)", s.addr,
-		     s.cdev);
-	else
-		fail(msg, msglen, 0, "%s: vfio-pci through legacy VFIO group %u", s.addr, s.group);
+	say_path(h, &s, "vfio-pci", msg, msglen);
 	*ret_info = info;
 	*ret_handle = h;
 	return 0;
@@ -845,7 +1126,27 @@ static int vfio_export_ranges(struct device_handle *h, unsigned bar, const struc
 	r = set_name(fd, name);
 	if (r < 0)
 		return r;
-	*ret_fd = take_fd(&fd);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* /proc/self/fdinfo/FD into buf (len bytes, NUL-terminated, cut there). */
+static int read_fdinfo(int fd, char *buf, size_t len)
+{
+	_cleanup_close_ int f = -1;
+	char path[64];
+	size_t used = 0;
+	ssize_t n = 0;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return errno == ENOENT ? -EBADF : -errno;
+	while (used < len - 1 && (n = read(f, buf + used, len - 1 - used)) > 0)
+		used += (size_t)n;
+	if (n < 0)
+		return -errno;
+	buf[used] = '\0';
 	return 0;
 }
 
@@ -864,22 +1165,13 @@ static int vfio_export_ranges(struct device_handle *h, unsigned bar, const struc
  * too high, never too low. */
 static int vfio_holders(struct device_handle *h, int fd)
 {
-	char path[64], buf[VFIO_FDINFO_MAX];
-	_cleanup_close_ int f = -1;
+	char buf[VFIO_FDINFO_MAX];
 	const char *p;
-	size_t len = 0;
-	ssize_t n = 0;
 	long count;
+	int r = read_fdinfo(fd, buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = open(path, O_RDONLY | O_CLOEXEC);
-	if (f < 0)
-		return errno == ENOENT ? -EBADF : -errno;
-	while (len < sizeof(buf) - 1 && (n = read(f, buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += n;
-	if (n < 0)
-		return -errno;
-	buf[len] = '\0';
+	if (r < 0)
+		return r;
 	p = strstr(buf, "\ncount:");
 	if (!p || !strstr(buf, "\nexp_name:"))
 		return -EOPNOTSUPP; /* not a dma-buf */
@@ -894,15 +1186,23 @@ static void vfio_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_er
 	*ret_err_fd = h ? h->err_fd : -1;
 }
 
-/* The fds whose close would revoke the device's buffers: the device and what it hangs on. */
+/* The fds whose close would revoke the device's buffers: the device and what it hangs on. The
+ * devices of one group list the same group and container fds: the service manager's fd store
+ * keeps one file once, under the first name it was given (systemd drops a duplicate), and
+ * forgets it when that name is removed, so the group's fds are in the store while the device
+ * that parked them first is open, and again as soon as any device of the group (re)opens. */
 static size_t vfio_park(struct device_handle *h, struct parked_fd *fds)
 {
 	size_t n = 0;
 
-	fds[n++] = (struct parked_fd){ h->path == VFIO_PATH_IOMMUFD ? "iommufd" : "container",
-				       h->container_fd };
-	if (h->group_fd >= 0)
-		fds[n++] = (struct parked_fd){ "group", h->group_fd };
+	pthread_mutex_lock(&shares.lock);
+	if (h->share && h->share->container_fd >= 0)
+		fds[n++] =
+		    (struct parked_fd){ h->path == VFIO_PATH_IOMMUFD ? "iommufd" : "container",
+					h->share->container_fd };
+	if (h->share && h->share->group_fd >= 0)
+		fds[n++] = (struct parked_fd){ "group", h->share->group_fd };
+	pthread_mutex_unlock(&shares.lock);
 	fds[n++] = (struct parked_fd){ "device", h->device_fd };
 	return n;
 }
@@ -916,7 +1216,7 @@ static int parked(const struct parked_fd *fds, size_t n, const char *role)
 }
 
 /* The last path component of what fd is open on ("12" for /dev/vfio/12, "vfio3" for
- * /dev/vfio/devices/vfio3), to check a parked fd is the node sysfs names. */
+ * /dev/vfio/devices/vfio3, "anon_inode:[vfio-device]" for a device of the legacy group). */
 static int fd_node(int fd, char *buf, size_t len)
 {
 	char path[64];
@@ -925,52 +1225,155 @@ static int fd_node(int fd, char *buf, size_t len)
 	return link_name(path, buf, len);
 }
 
+/* The PCI address of the device a VFIO device fd is open on, from the "vfio-device-syspath:"
+ * its fdinfo shows (Linux 6.18+; -ENOENT where it shows none). */
+static int fd_device_addr(int fd, char *buf, size_t len)
+{
+	char info[VFIO_FDINFO_MAX], path[PATH_MAX];
+	const char *p;
+	int r = read_fdinfo(fd, info, sizeof(info));
+
+	if (r < 0)
+		return r;
+	p = strstr(info, "vfio-device-syspath: ");
+	if (!p || sscanf(p, "vfio-device-syspath: %4095s", path) != 1)
+		return -ENOENT;
+	return last_component(path, buf, len);
+}
+
+/* What a previous instance parked for one device. */
+struct vfio_parked {
+	int container, iommufd, group, device;
+};
+
+/* Whether fd is open on node want (a group number or a cdev name). */
+static int check_node(const struct vfio_sysfs *s, int fd, const char *what, const char *want,
+		      char *msg, size_t msglen)
+{
+	char node[NAME_MAX + 1];
+	int r = fd_node(fd, node, sizeof(node));
+
+	if (r < 0 || strcmp(node, want) != 0)
+		return fail(msg, msglen, -ENODEV,
+			    "%s: the parked %s fd is not this device's (%s, not %s)", s->addr, what,
+			    r < 0 ? "unreadable" : node, want);
+	return 0;
+}
+
+/* Check that the parked fds are s's device and its group's nodes, as sysfs names them today,
+ * and say which path the device was opened through: its cdev (iommufd) or the legacy group.
+ * Where the kernel names the device in its fdinfo, that must be s's address too. A device fd
+ * may come alone: the devices of one group parked one copy of the group's fds between them. */
+static int parked_check(const struct vfio_sysfs *s, const struct vfio_parked *p,
+			enum vfio_path *ret_path, char *msg, size_t msglen)
+{
+	char node[NAME_MAX + 1], addr[NAME_MAX + 1], num[16];
+	bool legacy;
+	int r;
+
+	if (p->device < 0 || fd_node(p->device, node, sizeof(node)) < 0)
+		return fail(msg, msglen, -EBADF, "%s: no device fd was parked", s->addr);
+	legacy = strcmp(node, "anon_inode:[vfio-device]") == 0;
+	if (legacy ? p->iommufd >= 0 : p->container >= 0 || p->group >= 0)
+		return fail(msg, msglen, -EBADF,
+			    "%s: the parked fds mix the iommufd and legacy paths", s->addr);
+	r = legacy
+		? 0
+		: check_node(s, p->device, "device", s->cdev[0] ? s->cdev : "a cdev", msg, msglen);
+	snprintf(num, sizeof(num), "%u", s->group);
+	if (r == 0 && p->group >= 0)
+		r = check_node(s, p->group, "group", num, msg, msglen);
+	if (r < 0)
+		return r;
+	r = fd_device_addr(p->device, addr, sizeof(addr));
+	if (r == 0 && strcmp(addr, s->addr) != 0)
+		return fail(msg, msglen, -ENODEV, "%s: the parked device fd is %s's", s->addr,
+			    addr);
+	if (r < 0 && legacy && p->group < 0)
+		return fail(msg, msglen, -ENODEV,
+			    "%s: the parked device fd cannot be told apart from its group's other "
+			    "devices (the kernel names none in fdinfo)",
+			    s->addr);
+	*ret_path = legacy ? VFIO_PATH_LEGACY : VFIO_PATH_IOMMUFD;
+	return 0;
+}
+
+/* Attach an adopted h to the share of s's group, with the group's fds parked for it (-1 where
+ * none): a new share, or one another adopted device of the group made, given what it lacked.
+ * A group fd it has already is a copy of the same file (a group opens once), and so is an
+ * iommufd (every device of a group is bound to one): those are closed. On success every fd
+ * passed in is owned here. */
+static int share_adopt(struct device_handle *h, const struct vfio_sysfs *s, int *container,
+		       int *group, char *msg, size_t msglen)
+{
+	struct vfio_share *sh;
+	int r = 0;
+
+	pthread_mutex_lock(&shares.lock);
+	sh = share_find(s->group);
+	if (sh && share_member(sh, s->addr))
+		r = fail(msg, msglen, -EBUSY, "%s is taken over twice", s->addr);
+	else if (sh && sh->path != h->path)
+		r = fail(msg, msglen, -EBADF,
+			 "%s: IOMMU group %u was taken over through the other VFIO path", s->addr,
+			 s->group);
+	else if (!sh && (r = share_new(s->group, h->path, container, group, &sh)) < 0)
+		fail(msg, msglen, r, "out of memory");
+	if (r == 0) {
+		if (sh->container_fd < 0)
+			sh->container_fd = TAKE_FD(*container);
+		if (sh->group_fd < 0 && sh->path == VFIO_PATH_LEGACY)
+			sh->group_fd = TAKE_FD(*group);
+		closep(container);
+		closep(group);
+		share_link(sh, h);
+	}
+	pthread_mutex_unlock(&shares.lock);
+	return r;
+}
+
 /* Take over a device a previous instance opened: the fds must be the nodes that sysfs names
- * for decl's address today (its group, or its cdev). Nothing is reopened or reset, so the
- * buffers exported from it stay alive; events are re-armed with new eventfds. */
+ * for decl's address today (its group, or its cdev). The group's own fds may be missing (the
+ * store kept them under another device of the group): the device then joins the share that
+ * device brings, before or after it. Nothing is reopened or reset, so the buffers exported
+ * from it stay alive; events are re-armed with new eventfds. */
 static int vfio_adopt(const struct policy_device *decl, struct parked_fd *fds, size_t n,
 		      struct device_handle **ret_handle, struct device_info *ret_info, char *msg,
 		      size_t msglen)
 {
+	struct vfio_parked p = { parked(fds, n, "container"), parked(fds, n, "iommufd"),
+				 parked(fds, n, "group"), parked(fds, n, "device") };
+	int container = p.iommufd >= 0 ? p.iommufd : p.container, group = p.group;
+	struct device_info info = { 0 };
 	struct vfio_sysfs s = { 0 };
-	char node[NAME_MAX + 1], want[NAME_MAX + 1];
-	int container = parked(fds, n, "container"), iommufd = parked(fds, n, "iommufd");
-	int group = parked(fds, n, "group"), device = parked(fds, n, "device");
+	enum vfio_path path = VFIO_PATH_LEGACY;
+	struct device_handle *h;
 	int r = sysfs_check(decl->pci, &s, msg, msglen);
 
+	if (r == 0)
+		r = parked_check(&s, &p, &path, msg, msglen);
 	if (r < 0)
 		return r;
-	if (device < 0 || (iommufd < 0 && (container < 0 || group < 0)))
-		return fail(msg, msglen, -EBADF, "%s: the parked fds are incomplete", decl->pci);
-	if (iommufd >= 0)
-		snprintf(want, sizeof(want), "%s", s.cdev);
-	else
-		snprintf(want, sizeof(want), "%u", s.group);
-	r = fd_node(iommufd >= 0 ? device : group, node, sizeof(node));
-	if (r < 0 || strcmp(node, want) != 0)
-		return fail(msg, msglen, -ENODEV,
-			    "%s: the parked fd is not this device's (%s, not %s)", decl->pci,
-			    r < 0 ? "unreadable" : node, want);
-	struct device_handle *h = handle_new();
+	h = handle_new(decl);
 	if (!h)
 		return fail(msg, msglen, -ENOMEM, "out of memory");
-	h->path = iommufd >= 0 ? VFIO_PATH_IOMMUFD : VFIO_PATH_LEGACY;
-	h->container_fd = iommufd >= 0 ? iommufd : container;
-	h->group_fd = iommufd >= 0 ? -1 : group;
-	h->device_fd = device;
+	h->path = path;
+	h->device_fd = p.device;
 	r = arm_events(h, msg, msglen);
 	if (r == 0)
-		r = read_info(h, ret_info, msg, msglen);
+		r = read_info(h, &info, msg, msglen);
 	if (r == 0)
 		r = enable_memory(h, msg, msglen);
+	if (r == 0)
+		r = share_adopt(h, &s, &container, &group, msg, msglen);
 	if (r < 0) {
 		/* The caller closes the fds it still owns: hand them back. */
-		h->container_fd = h->group_fd = h->device_fd = -1;
+		h->device_fd = -1;
 		vfio_close(h);
 		return r;
 	}
-	fail(msg, msglen, 0, "%s: taken over from the previous instance (%s)", s.addr,
-	     h->path == VFIO_PATH_IOMMUFD ? "iommufd" : "legacy VFIO group");
+	say_path(h, &s, "taken over from the previous instance", msg, msglen);
+	*ret_info = info;
 	*ret_handle = h;
 	return 0;
 }

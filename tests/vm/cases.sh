@@ -52,6 +52,10 @@
 #     hear reason policy, the kept buffer is revoked at the deadline by closing ivshmem (the
 #     mapping is dead, MAP_FILE ENODEV), ivshmem is no longer listed and p2pbufd holds no
 #     VFIO fd                                                           [reload-*]
+#  14 two devices of one IOMMU group (run-vm.sh's multifunction slot): both served, one group
+#     fd and container (legacy) or one iommufd; a reset of one leaves the other's leases live;
+#     unbinding one leaves the other serving; both taken over across kill -9 (14b); a second
+#     p2pbufd is told which device of the group another process holds (14c)   [group-*]
 # Knobs (run-all.sh --append NAME=VALUE): P2PBUF_VM_VERBOSE=1 (guest-lib: show every check's
 # output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings).
 
@@ -960,5 +964,247 @@ expect_eq reload-remove-watch "watch's events for ivshmem and its two leases" \
 		watch_events ivshmem "${_coop:-?}=coop" "${_kept:-?}=kept")"
 expect_eq reload-watch-exit "watch's exit status after SIGTERM" 0 "$(stop reload-watch)"
 stop_daemon p2pbufd-reload
+# ---- 14: two devices of one IOMMU group ----
+# run-vm.sh's multifunction slot: two ivshmem functions in one IOMMU group. One p2pbufd serves
+# both: on the legacy path they share one group fd and one container, on the iommufd path one
+# iommufd, and each has its own device fd. vm-importer holds a lease on each (mapped into its
+# own IOAS through its own edu in the iommufd flavour) and resets one device, then the other:
+# the reset device's lease is revoked, the other's stays active and live, the group's fds stay
+# open. Unbinding the functions one by one: the other keeps serving, and the group's fds go
+# with the last one. Across kill -9 restarts under a service manager whose fd store keeps one
+# copy of the group's fds (14b), both are taken over, in either order. A second p2pbufd asking
+# for one function while the first holds the other is told that another process has the
+# group, and which device it holds (14c).                                   [group-*]
+section "14: two devices of one IOMMU group"
+FN0='' FN1=''
+for _b in $(find_pci "$IVSHMEM_ID"); do
+	ls "/sys/kernel/iommu_groups/$(vfio_group "$_b")/devices" >"$W/group-members"
+	if [ "$(wc -l <"$W/group-members")" = 2 ]; then
+		FN0=$(head -n 1 "$W/group-members")
+		FN1=$(tail -n 1 "$W/group-members")
+		break
+	fi
+done
+GRP=$(vfio_group "$FN0")
+echo "IOMMU group $GRP: $FN0 $FN1"
+if [ -z "$FN0" ] || ! bind_vfio "$FN0" || ! bind_vfio "$FN1"; then
+	fail group-bind "expected two ivshmem functions of one IOMMU group bound to vfio-pci," \
+		"got '$FN0' and '$FN1'"
+	exit 1
+fi
+pass group-bind
+
+# group_fds: "SHARED OWN" of p2pbufd's fds: how many are the group's shared ones (legacy: the
+# group node and the container; iommufd: the iommufd) and how many the devices' own.
+group_fds() {
+	fd_list "$DPID" >"$W/group-fds"
+	if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+		echo "$(grep -c '^/dev/iommu$' "$W/group-fds") $(
+			grep -c '^/dev/vfio/devices/' "$W/group-fds")"
+	else
+		echo "$(grep -c -e "^/dev/vfio/$GRP\$" -e '^/dev/vfio/vfio$' "$W/group-fds") $(
+			grep -c '^anon_inode:\[vfio-device\]$' "$W/group-fds")"
+	fi
+}
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_shared=1
+else
+	_shared=2
+fi
+
+# wait_group_fds WANT: group_fds once it reads WANT (a device is closed on p2pbufd's worker
+# thread: allow 5 s).
+wait_group_fds() {
+	_i=0
+	while [ "$(group_fds)" != "$1" ] && [ "$_i" -lt 50 ]; do
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	group_fds
+}
+
+# group_states: "state generation" of fn0, then of fn1.
+group_states() {
+	p2pbuf-client --json devices >"$W/devices13.json" 2>&1
+	jget "$W/devices13.json" '.devices[name=fn0].state' '.devices[name=fn0].generation' \
+		'.devices[name=fn1].state' '.devices[name=fn1].generation'
+}
+
+cat >"$W/policy-group" <<EOF
+# Two functions of IOMMU group $GRP; edu stays the holder's in the iommufd flavour.
+device fn0 pci $FN0
+device fn1 pci $FN1
+allow user root device fn0
+allow user root device fn1
+admin user root
+EOF
+start_daemon p2pbufd-group "$W/policy-group" || exit 1
+expect_eq group-both-ready "fn0 and fn1: state generation" "ready 0 ready 0" "$(group_states)"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_how="vfio-pci through iommufd (/dev/vfio/devices/vfio[0-9]*)"
+else
+	_how="vfio-pci through legacy VFIO group $GRP"
+fi
+jget "$W/devices13.json" '.devices[name=fn1].message' >"$W/group-message"
+expect_eq group-shared-message "fn1's message names the device it shares the group with" yes \
+	"$(says "$W/group-message" "^$FN1: $_how, shared with \"fn0\" ($FN0)$")"
+expect_eq group-fds-shared "p2pbufd's fds: the group's shared ones, the devices' own" \
+	"$_shared 2" "$(group_fds)"
+fds_baseline "$W/fds-group-baseline"
+
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	timeout 120 vm-importer group --edu "$EDU" fn0 fn1 2 0x40000 0x10000 >"$W/group.out" 2>&1
+else
+	timeout 120 vm-importer group fn0 fn1 2 0x40000 0x10000 >"$W/group.out" 2>&1
+fi
+expect_eq group-importer-exit "vm-importer group: exit status" 0 "$?"
+sed 's/^/group| /' "$W/group.out"
+steps_results group "$W/group.out"
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	dmar_faults group-dmar-faults "$W/group.out"
+fi
+expect_eq group-after-resets "fn0 and fn1 after a reset each: state generation" \
+	"ready 1 ready 1" "$(group_states)"
+fds_match group-fds-after-resets "$W/fds-group-baseline"
+
+# Unbound one by one: the first closes only its own device.
+spawn unbind13a sh -c "echo $FN0 >/sys/bus/pci/drivers/vfio-pci/unbind"
+expect_eq group-unbind-fn0 "the unbind of $FN0: exit status" 0 "$(reap unbind13a 30)"
+expect_eq group-unbind-fn0-fds "p2pbufd's fds after fn0 went: shared, devices' own" \
+	"$_shared 1" "$(wait_group_fds "$_shared 1")"
+expect_eq group-unbind-fn0-states "fn0 and fn1: state generation" "gone 1 ready 1" \
+	"$(group_states)"
+check group-unbind-fn1-serves vm-importer export fn1 2 0 0x1000
+spawn unbind13b sh -c "echo $FN1 >/sys/bus/pci/drivers/vfio-pci/unbind"
+expect_eq group-unbind-fn1 "the unbind of $FN1: exit status" 0 "$(reap unbind13b 30)"
+expect_eq group-unbind-fn1-fds "p2pbufd's fds after both went: shared, devices' own" "0 0" \
+	"$(wait_group_fds "0 0")"
+stop_daemon p2pbufd-group
+
+if ! bind_vfio "$FN0" || ! bind_vfio "$FN1"; then
+	fail group-rebind "expected $FN0 and $FN1 bound to vfio-pci again"
+	exit 1
+fi
+
+# -- 14b: both devices of the group across crashes of p2pbufd --
+# vm-importer manager plays systemd: its fd store keeps one copy of an open file, under the
+# first name (fn0 parks the group's fds first; fn1's copies are dropped). After a kill -9 the
+# new instance takes both over (generation unchanged, leases kept): fn1 from its device fd
+# alone. Then once more with fn1 declared first, so that fn1 is taken over before fn0 brings
+# the group's fds. Resets afterwards cycle each device on the shared group as before.
+subsection "14b: both devices of the group across crashes"
+# (start_daemon raised this shell's fd limit already.)
+DAEMON=p2pbufd-restart
+rm -f "$W/mgr.ctl" "$SOCK"
+mkfifo "$W/mgr.ctl"
+# shellcheck disable=SC2016 # expanded by the command's own shell
+spawn mgr sh -c 'exec vm-importer manager --log "$1" "$2" -- p2pbufd --policy "$3" \
+	--fd-store 64 --reclaim-grace 60s -v <"$4"' sh "$W/$DAEMON.out" "$SOCK" \
+	"$W/policy-group" "$W/mgr.ctl"
+exec 8>"$W/mgr.ctl"
+# mgr CMD TAG: tell the manager CMD; its answer (what follows "CMD TAG ").
+mgr() {
+	echo "$1 $2" >&8
+	wait_grep "$W/mgr.out" "^$1 $2 " 70 >/dev/null
+	sed -n "s/^$1 $2 //p" "$W/mgr.out" | tail -n 1
+}
+# mgr_start TAG: start p2pbufd; PASS group-restart-start-TAG once it serves; sets DPID.
+mgr_start() {
+	_ms=$(mgr start "$1")
+	expect_eq "group-restart-start-$1" "the manager's start $1 of p2pbufd" ok "${_ms%% *}"
+	DPID=$(sed -n "s/^pid $1 //p" "$W/mgr.out")
+}
+# stored_devs TAG: the names of the devices' fds in the store, sorted, on one line.
+stored_devs() {
+	mgr names "$1" >/dev/null
+	sed -n "s/^stored $1 \(dev\..*\)/\1/p" "$W/mgr.out" | sort | tr '\n' ' '
+}
+# adopted: "state generation" of both devices; the held leases' states ("gone" when not
+# listed); the group's fds.
+adopted() {
+	p2pbuf-client --json leases --all >"$W/leases13.json" 2>&1
+	printf '%s;' "$(group_states)"
+	for _l in "${_la:-?}" "${_lb:-?}"; do
+		_st=$(jget "$W/leases13.json" ".leases[id=$_l].state") || _st=gone
+		printf ' %s' "$_st"
+	done
+	echo "; $(group_fds)"
+}
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_parked="dev.fn0.device dev.fn0.iommufd dev.fn1.device "
+else
+	_parked="dev.fn0.container dev.fn0.device dev.fn0.group dev.fn1.device "
+fi
+mgr_start s1
+spawn holder13a p2pbuf-client --json export fn0 --bar 2 --offset 0x80000 --length 0x10000 \
+	--label group-restart
+spawn holder13b p2pbuf-client --json export fn1 --bar 2 --offset 0x80000 --length 0x10000 \
+	--label group-restart
+_la=$(lease_of holder13a)
+_lb=$(lease_of holder13b)
+expect_eq group-restart-store "the devices' fds in the store: the group's once, as fn0's" \
+	"$_parked" "$(stored_devs n1)"
+expect_eq group-restart-crash "kill -9 of p2pbufd: its status" "status 137" "$(mgr crash c1)"
+mgr_start s2
+expect_eq group-restart-adopted "after the restart: fn0, fn1; leases ${_la:-?} ${_lb:-?}; fds" \
+	"ready 0 ready 0; active active; $_shared 2" "$(adopted)"
+jget "$W/devices13.json" '.devices[name=fn1].message' >"$W/group-message"
+expect_eq group-restart-message "fn1's message: taken over, sharing fn0's group" yes "$(
+	says "$W/group-message" "^$FN1: taken over from the previous instance through .*, shared with \"fn0\"")"
+# fn1 first: taken over from its device fd alone, before fn0 brings the group's fds.
+expect_eq group-restart-crash-again "kill -9 of p2pbufd: its status" "status 137" \
+	"$(mgr crash c2)"
+cat >"$W/policy-group" <<EOF
+device fn1 pci $FN1
+device fn0 pci $FN0
+allow user root device fn0
+allow user root device fn1
+admin user root
+EOF
+mgr_start s3
+expect_eq group-restart-reversed-adopted \
+	"fn1 declared first, after the restart: fn0, fn1; leases ${_la:-?} ${_lb:-?}; fds" \
+	"ready 0 ready 0; active active; $_shared 2" "$(adopted)"
+check group-restart-reset-fn1 p2pbuf-client reset fn1
+expect_eq group-restart-after-reset-fn1 "fn0, fn1; leases ${_la:-?} ${_lb:-?}; fds" \
+	"ready 0 ready 1; active gone; $_shared 2" "$(adopted)"
+check group-restart-reset-fn0 p2pbuf-client reset fn0
+expect_eq group-restart-after-reset-fn0 "fn0, fn1; fds" "ready 1 ready 1; $_shared 2" \
+	"$(group_states); $(group_fds)"
+expect_eq group-restart-stop "SIGTERM to p2pbufd: its status" "status 0" "$(mgr stop x)"
+echo "quit q" >&8
+exec 8>&-
+expect_eq group-restart-manager-exit "the manager's exit status" 0 "$(reap mgr 15)"
+stop holder13a >/dev/null
+stop holder13b >/dev/null
+sed 's/^/mgr| /' "$W/mgr.out"
+grep -e '^<[0-4]>' -e 'taken over from' "$W/$DAEMON.out" | sed "s/^/$DAEMON| /"
+
+# -- 14c: one function held by another process: p2pbufd names the cause and that device --
+subsection "14c: a group another process holds"
+printf 'device fn0 pci %s\nallow user root device fn0\nadmin user root\n' "$FN0" \
+	>"$W/policy-fn0"
+printf 'device fn1 pci %s\nallow user root device fn1\n' "$FN1" >"$W/policy-fn1"
+start_daemon p2pbufd-fn0 "$W/policy-fn0" || exit 1
+spawn p2pbufd-fn1 p2pbufd --policy "$W/policy-fn1" --socket "$W/sock-fn1"
+if wait_file "$W/sock-fn1" 30 &&
+	timeout 60 p2pbuf-client --socket "$W/sock-fn1" --json devices >"$W/devices-fn1.json" 2>&1
+then
+	jget "$W/devices-fn1.json" '.devices[name=fn1].message' >"$W/fn1-message"
+	echo "fn1 (second p2pbufd): $(cat "$W/fn1-message")"
+	expect_eq group-other-process \
+		"second p2pbufd: fn1's state; its message names another process, and $FN0" \
+		"failed yes yes" "$(jget "$W/devices-fn1.json" '.devices[name=fn1].state') $(
+			says "$W/fn1-message" "IOMMU group $GRP of $FN1 is .*in .*another process") $(
+			says "$W/fn1-message" "$FN0 (vfio-pci)")"
+	expect_eq group-no-unsafe-hint "fn1's message suggests no unsafe interrupts" no \
+		"$(grep -q allow_unsafe "$W/fn1-message" && echo yes || echo no)"
+else
+	fail group-other-process "the second p2pbufd did not serve: $(
+		last_line "$W/p2pbufd-fn1.out")"
+fi
+expect_eq group-other-exit "second p2pbufd's exit status after SIGTERM" 0 "$(stop p2pbufd-fn1)"
+check group-held-serves vm-importer export fn0 2 0 0x1000
+stop_daemon p2pbufd-fn0
 section_end
 exit 0

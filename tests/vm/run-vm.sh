@@ -4,13 +4,17 @@
 #
 # Devices (each behind its own pcie-root-port, so each has a reset method and its own IOMMU
 # group): edu (1234:11e8), ivshmem-plain (1af4:1110, BAR2 = a 2 MiB host file, share=on),
-# nvme (1b36:0010, cmb_size_mb=2 -> CMB in BAR2). Machine q35 + intel-iommu (intremap=on,
-# caching-mode=on), kernel command line with intel_iommu=on.
+# nvme (1b36:0010, cmb_size_mb=2 -> CMB in BAR2), at 01:00.0, 02:00.0 and 03:00.0. Then two
+# functions of one multifunction slot behind a fourth root port, 04:00.0 and 04:00.1, both
+# ivshmem-plain (BAR2 = host files of their own): conventional PCI functions without ACS, so
+# the kernel puts them in one IOMMU group, as with a GPU and its audio function. They sort
+# after the others, so `find_pci ID | head -n 1` still names 02:00.0. Machine q35 +
+# intel-iommu (intremap=on, caching-mode=on), kernel command line with intel_iommu=on.
 #
-# The ivshmem backing file is pre-filled with a known pattern: the 16 bytes at every offset
+# The ivshmem backing files are pre-filled with a known pattern: the 16 bytes at every offset
 # O (a multiple of 16) are printf("%08x p2pbuf\n", O); e.g. offset 0x1000 reads
-# "00001000 p2pbuf\n". The file is kept in the work directory afterwards, so a caller can see
-# what the guest wrote.
+# "00001000 p2pbuf\n". The files (ivshmem.bin, ivshmem-fn0.bin, ivshmem-fn1.bin) are kept in
+# the work directory afterwards, so a caller can see what the guest wrote.
 #
 # Result lines printed by the guest (see guest-lib.sh): "PASS name", "FAIL name: why",
 # "SKIP name: why". Printed here prefixed with the run's name, then a last line exactly
@@ -102,7 +106,9 @@ main() {
 	[ -n "$work" ] || work=$(mktemp -d "${TMPDIR:-/tmp}/p2pbuf-vm.XXXXXX")
 	mkdir -p "$work"
 	rm -f "$work/serial.log"
-	fill_ivshmem "$work/ivshmem.bin"
+	for f in ivshmem ivshmem-fn0 ivshmem-fn1; do
+		fill_ivshmem "$work/$f.bin"
+	done
 	# no_timer_check: on a busy host TCG can miss the kernel's early check that the timer
 	# interrupt arrives through the remapped IO-APIC, and the kernel panics at boot.
 	# SC2206: P2PBUF_VM_QEMU_ARGS is meant to be word-split; SC2054: commas are QEMU's.
@@ -116,6 +122,11 @@ main() {
 		-device ivshmem-plain,memdev=shm0,bus=rp2
 		-device pcie-root-port,id=rp3,chassis=3,slot=3
 		-device nvme,serial=deadbeef,cmb_size_mb=2,bus=rp3
+		-device pcie-root-port,id=rp4,chassis=4,slot=4
+		-object "memory-backend-file,id=shm1,mem-path=$work/ivshmem-fn0.bin,size=2M,share=on"
+		-device ivshmem-plain,memdev=shm1,bus=rp4,addr=0.0,multifunction=on
+		-object "memory-backend-file,id=shm2,mem-path=$work/ivshmem-fn1.bin,size=2M,share=on"
+		-device ivshmem-plain,memdev=shm2,bus=rp4,addr=0.1
 		-kernel "$kernel" -initrd "$initrd"
 		-append "console=ttyS0 panic=-1 quiet loglevel=4 intel_iommu=on no_timer_check $append"
 		-display none -serial "file:$work/serial.log" -monitor none -no-reboot

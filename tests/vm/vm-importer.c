@@ -66,6 +66,25 @@
  *       "wait keeper-closed", waits for SIGUSR1 again, and unmaps. cases.sh checks the
  *       listings between. Steps as in dma.
  *
+ *   vm-importer group [--socket PATH] [--edu BDF] DEVICE-A DEVICE-B BAR OFFSET LENGTH
+ *       Two devices of one IOMMU group (p2pbufd shares the group between them): a lease on
+ *       each (OFFSET+LENGTH of BAR, ivshmem's pattern), each on its own connection; with
+ *       --edu both mapped into our own IOAS and read through. Then A is reset: A's lease is
+ *       revoked (reason reset, generation + 1), B's is untouched (no event, active, B's
+ *       generation unchanged; with --edu its mapping still reads the pattern and its fd maps
+ *       again, while A's old mapping reads zeros and its fd gives ENODEV), and a new lease on
+ *       A works; then the same with the roles swapped. Steps as in dma.
+ *
+ *   vm-importer manager --log FILE SOCKET -- P2PBUFD [ARG]...
+ *       A service manager for restarts of p2pbufd outside systemd, whose fd store behaves as
+ *       systemd 252's: a stored fd that is the same open file as one stored already (kcmp) is
+ *       dropped and the first name stays, FDSTOREREMOVE drops every fd of a name, and a start
+ *       passes the listening socket (SOCKET, made here) and every stored fd as LISTEN_FDS /
+ *       LISTEN_FDNAMES. Commands on standard input, "CMD TAG", each answered by a line
+ *       starting "CMD TAG ": start (waits for READY=1; also "pid TAG PID"), crash (SIGKILL),
+ *       stop (SIGTERM; the exit status), names ("stored TAG NAME" lines first), quit.
+ *       p2pbufd's output goes to FILE.
+ *
  *   vm-importer events DEVICE [ID=NAME]... < WATCH
  *       The events of `p2pbuf-client --json watch` output that concern DEVICE's state or the
  *       leases ID, as one line of words NAME:revoking:REASON, NAME:revoked:REASON and
@@ -96,6 +115,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1343,7 +1364,7 @@ static int cmd_dma_hold(int argc, char **argv)
 #define IOVA_AFTER ((uint64_t)0x800000)	    /* a lease taken after the device cycle */
 #define IOVA_RETRY ((uint64_t)0x900000)	    /* the revoked buffer again (must fail) */
 #define WAIT_GO_MS 60000		    /* how long to wait for cases.sh's SIGUSR1 */
-#define MAX_STEPS 16
+#define MAX_STEPS 24
 
 static int64_t now_rt_ms(void)
 {
@@ -2283,6 +2304,519 @@ static int cmd_events(int argc, char **argv)
 	return 0;
 }
 
+/* ---- group: two devices of one IOMMU group, each reset while the other serves ---- */
+
+/* Apart from the other modes' IOVAs (cases.sh looks for each DMAR fault in the log). */
+#define IOVA_GROUP_BASE ((uint64_t)0xb00000)   /* device i's lease of round k: + (2k + i) MiB */
+#define IOVA_GROUP_RETRY ((uint64_t)0x1800000) /* past every round's leases */
+
+static const struct step_def group_steps[] = {
+	{ "export", false },	   { "edu-open", true },     { "map", true },
+	{ "dma-live", true },	   { "reset-a", false },     { "a-revoked", false },
+	{ "b-untouched", false },  { "b-dma-live", true },   { "b-map-again", true },
+	{ "a-dma-revoked", true }, { "a-map-enodev", true }, { "a-new-lease", false },
+	{ "reset-b", false },	   { "b-revoked", false },   { "a-untouched", false },
+	{ "a-dma-live", true },	   { "a-map-again", true },  { "b-dma-revoked", true },
+	{ "b-map-enodev", true },  { "b-new-lease", false },
+};
+
+struct group_test {
+	struct steps s;
+	const char *device[2]; /* a and b: two devices of one IOMMU group */
+	unsigned bar;
+	struct p2pbuf_range range;
+	struct p2pbuf *conn[2]; /* one client per device */
+	struct lease_watch w[2];
+	int fd[2];
+	uint64_t iova[2];
+	uint32_t gen[2];
+	const char *edu_bdf;
+	struct edu edu;
+	unsigned char *own;
+	uint64_t probe;
+};
+
+/* A step named "X-WHAT" of device i ("a" or "b"). */
+static bool gstep(struct group_test *t, int i, const char *what, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static bool gstep(struct group_test *t, int i, const char *what, bool ok, const char *fmt, ...)
+{
+	char name[32], detail[768];
+	va_list ap;
+
+	snprintf(name, sizeof(name), "%c-%s", 'a' + i, what);
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	return rstep(&t->s, name, ok, "%s", detail);
+}
+
+/* A lease on device i at IOVA base + 2k + i MiB (round k), mapped with edu; fd in t->fd[i]. */
+static int group_export(struct group_test *t, int i, int round, char *why, size_t wlen)
+{
+	uint64_t size = 0;
+	int r;
+
+	t->fd[i] = p2pbuf_export(t->conn[i], t->device[i], t->bar, &t->range, 1, "group",
+				 &t->w[i].lease, &size);
+	if (t->fd[i] < 0) {
+		snprintf(why, wlen, "expected a lease on %s, got %s: %s", t->device[i],
+			 errno_name(-t->fd[i]), p2pbuf_last_message(t->conn[i]));
+		return t->fd[i];
+	}
+	t->w[i].revoking = t->w[i].revoked = false;
+	t->iova[i] = IOVA_GROUP_BASE + ((uint64_t)(2 * round + i) << 20);
+	snprintf(why, wlen, "lease %" PRIu64 " on %s, %" PRIu64 " bytes", t->w[i].lease,
+		 t->device[i], size);
+	if (!t->edu_bdf)
+		return 0;
+	r = ioas_map_file(&t->edu, t->fd[i], t->range.length, t->iova[i]);
+	if (r < 0)
+		snprintf(why, wlen,
+			 "IOMMU_IOAS_MAP_FILE of lease %" PRIu64 " at IOVA 0x%" PRIx64 ": %s",
+			 t->w[i].lease, t->iova[i], errno_name(-r));
+	return r;
+}
+
+static enum verdict group_dma(struct group_test *t, int i, char *what, size_t wlen)
+{
+	return dma_verdict(&t->edu, t->own, t->iova[i] + t->probe, t->range.offset + t->probe, what,
+			   wlen);
+}
+
+/* Both leases, and with edu both read through their mappings. */
+static bool group_setup(struct group_test *t)
+{
+	char why[2][256], what[2][256];
+	enum verdict v[2];
+	int r[2] = { 0, 0 };
+	enum p2pbuf_device_state st;
+
+	for (int i = 0; i < 2; i++)
+		if (device_gen(t->conn[i], t->device[i], &st, &t->gen[i]) < 0 ||
+		    st != P2PBUF_DEVICE_READY)
+			return rstep(&t->s, "export", false, "%s is not listed ready",
+				     t->device[i]);
+	if (t->edu_bdf && !edu_setup(&t->s, t->edu_bdf, &t->edu, &t->own))
+		return false;
+	for (int i = 0; i < 2; i++)
+		r[i] = group_export(t, i, 0, why[i], sizeof(why[i]));
+	if (t->edu_bdf && t->fd[0] >= 0 && t->fd[1] >= 0)
+		rstep(&t->s, "map", r[0] == 0 && r[1] == 0,
+		      "a: %s, at IOVA 0x%" PRIx64 "; b: %s, at IOVA 0x%" PRIx64, why[0], t->iova[0],
+		      why[1], t->iova[1]);
+	if (!rstep(&t->s, "export", t->fd[0] >= 0 && t->fd[1] >= 0, "a: %s; b: %s", why[0],
+		   why[1]) ||
+	    r[0] < 0 || r[1] < 0)
+		return false;
+	if (!t->edu_bdf)
+		return true;
+	for (int i = 0; i < 2; i++)
+		v[i] = group_dma(t, i, what[i], sizeof(what[i]));
+	return rstep(&t->s, "dma-live", v[0] == V_PATTERN && v[1] == V_PATTERN,
+		     "a: %s; b: %s (expected the pattern through both)", what[0], what[1]);
+}
+
+/* Reset device x; y's lease must stay as it was: no event, active. False when the reset
+ * itself failed. */
+static bool group_reset(struct group_test *t, int x)
+{
+	int y = !x;
+	enum p2pbuf_device_state st = P2PBUF_DEVICE_UNKNOWN, sty = P2PBUF_DEVICE_UNKNOWN;
+	enum p2pbuf_lease_state ls;
+	uint32_t gen = 0, geny = 0;
+	char name[16];
+	int r = p2pbuf_reset(t->conn[x], t->device[x]);
+
+	snprintf(name, sizeof(name), "reset-%c", 'a' + x);
+	if (r == 0)
+		r = wait_ready(t->conn[x], t->device[x], 15000, &st, &gen);
+	if (!rstep(&t->s, name, r == 0 && st == P2PBUF_DEVICE_READY && gen == t->gen[x] + 1,
+		   "p2pbuf_reset(%s): %s (%s); afterwards expected ready, generation %" PRIu32
+		   ", got %s, %" PRIu32,
+		   t->device[x], r < 0 ? errno_name(-r) : "ok", p2pbuf_last_message(t->conn[x]),
+		   t->gen[x] + 1, p2pbuf_device_state_name(st), gen))
+		return false;
+	t->gen[x] = gen;
+	pump(&t->conn[x], 1, -1, &t->w[x].revoked, 10000);
+	gstep(t, x, "revoked", t->w[x].revoked && t->w[x].revoked_reason == P2PBUF_REASON_RESET,
+	      "lease %" PRIu64 ": expected LeaseRevoked with reason reset, got %s", t->w[x].lease,
+	      t->w[x].revoked ? p2pbuf_reason_name(t->w[x].revoked_reason) : "no event");
+	/* p2pbufd tells holders before it closes the device, so anything about y's lease is
+	 * queued on y's connection by now. */
+	pump(&t->conn[y], 1, -1, NULL, 0);
+	ls = lease_state(t->conn[y], t->w[y].lease);
+	r = device_gen(t->conn[y], t->device[y], &sty, &geny);
+	gstep(t, y, "untouched",
+	      !t->w[y].revoking && !t->w[y].revoked && ls == P2PBUF_LEASE_ACTIVE && r == 0 &&
+		  sty == P2PBUF_DEVICE_READY && geny == t->gen[y],
+	      "lease %" PRIu64 " on %s after the reset of %s: expected active, no event, "
+	      "%s ready with generation %" PRIu32 "; got %s, %s, %s %s generation %" PRIu32,
+	      t->w[y].lease, t->device[y], t->device[x], t->device[y], t->gen[y],
+	      p2pbuf_lease_state_name(ls),
+	      t->w[y].revoked	 ? p2pbuf_reason_name(t->w[y].revoked_reason)
+	      : t->w[y].revoking ? "LeaseRevoking"
+				 : "no event",
+	      t->device[y], p2pbuf_device_state_name(sty), geny);
+	return true;
+}
+
+/* Through edu: y's mapping is live and y's fd maps again; x's old mapping reads zeros (a DMAR
+ * fault) and its fd no longer maps. */
+static void group_after_dma(struct group_test *t, int x)
+{
+	int y = !x, r;
+	char what[256];
+	enum verdict v = group_dma(t, y, what, sizeof(what));
+
+	gstep(t, y, "dma-live", v == V_PATTERN, "lease %" PRIu64 ": %s (expected the pattern)",
+	      t->w[y].lease, what);
+	r = ioas_map_file(&t->edu, t->fd[y], t->range.length, IOVA_GROUP_RETRY);
+	gstep(t, y, "map-again", r == 0,
+	      "IOMMU_IOAS_MAP_FILE of lease %" PRIu64 " again at IOVA 0x%" PRIx64
+	      ": expected success, got %s",
+	      t->w[y].lease, IOVA_GROUP_RETRY, r == 0 ? "success" : errno_name(-r));
+	if (r == 0)
+		ioas_unmap(&t->edu, IOVA_GROUP_RETRY, t->range.length);
+	v = group_dma(t, x, what, sizeof(what));
+	gstep(t, x, "dma-revoked", v == V_ZEROS,
+	      "lease %" PRIu64 " after the reset: %s (expected %u zero bytes: a DMAR fault)",
+	      t->w[x].lease, what, DMA_LEN);
+	printf("dmar-fault-expected: iova 0x%" PRIx64 " device %s\n",
+	       (t->iova[x] + t->probe) & ~(uint64_t)(PAGE - 1), t->edu_bdf);
+	r = ioas_map_file(&t->edu, t->fd[x], t->range.length, IOVA_GROUP_RETRY);
+	gstep(t, x, "map-enodev", r == -ENODEV,
+	      "IOMMU_IOAS_MAP_FILE of the old fd of lease %" PRIu64 ": expected ENODEV, got %s",
+	      t->w[x].lease, r == 0 ? "success" : errno_name(-r));
+	if (r == 0)
+		ioas_unmap(&t->edu, IOVA_GROUP_RETRY, t->range.length);
+}
+
+/* Round k: reset x, check y and (with edu) both mappings, then a new lease on x. */
+static bool group_round(struct group_test *t, int x, int round)
+{
+	char why[256], what[256];
+	int r;
+
+	if (!group_reset(t, x))
+		return false;
+	if (t->edu_bdf)
+		group_after_dma(t, x);
+	if (t->edu_bdf)
+		ioas_unmap(&t->edu, t->iova[x], t->range.length);
+	close(t->fd[x]);
+	r = group_export(t, x, round + 1, why, sizeof(why));
+	if (r < 0 || !t->edu_bdf)
+		return gstep(t, x, "new-lease", r == 0, "%s", why);
+	return gstep(t, x, "new-lease", group_dma(t, x, what, sizeof(what)) == V_PATTERN,
+		     "%s, mapped at IOVA 0x%" PRIx64 ": %s (expected the pattern)", why, t->iova[x],
+		     what);
+}
+
+/* vm-importer group [--socket PATH] [--edu BDF] DEVICE-A DEVICE-B BAR OFFSET LENGTH */
+static int cmd_group(int argc, char **argv)
+{
+	struct conn_opts o = { 0 };
+	struct group_test t = { .fd = { -1, -1 },
+				.w = { { .who = "a" }, { .who = "b" } },
+				.edu = { .iommufd = -1, .dev = -1 } };
+	int argi, rc;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 5)
+		die("usage: group [--socket PATH] [--edu BDF] DEVICE-A DEVICE-B BAR OFFSET LENGTH");
+	t.edu_bdf = o.edu;
+	t.device[0] = argv[argi];
+	t.device[1] = argv[argi + 1];
+	t.bar = (unsigned)parse_u64(argv[argi + 2], "BAR");
+	t.range.offset = parse_u64(argv[argi + 3], "offset");
+	t.range.length = parse_u64(argv[argi + 4], "length");
+	if (t.range.length < 4 * PAGE || t.range.length > (1u << 20))
+		die("group: the range must be 4 pages to 1 MiB");
+	t.probe = 2 * PAGE;
+	steps_init(&t.s, group_steps, sizeof(group_steps) / sizeof(group_steps[0]), o.edu != NULL);
+	for (int i = 0; i < 2; i++) {
+		t.conn[i] = connect_or_die(o.socket);
+		p2pbuf_set_event_handler(t.conn[i], on_lease_event, &t.w[i]);
+	}
+	if (group_setup(&t) && group_round(&t, 0, 0))
+		group_round(&t, 1, 1);
+	rc = steps_finish(&t.s);
+	for (int i = 0; i < 2; i++) {
+		if (t.edu.iommufd >= 0 && t.fd[i] >= 0)
+			ioas_unmap(&t.edu, t.iova[i], t.range.length);
+		if (t.fd[i] >= 0)
+			close(t.fd[i]);
+		if (t.w[i].lease)
+			p2pbuf_release(t.conn[i], t.w[i].lease);
+		p2pbuf_disconnect(t.conn[i]);
+	}
+	return rc;
+}
+
+/* ---- manager: a service manager with an fd store, for restarts of p2pbufd ---- */
+
+/* What systemd 252 does with a Type=notify service's fd store, and no more: FDSTORE=1 keeps
+ * the fd under FDNAME= unless the store holds the same open file already (same_fd(): kcmp
+ * KCMP_FILE), in which case the new copy is dropped and the first name stays; FDSTOREREMOVE=1
+ * drops every fd of that name; a restart passes the listening socket (named p2pbufd.socket)
+ * and then every stored fd as LISTEN_FDS/LISTEN_FDNAMES. */
+#define MGR_MAX_FDS 64
+
+struct mgr {
+	const char *sock_path, *log_path;
+	char notify_path[PATH_MAX];
+	int listen_fd, notify_fd;
+	pid_t pid;
+	struct {
+		char name[128];
+		int fd;
+	} fds[MGR_MAX_FDS];
+	size_t n;
+	bool ready;
+	char **argv; /* p2pbufd and its arguments */
+};
+
+static bool same_file(int a, int b)
+{
+	long r =
+	    syscall(SYS_kcmp, (long)getpid(), (long)getpid(), 0L /* KCMP_FILE */, (long)a, (long)b);
+
+	if (r < 0)
+		die("kcmp: %m (the fd store's duplicate check needs it, as systemd's does)");
+	return r == 0;
+}
+
+static void mgr_store(struct mgr *m, const char *name, int fd)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (same_file(m->fds[i].fd, fd)) {
+			printf("store: %s dropped, the same file as %s\n", name, m->fds[i].name);
+			close(fd);
+			return;
+		}
+	if (m->n == MGR_MAX_FDS)
+		die("the fd store is full");
+	snprintf(m->fds[m->n].name, sizeof(m->fds[0].name), "%s", name);
+	m->fds[m->n++].fd = fd;
+}
+
+static void mgr_forget(struct mgr *m, const char *name)
+{
+	for (size_t i = 0; i < m->n;) {
+		if (strcmp(m->fds[i].name, name) == 0) {
+			close(m->fds[i].fd);
+			m->fds[i] = m->fds[--m->n];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* One notify message: READY=1, FDSTORE=1 (with its fds), FDSTOREREMOVE=1. */
+static void mgr_message(struct mgr *m)
+{
+	char buf[4096], cbuf[CMSG_SPACE(sizeof(int) * 8)], name[128] = "stored";
+	struct iovec iov = { buf, sizeof(buf) - 1 };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	int fds[8], nfds = 0;
+	ssize_t n = recvmsg(m->notify_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	const char *p;
+
+	if (n < 0)
+		return;
+	buf[n] = '\0';
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			for (size_t k = 0;
+			     CMSG_LEN((k + 1) * sizeof(int)) <= c->cmsg_len && nfds < 8; k++)
+				memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+	if ((p = strstr(buf, "FDNAME=")))
+		sscanf(p + 7, "%127[^\n]", name);
+	if (strstr(buf, "FDSTOREREMOVE=1"))
+		mgr_forget(m, name);
+	for (int i = 0; i < nfds; i++) {
+		if (strstr(buf, "FDSTORE=1"))
+			mgr_store(m, name, fds[i]);
+		else
+			close(fds[i]);
+	}
+	if (strstr(buf, "READY=1"))
+		m->ready = true;
+}
+
+/* Exec p2pbufd with the listening socket and every stored fd from fd 3 on. */
+static void mgr_exec(struct mgr *m)
+{
+	char names[8192] = "p2pbufd.socket", pid[16], count[16];
+	int log = open(m->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644), top = 200;
+
+	if (log < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+		_exit(126);
+	/* Out of the way first, then down to 3, 4, ...: the targets may hold other fds. */
+	if (dup2(m->listen_fd, top) < 0)
+		_exit(126);
+	for (size_t i = 0; i < m->n; i++) {
+		if (dup2(m->fds[i].fd, top + 1 + (int)i) < 0)
+			_exit(126);
+		strncat(names, ":", sizeof(names) - strlen(names) - 1);
+		strncat(names, m->fds[i].name, sizeof(names) - strlen(names) - 1);
+	}
+	for (size_t i = 0; i <= m->n; i++) {
+		dup2(top + (int)i, 3 + (int)i); /* clears CLOEXEC */
+		close(top + (int)i);
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	snprintf(count, sizeof(count), "%zu", m->n + 1);
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", count, 1);
+	setenv("LISTEN_FDNAMES", names, 1);
+	setenv("NOTIFY_SOCKET", m->notify_path, 1);
+	execvp(m->argv[0], m->argv);
+	_exit(127);
+}
+
+/* Start p2pbufd and wait (up to 60 s) for READY=1. */
+static bool mgr_start(struct mgr *m, char *why, size_t wlen)
+{
+	struct pollfd p = { .fd = m->notify_fd, .events = POLLIN };
+	int64_t end = now_ms() + 60000;
+	int status;
+
+	m->ready = false;
+	fflush(stdout);
+	m->pid = fork();
+	if (m->pid < 0)
+		die("fork: %m");
+	if (m->pid == 0)
+		mgr_exec(m);
+	while (!m->ready && now_ms() < end) {
+		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+			snprintf(why, wlen, "p2pbufd exited with status %d before READY=1 (see %s)",
+				 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+				 m->log_path);
+			m->pid = 0;
+			return false;
+		}
+		if (poll(&p, 1, 100) == 1)
+			mgr_message(m);
+	}
+	snprintf(why, wlen,
+		 m->ready ? "pid %d, %zu stored fds passed"
+			  : "no READY=1 from pid %d within 60 s (%zu stored fds passed)",
+		 (int)m->pid, m->n);
+	return m->ready;
+}
+
+/* Send sig and collect p2pbufd; what it parked stays in the store. Returns its status. */
+static int mgr_stop(struct mgr *m, int sig)
+{
+	int status = 0;
+
+	if (m->pid <= 0)
+		return -1;
+	kill(m->pid, sig);
+	while (waitpid(m->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	m->pid = 0;
+	while (poll(&(struct pollfd){ .fd = m->notify_fd, .events = POLLIN }, 1, 0) == 1)
+		mgr_message(m);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int mgr_sockets(struct mgr *m)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX }, na = { .sun_family = AF_UNIX };
+
+	snprintf(m->notify_path, sizeof(m->notify_path), "%s.notify", m->sock_path);
+	if (strlen(m->notify_path) >= sizeof(na.sun_path))
+		die("socket path too long");
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", m->sock_path);
+	snprintf(na.sun_path, sizeof(na.sun_path), "%s", m->notify_path);
+	unlink(m->sock_path);
+	unlink(m->notify_path);
+	m->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	m->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (m->listen_fd < 0 || m->notify_fd < 0 ||
+	    bind(m->listen_fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(m->listen_fd, 128) < 0 || chmod(m->sock_path, 0666) < 0 ||
+	    bind(m->notify_fd, (struct sockaddr *)&na, sizeof(na)) < 0)
+		die("the manager's sockets: %m");
+	return 0;
+}
+
+/* One command from standard input, "CMD TAG": start, crash (SIGKILL), stop (SIGTERM), names
+ * (what the store holds), quit. The reply starts with "CMD TAG ". */
+static bool mgr_command(struct mgr *m, const char *line)
+{
+	char cmd[16], tag[32], why[256];
+
+	if (sscanf(line, "%15s %31s", cmd, tag) != 2)
+		return true;
+	if (!strcmp(cmd, "quit"))
+		return false;
+	if (!strcmp(cmd, "start")) {
+		bool ok = mgr_start(m, why, sizeof(why));
+		printf("start %s %s %s\n", tag, ok ? "ok" : "FAIL", why);
+		if (ok)
+			printf("pid %s %d\n", tag, (int)m->pid);
+	} else if (!strcmp(cmd, "crash")) {
+		printf("crash %s status %d\n", tag, mgr_stop(m, SIGKILL));
+	} else if (!strcmp(cmd, "stop")) {
+		printf("stop %s status %d\n", tag, mgr_stop(m, SIGTERM));
+	} else if (!strcmp(cmd, "names")) {
+		for (size_t i = 0; i < m->n; i++)
+			printf("stored %s %s\n", tag, m->fds[i].name);
+		printf("names %s %zu\n", tag, m->n);
+	}
+	return true;
+}
+
+/* vm-importer manager --log FILE SOCKET -- P2PBUFD [ARG]... */
+static int cmd_manager(int argc, char **argv)
+{
+	struct mgr m = { .listen_fd = -1, .notify_fd = -1 };
+	char line[256];
+	size_t used = 0;
+	bool go = true;
+
+	if (argc < 6 || strcmp(argv[1], "--log") != 0 || strcmp(argv[4], "--") != 0)
+		die("usage: manager --log FILE SOCKET -- P2PBUFD [ARG]...");
+	m.log_path = argv[2];
+	m.sock_path = argv[3];
+	m.argv = argv + 5;
+	mgr_sockets(&m);
+	printf("manager: listening on %s, notify socket %s\n", m.sock_path, m.notify_path);
+	while (go) {
+		struct pollfd p[2] = { { .fd = 0, .events = POLLIN },
+				       { .fd = m.notify_fd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			die("poll: %m");
+		if (p[1].revents & POLLIN)
+			mgr_message(&m);
+		if (!(p[0].revents & (POLLIN | POLLHUP)))
+			continue;
+		ssize_t n = read(0, line + used, sizeof(line) - 1 - used);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+		line[used] = '\0';
+		for (char *nl; go && (nl = strchr(line, '\n'));) {
+			*nl = '\0';
+			go = mgr_command(&m, line);
+			memmove(line, nl + 1, strlen(nl + 1) + 1);
+			used = strlen(line);
+		}
+	}
+	mgr_stop(&m, SIGTERM);
+	unlink(m.sock_path);
+	unlink(m.notify_path);
+	return 0;
+}
+
 static const struct mode {
 	const char *name;
 	int (*run)(int argc, char **argv);
@@ -2290,14 +2824,15 @@ static const struct mode {
 	{ "json", cmd_json },	    { "pattern", cmd_pattern }, { "as", cmd_as },
 	{ "export", cmd_export },   { "dma", cmd_dma },		{ "revoke", cmd_revoke },
 	{ "pass-fd", cmd_pass_fd }, { "events", cmd_events },	{ "dma-hold", cmd_dma_hold },
+	{ "group", cmd_group },	    { "manager", cmd_manager },
 };
 
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2)
-		die("usage: vm-importer MODE ARGS... (modes: json pattern as export dma revoke "
-		    "pass-fd events; see the source's header)");
+		die("usage: vm-importer MODE ARGS... (modes: json pattern as export dma dma-hold "
+		    "revoke pass-fd group manager events; see the source's header)");
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(argv[1], modes[i].name))
 			return modes[i].run(argc - 1, argv + 1);
