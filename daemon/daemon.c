@@ -26,6 +26,14 @@ static void on_revoking(void *ctx, const struct lease *l)
 	events_lease_revoking(ctx, l);
 }
 
+/* Recorded, so that a restart before its count goes on revoking it. */
+static void on_revoking_untold(void *ctx, const struct lease *l)
+{
+	struct daemon *d = ctx;
+
+	persist_lease_revoking(d->persist, l, clock_wall_time(d->clock, l->deadline_ms));
+}
+
 static void on_ended(void *ctx, const struct lease *l)
 {
 	struct daemon *d = ctx;
@@ -308,7 +316,11 @@ static int adopt(struct daemon *d, struct inventory *inv)
 
 int daemon_start(struct daemon *d, struct event_base *base, struct policy *policy)
 {
-	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, d };
+	const struct revoke_callbacks rcb = { .revoking = on_revoking,
+					      .revoking_untold = on_revoking_untold,
+					      .ended = on_ended,
+					      .overdue = on_overdue,
+					      .ctx = d };
 	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying,
 						on_answer,	  on_opened,
 						on_closing,	  on_kept,

@@ -610,9 +610,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 		pl->deadline_ms = clock_wall_time(d->clock, l->deadline_ms);
 		pl->lingering = l->lingering;
 	}
-	const struct device *dev = l->device;
-	bool count = l->state == LEASE_REVOKING || !registry_holders_costly(dev);
-	pl->holders = count ? lease_user_holders(l, registry_holders(dev, l->fd)) : -1;
+	pl->holders = revoke_holders(l);
 	for (size_t i = 0; i < l->n_ranges; i++) {
 		p2pbuf__range__init(&ranges[i]);
 		ranges[i].has_offset = ranges[i].has_length = true;
