@@ -48,6 +48,11 @@ static void on_overdue(void *ctx, const struct lease *l, int holders, bool enfor
 	audit_overdue(l, holders, enforced);
 }
 
+static void on_counted(void *ctx)
+{
+	handlers_counted(ctx);
+}
+
 static void on_state_changed(void *ctx, const struct device *dev)
 {
 	audit_device_state(dev);
@@ -320,6 +325,7 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 					      .revoking_untold = on_revoking_untold,
 					      .ended = on_ended,
 					      .overdue = on_overdue,
+					      .counted = on_counted,
 					      .ctx = d };
 	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying,
 						on_answer,	  on_opened,

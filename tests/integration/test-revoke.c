@@ -276,6 +276,32 @@ START_TEST(release_with_copy_elsewhere_lingers_and_counts)
 }
 END_TEST
 
+/* An export refused only for leases that wait for their count waits for it: a client at
+ * its quota (sim2's rule allows one lease) that releases and exports again at once gets its
+ * new lease, not EDQUOT; with a copy kept elsewhere it gets EDQUOT once that is known. */
+START_TEST(export_at_quota_waits_for_the_count)
+{
+	struct p2pbuf *c = connect_logged(NULL);
+	struct p2pbuf_range r = { 0, 0x1000 };
+	uint64_t id, next, size;
+	int fd = export_whole(c, "sim2", &id);
+
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+		fd = p2pbuf_export(c, "sim2", 0, &r, 1, NULL, &next, &size);
+		ck_assert_msg(fd >= 0, "export %d: %s", i, p2pbuf_last_message(c));
+		ck_assert_uint_gt(next, id);
+		id = next;
+	}
+	pid_t child = keep_copy(fd);
+	ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	ck_assert_int_eq(p2pbuf_export(c, "sim2", 0, &r, 1, NULL, &next, &size), -EDQUOT);
+	ck_assert_ptr_nonnull(strstr(p2pbuf_last_message(c), "max-leases"));
+	end_child(child);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
 /* An admin's revoke of a released lease that a copy keeps alive is enforced. */
 START_TEST(admin_revoke_of_lingering_release_is_enforced)
 {
@@ -677,6 +703,7 @@ static Suite *revoke_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, release_ends_at_the_next_count);
+	tcase_add_test(tc, export_at_quota_waits_for_the_count);
 	tcase_add_test(tc, release_with_copy_elsewhere_lingers_and_counts);
 	tcase_add_test(tc, admin_revoke_cooperative_holder);
 	tcase_add_test(tc, admin_revoke_of_lingering_release_is_enforced);
