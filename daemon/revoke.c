@@ -59,7 +59,8 @@ struct revoke {
 	struct worker *counter;
 	struct count_job job;
 	uint32_t serial;       /* of the last count handed over */
-	int64_t next_count_ms; /* the earliest a new count may begin */
+	int64_t next_count_ms; /* the earliest a new count may begin, a tick after the last */
+	int64_t rest_until_ms; /* ... or, to count only leases counted before, after this */
 	bool freeing;	       /* revoke_free: a count that comes back judges nothing */
 };
 
@@ -512,6 +513,17 @@ static int count_run(void *arg)
 	return 0;
 }
 
+/* When the next count may begin: at most once a tick; and where it would only count again
+ * leases counted before (lingering ones, whose copies may be kept for hours), never more
+ * than half the time, so that a slow walk rests as long as it took. A lease let go or
+ * revoked since is counted at the tick: someone may be waiting for it to end. */
+static int64_t next_count(const struct revoke *rv)
+{
+	if (rv->n_uncounted == 0 && rv->rest_until_ms > rv->next_count_ms)
+		return rv->rest_until_ms;
+	return rv->next_count_ms;
+}
+
 static int by_backend(const void *a, const void *b)
 {
 	const struct count_item *x = a, *y = b;
@@ -529,7 +541,7 @@ static void start_count(struct revoke *rv, int64_t now)
 	struct lease *l;
 	size_t n = 0;
 
-	if (j->running || now < rv->next_count_ms || reserve_job(j, rv->n_revoking) < 0)
+	if (j->running || now < next_count(rv) || reserve_job(j, rv->n_revoking) < 0)
 		return;
 	if (++rv->serial == 0)
 		rv->serial = 1;
@@ -568,12 +580,8 @@ static void count_done(void *arg, int result)
 	j->running = false;
 	if (rv->freeing)
 		return;
-	/* At most once a tick, and never more than half the time: a count as long as a tick
-	 * waits as long again before the next begins. */
-	int64_t paced = now + (now - j->started_ms);
 	rv->next_count_ms = j->started_ms + REVOKE_TICK_MS;
-	if (paced > rv->next_count_ms)
-		rv->next_count_ms = paced;
+	rv->rest_until_ms = now + (now - j->started_ms);
 	for (size_t i = 0; i < j->n; i++) {
 		struct lease *l = lease_find(rv->leases, j->items[i].id);
 		if (!l || l->count_serial != j->serial)
@@ -588,13 +596,15 @@ static void count_done(void *arg, int result)
 		rv->cb.counted(rv->cb.ctx);
 }
 
-/* A lease to count later is waiting: have the tick run when the next count may begin. */
+/* A lease to count later is waiting: have the tick run when the next count may begin, but
+ * no sooner than REVOKE_GATHER_MS from now, so that a burst of releases (a client cycling
+ * through its quota, a connection's leases one by one) is counted together. */
 static void kick(struct revoke *rv)
 {
 	if (rv->job.running)
 		return; /* its end comes back here */
-	int64_t wait = rv->next_count_ms - now_mono(rv);
-	arm_tick_within(rv, wait > 0 ? wait : 0);
+	int64_t wait = next_count(rv) - now_mono(rv);
+	arm_tick_within(rv, wait > REVOKE_GATHER_MS ? wait : REVOKE_GATHER_MS);
 }
 
 bool revoke_counting(const struct revoke *rv)

@@ -30,7 +30,8 @@
 #include "lease.h"
 #include "registry.h"
 
-#define REVOKE_TICK_MS 100 /* how often revoking leases' holders are counted, at most */
+#define REVOKE_TICK_MS 50  /* how often revoking leases' holders are counted, at most */
+#define REVOKE_GATHER_MS 5 /* how long a count off the loop waits for more leases to count */
 
 struct revoke;
 
