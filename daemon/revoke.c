@@ -385,26 +385,36 @@ static void overdue(struct revoke *rv, struct lease *l, int h)
 	registry_cycle(l->device, REASON(DEVICE_CYCLE));
 }
 
+/* Grow the array *p to cap elements of size bytes; false (and *p kept) without memory. */
+static bool grow(void **p, size_t cap, size_t size)
+{
+	void *q = reallocarray(*p, cap, size);
+
+	if (q)
+		*p = q;
+	return q != NULL;
+}
+
+#define GROW(a, cap) grow((void **)&(a), (cap), sizeof(*(a)))
+
+/* The capacity, doubled from 64 (or from the present one), that holds n. */
+static size_t capacity_for(size_t cap, size_t n)
+{
+	for (cap = cap ? cap : 64; cap < n; cap *= 2)
+		;
+	return cap;
+}
+
 static int reserve_batch(struct revoke *rv, size_t n)
 {
 	if (n <= rv->cap_batch)
 		return 0;
-	size_t cap = rv->cap_batch ? rv->cap_batch : 64;
-	while (cap < n)
-		cap *= 2;
-	struct lease **b = reallocarray(rv->batch, cap, sizeof(*b));
-	if (b)
-		rv->batch = b;
-	int *f = reallocarray(rv->fds, cap, sizeof(*f));
-	if (f)
-		rv->fds = f;
-	int *c = reallocarray(rv->counts, cap, sizeof(*c));
-	if (c)
-		rv->counts = c;
-	uint64_t *d = reallocarray(rv->ids, cap, sizeof(*d));
-	if (d)
-		rv->ids = d;
-	if (!b || !f || !c || !d)
+	size_t cap = capacity_for(rv->cap_batch, n);
+	bool ok = GROW(rv->batch, cap);
+	ok = GROW(rv->fds, cap) && ok;
+	ok = GROW(rv->counts, cap) && ok;
+	ok = GROW(rv->ids, cap) && ok;
+	if (!ok)
 		return -ENOMEM;
 	rv->cap_batch = cap;
 	return 0;
@@ -479,19 +489,11 @@ static int reserve_job(struct count_job *j, size_t n)
 {
 	if (n <= j->cap)
 		return 0;
-	size_t cap = j->cap ? j->cap : 64;
-	while (cap < n)
-		cap *= 2;
-	struct count_item *it = reallocarray(j->items, cap, sizeof(*it));
-	if (it)
-		j->items = it;
-	struct device_file *f = reallocarray(j->files, cap, sizeof(*f));
-	if (f)
-		j->files = f;
-	int *c = reallocarray(j->counts, cap, sizeof(*c));
-	if (c)
-		j->counts = c;
-	if (!it || !f || !c)
+	size_t cap = capacity_for(j->cap, n);
+	bool ok = GROW(j->items, cap);
+	ok = GROW(j->files, cap) && ok;
+	ok = GROW(j->counts, cap) && ok;
+	if (!ok)
 		return -ENOMEM;
 	j->cap = cap;
 	return 0;
