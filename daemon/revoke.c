@@ -66,7 +66,7 @@ struct revoke {
 
 static int reserve_batch(struct revoke *rv, size_t n);
 static void count_batch(struct revoke *rv, size_t n);
-static void kick(struct revoke *rv);
+static void kick(struct revoke *rv, int64_t gather_ms);
 
 static int64_t now_mono(const struct revoke *rv)
 {
@@ -283,7 +283,7 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 	if (counted_later(l)) {
 		/* The holders hear now; the count decides when it ends. */
 		begin(rv, l, reason, true);
-		kick(rv);
+		kick(rv, REVOKE_GATHER_MS);
 	} else if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0) {
 		revoke_end(rv, l, reason);
 	} else {
@@ -298,7 +298,7 @@ static void let_go(struct revoke *rv, struct lease *l, int reason)
 		 * count finds a copy held elsewhere, as a release on the loop would be. */
 		if (l->state == LEASE_ACTIVE)
 			begin(rv, l, reason, false);
-		kick(rv);
+		kick(rv, REVOKE_GATHER_MS);
 	} else if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0) {
 		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
 	} else if (l->state == LEASE_ACTIVE) {
@@ -351,6 +351,7 @@ void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
 		lease_forget_owner(l);
 		rv->batch[n++] = l;
 	}
+	kick(rv, 0); /* they came all at once: nothing more to gather */
 	count_batch(rv, n);
 	/* Ending or revoking one lease touches no other, so the batch stays valid. */
 	for (size_t i = 0; i < n; i++) {
@@ -593,20 +594,20 @@ static void count_done(void *arg, int result)
 		judge(rv, l, lease_user_holders(l, c), j->started_ms);
 	}
 	if (rv->n_revoking)
-		kick(rv);
+		kick(rv, REVOKE_GATHER_MS);
 	if (rv->cb.counted)
 		rv->cb.counted(rv->cb.ctx);
 }
 
 /* A lease to count later is waiting: have the tick run when the next count may begin, but
- * no sooner than REVOKE_GATHER_MS from now, so that a burst of releases (a client cycling
- * through its quota, a connection's leases one by one) is counted together. */
-static void kick(struct revoke *rv)
+ * no sooner than gather_ms from now, so that a burst of releases (a client cycling through
+ * its quota, revokes one by one) is counted together. */
+static void kick(struct revoke *rv, int64_t gather_ms)
 {
-	if (rv->job.running)
-		return; /* its end comes back here */
+	if (rv->job.running || !rv->n_uncounted)
+		return; /* the running count's end comes back here; or nothing is new */
 	int64_t wait = next_count(rv) - now_mono(rv);
-	arm_tick_within(rv, wait > REVOKE_GATHER_MS ? wait : REVOKE_GATHER_MS);
+	arm_tick_within(rv, wait > gather_ms ? wait : gather_ms);
 }
 
 bool revoke_counting(const struct revoke *rv)
@@ -651,7 +652,8 @@ void revoke_run(struct revoke *rv)
 	if (rv->n_revoking)
 		arm_tick(rv);
 	if (rv->n_revoking && !rv->job.running)
-		kick(rv); /* a count declined for now (paced): the tick comes when it may begin */
+		kick(rv,
+		     0); /* a count declined for now (paced): the tick comes when it may begin */
 	arm_ttl(rv);
 }
 
