@@ -131,7 +131,8 @@ const struct verb verb_leases = {
 		"Columns: ID, DEVICE, BAR, RANGES (OFFSET+LENGTH), SIZE, STATE (with the reason\n"
 		"once revoking or ended), HOLDERS (references outside the daemon, ? if unknown),\n"
 		"OWNER (UID/PID), EXPIRES (UTC, - for no time to live), LABEL, RULE (the policy\n"
-		"file:line that allowed it).\n",
+		"file:line that allowed it). On a simulated device HOLDERS of a revoking lease is\n"
+		"the daemon's last count, which cannot see a buffer in flight in a socket.\n",
 	.run = leases_run,
 };
 

@@ -27,6 +27,14 @@ static void on_revoking(void *ctx, const struct lease *l)
 	events_lease_revoking(ctx, l);
 }
 
+/* Recorded, so that a restart before its count goes on revoking it. */
+static void on_revoking_untold(void *ctx, const struct lease *l)
+{
+	struct daemon *d = ctx;
+
+	persist_lease_revoking(d->persist, l, clock_wall_time(d->clock, l->deadline_ms));
+}
+
 static void on_ended(void *ctx, const struct lease *l)
 {
 	struct daemon *d = ctx;
@@ -40,6 +48,11 @@ static void on_ended(void *ctx, const struct lease *l)
 static void on_overdue(void *ctx, const struct lease *l, int holders, bool enforced)
 {
 	audit_overdue(l, holders, enforced);
+}
+
+static void on_counted(void *ctx)
+{
+	handlers_counted(ctx);
 }
 
 static void on_state_changed(void *ctx, const struct device *dev)
@@ -319,7 +332,12 @@ static int adopt(struct daemon *d, struct inventory *inv)
 
 int daemon_start(struct daemon *d, struct event_base *base, struct policy *policy)
 {
-	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, d };
+	const struct revoke_callbacks rcb = { .revoking = on_revoking,
+					      .revoking_untold = on_revoking_untold,
+					      .ended = on_ended,
+					      .overdue = on_overdue,
+					      .counted = on_counted,
+					      .ctx = d };
 	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying,
 						on_answer,	  on_opened,
 						on_closing,	  on_kept,

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "policy.h"
 #include "range.h"
@@ -33,6 +34,14 @@ struct device_info {
 };
 
 struct device_handle; /* a backend's open device */
+
+/* A buffer's file as fstat() names it. A count off the event loop is given these instead of
+ * fds: a number it holds cannot be closed under it, nor reused for another file while the
+ * daemon's own copy keeps the file (and so its inode number) alive. */
+struct device_file {
+	dev_t dev;
+	ino_t ino;
+};
 
 #define DEVICE_MAX_PARKED 4
 
@@ -82,8 +91,16 @@ struct device_ops {
 		     struct device_handle **ret_handle, struct device_info *ret_info, char *msg,
 		     size_t msglen);
 
-	/* holders() is slow (milliseconds): listings call it only where a lease is being
-	 * revoked, not for every active lease. */
+	/* The same count for files[0..n), made off the event loop, on the revocation engine's
+	 * own thread: it is given no handle and no fd, only the files, so a device cycle or a
+	 * lease ending while it runs leaves it nothing dangling. Each count is taken as if the
+	 * daemon's copy of the buffer were still open (the caller drops the counts of leases
+	 * that ended meanwhile). NULL where holders() is cheap enough for the loop. */
+	int (*holders_detached)(const struct device_file *files, size_t n, int *counts);
+
+	/* holders() is slow (milliseconds): nothing calls it on the loop for leases that are
+	 * not being revoked (listings show them as unknown), and revoking ones are counted
+	 * off the loop through holders_detached(). */
 	bool holders_costly;
 
 	/* The fds that signal removal (REQ) and error (ERR), -1 where there is none. Reading

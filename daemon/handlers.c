@@ -431,6 +431,44 @@ static void export_reply(struct session *c, uint64_t request_id, const struct le
 	conn_reply(c->conn, request_id, 0, NULL, &reply, with_fd ? l->fd : -1);
 }
 
+/* An export refused by a quota while leases wait for their first count off the loop (the
+ * simulated backend's) waits for that count instead of failing: those leases may be about to
+ * end, and a client that releases and exports again must not depend on how fast holders are
+ * counted. One export a connection waits; another is answered at once. */
+static bool park_export(struct session *c, const P2pbuf__Request *req)
+{
+	if (c->parked || !revoke_settling(c->d->revoke))
+		return false;
+	size_t len = p2pbuf__request__get_packed_size(req);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return false;
+	c->parked_len = p2pbuf__request__pack(req, buf);
+	c->parked = buf;
+	return true;
+}
+
+void handlers_counted(struct daemon *d)
+{
+	struct session *s;
+
+	/* A retried export may wait again (leases let go since), never on this list's order:
+	 * each session is served once per count. Closing connections stay listed until the
+	 * loop's next turn. */
+	TAILQ_FOREACH (s, &d->sessions, link) {
+		_cleanup_free_ uint8_t *buf = TAKE_PTR(s->parked);
+		if (!buf)
+			continue;
+		P2pbuf__Request *req = p2pbuf__request__unpack(NULL, s->parked_len, buf);
+		if (!req) {
+			conn_close(s->conn, "out of memory");
+			continue;
+		}
+		handle_request(s, req);
+		p2pbuf__request__free_unpacked(req, NULL);
+	}
+}
+
 static void handle_export(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Export *e = req->export;
@@ -441,6 +479,8 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 	if (r == 0)
 		r = export_check(c, &x, msg, sizeof(msg));
 	struct lease *l = r == 0 ? lease_create(c, &x, &r, msg, sizeof(msg)) : NULL;
+	if (!l && r == -EDQUOT && park_export(c, req))
+		return;
 	if (!l) {
 		audit_denied(c->peer, "export", e->device, (int)e->bar, r, msg);
 		conn_reply(c->conn, req->request_id, r, msg, NULL, -1);
@@ -649,9 +689,7 @@ static void fill_lease(const struct daemon *d, P2pbuf__Lease *pl, const struct l
 		pl->deadline_ms = clock_wall_time(d->clock, l->deadline_ms);
 		pl->lingering = l->lingering;
 	}
-	const struct device *dev = l->device;
-	bool count = l->state == LEASE_REVOKING || !registry_holders_costly(dev);
-	pl->holders = count ? lease_user_holders(l, registry_holders(dev, l->fd)) : -1;
+	pl->holders = revoke_holders(l);
 	for (size_t i = 0; i < l->n_ranges; i++) {
 		p2pbuf__range__init(&ranges[i]);
 		ranges[i].has_offset = ranges[i].has_length = true;

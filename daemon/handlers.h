@@ -7,3 +7,6 @@
 
 /* Serve one decoded request that passed the wire checks. */
 void handle_request(struct session *s, const P2pbuf__Request *req);
+
+/* A count of holders off the loop is back: exports that waited for it are served again. */
+void handlers_counted(struct daemon *d);

@@ -55,6 +55,9 @@ struct lease {
 	int64_t expires_mono;	     /* the same on CLOCK_MONOTONIC, 0: no TTL */
 	int64_t deadline_ms;	     /* CLOCK_MONOTONIC: revoking holders must let go by then */
 	size_t ttl_slot;	     /* the revocation engine's: its place in the TTL heap, +1 */
+	uint32_t count_serial;	     /* the engine's: the count off the loop it is in, or 0 */
+	int holders_seen;	     /* the engine's: holders at its last count, -1: none yet */
+	bool announced;		     /* the engine's: its holders were told it is revoking */
 	bool lingering;		     /* revoking past its deadline, not enforced */
 	bool owner_let_go;	     /* its exporting connection released it: it needs no events */
 	bool unclaimed;		     /* adopted after a restart, not yet reclaimed by its owner */

@@ -817,3 +817,8 @@ static void on_err(evutil_socket_t fd, short what, void *arg)
 	(void)!read(fd, &n, sizeof(n));
 	registry_device_error(arg);
 }
+
+const struct device_ops *registry_detached_backend(const struct device *dev)
+{
+	return dev->handle && dev->ops->holders_detached ? dev->ops : NULL;
+}

@@ -167,3 +167,9 @@ void registry_holders_many(const struct device *dev, const int *fds, size_t n, i
 
 /* Whether the device's holder counts are slow (the simulated backend's /proc walk). */
 bool registry_holders_costly(const struct device *dev);
+
+/* The backend whose holders_detached() counts dev's buffers off the loop, or NULL where
+ * registry_holders() is to be called on the loop instead: a backend without one, or a closed
+ * device (its buffers are dead: 0 at once). Backends' ops are static, so the pointer may be
+ * kept while dev changes. */
+const struct device_ops *registry_detached_backend(const struct device *dev);

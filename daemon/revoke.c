@@ -1,12 +1,42 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "p2pbuf.pb-c.h"
 #include "revoke.h"
+#include "worker.h"
 
 #define REASON(x) P2PBUF__REASON__REASON_##x
+
+/* One lease handed to the counting thread. */
+struct count_item {
+	const struct device_ops *ops; /* the backend that counts it (static, so always valid) */
+	uint64_t id;		      /* the lease, looked up again when the count is back */
+	struct device_file file;      /* its buffer, copied to files[] once sorted */
+};
+
+/* A holder count off the loop, for every lease on a backend with holders_detached() at once.
+ * What holds what while it runs: the thread reads only items[].ops and files[] and writes
+ * only counts[], all of them this job's own memory, handed over and back under the worker's
+ * lock; it never sees a lease, a device or an fd. A lease is named by its id (never reused),
+ * and its buffer by the file's identity, which cannot name another file while the lease's
+ * own fd keeps the file alive. When the count is back, a lease is judged only if it is still
+ * in the table and has stayed on the revoking list since the handover (count_serial):
+ * ending, reactivation and device cycles (which end every lease of the device) all take a
+ * lease off the list, so a closed fd is never used and a stale count never applied. */
+struct count_job {
+	struct worker_job job;
+	struct revoke *rv;
+	struct count_item *items; /* sorted by backend: one call per backend */
+	struct device_file *files;
+	int *counts;
+	size_t n, cap;
+	uint32_t serial;    /* what the leases handed over carry in count_serial */
+	int64_t started_ms; /* deadlines are judged at the time the count began */
+	bool running;
+};
 
 struct revoke {
 	struct lease_table *leases;
@@ -14,19 +44,29 @@ struct revoke {
 	struct revoke_callbacks cb;
 	struct lease_list revoking; /* leases waiting for their holders to let go */
 	size_t n_revoking;
+	size_t n_uncounted;    /* of them, counted later and not yet counted */
 	struct event *ev_tick; /* polls holders while any lease is revoking */
+	int64_t tick_due;      /* when ev_tick fires, while it is pending */
 	struct event *ev_ttl;  /* the earliest TTL */
 	struct lease **ttl;    /* a binary min-heap on expires_mono */
 	size_t n_ttl, cap_ttl;
-	/* Scratch for counting many leases' holders at once. */
+	/* Scratch for counting many leases' holders at once on the loop. */
 	struct lease **batch;
-	struct device **devs; /* batch[i]'s device, readable after batch[i] is freed */
+	uint64_t *ids; /* batch[i]'s id, to find it again after others ended */
 	int *fds, *counts;
 	size_t cap_batch;
+	/* Counts off the loop: one at a time, on a thread of their own, at most once a tick. */
+	struct worker *counter;
+	struct count_job job;
+	uint32_t serial;       /* of the last count handed over */
+	int64_t next_count_ms; /* the earliest a new count may begin, a tick after the last */
+	int64_t rest_until_ms; /* ... or, to count only leases counted before, after this */
+	bool freeing;	       /* revoke_free: a count that comes back judges nothing */
 };
 
 static int reserve_batch(struct revoke *rv, size_t n);
 static void count_batch(struct revoke *rv, size_t n);
+static void kick(struct revoke *rv, int64_t gather_ms);
 
 static int64_t now_mono(const struct revoke *rv)
 {
@@ -102,10 +142,20 @@ static void arm(struct event *ev, int64_t ms)
 	evtimer_add(ev, &tv);
 }
 
+/* Have the tick run within ms, or sooner if it is due sooner already. */
+static void arm_tick_within(struct revoke *rv, int64_t ms)
+{
+	int64_t due = now_mono(rv) + ms;
+
+	if (!rv->ev_tick || (evtimer_pending(rv->ev_tick, NULL) && rv->tick_due <= due))
+		return;
+	rv->tick_due = due;
+	arm(rv->ev_tick, ms);
+}
+
 static void arm_tick(struct revoke *rv)
 {
-	if (rv->ev_tick && !evtimer_pending(rv->ev_tick, NULL))
-		arm(rv->ev_tick, REVOKE_TICK_MS);
+	arm_tick_within(rv, REVOKE_TICK_MS);
 }
 
 static void arm_ttl(struct revoke *rv)
@@ -139,13 +189,17 @@ int revoke_track(struct revoke *rv, struct lease *l)
 
 /* ---- the lease life cycle ---- */
 
+/* Off the revoking list; a count off the loop that has it says nothing about it any more. */
 static void unlist(struct revoke *rv, struct lease *l)
 {
 	if (l->revoking.le_prev) {
 		LIST_REMOVE(l, revoking);
 		l->revoking.le_prev = NULL;
 		rv->n_revoking--;
+		if (l->holders_seen < 0)
+			rv->n_uncounted--;
 	}
+	l->count_serial = 0;
 }
 
 void revoke_end(struct revoke *rv, struct lease *l, int reason)
@@ -166,14 +220,47 @@ void revoke_end_all(struct revoke *rv, struct lease_set *leases, int reason)
 		revoke_end(rv, l, reason);
 }
 
-static void begin(struct revoke *rv, struct lease *l, int reason)
+/* Tell l's holders (once) that it is revoking. */
+static void announce(struct revoke *rv, struct lease *l)
 {
-	lease_begin_revoke(l, reason, now_mono(rv), (int64_t)l->device->decl.revoke_deadline_ms);
-	LIST_INSERT_HEAD(&rv->revoking, l, revoking);
-	rv->n_revoking++;
+	if (l->announced)
+		return;
+	l->announced = true;
 	if (rv->cb.revoking)
 		rv->cb.revoking(rv->cb.ctx, l);
+}
+
+static bool counted_later(const struct lease *l);
+
+static void list_revoking(struct revoke *rv, struct lease *l)
+{
+	/* -1 marks what a count off the loop has yet to see; a cheap count is taken at once. */
+	l->holders_seen = counted_later(l) ? -1 : 0;
+	if (l->holders_seen < 0)
+		rv->n_uncounted++;
+	l->count_serial = 0;
+	l->announced = false;
+	LIST_INSERT_HEAD(&rv->revoking, l, revoking);
+	rv->n_revoking++;
+}
+
+/* active -> revoking; told at once, or (tell false) only once a count finds holders left. */
+static void begin(struct revoke *rv, struct lease *l, int reason, bool tell)
+{
+	lease_begin_revoke(l, reason, now_mono(rv), (int64_t)l->device->decl.revoke_deadline_ms);
+	list_revoking(rv, l);
+	if (tell)
+		announce(rv, l);
+	else if (rv->cb.revoking_untold)
+		rv->cb.revoking_untold(rv->cb.ctx, l);
 	arm_tick(rv);
+}
+
+/* Whether l's holders are counted off the loop (a costly count, the simulated backend's):
+ * then nothing is decided about l until that count is back. */
+static bool counted_later(const struct lease *l)
+{
+	return registry_detached_backend(l->device) != NULL;
 }
 
 /* Whether the holder let go of its own accord: a lease revoking for such a reason is never
@@ -193,18 +280,30 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 	}
 	if (l->state != LEASE_ACTIVE)
 		return; /* already on its way out: the first reason stands */
-	if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0)
+	if (counted_later(l)) {
+		/* The holders hear now; the count decides when it ends. */
+		begin(rv, l, reason, true);
+		kick(rv, REVOKE_GATHER_MS);
+	} else if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0) {
 		revoke_end(rv, l, reason);
-	else
-		begin(rv, l, reason);
+	} else {
+		begin(rv, l, reason, true);
+	}
 }
 
 static void let_go(struct revoke *rv, struct lease *l, int reason)
 {
-	if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0)
+	if (counted_later(l)) {
+		/* Revoking at once (quotas hold, the listing says so); told only if the next
+		 * count finds a copy held elsewhere, as a release on the loop would be. */
+		if (l->state == LEASE_ACTIVE)
+			begin(rv, l, reason, false);
+		kick(rv, REVOKE_GATHER_MS);
+	} else if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0) {
 		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
-	else if (l->state == LEASE_ACTIVE)
-		begin(rv, l, reason);
+	} else if (l->state == LEASE_ACTIVE) {
+		begin(rv, l, reason, true);
+	}
 }
 
 void revoke_resume(struct revoke *rv, struct lease *l, int reason, int64_t deadline_ms,
@@ -214,8 +313,8 @@ void revoke_resume(struct revoke *rv, struct lease *l, int reason, int64_t deadl
 		return;
 	l->deadline_ms = deadline_ms;
 	l->lingering = lingering;
-	LIST_INSERT_HEAD(&rv->revoking, l, revoking);
-	rv->n_revoking++;
+	list_revoking(rv, l);
+	l->announced = true; /* by the previous instance */
 	arm_tick(rv);
 }
 
@@ -240,18 +339,19 @@ void revoke_owner_gone(struct revoke *rv, struct lease *l)
 
 void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
 {
+	bool batch = reserve_batch(rv, leases->n) == 0;
 	struct lease *l;
 	size_t n = 0;
 
-	if (reserve_batch(rv, leases->n) < 0) {
-		while ((l = LIST_FIRST(&leases->list)))
-			revoke_owner_gone(rv, l);
-		return;
-	}
 	while ((l = LIST_FIRST(&leases->list))) {
+		if (!batch || counted_later(l)) {
+			revoke_owner_gone(rv, l);
+			continue;
+		}
 		lease_forget_owner(l);
 		rv->batch[n++] = l;
 	}
+	kick(rv, 0); /* they came all at once: nothing more to gather */
 	count_batch(rv, n);
 	/* Ending or revoking one lease touches no other, so the batch stays valid. */
 	for (size_t i = 0; i < n; i++) {
@@ -261,7 +361,7 @@ void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
 				   l->state == LEASE_REVOKING ? l->reason
 							      : REASON(OWNER_DISCONNECTED));
 		else if (l->state == LEASE_ACTIVE)
-			begin(rv, l, REASON(OWNER_DISCONNECTED));
+			begin(rv, l, REASON(OWNER_DISCONNECTED), true);
 	}
 }
 
@@ -270,44 +370,52 @@ static bool enforced(const struct lease *l)
 	return !voluntary(l->reason) && l->device->decl.revocation == POLICY_REVOKE_ENFORCE;
 }
 
-/* Past the deadline with holders left. Returns true if leases were ended (the list changed). */
-static bool overdue(struct revoke *rv, struct lease *l, int h)
+/* Past the deadline with holders left: reported, and, where enforced, the device cycled. */
+static void overdue(struct revoke *rv, struct lease *l, int h)
 {
-	bool enforce = enforced(l);
-
-	if (!enforce) {
+	if (!enforced(l)) {
 		if (!l->lingering && rv->cb.overdue)
 			rv->cb.overdue(rv->cb.ctx, l, h, false);
 		l->lingering = true;
-		return false;
+		return;
 	}
 	if (rv->cb.overdue)
 		rv->cb.overdue(rv->cb.ctx, l, h, true);
 	/* The cycle ends every lease of the device through the registry's buffers_dying. A
 	 * cycle already under way ends them too. */
-	return registry_cycle(l->device, REASON(DEVICE_CYCLE)) == 0;
+	registry_cycle(l->device, REASON(DEVICE_CYCLE));
+}
+
+/* Grow the array *p to cap elements of size bytes; false (and *p kept) without memory. */
+static bool grow(void **p, size_t cap, size_t size)
+{
+	void *q = reallocarray(*p, cap, size);
+
+	if (q)
+		*p = q;
+	return q != NULL;
+}
+
+#define GROW(a, cap) grow((void **)&(a), (cap), sizeof(*(a)))
+
+/* The capacity, doubled from 64 (or from the present one), that holds n. */
+static size_t capacity_for(size_t cap, size_t n)
+{
+	for (cap = cap ? cap : 64; cap < n; cap *= 2)
+		;
+	return cap;
 }
 
 static int reserve_batch(struct revoke *rv, size_t n)
 {
 	if (n <= rv->cap_batch)
 		return 0;
-	size_t cap = rv->cap_batch ? rv->cap_batch : 64;
-	while (cap < n)
-		cap *= 2;
-	struct lease **b = reallocarray(rv->batch, cap, sizeof(*b));
-	if (b)
-		rv->batch = b;
-	int *f = reallocarray(rv->fds, cap, sizeof(*f));
-	if (f)
-		rv->fds = f;
-	int *c = reallocarray(rv->counts, cap, sizeof(*c));
-	if (c)
-		rv->counts = c;
-	struct device **d = reallocarray(rv->devs, cap, sizeof(*d));
-	if (d)
-		rv->devs = d;
-	if (!b || !f || !c || !d)
+	size_t cap = capacity_for(rv->cap_batch, n);
+	bool ok = GROW(rv->batch, cap);
+	ok = GROW(rv->fds, cap) && ok;
+	ok = GROW(rv->counts, cap) && ok;
+	ok = GROW(rv->ids, cap) && ok;
+	if (!ok)
 		return -ENOMEM;
 	rv->cap_batch = cap;
 	return 0;
@@ -322,8 +430,8 @@ static int by_device(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Count the holders of rv->batch[0..n): sorted by device, each device's leases in one call
- * (one /proc walk on the simulated backend, however many leases). */
+/* Count, on the loop, the holders of rv->batch[0..n) (leases of cheap backends): sorted by
+ * device, each device's leases in one call. */
 static void count_batch(struct revoke *rv, size_t n)
 {
 	if (n == 0)
@@ -332,7 +440,7 @@ static void count_batch(struct revoke *rv, size_t n)
 	for (size_t i = 0, end; i < n; i = end) {
 		for (end = i; end < n && rv->batch[end]->device == rv->batch[i]->device; end++) {
 			rv->fds[end] = rv->batch[end]->fd;
-			rv->devs[end] = rv->batch[end]->device;
+			rv->ids[end] = rv->batch[end]->id;
 		}
 		registry_holders_many(rv->batch[i]->device, rv->fds + i, end - i, rv->counts + i);
 	}
@@ -340,40 +448,187 @@ static void count_batch(struct revoke *rv, size_t n)
 		rv->counts[i] = lease_user_holders(rv->batch[i], rv->counts[i]);
 }
 
-/* Gather the leases of a list into the batch; -ENOMEM leaves the caller to go one by one. */
-static ssize_t gather_revoking(struct revoke *rv)
+/* What a count of l's holders (h, its users' references) at time at means: nobody holds it,
+ * so it ends; or somebody does, so they are told (if they were not yet) and, past the
+ * deadline, it is overdue. l may end, and with it, through a device cycle, every other
+ * lease of its device. */
+static void judge(struct revoke *rv, struct lease *l, int h, int64_t at)
+{
+	if (l->holders_seen < 0)
+		rv->n_uncounted--;
+	l->holders_seen = h;
+	if (h == 0) {
+		revoke_end(rv, l, l->reason);
+		return;
+	}
+	announce(rv, l);
+	if (lease_deadline_passed(l, at))
+		overdue(rv, l, h);
+}
+
+/* Count, on the loop, the revoking leases whose backend counts cheaply, and judge them. */
+static void run_revoking(struct revoke *rv, int64_t now)
 {
 	struct lease *l;
 	size_t n = 0;
 
 	if (reserve_batch(rv, rv->n_revoking) < 0)
-		return -ENOMEM;
+		return; /* out of memory: the next tick tries again */
 	LIST_FOREACH (l, &rv->revoking, revoking)
-		rv->batch[n++] = l;
-	return (ssize_t)n;
+		if (!counted_later(l))
+			rv->batch[n++] = l;
+	count_batch(rv, n);
+	/* Judging one lease may end others (a cycle ends its device's): found again by id. */
+	for (size_t i = 0; i < n; i++)
+		if ((l = lease_find(rv->leases, rv->ids[i])))
+			judge(rv, l, rv->counts[i], now);
 }
 
-static void run_revoking(struct revoke *rv, int64_t now)
-{
-	ssize_t n = gather_revoking(rv);
+/* ---- counts off the loop ---- */
 
-	if (n < 0)
-		return; /* out of memory: the next tick tries again */
-	count_batch(rv, (size_t)n);
-	/* A cycle ends every lease of its device: the rest of that device's run is skipped,
-	 * since those leases are gone. */
-	struct device *cycled = NULL;
-	for (size_t i = 0; i < (size_t)n; i++) {
-		struct device *dev = rv->devs[i];
-		if (dev == cycled)
-			continue; /* batch[i] was freed by the cycle */
-		struct lease *l = rv->batch[i];
-		int h = rv->counts[i];
-		if (h == 0)
-			revoke_end(rv, l, l->reason);
-		else if (lease_deadline_passed(l, now) && overdue(rv, l, h))
-			cycled = dev;
+static int reserve_job(struct count_job *j, size_t n)
+{
+	if (n <= j->cap)
+		return 0;
+	size_t cap = capacity_for(j->cap, n);
+	bool ok = GROW(j->items, cap);
+	ok = GROW(j->files, cap) && ok;
+	ok = GROW(j->counts, cap) && ok;
+	if (!ok)
+		return -ENOMEM;
+	j->cap = cap;
+	return 0;
+}
+
+/* The counting thread: one call per backend. A count that fails is "cannot tell", taken as
+ * held, as registry_holders() does. */
+static int count_run(void *arg)
+{
+	struct count_job *j = arg;
+
+	for (size_t i = 0, end; i < j->n; i = end) {
+		for (end = i + 1; end < j->n && j->items[end].ops == j->items[i].ops; end++)
+			;
+		if (j->items[i].ops->holders_detached(j->files + i, end - i, j->counts + i) < 0)
+			for (size_t k = i; k < end; k++)
+				j->counts[k] = 1;
 	}
+	return 0;
+}
+
+/* When the next count may begin: at most once a tick; and where it would only count again
+ * leases counted before (lingering ones, whose copies may be kept for hours), never more
+ * than half the time, so that a slow walk rests as long as it took. A lease let go or
+ * revoked since is counted at the tick: someone may be waiting for it to end. */
+static int64_t next_count(const struct revoke *rv)
+{
+	if (rv->n_uncounted == 0 && rv->rest_until_ms > rv->next_count_ms)
+		return rv->rest_until_ms;
+	return rv->next_count_ms;
+}
+
+static int by_backend(const void *a, const void *b)
+{
+	const struct count_item *x = a, *y = b;
+
+	if (x->ops != y->ops)
+		return (uintptr_t)x->ops < (uintptr_t)y->ops ? -1 : 1;
+	return 0;
+}
+
+/* Hand every revoking lease counted later to the thread in one job, unless a count is
+ * running or the last one began less than a tick ago. */
+static void start_count(struct revoke *rv, int64_t now)
+{
+	struct count_job *j = &rv->job;
+	struct lease *l;
+	size_t n = 0;
+
+	if (j->running || now < next_count(rv) || reserve_job(j, rv->n_revoking) < 0)
+		return;
+	if (++rv->serial == 0)
+		rv->serial = 1;
+	LIST_FOREACH (l, &rv->revoking, revoking) {
+		const struct device_ops *ops = registry_detached_backend(l->device);
+		struct stat st;
+		if (!ops)
+			continue;
+		l->count_serial = rv->serial;
+		/* Inode 0 names no file: a buffer the daemon cannot stat counts as held. */
+		j->items[n++] =
+		    (struct count_item){ ops, l->id,
+					 fstat(l->fd, &st) == 0
+					     ? (struct device_file){ st.st_dev, st.st_ino }
+					     : (struct device_file){ 0, 0 } };
+	}
+	if (n == 0)
+		return;
+	qsort(j->items, n, sizeof(*j->items), by_backend);
+	for (size_t i = 0; i < n; i++)
+		j->files[i] = j->items[i].file;
+	j->n = n;
+	j->serial = rv->serial;
+	j->started_ms = now;
+	j->running = true;
+	worker_submit(rv->counter, &j->job);
+}
+
+/* Back on the loop: judge the leases the count still speaks for. */
+static void count_done(void *arg, int result)
+{
+	struct count_job *j = arg;
+	struct revoke *rv = j->rv;
+	int64_t now = now_mono(rv);
+
+	j->running = false;
+	if (rv->freeing)
+		return;
+	rv->next_count_ms = j->started_ms + REVOKE_TICK_MS;
+	rv->rest_until_ms = now + (now - j->started_ms);
+	for (size_t i = 0; i < j->n; i++) {
+		struct lease *l = lease_find(rv->leases, j->items[i].id);
+		if (!l || l->count_serial != j->serial)
+			continue;
+		l->count_serial = 0;
+		int c = j->files[i].ino ? j->counts[i] : 1;
+		judge(rv, l, lease_user_holders(l, c), j->started_ms);
+	}
+	if (rv->n_revoking)
+		kick(rv, REVOKE_GATHER_MS);
+	if (rv->cb.counted)
+		rv->cb.counted(rv->cb.ctx);
+}
+
+/* A lease to count later is waiting: have the tick run when the next count may begin, but
+ * no sooner than gather_ms from now, so that a burst of releases (a client cycling through
+ * its quota, revokes one by one) is counted together. */
+static void kick(struct revoke *rv, int64_t gather_ms)
+{
+	if (rv->job.running || !rv->n_uncounted)
+		return; /* the running count's end comes back here; or nothing is new */
+	int64_t wait = next_count(rv) - now_mono(rv);
+	arm_tick_within(rv, wait > gather_ms ? wait : gather_ms);
+}
+
+bool revoke_counting(const struct revoke *rv)
+{
+	return rv->job.running;
+}
+
+bool revoke_settling(const struct revoke *rv)
+{
+	return rv->n_uncounted > 0;
+}
+
+int revoke_holders(const struct lease *l)
+{
+	if (!registry_holders_costly(l->device))
+		return lease_user_holders(l, registry_holders(l->device, l->fd));
+	if (l->state != LEASE_REVOKING)
+		return -1;
+	if (registry_detached_backend(l->device))
+		return l->holders_seen;
+	return lease_user_holders(l, registry_holders(l->device, l->fd));
 }
 
 static void run_ttl(struct revoke *rv, int64_t now)
@@ -392,9 +647,13 @@ void revoke_run(struct revoke *rv)
 	/* Leases that start revoking now are counted from the next tick on: their holders were
 	 * told just now and need a moment to let go. */
 	run_revoking(rv, now);
+	start_count(rv, now);
 	run_ttl(rv, now);
 	if (rv->n_revoking)
 		arm_tick(rv);
+	if (rv->n_revoking && !rv->job.running)
+		kick(rv,
+		     0); /* a count declined for now (paced): the tick comes when it may begin */
 	arm_ttl(rv);
 }
 
@@ -420,6 +679,12 @@ int revoke_new(struct event_base *base, struct lease_table *leases,
 	rv->clock = clock;
 	rv->cb = *cb;
 	LIST_INIT(&rv->revoking);
+	rv->job = (struct count_job){ .job = { count_run, count_done, &rv->job }, .rv = rv };
+	int r = worker_new(base, &rv->counter);
+	if (r < 0) {
+		free(rv);
+		return r;
+	}
 	rv->ev_tick = evtimer_new(base, on_timer, rv);
 	rv->ev_ttl = evtimer_new(base, on_timer, rv);
 	/* Reserve the timer heap's room for both now, where a failure can still be reported. */
@@ -439,6 +704,12 @@ void revoke_free(struct revoke *rv)
 {
 	if (!rv)
 		return;
+	/* A count still running is waited for; it judges nothing now. */
+	rv->freeing = true;
+	worker_free(rv->counter);
+	free(rv->job.items);
+	free(rv->job.files);
+	free(rv->job.counts);
 	if (rv->ev_tick)
 		event_free(rv->ev_tick);
 	if (rv->ev_ttl)
@@ -449,6 +720,6 @@ void revoke_free(struct revoke *rv)
 	free(rv->batch);
 	free(rv->fds);
 	free(rv->counts);
-	free(rv->devs);
+	free(rv->ids);
 	free(rv);
 }

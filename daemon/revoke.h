@@ -11,6 +11,13 @@
  *   still held elsewhere lingers: it keeps counting against quotas, is listed with its
  *   holders, and is never cycled out, unless an admin revoke, the policy or its TTL revokes
  *   it afresh, which enforces it.
+ * - Where the backend's holder count is costly (the simulated backend walks /proc), leases
+ *   are counted off the event loop, on a thread of the engine's own, all of them in one
+ *   count, at most once a tick: such a lease is revoking from the moment it is released or
+ *   revoked and ends at the first count that finds nobody holding it. A release is told to
+ *   nobody until a count finds a copy held elsewhere; an admin, policy or TTL revoke is told
+ *   at once. Deadlines are judged at the time a count began. Cheap counts (vfio reads one
+ *   fdinfo) are taken on the loop, at once.
  * It reads time only from the clock it is given, and reports through callbacks, so its tests
  * drive it without sleeping. */
 #pragma once
@@ -23,18 +30,24 @@
 #include "lease.h"
 #include "registry.h"
 
-#define REVOKE_TICK_MS 100 /* how often revoking leases' holders are counted */
+#define REVOKE_TICK_MS 50  /* how often revoking leases' holders are counted, at most */
+#define REVOKE_GATHER_MS 5 /* how long a count off the loop waits for more leases to count */
 
 struct revoke;
 
 struct revoke_callbacks {
 	/* l is now revoking: its holders must let go by l->deadline_ms (monotonic). */
 	void (*revoking)(void *ctx, const struct lease *l);
+	/* l is revoking (let go), told to nobody yet: the count to come decides whether anybody
+	 * must hear, and revoking() follows if so. */
+	void (*revoking_untold)(void *ctx, const struct lease *l);
 	/* l ended (its state and reason are final); it is freed right after. */
 	void (*ended)(void *ctx, const struct lease *l);
 	/* l is past its deadline with holders left; enforced: its device is being cycled. Called
 	 * once per lease and deadline. */
 	void (*overdue)(void *ctx, const struct lease *l, int holders, bool enforced);
+	/* A count off the loop is back and judged (leases it found let go have ended). */
+	void (*counted)(void *ctx);
 	void *ctx;
 };
 
@@ -52,9 +65,11 @@ void revoke_end(struct revoke *rv, struct lease *l, int reason);
 void revoke_end_all(struct revoke *rv, struct lease_set *leases, int reason);
 
 /* Take l back for reason (admin, policy, TTL): it ends at once if nobody but the daemon
- * holds it, otherwise it revokes with the device's deadline, enforced. */
+ * holds it, otherwise it revokes with the device's deadline, enforced. Where the count is
+ * costly it revokes in any case, and the next count ends it if nobody holds it. */
 void revoke_lease(struct revoke *rv, struct lease *l, int reason);
-/* The holder released l: it ends when nobody else holds it; never enforced. */
+/* The holder released l: it ends when nobody else holds it (where the count is costly, at
+ * the next count, not at once); never enforced. */
 void revoke_release(struct revoke *rv, struct lease *l);
 /* l's exporting connection went away: the same as a release, with reason owner-disconnected. */
 void revoke_owner_gone(struct revoke *rv, struct lease *l);
@@ -76,3 +91,15 @@ void revoke_run(struct revoke *rv);
 
 /* How many leases are revoking. */
 size_t revoke_pending(const struct revoke *rv);
+
+/* Whether a count is running off the loop (its result comes back through the loop). */
+bool revoke_counting(const struct revoke *rv);
+
+/* Whether leases let go or revoked wait for their first count off the loop: until it is
+ * back, they still count against every quota, though they may be about to end. */
+bool revoke_settling(const struct revoke *rv);
+
+/* l's holders for a listing: counted now where that is cheap; where it is costly, those of
+ * the last count of a revoking lease (-1 before its first), and -1 (unknown) for an active
+ * one. */
+int revoke_holders(const struct lease *l);

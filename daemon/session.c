@@ -33,6 +33,7 @@ void session_free(struct session *s)
 		revoke_owner_gone_all(d->revoke, &s->leases);
 	}
 	TAILQ_REMOVE(&d->sessions, s, link);
+	free(s->parked);
 	free(s);
 }
 

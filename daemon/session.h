@@ -3,6 +3,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/queue.h>
 
 #include "lease.h"
@@ -18,6 +20,8 @@ struct session {
 	bool subscribed;     /* device events, and the lease events of its own user */
 	bool subscribed_all; /* every event (observers and admins) */
 	struct lease_set leases;
+	uint8_t *parked; /* an Export waiting for a count of holders (packed), or NULL */
+	size_t parked_len;
 	TAILQ_ENTRY(session) link;
 	LIST_ENTRY(session) sub_link; /* on d->subscribers while subscribed */
 };

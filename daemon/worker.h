@@ -1,6 +1,8 @@
-/* The worker thread: runs blocking device operations (close, reset, reopen: the kernel may
- * wait for importers with no timeout) off the event loop, and hands each result back to the
- * loop thread. Jobs run one at a time, in submission order. */
+/* A worker thread: runs slow work off the event loop and hands each result back to the loop
+ * thread. The registry's runs blocking device operations (close, reset, reopen: the kernel
+ * may wait for importers with no timeout); the revocation engine has one of its own for
+ * holder counts, so that a count never waits behind a device's close. Jobs run one at a
+ * time, in submission order. */
 #pragma once
 
 #include <event2/event.h>

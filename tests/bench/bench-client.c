@@ -1,7 +1,9 @@
 /* bench-client: the measuring side of tests/bench, one subcommand per measurement. Driven by
  * tests/bench/run.sh; every result is a "key value" line on stdout, every failure exit 1.
  *
- *   grant     N threads export+release back to back (p2pbufd or bench-baseline)
+ *   grant     N threads export+release back to back (p2pbufd or bench-baseline); with
+ *             --probe-ms, one more connection does it once every so many ms, timed, to
+ *             show how long the server keeps a bystander waiting meanwhile
  *   close     a process holding N leases exits: time until the daemon's fd count is back
  *   reset     reset a device with N leases: time until the holder has every LeaseRevoked
  *   letgo     N cooperative holders told to let go (--mode revoke|reload): time until all
@@ -30,6 +32,7 @@ enum {
 	OPT_IDLE_FDS,
 	OPT_TIMEOUT_MS,
 	OPT_RELOAD,
+	OPT_PROBE_MS,
 };
 
 static unsigned long number(const char *opt, const char *s)
@@ -61,6 +64,7 @@ static void parse(int argc, char **argv, struct bench_opts *o)
 		{ "idle-fds", required_argument, NULL, OPT_IDLE_FDS },
 		{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 		{ "reload-from", required_argument, NULL, OPT_RELOAD },
+		{ "probe-ms", required_argument, NULL, OPT_PROBE_MS },
 		{},
 	};
 	int c;
@@ -114,6 +118,9 @@ static void parse(int argc, char **argv, struct bench_opts *o)
 			break;
 		case OPT_RELOAD:
 			o->reload = optarg;
+			break;
+		case OPT_PROBE_MS:
+			o->probe_ms = (unsigned)number("--probe-ms", optarg);
 			break;
 		default:
 			bench_die("unknown option (see the comment at the top of bench-client.c)");

@@ -22,7 +22,8 @@ struct grant_thread {
 	uint64_t *export_ns, *release_ns;
 	size_t n, cap;
 	uint64_t end_ns;
-	int error; /* 0, or the -errno of the call that failed */
+	unsigned pause_ms; /* the probe's pause between cycles; 0 for the workers */
+	int error;	   /* 0, or the -errno of the call that failed */
 	const char *what;
 	char message[256];
 };
@@ -58,6 +59,8 @@ static void *grant_run(void *arg)
 		}
 		t->export_ns[t->n] = t1 - t0;
 		t->release_ns[t->n++] = t2 - t1;
+		if (t->pause_ms)
+			bench_sleep_ms(t->pause_ms);
 	}
 	t->end_ns = bench_now_ns();
 	return NULL;
@@ -83,21 +86,29 @@ static uint64_t *gather(struct grant_thread *ts, unsigned n, bool release, size_
 	return all;
 }
 
-static void report_latency(const char *name, struct grant_thread *ts, unsigned n, bool release)
+static const struct quantile {
+	const char *suffix;
+	double p;
+} grant_qs[] = { { "p50", 0.50 }, { "p99", 0.99 }, { "p999", 0.999 } },
+  probe_qs[] = { { "p50", 0.50 }, { "p99", 0.99 }, { "max", 1.0 } };
+
+static void report_quantiles(const char *name, struct grant_thread *ts, unsigned n, bool release,
+			     const struct quantile *qs, size_t n_qs)
 {
-	static const struct {
-		const char *suffix;
-		double p;
-	} qs[] = { { "p50", 0.50 }, { "p99", 0.99 }, { "p999", 0.999 } };
 	char key[64];
 	size_t total;
 	uint64_t *all = gather(ts, n, release, &total);
 
-	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+	for (size_t i = 0; i < n_qs; i++) {
 		snprintf(key, sizeof(key), "%s_%s_us", name, qs[i].suffix);
 		bench_result(key, "%.1f", bench_quantile_us(all, total, qs[i].p));
 	}
 	free(all);
+}
+
+static void report_latency(const char *name, struct grant_thread *ts, unsigned n, bool release)
+{
+	report_quantiles(name, ts, n, release, grant_qs, sizeof(grant_qs) / sizeof(grant_qs[0]));
 }
 
 /* The deadline is set once every thread is connected (the barrier publishes it). */
@@ -134,7 +145,9 @@ static uint64_t join_all(struct grant_thread *ts, unsigned n, size_t *ret_cycles
 int bench_grant(const struct bench_opts *o)
 {
 	unsigned n = o->clients ? o->clients : 1;
-	struct grant_thread *ts = calloc(n, sizeof(*ts));
+	/* ts[n] is the probe, with --probe-ms: a bystander cycling once every probe_ms. */
+	unsigned all = n + (o->probe_ms ? 1 : 0);
+	struct grant_thread *ts = calloc(all, sizeof(*ts));
 	pthread_barrier_t start;
 	size_t cycles;
 
@@ -142,24 +155,33 @@ int bench_grant(const struct bench_opts *o)
 		bench_die("out of memory");
 	/* Forked before any thread exists, and before the clock starts. */
 	pid_t *idle = bench_idle_start(o->idle_procs, o->idle_fds);
-	pthread_barrier_init(&start, NULL, n + 1);
-	for (unsigned i = 0; i < n; i++) {
-		thread_init(&ts[i], o, &start, GRANT_MAX_SAMPLES / n);
+	pthread_barrier_init(&start, NULL, all + 1);
+	for (unsigned i = 0; i < all; i++) {
+		thread_init(&ts[i], o, &start, GRANT_MAX_SAMPLES / all);
+		ts[i].pause_ms = i == n ? o->probe_ms : 0;
 		if (pthread_create(&ts[i].tid, NULL, grant_run, &ts[i]) != 0)
 			bench_die("pthread_create failed");
 	}
 	/* Connecting took some of the time: the measured window starts here, for everyone. */
 	uint64_t begin = bench_now_ns();
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < all; i++)
 		ts[i].deadline_ns = begin + (uint64_t)(o->seconds * 1e9);
 	pthread_barrier_wait(&start);
-	uint64_t end = join_all(ts, n, &cycles);
+	uint64_t end = join_all(ts, all, &cycles);
 	bench_idle_stop(idle, o->idle_procs);
+	if (all > n) {
+		cycles -= ts[n].n;
+		bench_result("probe_cycles", "%zu", ts[n].n);
+		report_quantiles("probe_export", ts + n, 1, false, probe_qs,
+				 sizeof(probe_qs) / sizeof(probe_qs[0]));
+		report_quantiles("probe_release", ts + n, 1, true, probe_qs,
+				 sizeof(probe_qs) / sizeof(probe_qs[0]));
+	}
 	bench_result("cycles", "%zu", cycles);
 	bench_result("cycles_per_s", "%.1f", (double)cycles / ((double)(end - begin) / 1e9));
 	report_latency("export", ts, n, false);
 	report_latency("release", ts, n, true);
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; i < all; i++) {
 		p2pbuf_disconnect(ts[i].conn);
 		free(ts[i].export_ns);
 		free(ts[i].release_ns);

@@ -22,6 +22,7 @@ struct bench_opts {
 	double seconds;	     /* grant, leases: how long to measure */
 	unsigned idle_procs; /* grant: idle processes added to the machine */
 	unsigned idle_fds;   /* ... each holding this many fds */
+	unsigned probe_ms;   /* grant: a bystander's export+release every so many ms, timed */
 	pid_t pid;	     /* the server under test (fd counts, RSS, SIGHUP) */
 	unsigned count;	     /* leases or holders */
 	unsigned threads;    /* letgo: holder threads */

@@ -9,7 +9,9 @@
 set -euo pipefail
 
 top_builddir=${top_builddir:-$(pwd)}
-daemon=$top_builddir/daemon/p2pbufd
+# BENCH_DAEMON: another p2pbufd to measure with the same clients (an older build, for a
+# before/after figure); the default is this build's.
+daemon=${BENCH_DAEMON:-$top_builddir/daemon/p2pbufd}
 client=$top_builddir/tests/bench/bench-client
 baseline=$top_builddir/tests/bench/bench-baseline
 policybench=$top_builddir/tests/bench/bench-policy
@@ -19,11 +21,13 @@ quick=${BENCH_QUICK:-}
 
 if [ -n "$quick" ]; then
 	rounds=1 seconds=0.25 clients="1 16 64" idle_clients="1 16" idle_procs=200 idle_fds=50
+	held_procs=20 held_fds=900
 	close_n=200 reset_n=200 letgo_n=100 leases_max=2000 leases_seconds=5 cold_rounds=1
 	restart_n=512 restart_rounds=1
 	limit=60
 else
 	rounds=5 seconds=2 clients="1 16 64" idle_clients="1 16 64" idle_procs=200 idle_fds=50
+	held_procs=20 held_fds=900
 	close_n=2000 reset_n=1000 letgo_n=1000 leases_max=100000 leases_seconds=60 cold_rounds=5
 	restart_n=4096 restart_rounds=3
 	limit=300
@@ -216,6 +220,38 @@ table() {
 }
 table
 echo "(quantiles are nearest-rank over every sample of a run, then the median of the rounds; with fewer than 1,000 samples p99.9 is the slowest one: see \"cycles measured\")"
+
+# (h) Release with held_procs idle processes holding held_fds fds each (issue 11 point 2): one
+# client cycles export+release while a bystander connection exports and releases once every
+# 5 ms, timed; its worst call is how long the server kept everyone else waiting. Same rounds
+# and alternation as the grant path.
+for r in $(seq "$rounds"); do
+	if [ $((r % 2)) = 1 ]; then order="daemon baseline"; else order="baseline daemon"; fi
+	for kind in $order; do
+		start_server "$kind"
+		measure "held $kind $r" grant --clients 1 --seconds "$seconds" --probe-ms 5 \
+			--idle-procs "$held_procs" --idle-fds "$held_fds"
+		stop_server
+	done
+done
+awk '$1 == "held" { print $2, $4, $5 }' "$results" | awk -v procs="$held_procs" -v fds="$held_fds" '
+function median(key,   n, i, j, t, v) {
+	n = split(vals[key], v, " ")
+	for (i = 2; i <= n; i++)
+		for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+	return n ? v[int((n + 1) / 2)] : ""
+}
+{ vals[$1 " " $2] = vals[$1 " " $2] " " $3 }
+END {
+	printf "\n(h) release with %d idle processes holding %d fds each; a bystander exports and releases every 5 ms (goal: release p50 <= 1.5x)\n", procs, fds
+	printf "%-38s %12s %12s %9s\n", "metric", "p2pbufd", "baseline", "ratio"
+	nm = split("release_p50_us release_p99_us probe_export_p50_us probe_export_p99_us probe_export_max_us probe_release_max_us cycles_per_s", ms, " ")
+	split("release p50 (us)|release p99 (us)|bystander export p50 (us)|bystander export p99 (us)|bystander export worst (us)|bystander release worst (us)|export+release /s", label, "|")
+	for (k = 1; k <= nm; k++) {
+		d = median("daemon " ms[k]); b = median("baseline " ms[k])
+		printf "%-38s %12.1f %12.1f %9.3f %s\n", label[k], d, b, (b > 0 ? d / b : 0), (k == 1 ? (b > 0 && d / b <= 1.5 ? "meets" : "misses") : "")
+	}
+}'
 
 echo
 # The daemon refuses limits that its fd limit cannot hold (9 fds per client, one per lease,

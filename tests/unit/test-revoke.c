@@ -1,15 +1,22 @@
 /* Unit tests of the revocation engine and the device registry, on fake backend ops and a
  * clock the test sets: every transition, deadlines, enforcement by a device cycle, the
  * lingering rules, TTLs, removal and error events, reset waiters, a reload's device changes
- * (plan, commit, the reaper). Nothing sleeps: a device cycle runs on the real worker thread
- * and the test turns the event loop until it is done. */
+ * (plan, commit, the reaper); and the counts off the loop, on a costly fake backend whose
+ * count the test can hold at a gate, and on the real simulated backend. Nothing sleeps: a
+ * device cycle and a count run on their real threads and the test turns the event loop until
+ * they are done. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lease.h"
@@ -108,8 +115,121 @@ static const struct device_ops fake_ops = {
 	.event_fds = fake_event_fds,
 };
 
+/* ---- the costly fake backend ("lazy*" devices): counted off the loop, by file ---- */
+
+static ino_t ino_of[MAX_FDS]; /* the file behind each of its exported fds */
+static pthread_mutex_t lazy_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lazy_cond = PTHREAD_COND_INITIALIZER;
+/* Under lazy_lock: */
+static bool gate_closed; /* a count waits here, after it has taken its figures */
+static bool in_count;	 /* a count is at the gate */
+static int n_lazy_counts, lazy_fail;
+static size_t lazy_last_n;
+static pthread_t lazy_thread;
+
+static int lazy_export(struct device_handle *h, unsigned bar, const struct range *ranges, size_t n,
+		       const char *name, int *ret_fd)
+{
+	int fd = memfd_create("lazy", MFD_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	ck_assert_int_lt(fd, MAX_FDS);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ino_of[fd] = st.st_ino;
+	holders_of[fd] = 0;
+	*ret_fd = fd;
+	return 0;
+}
+
+/* The count: by file, never by fd, like the simulated backend's; figures are taken first,
+ * then it waits at the gate while the test changes things under it. */
+static int lazy_count(const struct device_file *files, size_t n, int *counts)
+{
+	pthread_mutex_lock(&lazy_lock);
+	n_lazy_counts++;
+	lazy_last_n = n;
+	lazy_thread = pthread_self();
+	for (size_t i = 0; i < n; i++) {
+		counts[i] = -100; /* no fd of ours has this file: a wrong count shows */
+		for (int fd = 0; fd < MAX_FDS; fd++)
+			if (ino_of[fd] == files[i].ino && files[i].ino)
+				counts[i] = holders_of[fd];
+	}
+	in_count = true;
+	pthread_cond_broadcast(&lazy_cond);
+	while (gate_closed)
+		pthread_cond_wait(&lazy_cond, &lazy_lock);
+	in_count = false;
+	int r = lazy_fail ? -EIO : 0;
+	pthread_mutex_unlock(&lazy_lock);
+	return r;
+}
+
+static int lazy_holders(struct device_handle *h, int fd)
+{
+	ck_abort_msg("a costly count was taken on the loop");
+	return -EIO;
+}
+
+static const struct device_ops lazy_ops = {
+	.name = "lazy",
+	.open = fake_open,
+	.close = fake_close,
+	.export_ranges = lazy_export,
+	.holders = lazy_holders,
+	.holders_detached = lazy_count,
+	.holders_costly = true,
+	.event_fds = fake_event_fds,
+};
+
+static void set_gate(bool closed)
+{
+	pthread_mutex_lock(&lazy_lock);
+	gate_closed = closed;
+	pthread_cond_broadcast(&lazy_cond);
+	pthread_mutex_unlock(&lazy_lock);
+}
+
+/* Wait until a count has taken its figures and stands at the (closed) gate. */
+static void wait_at_gate(void)
+{
+	pthread_mutex_lock(&lazy_lock);
+	while (!in_count)
+		pthread_cond_wait(&lazy_cond, &lazy_lock);
+	pthread_mutex_unlock(&lazy_lock);
+}
+
+static int lazy_counts(void)
+{
+	pthread_mutex_lock(&lazy_lock);
+	int n = n_lazy_counts;
+	pthread_mutex_unlock(&lazy_lock);
+	return n;
+}
+
+/* ---- the real simulated backend ("real" device), its counts counted ---- */
+
+static struct device_ops real_ops;
+static int n_real_counts;
+static size_t real_last_n;
+
+static int real_count(const struct device_file *files, size_t n, int *counts)
+{
+	pthread_mutex_lock(&lazy_lock);
+	n_real_counts++;
+	real_last_n = n;
+	pthread_mutex_unlock(&lazy_lock);
+	return sim_ops.holders_detached(files, n, counts);
+}
+
 static const struct device_ops *fake_backend(const struct policy_device *decl)
 {
+	if (strncmp(decl->name, "lazy", 4) == 0)
+		return &lazy_ops;
+	if (strcmp(decl->name, "real") == 0)
+		return &real_ops;
 	return &fake_ops;
 }
 
@@ -137,7 +257,7 @@ static void advance(int64_t ms)
 
 /* ---- what the engine and the registry report ---- */
 
-enum { EV_REVOKING = 1, EV_ENDED, EV_OVERDUE, EV_STATE, EV_ANSWER };
+enum { EV_REVOKING = 1, EV_UNTOLD, EV_ENDED, EV_OVERDUE, EV_STATE, EV_ANSWER };
 
 struct report {
 	int kind;
@@ -190,6 +310,12 @@ static void on_revoking(void *ctx, const struct lease *l)
 	add_report((struct report){ EV_REVOKING, l->id, l->reason, 0, false });
 }
 
+static void on_untold(void *ctx, const struct lease *l)
+{
+	ck_assert_int_eq(l->state, LEASE_REVOKING);
+	add_report((struct report){ EV_UNTOLD, l->id, l->reason, 0, false });
+}
+
 static void on_ended(void *ctx, const struct lease *l)
 {
 	ck_assert_int_eq(l->state, LEASE_ENDED);
@@ -200,6 +326,13 @@ static void on_ended(void *ctx, const struct lease *l)
 static void on_overdue(void *ctx, const struct lease *l, int holders, bool enforced)
 {
 	add_report((struct report){ EV_OVERDUE, l->id, l->reason, holders, enforced });
+}
+
+static int n_counted; /* counts judged, as the engine reports them */
+
+static void on_counted(void *ctx)
+{
+	n_counted++;
 }
 
 static void on_state(void *ctx, const struct device *dev)
@@ -221,6 +354,9 @@ static const char policy_text[] = "device d0 sim bar 0 1M revoke-deadline 1s\n"
 				  "device quiet sim bar 0 1M revoke-deadline 1s "
 				  "revocation notify-only\n"
 				  "device cyc sim bar 0 1M on-error cycle\n"
+				  "device lazy sim bar 0 1M revoke-deadline 1s\n"
+				  "device lazy2 sim bar 0 1M revoke-deadline 1s\n"
+				  "device real sim bar 0 1M revoke-deadline 1s\n"
 				  "allow user 1000 device d0\n";
 
 static int resolve_number(const char *name, uint32_t *ret)
@@ -240,10 +376,18 @@ static void setup(void)
 	const struct registry_callbacks gcb = { .state_changed = on_state,
 						.buffers_dying = on_dying,
 						.answer = on_answer };
-	const struct revoke_callbacks rcb = { on_revoking, on_ended, on_overdue, NULL };
+	const struct revoke_callbacks rcb = { .revoking = on_revoking,
+					      .revoking_untold = on_untold,
+					      .ended = on_ended,
+					      .overdue = on_overdue,
+					      .counted = on_counted };
 	char *err = NULL;
 
 	n_reports = n_opens = n_closes = n_holder_calls = n_batch_calls = fail_open = 0;
+	n_lazy_counts = n_real_counts = lazy_fail = n_counted = 0;
+	gate_closed = in_count = false;
+	real_ops = sim_ops;
+	real_ops.holders_detached = real_count;
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
 	ck_assert_int_eq(worker_new(base, &worker), 0);
@@ -261,6 +405,7 @@ static void teardown(void)
 {
 	/* Every lease first, as the daemon does at shutdown, then the devices. */
 	struct lease *l;
+	set_gate(false); /* a count still held there must be able to finish */
 	while ((l = TAILQ_FIRST(&table.all)))
 		revoke_end(rv, l, REASON(SHUTDOWN));
 	event_base_loop(base, EVLOOP_NONBLOCK);
@@ -313,6 +458,20 @@ static void wait_worker(struct device *d)
 static bool alive(uint64_t id)
 {
 	return lease_find(&table, id) != NULL;
+}
+
+/* Turn the loop until the count running off the loop, if any, is back and judged. */
+static void wait_count(void)
+{
+	while (revoke_counting(rv))
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+}
+
+/* What the engine's tick does, and the count it starts, through to its judgement. */
+static void tick(void)
+{
+	revoke_run(rv);
+	wait_count();
 }
 
 /* ---- release and owner-gone: voluntary, never enforced ---- */
@@ -659,19 +818,27 @@ START_TEST(open_failure_at_start_serves_the_others)
 	ck_assert_int_eq(registry_new(base, worker, policy, fake_backend, &gcb, &r2), 0);
 	ck_assert_int_eq(registry_device(r2, 0)->state, STATE(FAILED));
 	ck_assert_int_eq(registry_device(r2, 1)->state, STATE(READY));
-	ck_assert_uint_eq(registry_ready(r2), 2);
+	ck_assert_uint_eq(registry_ready(r2), registry_count(r2) - 1);
 	registry_free(r2);
 }
 END_TEST
 
 /* ---- a reload's device changes ---- */
 
-/* Plan the devices of text against the registry (the policy lives until teardown). */
-static struct registry_plan *plan(const char *text)
+/* The devices of the counts' cases, which every reload here declares as before. */
+static const char counted_devices[] = "device lazy sim bar 0 1M revoke-deadline 1s\n"
+				      "device lazy2 sim bar 0 1M revoke-deadline 1s\n"
+				      "device real sim bar 0 1M revoke-deadline 1s\n";
+#define KEPT 3 /* devices in counted_devices */
+
+/* Plan the devices of text (and the counted devices, unchanged) against the registry (the
+ * policy lives until teardown). */
+static struct registry_plan *plan(const char *devices)
 {
 	struct registry_plan *pl = NULL;
-	char *err = NULL;
+	char *err = NULL, text[1024];
 
+	snprintf(text, sizeof(text), "%s%s", devices, counted_devices);
 	ck_assert_uint_lt(n_reloaded, ARRAY_SIZE(reloaded));
 	ck_assert_int_eq(
 	    policy_parse("reload", text, strlen(text), &numbers, &reloaded[n_reloaded], &err), 0);
@@ -710,7 +877,7 @@ START_TEST(plan_dropped_changes_nothing)
 	ck_assert_uint_eq(ch.changed, 1);
 	registry_plan_free(pl);
 	event_base_loop(base, EVLOOP_NONBLOCK);
-	ck_assert_uint_eq(registry_count(reg), 3);
+	ck_assert_uint_eq(registry_count(reg), 3 + KEPT);
 	ck_assert_ptr_null(registry_find(reg, "fresh"));
 	ck_assert_int_eq(dev("quiet")->state, STATE(READY));
 	ck_assert_uint_eq(dev("d0")->decl.revoke_deadline_ms, 1000);
@@ -736,7 +903,7 @@ START_TEST(commit_adds_removes_and_changes)
 	ck_assert_ptr_eq(registry_find(reg, "quiet"), quiet);
 	ck_assert_int_eq(dev("fresh")->state, STATE(CYCLING));
 	ck_assert_uint_eq(dev("d0")->decl.revoke_deadline_ms, 3000);
-	settle(4);
+	settle(4 + KEPT);
 	ck_assert_int_eq(dev("fresh")->state, STATE(READY));
 	ck_assert_int_eq(n_opens, opens + 1);
 	ck_assert_int_eq(n_closes, closes);
@@ -745,7 +912,7 @@ START_TEST(commit_adds_removes_and_changes)
 	holders_of[l->fd] = 0;
 	revoke_run(rv);
 	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(POLICY)), 1);
-	settle(3);
+	settle(3 + KEPT);
 	ck_assert_int_eq(n_closes, closes + 1);
 	ck_assert_ptr_null(registry_find(reg, "quiet"));
 	ck_assert(alive(kept->id));
@@ -775,10 +942,10 @@ START_TEST(same_name_opens_after_the_removed_one)
 	ck_assert_int_eq(registry_cycle(now, REASON(RESET)), -EBUSY);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	ck_assert_int_eq(n_opens, opens);
-	ck_assert_uint_eq(registry_count(reg), 4);
+	ck_assert_uint_eq(registry_count(reg), 4 + KEPT);
 	ck_assert_int_eq(registry_cycle(old, REASON(DEVICE_CYCLE)), 0);
 	ck_assert(!alive(id));
-	settle(3);
+	settle(3 + KEPT);
 	ck_assert_int_eq(now->state, STATE(READY));
 	ck_assert_int_eq(n_opens, opens + 1);
 	ck_assert_int_eq(n_closes, closes + 1);
@@ -811,11 +978,328 @@ START_TEST(removed_while_opening)
 	ck_assert(dev("fresh")->cycling);
 	registry_commit(plan("device d0 sim bar 0 1M revoke-deadline 3s\n"
 			     "device cyc sim bar 0 1M on-error cycle\n"));
-	settle(2);
+	settle(2 + KEPT);
 	ck_assert_ptr_null(registry_find(reg, "fresh"));
 	ck_assert_ptr_null(registry_find(reg, "quiet"));
 	/* Both removed devices closed; fresh's open, if the worker made it, closed too. */
 	ck_assert_int_eq(n_opens - opens, n_closes - closes - 1);
+}
+END_TEST
+
+/* ---- counts off the loop (costly backends) ---- */
+
+/* A release is revoking at once and ends at the next count, which runs on a thread that is
+ * not the loop's; nobody is told, as nobody held a copy. */
+START_TEST(lazy_release_ends_at_the_next_count)
+{
+	struct lease *l = grant("lazy", 0, 0);
+	uint64_t id = l->id;
+
+	revoke_release(rv, l);
+	ck_assert(alive(id));
+	ck_assert_int_eq(l->state, LEASE_REVOKING);
+	ck_assert_int_eq(l->reason, REASON(RELEASED));
+	ck_assert_int_eq(revoke_holders(l), -1);
+	ck_assert_uint_eq(table.rule_leases[0], 1); /* the quota holds until it ends */
+	ck_assert_int_eq(lazy_counts(), 0);
+	ck_assert(revoke_settling(rv));
+	tick();
+	ck_assert(!revoke_settling(rv));
+	ck_assert(!alive(id));
+	ck_assert_int_eq(lazy_counts(), 1);
+	ck_assert(!pthread_equal(lazy_thread, pthread_self()));
+	ck_assert_int_eq(count_reports(EV_UNTOLD, id, REASON(RELEASED)), 1);
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(RELEASED)), 1);
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, -1), 0);
+	ck_assert_uint_eq(table.rule_leases[0], 0);
+	ck_assert_uint_eq(revoke_pending(rv), 0);
+}
+END_TEST
+
+/* Released with a copy elsewhere: told once the count finds it, listed with that count,
+ * lingering past the deadline, never enforced, ended at the count after the copy goes. */
+START_TEST(lazy_release_held_is_told_and_lingers)
+{
+	struct lease *l = grant("lazy", 1, 0);
+	uint64_t id = l->id;
+
+	revoke_release(rv, l);
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, -1), 0);
+	tick();
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, REASON(RELEASED)), 1);
+	ck_assert_int_eq(revoke_holders(l), 1);
+	advance(1000);
+	tick();
+	ck_assert(l->lingering);
+	ck_assert_int_eq(count_reports(EV_OVERDUE, id, -1), 1);
+	ck_assert(!last(EV_OVERDUE, id)->enforced);
+	ck_assert_uint_eq(dev("lazy")->generation, 0);
+	holders_of[l->fd] = 0;
+	advance(REVOKE_TICK_MS);
+	tick();
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, -1), 1);
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(RELEASED)), 1);
+}
+END_TEST
+
+/* An admin revoke is told at once; a lease nobody holds ends at the next count, one kept
+ * past the deadline cycles the device. */
+START_TEST(lazy_admin_revoke_told_at_once)
+{
+	struct lease *free_ = grant("lazy", 0, 0), *kept = grant("lazy", 1, 0);
+	uint64_t f = free_->id, k = kept->id;
+
+	revoke_lease(rv, free_, REASON(ADMIN));
+	revoke_lease(rv, kept, REASON(ADMIN));
+	ck_assert_int_eq(count_reports(EV_REVOKING, f, REASON(ADMIN)), 1);
+	ck_assert_int_eq(count_reports(EV_REVOKING, k, REASON(ADMIN)), 1);
+	tick();
+	ck_assert(!alive(f));
+	ck_assert_int_eq(count_reports(EV_ENDED, f, REASON(ADMIN)), 1);
+	ck_assert(alive(k));
+	advance(1000);
+	tick();
+	ck_assert_int_eq(count_reports(EV_OVERDUE, k, REASON(ADMIN)), 1);
+	ck_assert(last(EV_OVERDUE, k)->enforced);
+	ck_assert(!alive(k));
+	wait_worker(dev("lazy"));
+	ck_assert_uint_eq(dev("lazy")->generation, 1);
+}
+END_TEST
+
+/* Every lease waiting for a count, of every costly device, in one count; at most one count
+ * a tick. */
+START_TEST(lazy_one_count_for_all_at_most_once_a_tick)
+{
+	struct lease *ls[700];
+
+	for (int i = 0; i < 700; i++)
+		ls[i] = grant(i < 600 ? "lazy" : "lazy2", i % 14 == 0, 0);
+	for (int i = 0; i < 700; i++)
+		revoke_release(rv, ls[i]);
+	tick();
+	ck_assert_int_eq(lazy_counts(), 1);
+	ck_assert_int_eq(n_counted, 1);
+	ck_assert_uint_eq(lazy_last_n, 700);
+	ck_assert_uint_eq(table.count, 50);
+	ck_assert_uint_eq(revoke_pending(rv), 50);
+	ck_assert_int_eq(count_reports(EV_REVOKING, 0, REASON(RELEASED)), 50);
+	ck_assert_int_eq(count_reports(EV_ENDED, 0, REASON(RELEASED)), 650);
+	/* Not again within the tick, whoever asks. */
+	revoke_run(rv);
+	advance(REVOKE_TICK_MS - 1);
+	revoke_release(rv, ls[0]);
+	revoke_run(rv);
+	ck_assert(!revoke_counting(rv));
+	ck_assert_int_eq(lazy_counts(), 1);
+	advance(1);
+	tick();
+	ck_assert_int_eq(lazy_counts(), 2);
+	ck_assert_int_eq(n_counted, 2);
+	ck_assert_uint_eq(lazy_last_n, 50);
+}
+END_TEST
+
+/* A lease that ends while it is being counted is not judged by that count, nor is a new
+ * lease whose buffer got the ended one's fd number; one count runs at a time. */
+START_TEST(lazy_lease_ends_while_counted)
+{
+	struct lease *a = grant("lazy", 0, 0), *b = grant("lazy", 0, 0);
+	uint64_t ai = a->id, bi = b->id;
+	int a_fd = a->fd;
+
+	revoke_release(rv, a);
+	revoke_release(rv, b);
+	set_gate(true);
+	revoke_run(rv);
+	wait_at_gate();
+	revoke_end(rv, a, REASON(DEVICE_GONE));
+	struct lease *c = grant("lazy", 1, 0);
+	uint64_t ci = c->id;
+	ck_assert_int_eq(c->fd, a_fd);
+	revoke_release(rv, c);
+	advance(2 * REVOKE_TICK_MS);
+	revoke_run(rv);
+	ck_assert_int_eq(lazy_counts(), 1);
+	set_gate(false);
+	wait_count();
+	ck_assert_int_eq(count_reports(EV_ENDED, ai, -1), 1);
+	ck_assert_int_eq(count_reports(EV_ENDED, bi, REASON(RELEASED)), 1);
+	ck_assert(alive(ci));
+	ck_assert_int_eq(c->state, LEASE_REVOKING);
+	ck_assert_int_eq(revoke_holders(c), -1);
+	/* c was let go since: counted at once, though the last count took two ticks. */
+	tick();
+	ck_assert_int_eq(lazy_counts(), 2);
+	ck_assert_int_eq(revoke_holders(c), 1);
+	ck_assert_int_eq(count_reports(EV_REVOKING, ci, REASON(RELEASED)), 1);
+}
+END_TEST
+
+/* A lease taken off the list while counted (reclaimed) and released again is not judged by
+ * the count it left: its new holder may have got the buffer after the count began. */
+START_TEST(lazy_reclaimed_while_counted)
+{
+	struct lease *l = grant("lazy", 0, 0);
+	uint64_t id = l->id;
+
+	revoke_owner_gone(rv, l);
+	set_gate(true);
+	revoke_run(rv);
+	wait_at_gate();
+	revoke_reclaimed(rv, l);
+	ck_assert_int_eq(l->state, LEASE_ACTIVE);
+	holders_of[l->fd] = 1;
+	revoke_owner_gone(rv, l);
+	set_gate(false);
+	wait_count();
+	ck_assert(alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, -1), 0);
+	advance(REVOKE_TICK_MS);
+	tick();
+	ck_assert(alive(id));
+	ck_assert_int_eq(revoke_holders(l), 1);
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, REASON(OWNER_DISCONNECTED)), 1);
+}
+END_TEST
+
+/* A lease reclaimed while it is counted is active again, and the count, once back, leaves
+ * it so whatever it found. */
+START_TEST(lazy_reclaimed_lease_stays_active)
+{
+	struct lease *l = grant("lazy", 0, 0);
+
+	revoke_owner_gone(rv, l);
+	set_gate(true);
+	revoke_run(rv);
+	wait_at_gate();
+	revoke_reclaimed(rv, l);
+	set_gate(false);
+	wait_count();
+	ck_assert(alive(l->id));
+	ck_assert_int_eq(l->state, LEASE_ACTIVE);
+	ck_assert_uint_eq(revoke_pending(rv), 0);
+	ck_assert(!revoke_settling(rv));
+}
+END_TEST
+
+/* A device cycle while a count runs: the cycle ends the leases and completes on the device
+ * worker though the count is held (neither thread waits for the other); the count, once
+ * back, judges nothing and cycles nothing again. */
+START_TEST(lazy_cycle_while_counted)
+{
+	struct lease *l = grant("lazy", 1, 0);
+	uint64_t id = l->id;
+	int opens = n_opens;
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	advance(1000);
+	set_gate(true);
+	revoke_run(rv);
+	wait_at_gate();
+	ck_assert_int_eq(registry_cycle(dev("lazy"), REASON(RESET)), 0);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(ADMIN)), 1);
+	wait_worker(dev("lazy"));
+	ck_assert_uint_eq(dev("lazy")->generation, 1);
+	set_gate(false);
+	wait_count();
+	ck_assert_int_eq(count_reports(EV_OVERDUE, 0, -1), 0);
+	ck_assert(!dev("lazy")->cycling);
+	ck_assert_uint_eq(dev("lazy")->generation, 1);
+	ck_assert_int_eq(n_opens, opens + 1);
+}
+END_TEST
+
+/* A deadline is judged at the time the count began: holders seen before the deadline do not
+ * cycle the device, however late the count comes back. */
+START_TEST(lazy_deadline_judged_when_the_count_began)
+{
+	struct lease *l = grant("lazy", 1, 0);
+	uint64_t id = l->id;
+
+	revoke_lease(rv, l, REASON(ADMIN));
+	advance(999);
+	set_gate(true);
+	revoke_run(rv);
+	wait_at_gate();
+	advance(500);
+	holders_of[l->fd] = 0; /* let go after the count took its figures */
+	set_gate(false);
+	wait_count();
+	ck_assert(alive(id));
+	ck_assert_int_eq(count_reports(EV_OVERDUE, id, -1), 0);
+	/* Only leases counted before are left: a count that took 500 ms rests as long. */
+	advance(499);
+	tick();
+	ck_assert_int_eq(lazy_counts(), 1);
+	advance(1);
+	tick();
+	ck_assert_int_eq(lazy_counts(), 2);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(ADMIN)), 1);
+	ck_assert_uint_eq(dev("lazy")->generation, 0);
+}
+END_TEST
+
+/* A count that fails cannot tell: the leases are taken as held, and the next count decides. */
+START_TEST(lazy_failed_count_is_held)
+{
+	struct lease *l = grant("lazy", 0, 0);
+	uint64_t id = l->id;
+
+	lazy_fail = 1;
+	revoke_lease(rv, l, REASON(ADMIN));
+	tick();
+	ck_assert(alive(id));
+	ck_assert_int_eq(revoke_holders(l), 1);
+	lazy_fail = 0;
+	advance(REVOKE_TICK_MS);
+	tick();
+	ck_assert(!alive(id));
+}
+END_TEST
+
+/* The real simulated backend, off the loop: 600 released leases, 100 of them with a copy in
+ * a child process, sorted out by one walk through /proc. */
+START_TEST(sim_counts_600_leases_in_one_walk)
+{
+	struct lease *ls[600];
+	int sync[2];
+
+	for (int i = 0; i < 600; i++)
+		ls[i] = grant("real", 0, 0);
+	ck_assert_int_eq(pipe2(sync, O_CLOEXEC), 0);
+	pid_t child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		for (int i = 100; i < 600; i++)
+			close(ls[i]->fd);
+		(void)!write(sync[1], "", 1);
+		for (;;)
+			pause();
+	}
+	char byte;
+	ck_assert_int_eq(read(sync[0], &byte, 1), 1);
+	close(sync[0]);
+	close(sync[1]);
+	for (int i = 0; i < 600; i++)
+		revoke_release(rv, ls[i]);
+	tick();
+	ck_assert_int_eq(n_real_counts, 1);
+	ck_assert_uint_eq(real_last_n, 600);
+	ck_assert_uint_eq(table.count, 100);
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(revoke_holders(ls[i]), 1);
+	ck_assert_int_eq(count_reports(EV_REVOKING, 0, REASON(RELEASED)), 100);
+	kill(child, SIGKILL);
+	ck_assert_int_eq(waitpid(child, NULL, 0), child);
+	advance(REVOKE_TICK_MS);
+	tick();
+	ck_assert_int_eq(n_real_counts, 2);
+	ck_assert_uint_eq(table.count, 0);
+	ck_assert_int_eq(count_reports(EV_ENDED, 0, REASON(RELEASED)), 600);
 }
 END_TEST
 
@@ -854,6 +1338,20 @@ int main(void)
 	tcase_add_test(tc, same_name_opens_after_the_removed_one);
 	tcase_add_test(tc, options_wait_for_the_worker);
 	tcase_add_test(tc, removed_while_opening);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("counted later");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, lazy_release_ends_at_the_next_count);
+	tcase_add_test(tc, lazy_release_held_is_told_and_lingers);
+	tcase_add_test(tc, lazy_admin_revoke_told_at_once);
+	tcase_add_test(tc, lazy_one_count_for_all_at_most_once_a_tick);
+	tcase_add_test(tc, lazy_lease_ends_while_counted);
+	tcase_add_test(tc, lazy_reclaimed_while_counted);
+	tcase_add_test(tc, lazy_reclaimed_lease_stays_active);
+	tcase_add_test(tc, lazy_cycle_while_counted);
+	tcase_add_test(tc, lazy_deadline_judged_when_the_count_began);
+	tcase_add_test(tc, lazy_failed_count_is_held);
+	tcase_add_test(tc, sim_counts_600_leases_in_one_walk);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
