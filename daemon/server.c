@@ -130,7 +130,11 @@ static char *peer_unit(int fd, pid_t pid)
 		pidfd = -1;
 	unit = pid_unit(pid);
 	if (pidfd >= 0) {
-		if (unit && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0) {
+		/* Signal 0 only asks whether the process still lives: ESRCH says it is gone;
+		 * EPERM (a process of another user, which the daemon's user may not signal)
+		 * says it lives. */
+		if (unit && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 &&
+		    errno == ESRCH) {
 			free(unit);
 			unit = NULL;
 		}
