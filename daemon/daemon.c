@@ -381,7 +381,9 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 	if (r == 0)
 		r = server_new(base, &sopt, &scb, &d->server);
 	if (r == 0)
-		r = worker_new(base, &d->worker);
+		/* A thread per declared device (up to the cap), all started now, before the
+		 * sandbox: one device's stuck close delays no other's cycle. */
+		r = worker_new_pool(base, (unsigned)policy->n_devices, &d->worker);
 	d->adopting = persist_enabled(d->persist) ? &inv : NULL;
 	if (r == 0)
 		r = registry_new(base, d->worker, policy, d->backend, &gcb, &d->registry);

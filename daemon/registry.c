@@ -155,6 +155,7 @@ static struct device *device_new(struct registry *reg, const struct policy_devic
 	dev->ops = reg->backend(decl);
 	LIST_INIT(&dev->leases.list);
 	LIST_INIT(&dev->waiters);
+	worker_lane_init(&dev->lane);
 	return dev;
 }
 
@@ -454,7 +455,9 @@ static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, 
 {
 	dev->cycling = true;
 	dev->job = (struct worker_job){ .run = run, .done = done, .arg = dev };
-	worker_submit(dev->reg->worker, &dev->job);
+	/* On the device's own lane: nothing of another device queues ahead of it, so the job
+	 * starts now (given a free thread) and `cycling` means its own cycle runs. */
+	worker_submit_lane(dev->reg->worker, &dev->lane, &dev->job);
 }
 
 /* Worker thread: open a device a reload declared. */

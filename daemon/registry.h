@@ -1,6 +1,7 @@
 /* The device registry: the devices the policy declares, their state and generation, their
  * removal and error events, and device cycles (close every fd, reopen: the only permanent
- * revoke) on the worker thread. A reload adds devices (opened on the worker), removes them
+ * revoke) on the worker, each device on a lane of its own (so that a close the kernel holds up
+ * delays that device alone). A reload adds devices (opened on the worker), removes them
  * (closed once their leases have ended) and changes their options, in two steps: a plan that
  * allocates everything, then a commit that cannot fail. It owns the devices, their reset
  * waiters and the worker's scratch fields, and reports up through the callbacks it is given;
@@ -39,12 +40,13 @@ struct device {
 	struct lease_set leases;
 	struct event *ev_req; /* removal */
 	struct event *ev_err; /* error */
-	bool cycling;	      /* a worker job (open, cycle or close) is under way */
+	bool cycling;	      /* its own worker job (open, cycle or close) is under way */
 	bool adopted;	      /* taken over open from a previous instance (its buffers live) */
 	bool removing;	      /* undeclared: closed and freed once its leases end */
 	bool waiting;	      /* added while a removed one of its name is here: opens after */
 	LIST_HEAD(, reset_waiter) waiters;
 	/* The worker's: written by the job, read by its completion on the loop. */
+	struct worker_lane lane; /* its jobs run in order, apart from other devices' */
 	struct worker_job job;
 	struct device_handle *job_handle;
 	struct device_info job_info;

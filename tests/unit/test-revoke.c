@@ -35,6 +35,7 @@
 
 struct device_handle {
 	int req_fd, err_fd;
+	char name[sizeof(((struct policy_device *)0)->name)]; /* its declaration's */
 };
 
 static int holders_of[MAX_FDS]; /* by the daemon's fd number */
@@ -42,11 +43,42 @@ static int fail_open;		/* opens that fail from now on */
 static int n_opens, n_closes, n_holder_calls, n_batch_calls;
 static int closes_before_open; /* n_closes when the last open began (both on the worker) */
 
+/* A close the kernel holds up: the close of the device called hold_name waits on release_fd
+ * (a blocking eventfd the test writes), after saying so through hold_entered. */
+static const char *hold_name;
+static int release_fd = -1;
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_cond = PTHREAD_COND_INITIALIZER;
+static bool hold_entered; /* under hold_lock */
+
+static void hold_if_asked(const struct device_handle *h)
+{
+	uint64_t n;
+
+	if (!hold_name || strcmp(h->name, hold_name) != 0)
+		return;
+	pthread_mutex_lock(&hold_lock);
+	hold_entered = true;
+	pthread_cond_broadcast(&hold_cond);
+	pthread_mutex_unlock(&hold_lock);
+	ck_assert_int_eq(read(release_fd, &n, sizeof(n)), sizeof(n));
+}
+
+/* Wait until the held close has begun on its worker thread. */
+static void wait_held(void)
+{
+	pthread_mutex_lock(&hold_lock);
+	while (!hold_entered)
+		pthread_cond_wait(&hold_cond, &hold_lock);
+	pthread_mutex_unlock(&hold_lock);
+}
+
 static int fake_open(const struct policy_device *decl, struct device_handle **ret_handle,
 		     struct device_info *ret_info, char *msg, size_t msglen)
 {
-	n_opens++;
-	closes_before_open = n_closes;
+	/* Devices open and close on worker threads of their own, at the same time. */
+	__atomic_add_fetch(&n_opens, 1, __ATOMIC_SEQ_CST);
+	closes_before_open = __atomic_load_n(&n_closes, __ATOMIC_SEQ_CST);
 	if (fail_open > 0) {
 		fail_open--;
 		snprintf(msg, msglen, "the fake device refuses to open");
@@ -56,6 +88,7 @@ static int fake_open(const struct policy_device *decl, struct device_handle **re
 	ck_assert_ptr_nonnull(h);
 	h->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	h->err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	snprintf(h->name, sizeof(h->name), "%s", decl->name);
 	memset(ret_info, 0, sizeof(*ret_info));
 	ret_info->bars[0].size = 1 << 20;
 	*ret_handle = h;
@@ -66,7 +99,8 @@ static void fake_close(struct device_handle *h)
 {
 	if (!h)
 		return;
-	n_closes++;
+	hold_if_asked(h);
+	__atomic_add_fetch(&n_closes, 1, __ATOMIC_SEQ_CST);
 	close(h->req_fd);
 	close(h->err_fd);
 	free(h);
@@ -388,11 +422,14 @@ static void setup(void)
 	gate_closed = in_count = false;
 	real_ops = sim_ops;
 	real_ops.holders_detached = real_count;
+	hold_name = NULL;
+	hold_entered = false;
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
-	ck_assert_int_eq(worker_new(base, &worker), 0);
 	ck_assert_int_eq(
 	    policy_parse("policy", policy_text, strlen(policy_text), &numbers, &policy, &err), 0);
+	/* As the daemon does: a thread per declared device. */
+	ck_assert_int_eq(worker_new_pool(base, (unsigned)policy->n_devices, &worker), 0);
 	ck_assert_int_eq(registry_new(base, worker, policy, fake_backend, &gcb, &reg), 0);
 	ck_assert_int_eq(lease_table_init(&table, 4096, policy->n_rules), 0);
 	ck_assert_int_eq(revoke_new(base, &table, &fake_clock, &rcb, &rv), 0);
@@ -804,6 +841,48 @@ START_TEST(error_reports_or_cycles)
 		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
 	wait_worker(cyc);
 	ck_assert_int_eq(cyc->state, STATE(READY));
+}
+END_TEST
+
+/* A device whose close the kernel holds up delays no other device: the other keeps serving,
+ * is `cycling` only once its own cycle begins, and is ready again while the first is still
+ * held; released, the first completes too. */
+START_TEST(held_close_delays_no_other_device)
+{
+	struct device *held = dev("quiet"), *d0 = dev("d0");
+	uint64_t one = 1;
+	int token;
+
+	release_fd = eventfd(0, EFD_CLOEXEC);
+	ck_assert_int_ge(release_fd, 0);
+	hold_name = "quiet";
+	ck_assert_int_eq(registry_cycle(held, REASON(RESET)), 0);
+	ck_assert_int_eq(registry_add_waiter(held, &token, 21), 0);
+	wait_held();
+	/* Meanwhile d0 serves: still ready, and it exports. */
+	ck_assert_int_eq(d0->state, STATE(READY));
+	ck_assert(!d0->cycling);
+	struct lease *l = grant("d0", 0, 0);
+	int cycling_reports = count_reports(EV_STATE, 0, STATE(CYCLING));
+	ck_assert_int_eq(registry_cycle(d0, REASON(RESET)), 0);
+	ck_assert_int_eq(count_reports(EV_STATE, 0, STATE(CYCLING)), cycling_reports + 1);
+	ck_assert_int_eq(registry_add_waiter(d0, &token, 22), 0);
+	ck_assert(!alive(l->id));
+	wait_worker(d0);
+	ck_assert_int_eq(d0->state, STATE(READY));
+	ck_assert_uint_eq(d0->generation, 1);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 22, 0), 1);
+	/* ...while the first is still held. */
+	ck_assert(held->cycling);
+	ck_assert_int_eq(held->state, STATE(CYCLING));
+	ck_assert_int_eq(count_reports(EV_ANSWER, 21, -1), 0);
+	ck_assert_int_eq(write(release_fd, &one, sizeof(one)), sizeof(one));
+	wait_worker(held);
+	ck_assert_int_eq(held->state, STATE(READY));
+	ck_assert_uint_eq(held->generation, 1);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 21, 0), 1);
+	hold_name = NULL;
+	closep(&release_fd);
 }
 END_TEST
 
@@ -1330,6 +1409,7 @@ int main(void)
 	tcase_add_test(tc, removal_ends_leases_and_closes);
 	tcase_add_test(tc, error_reports_or_cycles);
 	tcase_add_test(tc, open_failure_at_start_serves_the_others);
+	tcase_add_test(tc, held_close_delays_no_other_device);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("reload");
 	tcase_add_checked_fixture(tc, setup, teardown);
