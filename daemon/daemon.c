@@ -421,9 +421,11 @@ void daemon_finish(struct daemon *d)
 {
 	server_free(d->server);
 	d->server = NULL;
-	/* Finished worker jobs complete once more, then the thread stops. */
+	/* Finished worker jobs complete once more; the devices close, each on its own thread;
+	 * the threads stop once every device's job (a close the kernel holds up too) is done. */
 	if (d->base)
 		event_base_loop(d->base, EVLOOP_NONBLOCK);
+	registry_close_all(d->registry);
 	worker_free(d->worker);
 	d->worker = NULL;
 	lease_table_fini(&d->leases);

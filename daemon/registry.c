@@ -563,6 +563,28 @@ static void close_on_worker(struct device *dev)
 	submit(dev, close_run, close_done);
 }
 
+static void shutdown_closed(void *arg, int r)
+{
+	struct device *dev = arg;
+
+	job_ended(dev);
+	dev->handle = NULL;
+}
+
+void registry_close_all(struct registry *reg)
+{
+	if (!reg)
+		return;
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		struct device *dev = reg->devices[i];
+		if (dev->cycling || !dev->handle)
+			continue; /* a running job's device is closed by registry_free() */
+		/* Its fds stay in the store: at a hand-over the next instance takes them. */
+		unwatch(dev);
+		submit(dev, close_run, shutdown_closed);
+	}
+}
+
 void registry_device_gone(struct device *dev, const char *why)
 {
 	if (dev->removing) {

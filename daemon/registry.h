@@ -89,7 +89,12 @@ const struct device_ops *registry_default_backend(const struct policy_device *de
 int registry_new(struct event_base *base, struct worker *worker, const struct policy *policy,
 		 registry_backend_fn backend, const struct registry_callbacks *cb,
 		 struct registry **ret_reg);
-/* Close every device (blocking: the kernel may wait for importers) and free. */
+/* Shutdown: close every open device on its own lane, all at once, so that one close the
+ * kernel holds up delays no other; their fds stay in the service manager's store. The caller
+ * then frees the worker, which waits for the closes, and the registry. Accepts NULL. */
+void registry_close_all(struct registry *reg);
+/* Close every device still open (blocking: the kernel may wait for importers; the worker,
+ * which has waited for every device's job, is gone by now) and free. */
 void registry_free(struct registry *reg);
 
 /* How many devices the registry holds: the declared ones and those being removed. */

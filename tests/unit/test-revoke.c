@@ -886,6 +886,32 @@ START_TEST(held_close_delays_no_other_device)
 }
 END_TEST
 
+/* At shutdown every device closes at once, each on its own thread: a close the kernel holds
+ * up delays no other's. */
+START_TEST(shutdown_closes_apart)
+{
+	struct device *held = dev("quiet"), *d0 = dev("d0");
+	uint64_t one = 1;
+
+	release_fd = eventfd(0, EFD_CLOEXEC);
+	ck_assert_int_ge(release_fd, 0);
+	hold_name = "quiet";
+	registry_close_all(reg);
+	wait_held();
+	wait_worker(d0);
+	ck_assert_ptr_null(d0->handle);
+	ck_assert(held->cycling);
+	ck_assert_ptr_nonnull(held->handle);
+	ck_assert_int_eq(write(release_fd, &one, sizeof(one)), sizeof(one));
+	for (size_t i = 0; i < registry_count(reg); i++) {
+		wait_worker(registry_device(reg, i));
+		ck_assert_ptr_null(registry_device(reg, i)->handle);
+	}
+	hold_name = NULL;
+	closep(&release_fd);
+}
+END_TEST
+
 START_TEST(open_failure_at_start_serves_the_others)
 {
 	const struct registry_callbacks gcb = { .state_changed = on_state,
@@ -1410,6 +1436,7 @@ int main(void)
 	tcase_add_test(tc, error_reports_or_cycles);
 	tcase_add_test(tc, open_failure_at_start_serves_the_others);
 	tcase_add_test(tc, held_close_delays_no_other_device);
+	tcase_add_test(tc, shutdown_closes_apart);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("reload");
 	tcase_add_checked_fixture(tc, setup, teardown);
