@@ -15,7 +15,7 @@
  *   registry.c   devices, their state, REQ/ERR events, device cycles on the worker, reset
  *                waiters; reports through registry_callbacks
  *   lease.c      the lease table and state machine; the only code that links and counts
- *   worker.c     the thread for blocking device operations
+ *   worker.c     threads for blocking work, a lane per device: no device waits for another
  *   policy.c     the pure policy parser and decisions; policy-load.c reads the files
  *   device.c     the BAR model and range checks (pure); sim.c and vfio.c are the backends
  *   peer.c       a connection's identity, shared by reference with its leases
