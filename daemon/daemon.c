@@ -91,6 +91,13 @@ static void on_opened(void *ctx, const struct device *dev)
 	persist_device_opened(d->persist, dev, !(d->adopting && dev->adopted));
 }
 
+static void on_store_settle(void *ctx)
+{
+	const struct daemon *d = ctx;
+
+	persist_barrier(d->persist);
+}
+
 static void on_closing(void *ctx, const struct device *dev)
 {
 	struct daemon *d = ctx;
@@ -338,10 +345,15 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 					      .overdue = on_overdue,
 					      .counted = on_counted,
 					      .ctx = d };
-	const struct registry_callbacks gcb = { on_state_changed, on_buffers_dying,
-						on_answer,	  on_opened,
-						on_closing,	  on_kept,
-						on_rejected,	  d };
+	const struct registry_callbacks gcb = { .state_changed = on_state_changed,
+						.buffers_dying = on_buffers_dying,
+						.answer = on_answer,
+						.opened = on_opened,
+						.closing = on_closing,
+						.kept = on_kept,
+						.rejected = on_rejected,
+						.store_settle = on_store_settle,
+						.ctx = d };
 	const struct server_callbacks scb = { on_accepted, on_request, on_closed, d };
 	struct inventory inv;
 	char *err = NULL;

@@ -192,6 +192,12 @@ bool persist_enabled(const struct persist *p)
 	return p && p->max_fds > 0 && p->state_fd >= 0;
 }
 
+void persist_barrier(const struct persist *p)
+{
+	if (p && p->max_fds > 0)
+		(void)sd_notify_barrier(0, PERSIST_BARRIER_MS * 1000);
+}
+
 void persist_count_kept(struct persist *p, unsigned n)
 {
 	if (p)

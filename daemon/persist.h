@@ -66,7 +66,14 @@ const P2pbuf__StateDevice *inventory_device(const struct inventory *inv, const c
  * appending to (from the inventory), or -1 for a new one. */
 int persist_new(unsigned max_fds, int state_fd, uint32_t seq, struct persist **ret);
 void persist_free(struct persist *p);
+#define PERSIST_BARRIER_MS 5000
+
 bool persist_enabled(const struct persist *p);
+
+/* Wait (up to PERSIST_BARRIER_MS) until the service manager has acted on every notification
+ * sent before, FDSTOREREMOVE among them; nothing when parking is off. Safe on any thread:
+ * it reads only what persist_new set. */
+void persist_barrier(const struct persist *p);
 
 /* A lease is about to be handed out: park its buffer and record it. Fails (and nothing is
  * kept) when the store is full or the record cannot be written; the grant must then fail. */

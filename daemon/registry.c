@@ -413,6 +413,8 @@ static int job_open(struct device *dev)
 	dev->job_msg[0] = '\0';
 	if (__atomic_load_n(&dev->state, __ATOMIC_ACQUIRE) == STATE_GONE)
 		return 0;
+	if (dev->reg->cb.store_settle)
+		dev->reg->cb.store_settle(dev->reg->cb.ctx);
 	return device_open(dev, &dev->job_handle, &dev->job_info, dev->job_msg,
 			   sizeof(dev->job_msg));
 }

@@ -76,6 +76,11 @@ struct registry_callbacks {
 	/* What was kept of dev could not be taken over and is closed: the store must let go
 	 * of its copies too, or the device stays open there. */
 	void (*rejected)(void *ctx, const struct device *dev, const char *why);
+	/* On the device's worker thread, before it opens a device again (after a cycle's close,
+	 * or a removed one of the same name): wait until the service manager has let go of the
+	 * copies of the old fds that closing() took back, since the kernel refuses to open a
+	 * VFIO device while any copy of its fd is open. NULL: nothing to wait for. */
+	void (*store_settle)(void *ctx);
 	void *ctx;
 };
 

@@ -89,8 +89,11 @@ static const char *const allowed_syscalls[] = {
 	 * and later FDSTORE=1 with its fds) */
 	"accept4",
 	"getsockopt",
-	/* asking systemd, over the bus connected at start-up, whether a SIGTERM is a restart */
+	/* asking systemd, over the bus connected at start-up, whether a SIGTERM is a restart;
+	 * and waiting for sd_notify_barrier's pipe (ppoll), which a device's worker does before
+	 * it opens a device again, so that the manager has let go of the old fds (pipe2) */
 	"ppoll",
+	"pipe2",
 	/* a peer's unit is trusted only if it is still alive after the lookup: signal 0 on its
 	 * pidfd (SO_PEERPIDFD); a kernel without it answers ENOSYS */
 	"pidfd_send_signal",
