@@ -388,41 +388,6 @@ done:
 	return 0;
 }
 
-/* Read fd to its end into a buffer of cap bytes (a NUL after them), grown as needed: a file
- * may grow between the fstat that sized the buffer and the last read. */
-static int read_to_end(int fd, size_t cap, char **ret_text, size_t *ret_len)
-{
-	_cleanup_free_ char *text = malloc(cap + 1);
-	size_t len = 0;
-
-	if (!text)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n = read(fd, text + len, cap - len);
-		char *t;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return negative_errno();
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > POLICY_MAX_SIZE)
-			return -E2BIG;
-		if (len < cap)
-			continue;
-		t = realloc(text, (cap *= 2) + 1);
-		if (!t)
-			return -ENOMEM;
-		text = t;
-	}
-	text[len] = '\0';
-	*ret_text = TAKE_PTR(text);
-	*ret_len = len;
-	return 0;
-}
-
 /* policy_edit_read, with the file's stat for its owner and mode. */
 static int read_policy_file(const char *path, char **ret_text, size_t *ret_len, struct stat *ret_st)
 {
@@ -439,7 +404,7 @@ static int read_policy_file(const char *path, char **ret_text, size_t *ret_len, 
 		return -EBADFD;
 	if (st.st_size > POLICY_MAX_SIZE)
 		return -E2BIG;
-	r = read_to_end(fd, (size_t)st.st_size + 1, ret_text, ret_len);
+	r = policy_read_fd(fd, (size_t)st.st_size, ret_text, ret_len);
 	if (r >= 0 && ret_st)
 		*ret_st = st;
 	return r;

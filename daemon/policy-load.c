@@ -52,11 +52,10 @@ static int oom(struct policy_parser *p, const char *file)
 	return policy_parser_fail(p, file, -ENOMEM, "out of memory");
 }
 
-/* Read to the end: fstat's size is only a hint, since the file may change while we read. */
-static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
+int policy_read_fd(int fd, size_t hint, char **ret_text, size_t *ret_len)
 {
 	size_t cap = hint + 1, len = 0;
-	_cleanup_free_ char *text = malloc(cap);
+	_cleanup_free_ char *text = malloc(cap + 1);
 
 	if (!text)
 		return -ENOMEM;
@@ -67,7 +66,7 @@ static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
 			if (cap > POLICY_MAX_SIZE)
 				return -E2BIG;
 			cap = cap * 2 > POLICY_MAX_SIZE + 1 ? POLICY_MAX_SIZE + 1 : cap * 2;
-			t = realloc(text, cap);
+			t = realloc(text, cap + 1);
 			if (!t)
 				return -ENOMEM;
 			text = t;
@@ -81,6 +80,7 @@ static int read_all(int fd, size_t hint, char **ret_text, size_t *ret_len)
 			break;
 		len += (size_t)n;
 	}
+	text[len] = '\0';
 	*ret_text = TAKE_PTR(text);
 	*ret_len = len;
 	return 0;
@@ -161,7 +161,7 @@ static int read_file(const struct loader *ld, int dirfd, const char *name, const
 	r = check_trust(ld, display, &st);
 	if (r < 0)
 		return r;
-	return read_all(fd, (size_t)st.st_size, ret_text, ret_len);
+	return policy_read_fd(fd, (size_t)st.st_size, ret_text, ret_len);
 }
 
 /* name is opened relative to dirfd; display is how messages and the policy name the file.

@@ -206,6 +206,11 @@ int policy_load_ex(const char *path, const struct policy_resolver *resolver,
  * opening or reading path.d) sets *ret_error (when not NULL) to "file: message" or NULL. */
 int policy_list_files(const char *path, char ***ret_files, size_t *ret_n, char **ret_error);
 
+/* Read fd to its end (hint: the size fstat said, which the file may outgrow while it is read)
+ * into a malloc'd, NUL-terminated text of *ret_len bytes; -E2BIG past POLICY_MAX_SIZE. The
+ * loader's reader, for an editor that reads the same files. */
+int policy_read_fd(int fd, size_t hint, char **ret_text, size_t *ret_len);
+
 /* Frees what policy_list_files returned. Accepts NULL. */
 void policy_files_free(char **files, size_t n);
 

@@ -15,8 +15,8 @@ tests_integration_test_revoke_LDADD = $(tests_integration_test_daemon_LDADD)
 
 check_PROGRAMS += tests/integration/test-restart
 tests_integration_test_restart_SOURCES = tests/integration/test-restart.c
-tests_integration_test_restart_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_integration_test_restart_LDADD = client/libp2pbuf.la $(CHECK_LIBS)
+tests_integration_test_restart_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -pthread
+tests_integration_test_restart_LDADD = client/libp2pbuf.la $(CHECK_LIBS) -lpthread
 
 integration_tests = tests/integration/test-daemon tests/integration/test-revoke \
 	tests/integration/test-restart \
