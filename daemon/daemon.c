@@ -9,9 +9,14 @@
 #include "daemon.h"
 #include "events.h"
 #include "handlers.h"
+#include "log.h"
 #include "macro.h"
 #include "peer.h"
 #include "session.h"
+
+/* Worker threads beyond one per device declared at start-up: devices a reload adds get threads
+ * of their own too, up to this many (threads cannot be started once the sandbox is on). */
+#define DAEMON_SPARE_THREADS 4
 
 static unsigned recheck(struct daemon *d, const struct policy *p, unsigned *counts,
 			uint64_t *bytes);
@@ -141,6 +146,36 @@ static void on_rejected(void *ctx, const struct device *dev, const char *why)
 		snprintf(name, sizeof(name), "dev.%s.%s", dev->decl.name, parked_roles[i]);
 		persist_forget(d->persist, name);
 	}
+}
+
+static void on_hotplug(void *ctx, const struct hotplug_event *ev)
+{
+	struct daemon *d = ctx;
+
+	if (d->registry && !d->stopping)
+		hotplug_apply(d->registry, HOTPLUG_SYSFS, ev);
+}
+
+/* Follow udev's events (before the sandbox, which allows no new socket) and say in every
+ * waiting device's message what brings it back. */
+static const char *start_hotplug(struct daemon *d)
+{
+	bool udev = false;
+	int r = hotplug_new(d->base, on_hotplug, d, &d->hotplug, &udev);
+
+	if (r < 0) {
+		log_warning("cannot follow udev events (%s): a device bound to vfio-pci after "
+			    "start-up opens only at its reset (p2pbuf-client reset)",
+			    strerror(-r));
+		return "p2pbufd cannot follow udev events: once it is bound to vfio-pci, a "
+		       "reset opens it";
+	}
+	if (!udev) {
+		log_notice("udev is not running: a device bound to vfio-pci after start-up "
+			   "opens only at its reset (p2pbuf-client reset)");
+		return "udev is not running: once it is bound to vfio-pci, a reset opens it";
+	}
+	return "p2pbufd opens it when udev says it is bound to vfio-pci (or at a reset)";
 }
 
 static void on_answer(void *ctx, void *token, uint64_t request_id, int error, const char *msg)
@@ -345,15 +380,15 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 					      .overdue = on_overdue,
 					      .counted = on_counted,
 					      .ctx = d };
-	const struct registry_callbacks gcb = { .state_changed = on_state_changed,
-						.buffers_dying = on_buffers_dying,
-						.answer = on_answer,
-						.opened = on_opened,
-						.closing = on_closing,
-						.kept = on_kept,
-						.rejected = on_rejected,
-						.store_settle = on_store_settle,
-						.ctx = d };
+	struct registry_callbacks gcb = { .state_changed = on_state_changed,
+					  .buffers_dying = on_buffers_dying,
+					  .answer = on_answer,
+					  .opened = on_opened,
+					  .closing = on_closing,
+					  .kept = on_kept,
+					  .rejected = on_rejected,
+					  .store_settle = on_store_settle,
+					  .ctx = d };
 	const struct server_callbacks scb = { on_accepted, on_request, on_closed, d };
 	struct inventory inv;
 	char *err = NULL;
@@ -393,9 +428,13 @@ int daemon_start(struct daemon *d, struct event_base *base, struct policy *polic
 	if (r == 0)
 		r = server_new(base, &sopt, &scb, &d->server);
 	if (r == 0)
-		/* A thread per declared device (up to the cap), all started now, before the
-		 * sandbox: one device's stuck close delays no other's cycle. */
-		r = worker_new_pool(base, (unsigned)policy->n_devices, &d->worker);
+		/* A thread per declared device and a few for those a reload adds (up to the
+		 * cap), all started now, before the sandbox: one device's stuck close delays no
+		 * other's cycle. */
+		r = worker_new_pool(base, (unsigned)policy->n_devices + DAEMON_SPARE_THREADS,
+				    &d->worker);
+	if (r == 0)
+		gcb.wait_hint = start_hotplug(d);
 	d->adopting = persist_enabled(d->persist) ? &inv : NULL;
 	if (r == 0)
 		r = registry_new(base, d->worker, policy, d->backend, &gcb, &d->registry);
@@ -443,6 +482,8 @@ void daemon_finish(struct daemon *d)
 	lease_table_fini(&d->leases);
 	revoke_free(d->revoke);
 	d->revoke = NULL;
+	hotplug_free(d->hotplug);
+	d->hotplug = NULL;
 	registry_free(d->registry);
 	d->registry = NULL;
 	persist_free(d->persist);

@@ -12,6 +12,8 @@
  *                server_callbacks (accepted, request, closed)
  *   revoke.c     the revocation engine: verified release, deadlines, TTLs, enforcement by a
  *                device cycle; reports through revoke_callbacks; time from a clock_source
+ *   hotplug.c    udev events of the declared devices (sd-device monitor): a device bound
+ *                to vfio-pci opens, one that went says so
  *   registry.c   devices, their state, REQ/ERR events, device cycles on the worker, reset
  *                waiters; reports through registry_callbacks
  *   lease.c      the lease table and state machine; the only code that links and counts
@@ -32,6 +34,7 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "hotplug.h"
 #include "persist.h"
 #include "lease.h"
 #include "policy.h"
@@ -80,6 +83,7 @@ struct daemon {
 	struct revoke *revoke;
 	struct worker *worker;
 	struct registry *registry;
+	struct hotplug *hotplug; /* udev events; NULL where they cannot be followed */
 	struct server *server;
 	TAILQ_HEAD(, session) sessions;
 	LIST_HEAD(, session) subscribers; /* sessions that subscribed to events */

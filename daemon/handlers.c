@@ -279,10 +279,11 @@ static int export_decode(struct session *c, const P2pbuf__Export *e, struct expo
 			 e->device);
 		return -EBUSY;
 	case P2PBUF__DEVICE_STATE_KIND__DEVICE_GONE:
-		snprintf(msg, len, "device %s is gone: %s", e->device, x->dev->message);
+		snprintf(msg, len, "device %s is gone: %.280s", e->device, x->dev->message);
 		return -ENXIO;
 	default:
-		snprintf(msg, len, "device %s is not available: %s", e->device, x->dev->message);
+		snprintf(msg, len, "device %s is not available: %.280s", e->device,
+			 x->dev->message);
 		return -EIO;
 	}
 	x->bar = e->bar;

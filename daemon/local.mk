@@ -16,6 +16,7 @@ daemon_libp2pbufd_core_la_SOURCES = \
 	daemon/device.c daemon/device.h \
 	daemon/events.c daemon/events.h \
 	daemon/handlers.c daemon/handlers.h \
+	daemon/hotplug.c daemon/hotplug.h \
 	daemon/lease.c daemon/lease.h \
 	daemon/log.c daemon/log.h \
 	daemon/manager.c daemon/manager.h \

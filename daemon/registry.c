@@ -69,8 +69,15 @@ static int watch(struct device *dev)
 
 static void set_state(struct device *dev, int state, const char *message)
 {
+	const char *hint = dev->reg->cb.wait_hint;
+	bool waits = (state == STATE_FAILED || state == STATE_GONE) && !dev->removing &&
+		     dev->decl.kind == POLICY_DEVICE_PCI && hint && message && message[0];
+
 	__atomic_store_n(&dev->state, state, __ATOMIC_RELEASE);
-	snprintf(dev->message, sizeof(dev->message), "%s", message ? message : "");
+	if (waits)
+		snprintf(dev->message, sizeof(dev->message), "%s; %s", message, hint);
+	else
+		snprintf(dev->message, sizeof(dev->message), "%s", message ? message : "");
 }
 
 static void report(struct device *dev)
@@ -429,6 +436,34 @@ static int cycle_run(void *arg)
 	return job_open(dev);
 }
 
+/* The device went while its job opened it: the fresh handle exported nothing, so closing it
+ * here does not wait on importers. Returns false when it did not go. */
+static bool gone_meanwhile(struct device *dev)
+{
+	if (dev->state != STATE_GONE)
+		return false;
+	dev->ops->close(dev->job_handle);
+	dev->job_handle = NULL;
+	answer_waiters(dev, -ENXIO, "the device is gone");
+	return true;
+}
+
+static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, int));
+static int open_run(void *arg);
+static void open_done(void *arg, int r);
+
+/* A job that was to leave dev open did not (r < 0), and dev was told meanwhile that it may
+ * open (a udev event while the job ran): open once more, still `cycling`. */
+static bool open_again(struct device *dev, int r)
+{
+	bool again = r < 0 && dev->reopen_again;
+
+	dev->reopen_again = false;
+	if (again)
+		submit(dev, open_run, open_done);
+	return again;
+}
+
 static void cycle_done(void *arg, int r)
 {
 	struct device *dev = arg;
@@ -436,18 +471,12 @@ static void cycle_done(void *arg, int r)
 
 	job_ended(dev);
 	dev->handle = NULL;
-	if (hand_to_reaper(dev))
+	if (hand_to_reaper(dev) || gone_meanwhile(dev))
 		return;
-	if (dev->state == STATE_GONE) {
-		/* Gone while reopening: the fresh handle exported nothing, so closing it here
-		 * does not wait on importers. */
-		dev->ops->close(dev->job_handle);
-		dev->job_handle = NULL;
-		answer_waiters(dev, -ENXIO, "the device is gone");
-		return;
-	}
 	dev->generation++;
-	snprintf(msg, sizeof(msg), "reopening after a device cycle failed: %.200s", dev->job_msg);
+	if (open_again(dev, r))
+		return;
+	snprintf(msg, sizeof(msg), "reopening after a device cycle failed: %.300s", dev->job_msg);
 	/* A reopened device's message is the cycle's, not the first open's. */
 	dev->job_msg[0] = '\0';
 	opened(dev, r, msg);
@@ -456,6 +485,7 @@ static void cycle_done(void *arg, int r)
 static void submit(struct device *dev, int (*run)(void *), void (*done)(void *, int))
 {
 	dev->cycling = true;
+	dev->reopen_again = false;
 	dev->job = (struct worker_job){ .run = run, .done = done, .arg = dev };
 	/* On the device's own lane: nothing of another device queues ahead of it, so the job
 	 * starts now (given a free thread) and `cycling` means its own cycle runs. */
@@ -473,15 +503,17 @@ static void open_done(void *arg, int r)
 	struct device *dev = arg;
 
 	job_ended(dev);
-	if (!hand_to_reaper(dev))
-		opened(dev, r, dev->job_msg);
+	if (hand_to_reaper(dev) || gone_meanwhile(dev) || open_again(dev, r))
+		return;
+	opened(dev, r, dev->job_msg);
 }
 
-/* Open a device a reload declared, on the worker: not ready until then. */
-static void start_open(struct device *dev)
+/* Open dev on the worker (declared by a reload, or back after it failed or went): not ready
+ * until then. */
+static void start_open(struct device *dev, const char *why)
 {
 	dev->waiting = false;
-	set_state(dev, STATE_CYCLING, "opening: declared by a policy reload");
+	set_state(dev, STATE_CYCLING, why);
 	report(dev);
 	submit(dev, open_run, open_done);
 }
@@ -521,7 +553,9 @@ static int cycle(struct device *dev, int reason, const char *why)
 	if (dev->cycling || dev->waiting)
 		return -EBUSY;
 	if (dev->state == STATE_GONE)
-		return -ENXIO;
+		/* Closed already (its close ran on the worker): an admin's reset is the way back
+		 * where no udev event says the device was bound again. */
+		return registry_reopen(dev, "opening again: asked by a reset");
 	unwatch(dev);
 	/* Holders hear that their leases ended before the buffers die, so nobody is surprised. */
 	buffers_dying(dev, reason);
@@ -548,13 +582,18 @@ static int close_run(void *arg)
 static void close_done(void *arg, int r)
 {
 	struct device *dev = arg;
+	bool again = dev->reopen_again;
 
 	job_ended(dev);
 	dev->handle = NULL;
-	if (dev->removing)
+	if (dev->removing) {
 		wake_reaper(dev->reg);
-	else
-		answer_waiters(dev, -ENXIO, "the device is gone");
+		return;
+	}
+	answer_waiters(dev, -ENXIO, "the device is gone");
+	/* Bound again while its close ran: it opens now. */
+	if (again)
+		registry_reopen(dev, "opening again: bound to a vfio driver again");
 }
 
 /* Close dev on the worker; its fds leave the store first. */
@@ -617,8 +656,42 @@ void registry_device_error(struct device *dev)
 		  "the kernel reported a device error (AER); cycling it (on-error cycle)") == 0)
 		return;
 	/* Reported to watchers; the buffers stay live, so the state does not change. */
-	set_state(dev, dev->state, "the kernel reported a device error (AER); leases stay");
+	registry_note(dev, "the kernel reported a device error (AER); leases stay");
+}
+
+void registry_note(struct device *dev, const char *message)
+{
+	set_state(dev, dev->state, message);
 	report(dev);
+}
+
+int registry_reopen(struct device *dev, const char *why)
+{
+	if (dev->removing || dev->waiting)
+		return -EBUSY;
+	if (dev->cycling) {
+		dev->reopen_again = true;
+		return -EBUSY;
+	}
+	if (dev->state != STATE_FAILED && dev->state != STATE_GONE)
+		return -EALREADY;
+	/* Every buffer of a gone device died with its close: the next ones are of a new
+	 * generation. */
+	if (dev->state == STATE_GONE)
+		dev->generation++;
+	start_open(dev, why);
+	return 0;
+}
+
+struct device *registry_find_pci(struct registry *reg, const char *pci)
+{
+	for (size_t i = 0; i < reg->n_devices; i++) {
+		struct device *dev = reg->devices[i];
+		if (!dev->removing && dev->decl.kind == POLICY_DEVICE_PCI &&
+		    strcmp(dev->decl.pci, pci) == 0)
+			return dev;
+	}
+	return NULL;
 }
 
 /* ---- a reload's changes ---- */
@@ -638,7 +711,7 @@ static void open_waiting(struct registry *reg, const char *name)
 		next = dev;
 	}
 	if (next)
-		start_open(next);
+		start_open(next, "opening: declared by a policy reload");
 }
 
 /* Free removed devices whose leases have ended, closing on the worker those still open
@@ -777,7 +850,7 @@ static void add_device(struct registry *reg, struct device *dev)
 
 	reg->devices[reg->n_devices++] = dev;
 	if (!busy) {
-		start_open(dev);
+		start_open(dev, "opening: declared by a policy reload");
 		return;
 	}
 	dev->waiting = true;

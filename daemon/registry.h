@@ -36,7 +36,7 @@ struct device {
 	struct device_info info;
 	int state;	     /* wire DeviceStateKind; read by the worker during a cycle */
 	uint32_t generation; /* + 1 on every device cycle */
-	char message[256];   /* why it is not ready, or the last event */
+	char message[384];   /* why it is not ready (and what it waits for), or the last event */
 	struct lease_set leases;
 	struct event *ev_req; /* removal */
 	struct event *ev_err; /* error */
@@ -44,6 +44,7 @@ struct device {
 	bool adopted;	      /* taken over open from a previous instance (its buffers live) */
 	bool removing;	      /* undeclared: closed and freed once its leases end */
 	bool waiting;	      /* added while a removed one of its name is here: opens after */
+	bool reopen_again;    /* told it may open while its job ran: open once more if it fails */
 	LIST_HEAD(, reset_waiter) waiters;
 	/* The worker's: written by the job, read by its completion on the loop. */
 	struct worker_lane lane; /* its jobs run in order, apart from other devices' */
@@ -82,6 +83,9 @@ struct registry_callbacks {
 	 * VFIO device while any copy of its fd is open. NULL: nothing to wait for. */
 	void (*store_settle)(void *ctx);
 	void *ctx;
+	/* What a PCI device that is failed or gone waits for, appended to its message (the
+	 * daemon's hotplug says whether udev events reach it); NULL: nothing appended. */
+	const char *wait_hint;
 };
 
 /* Which backend serves a declaration; the default picks sim or vfio by its kind. Tests give
@@ -168,6 +172,18 @@ void registry_drop_waiters(struct registry *reg, void *token);
 void registry_device_gone(struct device *dev, const char *why);
 /* The kernel reported an error (AER): report it, and cycle if the declaration says so. */
 void registry_device_error(struct device *dev);
+
+/* dev may open now (it was bound to a vfio driver, or its VFIO node appeared): a failed or
+ * gone device opens on the worker (`cycling`, then ready or failed; a gone one's generation
+ * + 1, since its buffers died), why saying so in its message. Returns 0 when the open
+ * started; -EALREADY for a device that is ready; -EBUSY while its own job runs (that job,
+ * should it end without the device open, then tries once more), while it is being removed or
+ * waits for a removed one of its name. */
+int registry_reopen(struct device *dev, const char *why);
+/* Say message about dev (an event that changes nothing it serves) without a change of state. */
+void registry_note(struct device *dev, const char *message);
+/* The declared PCI device at address pci (canonical, as the policy stores it), or NULL. */
+struct device *registry_find_pci(struct registry *reg, const char *pci);
 
 /* References to the buffer fd of dev besides fd itself: 0 once the device is closed (every
  * buffer of a closed device is dead), 1 when the backend cannot tell (assume held). */

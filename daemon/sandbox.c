@@ -85,6 +85,10 @@ static const char *const allowed_syscalls[] = {
 #else
 	"epoll_pwait",
 #endif
+	/* the udev monitor's sd-event loop (hotplug.c): libsystemd waits with epoll_pwait2
+	 * where the kernel has it, and with epoll_wait where it has not; its netlink socket is
+	 * made and bound before the filter, which allows no new one */
+	"epoll_pwait2",
 	/* clients: accept, identity, records with SCM_RIGHTS (sendmsg also carries sd_notify,
 	 * and later FDSTORE=1 with its fds) */
 	"accept4",

@@ -24,6 +24,7 @@
 #include "p2pbuf.pb-c.h"
 #include "peer.h"
 #include "policy.h"
+#include "hotplug.h"
 #include "registry.h"
 #include "revoke.h"
 
@@ -818,10 +819,19 @@ START_TEST(removal_ends_leases_and_closes)
 	ck_assert_int_eq(n_closes, closes + 1);
 	ck_assert_ptr_null(d->handle);
 	ck_assert_int_eq(count_reports(EV_ANSWER, 5, -ENXIO), 1);
-	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), -ENXIO);
 	/* Gone twice is gone once. */
 	registry_device_gone(d, "again");
 	ck_assert_int_eq(count_reports(EV_STATE, 0, STATE(GONE)), 1);
+	/* An admin's reset opens it again (no udev event may ever say it is back): its old
+	 * buffers died with the close, so the generation moves on. */
+	uint32_t gen = d->generation;
+	ck_assert_int_eq(registry_cycle(d, REASON(RESET)), 0);
+	ck_assert_int_eq(registry_add_waiter(d, &token, 6), 0);
+	ck_assert_int_eq(d->state, STATE(CYCLING));
+	wait_worker(d);
+	ck_assert_int_eq(d->state, STATE(READY));
+	ck_assert_uint_eq(d->generation, gen + 1);
+	ck_assert_int_eq(count_reports(EV_ANSWER, 6, 0), 1);
 }
 END_TEST
 
@@ -847,6 +857,185 @@ END_TEST
 /* A device whose close the kernel holds up delays no other device: the other keeps serving,
  * is `cycling` only once its own cycle begins, and is ready again while the first is still
  * held; released, the first completes too. */
+/* ---- udev events (hotplug.c) on PCI devices of the fake backend ---- */
+
+static const char pci_text[] = "device nic pci 0000:00:03.0\n"
+			       "device gpu pci 0000:00:04.0\n";
+#define HINT "p2pbufd opens it when udev says so"
+
+static char sysfs[64];
+static struct registry *preg;
+
+/* sysfs says addr is bound to driver (NULL: to none). */
+static void bind_in_sysfs(const char *addr, const char *driver)
+{
+	char path[256], target[128];
+
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s", sysfs, addr);
+	ck_assert_int_eq(mkdir(path, 0755) == 0 || errno == EEXIST, 1);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s/driver", sysfs, addr);
+	unlink(path);
+	snprintf(target, sizeof(target), "../../../bus/pci/drivers/%s", driver ? driver : "");
+	if (driver)
+		ck_assert_int_eq(symlink(target, path), 0);
+}
+
+/* A registry of pci_text's devices, the first `failing` of whose opens fail. */
+static void pci_setup(int failing)
+{
+	const struct registry_callbacks gcb = { .state_changed = on_state,
+						.buffers_dying = on_dying,
+						.answer = on_answer,
+						.wait_hint = HINT };
+	char *err = NULL, path[128];
+	struct policy *p;
+
+	snprintf(sysfs, sizeof(sysfs), "/tmp/p2pbuf-sysfs.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(sysfs));
+	snprintf(path, sizeof(path), "%s/bus", sysfs);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/bus/pci", sysfs);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices", sysfs);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	ck_assert_int_eq(policy_parse("pci", pci_text, strlen(pci_text), &numbers, &p, &err), 0);
+	ck_assert_uint_lt(n_reloaded, ARRAY_SIZE(reloaded));
+	reloaded[n_reloaded++] = p; /* freed at teardown, after every device */
+	fail_open = failing;
+	ck_assert_int_eq(registry_new(base, worker, p, fake_backend, &gcb, &preg), 0);
+}
+
+static void pci_teardown(void)
+{
+	char cmd[128];
+
+	for (size_t i = 0; i < registry_count(preg); i++)
+		wait_worker(registry_device(preg, i));
+	registry_free(preg);
+	preg = NULL;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sysfs);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static unsigned udev(const char *subsystem, enum hotplug_action action, const char *sysname,
+		     const char *driver)
+{
+	const struct hotplug_event ev = { action, subsystem, sysname, driver };
+
+	return hotplug_apply(preg, sysfs, &ev);
+}
+
+static struct device *pdev(const char *name)
+{
+	for (size_t i = 0; i < registry_count(preg); i++)
+		if (strcmp(registry_device(preg, i)->decl.name, name) == 0)
+			return registry_device(preg, i);
+	ck_abort_msg("no device %s", name);
+	return NULL;
+}
+
+/* A device that could not open at start-up says what it waits for, and opens when it is
+ * bound to vfio-pci; a bind to another driver or another device's bind opens nothing. */
+START_TEST(bind_opens_a_failed_device)
+{
+	pci_setup(1);
+	struct device *nic = pdev("nic"), *gpu = pdev("gpu");
+	ck_assert_int_eq(nic->state, STATE(FAILED));
+	ck_assert_int_eq(gpu->state, STATE(READY));
+	ck_assert_ptr_nonnull(strstr(nic->message, "refuses to open; " HINT));
+	int opens = n_opens;
+
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:03.0", "nvme"), 0);
+	ck_assert_ptr_nonnull(strstr(nic->message, "bound to nvme, not to a vfio driver"));
+	ck_assert_ptr_nonnull(strstr(nic->message, HINT));
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:09.0", "vfio-pci"), 0);
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:04.0", "vfio-pci"), 0); /* ready */
+	ck_assert_int_eq(n_opens, opens);
+
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:03.0", "vfio-pci"), 1);
+	ck_assert_int_eq(nic->state, STATE(CYCLING));
+	ck_assert_str_eq(nic->message, "opening: bound to vfio-pci");
+	wait_worker(nic);
+	ck_assert_int_eq(nic->state, STATE(READY));
+	ck_assert_uint_eq(nic->generation, 0); /* nothing was ever exported from it */
+	ck_assert_int_eq(n_opens, opens + 1);
+	pci_teardown();
+}
+END_TEST
+
+/* Unbound (the kernel's REQ closes it), then bound again: it comes back by itself, of a new
+ * generation, and says what happened meanwhile. */
+START_TEST(rebind_brings_a_gone_device_back)
+{
+	uint64_t one = 1;
+
+	pci_setup(0);
+	struct device *nic = pdev("nic");
+	ck_assert_int_eq(write(nic->handle->req_fd, &one, sizeof(one)), sizeof(one));
+	while (nic->state != STATE(GONE))
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+	wait_worker(nic);
+	ck_assert_ptr_null(nic->handle);
+	ck_assert_ptr_nonnull(strstr(nic->message, "asked for the device back"));
+	ck_assert_ptr_nonnull(strstr(nic->message, HINT));
+
+	ck_assert_uint_eq(udev("pci", HOTPLUG_UNBIND, "0000:00:03.0", NULL), 0);
+	ck_assert_str_eq(nic->message, "unbound from its driver; " HINT);
+	ck_assert_int_eq(nic->state, STATE(GONE));
+
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:03.0", "vfio-pci"), 1);
+	wait_worker(nic);
+	ck_assert_int_eq(nic->state, STATE(READY));
+	ck_assert_uint_eq(nic->generation, 1);
+	pci_teardown();
+}
+END_TEST
+
+/* A VFIO node that appears retries the waiting devices sysfs says are bound to a vfio driver
+ * (their node may have lacked udev's permissions at the bind), and only those. */
+START_TEST(vfio_node_retries_devices_bound_to_vfio)
+{
+	pci_setup(2);
+	struct device *nic = pdev("nic"), *gpu = pdev("gpu");
+	ck_assert_int_eq(nic->state, STATE(FAILED));
+	ck_assert_int_eq(gpu->state, STATE(FAILED));
+	bind_in_sysfs("0000:00:03.0", "vfio-pci");
+	bind_in_sysfs("0000:00:04.0", "nvme");
+
+	ck_assert_uint_eq(udev("vfio", HOTPLUG_REMOVE, "12", NULL), 0);
+	ck_assert_uint_eq(udev("vfio", HOTPLUG_ADD, "12", NULL), 1);
+	wait_worker(nic);
+	ck_assert_int_eq(nic->state, STATE(READY));
+	ck_assert_int_eq(gpu->state, STATE(FAILED));
+	bind_in_sysfs("0000:00:04.0", NULL);
+	ck_assert_uint_eq(udev("vfio-dev", HOTPLUG_ADD, "vfio3", NULL), 0);
+	bind_in_sysfs("0000:00:04.0", "mlx5_vfio_pci"); /* a variant driver */
+	ck_assert_uint_eq(udev("vfio-dev", HOTPLUG_ADD, "vfio3", NULL), 1);
+	wait_worker(gpu);
+	ck_assert_int_eq(gpu->state, STATE(READY));
+	pci_teardown();
+}
+END_TEST
+
+/* Told it may open while its own open runs and then fails: it tries once more, and the
+ * second event is not lost. */
+START_TEST(event_during_a_failing_open_retries)
+{
+	pci_setup(1);
+	struct device *nic = pdev("nic");
+	int opens = n_opens;
+
+	fail_open = 1;
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:03.0", "vfio-pci"), 1);
+	ck_assert_uint_eq(udev("pci", HOTPLUG_BIND, "0000:00:03.0", "vfio-pci"), 0); /* busy */
+	wait_worker(nic);
+	ck_assert_int_eq(nic->state, STATE(READY));
+	ck_assert_int_eq(n_opens, opens + 2);
+	ck_assert_int_eq(count_reports(EV_STATE, 0, STATE(FAILED)), 1); /* at start-up only */
+	pci_teardown();
+}
+END_TEST
+
 START_TEST(held_close_delays_no_other_device)
 {
 	struct device *held = dev("quiet"), *d0 = dev("d0");
@@ -1436,6 +1625,10 @@ int main(void)
 	tcase_add_test(tc, error_reports_or_cycles);
 	tcase_add_test(tc, open_failure_at_start_serves_the_others);
 	tcase_add_test(tc, held_close_delays_no_other_device);
+	tcase_add_test(tc, bind_opens_a_failed_device);
+	tcase_add_test(tc, rebind_brings_a_gone_device_back);
+	tcase_add_test(tc, vfio_node_retries_devices_bound_to_vfio);
+	tcase_add_test(tc, event_during_a_failing_open_retries);
 	tcase_add_test(tc, shutdown_closes_apart);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("reload");

@@ -13,13 +13,18 @@
 #   2 socket activation: a p2pbuf member's first connect starts p2pbufd, which gets a lease on
 #     the cdev path and says it is ready; the fd is a real dma-buf  [activation-* readiness-*]
 #   3 the sandbox of the running daemon: its user, no capabilities, no new privileges, seccomp
-#     on every thread, read-only root, own network namespace; systemd-analyze security of the
+#     on every thread, read-only root, a /dev of its own with the VFIO nodes (no disk, no
+#     kmsg) and in it a node bound later (4c); systemd-analyze security of the
 #     loaded unit at most 1.0                                        [sandbox-* security-*]
 #   4 systemctl reload: a policy change takes effect; a bad policy is refused, the service
 #     stays up and keeps its policy                                   [reload-*]
 #   4b allow unit rules: a unit's rule serves that unit only, whatever its user; leases show
 #     the unit; a drop-in others could write is refused at reload, naming the file and the fix
 #                                                                     [unit-* strict-*]
+#   4c hotplug (udev events, no restart): nvme unbound under a holder (told device-gone), then
+#     removed from the machine and found again by a rescan, each said in its message; bound to
+#     vfio-pci again, it opens by itself (generation + 1), the journal has gone, cycling,
+#     ready; the same daemon serves a new export                      [hotplug-*]
 #   5 an iommufd holder (the p2pbuf member, with its own edu) DMAs through its lease, and sees
 #     it revoked by a reset                                           [dma-*]
 #   6 systemctl stop: a holder is told (reason shutdown), the socket stays and activates again
@@ -273,8 +278,12 @@ _modes=$(for _t in /proc/"$DPID"/task/*; do sed -n 's/^Seccomp:[[:space:]]*//p' 
 expect_eq sandbox-seccomp-threads "seccomp mode of every thread" "2 " "$_modes"
 expect_eq sandbox-readonly-root "/ in p2pbufd's mount namespace" ro \
 	"$(awk '$5 == "/" { split($6, o, ","); print o[1] }' "/proc/$DPID/mountinfo" | tail -n 1)"
-expect_eq sandbox-netns "p2pbufd's network namespace is its own" yes \
-	"$([ "$(readlink "/proc/$DPID/ns/net")" != "$(readlink /proc/1/ns/net)" ] && echo yes)"
+# PrivateDevices=: the VFIO directory and /dev/iommu are bound into a /dev of its own.
+_hidden=$(for _n in kmsg mem port; do [ -e "/dev/$_n" ] && echo "$_n" && break; done)
+expect_eq sandbox-private-dev "p2pbufd's /dev: vfio/vfio, iommu; /dev/${_hidden:-?} (the host's)" \
+	"yes yes no" "$([ -c "/proc/$DPID/root/dev/vfio/vfio" ] && echo yes) $(
+		[ -c "/proc/$DPID/root/dev/iommu" ] && echo yes) $(
+		[ -n "$_hidden" ] && [ ! -e "/proc/$DPID/root/dev/$_hidden" ] && echo no)"
 systemd-analyze security p2pbufd.service >"$W/security.out" 2>&1
 _score=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' "$W/security.out")
 expect_eq security-exposure "systemd-analyze security p2pbufd.service: exposure <= 1.0" yes \
@@ -340,6 +349,60 @@ chmod 0644 "$POLICY_DIR/policy.d/40-unit.policy"
 systemctl reload p2pbufd.service
 expect_eq strict-restored "STATUS= after chmod 0644" "Policy reloaded" \
 	"$(wait_status '^Policy reloaded' 30)"
+
+# ---- 4c: hotplug ----
+section "4c: nvme unbound, removed, found again and rebound: back without a restart"
+# devices_field FIELD: nvme's FIELD as p2pbuf-client devices shows it now.
+devices_field() {
+	p2pbuf-client --json devices >"$W/devices4c.json" 2>&1
+	jget "$W/devices4c.json" ".devices[name=nvme].$1"
+}
+# wait_nvme FIELD REGEX SECONDS: until nvme's FIELD matches REGEX; prints it then.
+wait_nvme() {
+	_deadline=$(($(date +%s) + $3))
+	until devices_field "$1" | grep -q -e "$2" || ! before; do
+		sleep 0.2
+	done
+	devices_field "$1"
+}
+_gen=$(devices_field generation)
+spawn holder4c vm-importer as tester p2pbuf-client --json export nvme --bar 2 --offset 0 \
+	--length 4K --label hotplug
+_lease=$(lease_of holder4c)
+# The unbind blocks until p2pbufd has closed the device: in the background.
+spawn unbind4c sh -c "echo $NVME >/sys/bus/pci/drivers/vfio-pci/unbind"
+expect_eq hotplug-unbind-completes "the unbind's exit status" 0 "$(reap unbind4c 30)"
+expect_eq hotplug-holder-told "nvme holder: exit status, event, lease, reason" \
+	"10 lease-revoked ${_lease:-?} device-gone" "$(ended_as holder4c)"
+udevadm settle
+expect_eq hotplug-unbound-says "nvme after the unbind: state; message (udev's unbind)" \
+	"gone yes" "$(devices_field state) $(yes_if_match "$(wait_nvme message \
+		'unbound from its driver; p2pbufd opens it when udev says it is bound to vfio-pci' 15)" \
+		'unbound from its driver; p2pbufd opens it')"
+echo 1 >"/sys/bus/pci/devices/$NVME/remove"
+udevadm settle
+expect_eq hotplug-removed-says "nvme removed from the machine: its message" yes \
+	"$(yes_if_match "$(wait_nvme message 'removed from the machine' 15)" 'removed from')"
+echo 1 >/sys/bus/pci/rescan
+udevadm settle
+# Found again: bound to its own driver (nvme) where the guest has it, else to none.
+expect_eq hotplug-found-says "nvme found by a rescan: state; its message names the fix" \
+	"gone yes" "$(devices_field state) $(yes_if_match "$(wait_nvme message \
+		"run p2pbuf-vfio-bind $NVME" 15)" "run p2pbuf-vfio-bind $NVME")"
+bind_vfio "$NVME" || fail hotplug-bind "$NVME did not bind to vfio-pci again"
+expect_eq hotplug-back "nvme bound to vfio-pci again: state, generation" \
+	"ready $((_gen + 1))" "$(wait_nvme state '^ready$' 30) $(devices_field generation)"
+expect_eq hotplug-no-restart "p2pbufd.service: main pid, restarts" "$DPID 0" \
+	"$(prop p2pbufd.service MainPID) $(prop p2pbufd.service NRestarts)"
+as_tester hotplug-export-again vm-importer export nvme 2 0 0x1000
+# Every transition in the journal (and so to watchers): the states in order, repeats merged.
+journalctl --no-pager -o export "MESSAGE_ID=$ID_DEVICE_STATE" P2PBUF_DEVICE=nvme |
+	sed -n 's/^P2PBUF_STATE=//p' | uniq | tail -n 3 | tr '\n' ' ' >"$W/states4c"
+expect_eq hotplug-journal "nvme's last states in the journal" "gone cycling ready " \
+	"$(cat "$W/states4c")"
+_node=$(vfio_cdev "$NVME")
+expect_eq hotplug-node-in-sandbox "nvme's new cdev node, in p2pbufd's own /dev" yes \
+	"$([ -c "/proc/$DPID/root$_node" ] && echo yes || echo "no $_node")"
 
 # ---- 5: an iommufd holder DMAs through its lease ----
 section "5: an iommufd holder (a p2pbuf member with its own edu)"
