@@ -107,7 +107,7 @@ static void on_closing(void *ctx, const struct device *dev)
 {
 	struct daemon *d = ctx;
 
-	persist_device_closing(d->persist, dev);
+	persist_device_closing(d->persist, dev, d->registry);
 }
 
 /* The roles a backend parks, as names for the store. */

@@ -346,7 +346,25 @@ void persist_device_opened(struct persist *p, const struct device *dev, bool par
 	append(p, &e);
 }
 
-void persist_device_closing(struct persist *p, const struct device *dev)
+/* Another open device of reg that parks fd too (the share of one IOMMU group: its group
+ * node, container or iommufd), or NULL. A cycling device's fds have left the store already. */
+static const struct device *sharer(struct registry *reg, const struct device *dev, int fd)
+{
+	struct parked_fd fds[DEVICE_MAX_PARKED];
+
+	for (size_t i = 0; reg && i < registry_count(reg); i++) {
+		const struct device *o = registry_device(reg, i);
+		if (o == dev || !o->handle || o->cycling || !o->ops->park)
+			continue;
+		size_t n = o->ops->park(o->handle, fds);
+		for (size_t k = 0; k < n; k++)
+			if (fds[k].fd == fd)
+				return o;
+	}
+	return NULL;
+}
+
+void persist_device_closing(struct persist *p, const struct device *dev, struct registry *reg)
 {
 	struct parked_fd fds[DEVICE_MAX_PARKED];
 	char name[PERSIST_MAX_NAME];
@@ -357,6 +375,18 @@ void persist_device_closing(struct persist *p, const struct device *dev)
 	for (size_t i = 0; i < n; i++) {
 		device_name(dev, fds[i].role, name);
 		persist_forget(p, name);
+		/* The service manager keeps a repeated fd once, under the first name it was given:
+		 * a group's shared fds are in the store as the first device's alone. Its other
+		 * devices go on using them, so they move to one of those (the removal is acted on
+		 * first: the notifications are read in order), or a restart would find that
+		 * device without its group. */
+		const struct device *o =
+		    strcmp(fds[i].role, "device") != 0 ? sharer(reg, dev, fds[i].fd) : NULL;
+		if (o) {
+			device_name(o, fds[i].role, name);
+			if (park(name, fds[i].fd) == 0)
+				continue;
+		}
 		if (p->parked)
 			p->parked--;
 	}

@@ -82,8 +82,9 @@ void persist_lease_revoking(struct persist *p, const struct lease *l, int64_t de
 void persist_lease_ended(struct persist *p, const struct lease *l);
 /* dev is open: park its fds (roles from the backend) and record its generation. */
 void persist_device_opened(struct persist *p, const struct device *dev, bool park_fds);
-/* dev's fds are about to close: the store lets go of them. */
-void persist_device_closing(struct persist *p, const struct device *dev);
+/* dev's fds are about to close: the store lets go of them, and its fds that another open
+ * device of reg shares (one IOMMU group's) are parked again under that device's names. */
+void persist_device_closing(struct persist *p, const struct device *dev, struct registry *reg);
 /* A parked fd not adopted (its name): the store lets go of it. */
 void persist_forget(struct persist *p, const char *name);
 /* Whether the record has grown (or failed) enough to be rewritten from the live table. */

@@ -54,7 +54,8 @@
 #     VFIO fd                                                           [reload-*]
 #  14 two devices of one IOMMU group (run-vm.sh's multifunction slot): both served, one group
 #     fd and container (legacy) or one iommufd; a reset of one leaves the other's leases live;
-#     unbinding one leaves the other serving; both taken over across kill -9 (14b); a second
+#     unbinding one leaves the other serving; both taken over across kill -9 (14b), and fn1
+#     alone after a reload removed fn0 (its group's fds move to fn1's names); a second
 #     p2pbufd is told which device of the group another process holds (14c)   [group-*]
 # Knobs (run-all.sh --append NAME=VALUE): P2PBUF_VM_VERBOSE=1 (guest-lib: show every check's
 # output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings).
@@ -1171,6 +1172,34 @@ expect_eq group-restart-after-reset-fn1 "fn0, fn1; leases ${_la:-?} ${_lb:-?}; f
 check group-restart-reset-fn0 p2pbuf-client reset fn0
 expect_eq group-restart-after-reset-fn0 "fn0, fn1; fds" "ready 1 ready 1; $_shared 2" \
 	"$(group_states); $(group_fds)"
+# fn0 leaves (a reload removes it) while fn1 goes on: the group's fds, in the store as fn0's
+# alone, move to fn1's names, so that fn1 is taken over after a crash with its lease.
+if [ "$P2PBUF_VM_FLAVOUR" = iommufd ]; then
+	_parked1="dev.fn1.device dev.fn1.iommufd "
+else
+	_parked1="dev.fn1.container dev.fn1.device dev.fn1.group "
+fi
+cat >"$W/policy-group" <<EOF
+device fn1 pci $FN1
+allow user root device fn1
+admin user root
+EOF
+spawn holder13c p2pbuf-client --json export fn1 --bar 2 --offset 0x80000 --length 0x10000 \
+	--label group-handover
+_lc=$(lease_of holder13c)
+check group-handover-reload p2pbuf-client reload
+expect_eq group-handover-fds "fn0 removed: p2pbufd's fds of the group" "$_shared 1" \
+	"$(wait_group_fds "$_shared 1")"
+expect_eq group-handover-store "the store after fn0 left: the group's fds as fn1's" \
+	"$_parked1" "$(stored_devs n2)"
+expect_eq group-handover-crash "kill -9 of p2pbufd: its status" "status 137" "$(mgr crash c3)"
+mgr_start s4
+p2pbuf-client --json leases --all >"$W/leases14d.json" 2>&1
+expect_eq group-handover-adopted "after the restart: fn1 state, generation; lease ${_lc:-?}" \
+	"ready 1 active" "$(p2pbuf-client --json devices >"$W/devices14d.json" 2>&1
+		jget "$W/devices14d.json" '.devices[name=fn1].state' '.devices[name=fn1].generation') $(
+		jget "$W/leases14d.json" ".leases[id=${_lc:-0}].state")"
+stop holder13c >/dev/null
 expect_eq group-restart-stop "SIGTERM to p2pbufd: its status" "status 0" "$(mgr stop x)"
 echo "quit q" >&8
 exec 8>&-
