@@ -368,12 +368,12 @@ wait_nvme() {
 _gen=$(devices_field generation)
 spawn holder4c vm-importer as tester p2pbuf-client --json export nvme --bar 2 --offset 0 \
 	--length 4K --label hotplug
-_lease=$(lease_of holder4c)
+_hlease=$(lease_of holder4c)
 # The unbind blocks until p2pbufd has closed the device: in the background.
 spawn unbind4c sh -c "echo $NVME >/sys/bus/pci/drivers/vfio-pci/unbind"
 expect_eq hotplug-unbind-completes "the unbind's exit status" 0 "$(reap unbind4c 30)"
 expect_eq hotplug-holder-told "nvme holder: exit status, event, lease, reason" \
-	"10 lease-revoked ${_lease:-?} device-gone" "$(ended_as holder4c)"
+	"10 lease-revoked ${_hlease:-?} device-gone" "$(ended_as holder4c)"
 udevadm settle
 expect_eq hotplug-unbound-says "nvme after the unbind: state; message (udev's unbind)" \
 	"gone yes" "$(devices_field state) $(yes_if_match "$(wait_nvme message \
