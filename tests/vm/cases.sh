@@ -57,6 +57,13 @@
 #     unbinding one leaves the other serving; both taken over across kill -9 (14b), and fn1
 #     alone after a reload removed fn0 (its group's fds move to fn1's names); a second
 #     p2pbufd is told which device of the group another process holds (14c)   [group-*]
+#  15 a stuck close on one device stalls no other: a p2pbufd owning ivshmem and edu;
+#     vm-importer fence-hold puts a vgem fence nobody signals into the buffer of a lease on
+#     ivshmem; a reset of ivshmem waits in the kernel's close for it (ivshmem cycling) while a
+#     reset of edu answers and edu serves; ivshmem is ready again, generation + 1, once vgem
+#     signals the fence (10 s); a SIGTERM with a pending fence: p2pbufd exits 0 after the
+#     fence signaled (15b). Figures: edu's reset time alone and with ivshmem stuck, ivshmem's
+#                                                                       [stuck-*]
 # Knobs (run-all.sh --append NAME=VALUE): P2PBUF_VM_VERBOSE=1 (guest-lib: show every check's
 # output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings).
 
@@ -1235,5 +1242,130 @@ fi
 expect_eq group-other-exit "second p2pbufd's exit status after SIGTERM" 0 "$(stop p2pbufd-fn1)"
 check group-held-serves vm-importer export fn0 2 0 0x1000
 stop_daemon p2pbufd-fn0
+
+# ---- 15: a stuck close on one device stalls no other ----
+# One p2pbufd owns ivshmem (A) and edu (B), each in an IOMMU group of its own. vm-importer
+# fence-hold keeps a lease on ivshmem whose buffer carries a vgem write fence that nobody
+# signals: the kernel's revocation of that buffer at the device's close waits for it
+# (vfio_pci_dma_buf_move: dma_resv_wait_timeout without a timeout) until vgem signals it
+# itself, 10 s after it was made. A reset of ivshmem then hangs in ivshmem's close; meanwhile a
+# reset of edu answers and edu serves while ivshmem is still cycling, its reset still waiting,
+# the fence still pending and a thread of p2pbufd waiting on it in the kernel; ivshmem comes
+# back by itself once the fence signals (its reset answers, generation + 1). Then a SIGTERM
+# with a new fence pending (15b): p2pbufd exits 0 once the close returns, after the fence
+# signaled (p2pbufd(8), DEVICE STATES, Stopping). The figures (edu's reset alone and with
+# ivshmem stuck, how long ivshmem was stuck) are logged, not asserted.        [stuck-*]
+section "15: a stuck close on one device stalls no other"
+check stuck-vgem-load modprobe vgem
+cat >"$W/policy-stuck" <<EOF
+device ivshmem pci $IVSHMEM
+device edu pci $EDU
+allow user root device ivshmem
+allow user root device edu
+admin user root
+EOF
+start_daemon p2pbufd-stuck "$W/policy-stuck" || exit 1
+
+# uptime_ms: the guest's uptime in ms (10 ms steps), for the figures.
+uptime_ms() {
+	awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime
+}
+# stuck_states: "state generation" of ivshmem, then of edu.
+stuck_states() {
+	p2pbuf-client --json devices >"$W/devices15.json" 2>&1
+	jget "$W/devices15.json" '.devices[name=ivshmem].state' '.devices[name=ivshmem].generation' \
+		'.devices[name=edu].state' '.devices[name=edu].generation'
+}
+# timed_reset NAME DEVICE: p2pbuf-client reset DEVICE, which must exit 0; _ms is how long it
+# took.
+timed_reset() {
+	_t0=$(uptime_ms)
+	p2pbuf-client reset "$2" >"$W/$1.out" 2>&1
+	_rc=$?
+	_ms=$(($(uptime_ms) - _t0))
+	expect_eq "$1" "p2pbuf-client reset $2: exit status, output" 0 "$_rc"
+}
+# fence_start NAME: spawn vm-importer fence-hold on ivshmem as NAME, its input on fd 8;
+# NAME-ready passes once its fence is in the lease's buffer, pending.
+fence_start() {
+	rm -f "$W/$1.ctl"
+	mkfifo "$W/$1.ctl"
+	# shellcheck disable=SC2016 # expanded by the command's own shell
+	spawn "$1" sh -c 'exec vm-importer fence-hold ivshmem 2 0 0x10000 <"$1"' sh "$W/$1.ctl"
+	exec 8>"$W/$1.ctl"
+	FENCE_OUT=$W/$1.out
+	if wait_grep "$FENCE_OUT" '^ready lease ' 30; then
+		pass "$1-ready"
+	else
+		fail "$1-ready" "expected vm-importer fence-hold to say ready, got '$(
+			last_line "$FENCE_OUT")'"
+	fi
+	expect_eq "$1-pending" "the vgem fence, before" pending "$(fence fence "$1")"
+}
+# fence CMD NAME [ARG]: tell the holder "CMD NAME [ARG]"; print its answer (what follows
+# "CMD NAME ").
+fence() {
+	echo "$*" >&8
+	wait_grep "$FENCE_OUT" "^$1 $2 " 90 >/dev/null
+	sed -n "s/^$1 $2 //p" "$FENCE_OUT" | tail -n 1
+}
+# fence_end NAME: the holder quits (closing its fds) and its output is shown.
+fence_end() {
+	echo quit >&8
+	exec 8>&-
+	expect_eq "$1-exit" "vm-importer fence-hold: exit status" 0 "$(reap "$1" 15)"
+	sed "s/^/$1| /" "$W/$1.out"
+}
+# fence_waiters: how many of p2pbufd's threads wait in the kernel for a dma fence (their
+# kernel stack, or wait channel, names the fence or reservation wait).
+fence_waiters() {
+	_n=0
+	for _t in /proc/"$DPID"/task/*; do
+		if cat "$_t/stack" "$_t/wchan" 2>/dev/null | grep -q -e dma_fence -e dma_resv; then
+			_n=$((_n + 1))
+			echo "p2pbufd thread ${_t##*/}: $(cat "$_t/wchan" 2>/dev/null)" >&2
+		fi
+	done
+	echo "$_n"
+}
+
+timed_reset stuck-reset-b-alone edu
+_alone=$_ms
+expect_eq stuck-b-alone-states "ivshmem, edu after edu's reset alone: state generation" \
+	"ready 0 ready 1" "$(stuck_states)"
+
+fence_start fence15
+spawn reset15 p2pbuf-client reset ivshmem
+_ta=$(uptime_ms)
+expect_eq stuck-a-cycling "ivshmem once its reset began" cycling "$(wait_device ivshmem cycling 10)"
+timed_reset stuck-reset-b-while-a-stuck edu
+_with=$_ms
+check stuck-b-export vm-importer export edu 0 0 0x1000
+expect_eq stuck-b-served-a-stuck \
+	"then: ivshmem, edu (state generation); ivshmem's reset; the fence; threads waiting on it" \
+	"cycling 0 ready 2 running pending 1" \
+	"$(stuck_states) $(reap reset15 0) $(fence fence f1) $(fence_waiters)"
+expect_eq stuck-a-reset-answers "ivshmem's reset: exit status" 0 "$(reap reset15 60)"
+_stuck=$(($(uptime_ms) - _ta))
+_sig=$(fence fence f2)
+expect_eq stuck-a-fence-signaled "the fence, once ivshmem's reset answered" signaled "${_sig%% *}"
+expect_eq stuck-a-ready "ivshmem, edu after ivshmem's reset: state generation" \
+	"ready 1 ready 2" "$(stuck_states)"
+check stuck-a-export vm-importer export ivshmem 2 0x20000 0x1000
+echo "figures: edu's reset alone ${_alone} ms, with ivshmem stuck ${_with} ms;" \
+	"ivshmem's reset ${_stuck} ms (polled every 100 ms), the fence signaled ${_sig#* } ms" \
+	"after it was made"
+fence_end fence15
+
+# -- 15b: a stop while a close is stuck --
+subsection "15b: SIGTERM while ivshmem's close waits on a fence"
+fence_start fence15b
+_stop=$(fence stop s1 "$DPID")
+echo "figures: stop: $_stop"
+expect_eq stuck-stop-after-fence "p2pbufd's exit after SIGTERM, the fence pending then" \
+	after-fence "${_stop%%:*}"
+expect_eq stuck-stop-exit "p2pbufd's exit status after SIGTERM" 0 "$(reap p2pbufd-stuck 15)"
+grep '^<[0-4]>' "$W/p2pbufd-stuck.out" | sed "s/^/p2pbufd-stuck| /"
+fence_end fence15b
 section_end
 exit 0

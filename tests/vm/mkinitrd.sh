@@ -9,7 +9,8 @@
 #   every --file SRC[:DEST] (DEST defaults to /test/files/BASENAME);
 #   the guest test script as /test/main.sh, guest-lib.sh as /test/guest-lib.sh;
 #   /lib/modules/KVER: the modules.dep closure of vfio, vfio_iommu_type1, vfio-pci-core,
-#     vfio-pci, irqbypass (+ --module NAME), decompressed to .ko and depmod -b'd; in the
+#     vfio-pci, irqbypass, vgem (a fence source for cases.sh's case 15: drm and
+#     drm_shmem_helper come along) (+ --module NAME), decompressed to .ko and depmod -b'd; in the
 #     iommufd flavour the modules rebuilt by build-iommufd.sh (iommufd, vfio, ...) replace
 #     Debian's;
 #   /etc/p2pbuf-vm/flavour (stock|iommufd|systemd), /etc/passwd, /etc/group, and /init.
@@ -38,7 +39,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-BASE_MODULES="vfio vfio_iommu_type1 vfio-pci-core vfio-pci irqbypass"
+BASE_MODULES="vfio vfio_iommu_type1 vfio-pci-core vfio-pci irqbypass vgem"
 IOMMUFD_MODULES="iommufd vfio vfio_iommu_type1 vfio-pci-core vfio-pci"
 
 usage() {

@@ -85,6 +85,20 @@
  *       stop (SIGTERM; the exit status), names ("stored TAG NAME" lines first), quit.
  *       p2pbufd's output goes to FILE.
  *
+ *   vm-importer fence-hold [--socket PATH] DEVICE BAR OFFSET LENGTH
+ *       An importer that holds up the close of DEVICE: a lease (OFFSET+LENGTH of BAR), and
+ *       on vgem (the /dev/dri/card* whose DRM_IOCTL_VERSION name is "vgem") a dumb buffer
+ *       with a write fence (DRM_IOCTL_VGEM_FENCE_ATTACH) that is never signaled; the fence,
+ *       exported from the buffer's PRIME dma-buf as a sync_file, is imported into the lease's
+ *       buffer (DMA_BUF_IOCTL_IMPORT_SYNC_FILE, write). The kernel's revocation of the lease's
+ *       buffer (at the device's close or reset) then waits for it, until vgem signals it
+ *       itself 10 s after it was made. Prints "ready lease ID" and keeps everything until
+ *       "quit" or a signal; commands on standard input: "fence NAME" ("fence NAME pending",
+ *       or "fence NAME signaled MS", MS from its making to its signal), "stop NAME PID"
+ *       (SIGTERM to p2pbufd PID, waits up to 60 s for its exit: "stop NAME after-fence: ..."
+ *       when it exited after the fence signaled, "before-fence: ..." when before, "void: ..."
+ *       when the fence was no longer pending at the SIGTERM, with the times in ms after it).
+ *
  *   vm-importer events DEVICE [ID=NAME]... < WATCH
  *       The events of `p2pbuf-client --json watch` output that concern DEVICE's state or the
  *       leases ID, as one line of words NAME:revoking:REASON, NAME:revoked:REASON and
@@ -124,6 +138,7 @@
 
 #include "p2pbuf.h"
 #include "vm-uapi.h"
+#include <linux/sync_file.h>
 
 #define PROG "vm-importer"
 #define PAGE 4096u
@@ -1258,6 +1273,32 @@ static int cmd_dma(int argc, char **argv)
 
 #define IOVA_HOLD_RETRY ((uint64_t)0xa00000) /* the held buffer mapped again */
 
+/* Hand every line of standard input (without its newline) to fn, until fn returns false or
+ * the input ends: the command loop of the holder modes, driven by cases.sh through a fifo. */
+static void serve_commands(bool (*fn)(void *ctx, const char *line), void *ctx)
+{
+	char line[256];
+	size_t used = 0;
+
+	for (;;) {
+		ssize_t n = read(0, line + used, sizeof(line) - 1 - used);
+		if (n <= 0)
+			return;
+		used += (size_t)n;
+		line[used] = '\0';
+		char *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = '\0';
+			if (!fn(ctx, line))
+				return;
+			memmove(line, nl + 1, strlen(nl + 1) + 1);
+			used = strlen(line);
+		}
+		if (used == sizeof(line) - 1)
+			used = 0; /* a line longer than any command: dropped */
+	}
+}
+
 static void hold_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
 {
 	(void)conn;
@@ -1274,8 +1315,9 @@ static void hold_event(struct p2pbuf *conn, const struct p2pbuf_event *ev, void 
  * host's pattern or not), "map NAME" (IOMMU_IOAS_MAP_FILE of the held fd again), "sync NAME"
  * (p2pbuf_dispatch: what an event loop does when the socket wakes it; a lost connection is
  * made again in there), "quit". */
-static bool hold_command(struct dma_test *t, const char *line)
+static bool hold_command(void *ctx, const char *line)
 {
+	struct dma_test *t = ctx;
 	char cmd[16], name[64], why[256];
 
 	if (sscanf(line, "%15s %63s", cmd, name) < 1)
@@ -1308,8 +1350,6 @@ static int cmd_dma_hold(int argc, char **argv)
 {
 	struct conn_opts o = { 0 };
 	struct dma_test t = { .fd = -1, .edu = { .iommufd = -1, .dev = -1 } };
-	char line[256];
-	size_t used = 0;
 	int argi;
 
 	parse_opts(argc, argv, &argi, &o);
@@ -1332,23 +1372,7 @@ static int cmd_dma_hold(int argc, char **argv)
 	printf("ready lease %" PRIu64 "\n", t.lease);
 	/* The socket is dispatched only when the script says "sync", so that a check can run
 	 * while p2pbufd is gone and the connection not yet noticed as lost. */
-	for (;;) {
-		ssize_t n = read(0, line + used, sizeof(line) - 1 - used);
-		if (n <= 0)
-			break;
-		used += (size_t)n;
-		line[used] = '\0';
-		char *nl;
-		bool go = true;
-		while (go && (nl = strchr(line, '\n'))) {
-			*nl = '\0';
-			go = hold_command(&t, line);
-			memmove(line, nl + 1, strlen(nl + 1) + 1);
-			used = strlen(line);
-		}
-		if (!go)
-			break;
-	}
+	serve_commands(hold_command, &t);
 	ioas_unmap(&t.edu, IOVA_LEASE, t.range.length);
 	close(t.fd);
 	p2pbuf_disconnect(t.conn);
@@ -2554,6 +2578,248 @@ static int cmd_group(int argc, char **argv)
 	return rc;
 }
 
+/* ---- fence-hold: a vgem fence in a lease's buffer holds up the device's close ---- */
+
+/* How long a "stop" waits for p2pbufd to exit; vgem signals its fences after 10 s. */
+#define FENCE_STOP_WAIT_MS 60000
+#define FENCE_INFO_MAX 8
+
+struct fence_hold {
+	struct p2pbuf *conn;
+	uint64_t lease;
+	int lease_fd;	     /* the lease's dma-buf, with the fence imported */
+	int drm;	     /* vgem's DRM node */
+	int bo_buf;	     /* vgem's buffer object as a dma-buf */
+	int sync;	     /* the vgem fence as a sync_file */
+	int64_t attached_ns; /* CLOCK_MONOTONIC when the fence was made */
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The first /dev/dri/card* whose driver calls itself "vgem" (DRM_IOCTL_VERSION), opened; or
+ * -ENODEV with what was found in why. The card node, since vgem's render node refuses
+ * DRM_IOCTL_MODE_CREATE_DUMB. */
+static int vgem_open(char *why, size_t wlen)
+{
+	DIR *d = opendir("/dev/dri");
+	struct dirent *de;
+	size_t o = 0;
+
+	snprintf(why, wlen, "no vgem card in /dev/dri (is vgem loaded?):");
+	if (!d)
+		return -ENODEV;
+	while ((de = readdir(d))) {
+		char path[300], name[32] = "";
+		struct drm_version v = { .name_len = sizeof(name) - 1, .name = name };
+		int fd;
+		if (strncmp(de->d_name, "card", 4) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/dev/dri/%s", de->d_name);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd >= 0 && ioctl(fd, DRM_IOCTL_VERSION, &v) == 0 && strcmp(name, "vgem") == 0) {
+			closedir(d);
+			printf("vgem: %s\n", path);
+			return fd;
+		}
+		o = strlen(why);
+		snprintf(why + o, wlen - o, " %s (%s)", path, fd < 0 ? strerror(errno) : name);
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+	return -ENODEV;
+}
+
+/* The state of the fences of sync_file fd: 1 all signaled (*ret_ns: the kernel's
+ * CLOCK_MONOTONIC time of the last signal), 0 one is pending, or -errno. */
+static int fence_status(int fd, int64_t *ret_ns)
+{
+	struct sync_fence_info fi[FENCE_INFO_MAX];
+	struct sync_file_info info = { .num_fences = FENCE_INFO_MAX,
+				       .sync_fence_info = (uint64_t)(uintptr_t)fi };
+	int64_t last = 0;
+
+	memset(fi, 0, sizeof(fi));
+	if (ioctl(fd, SYNC_IOC_FILE_INFO, &info) < 0)
+		return -errno;
+	if (info.status < 0)
+		return info.status;
+	if (info.status == 0)
+		return 0;
+	for (uint32_t i = 0; i < info.num_fences && i < FENCE_INFO_MAX; i++)
+		if ((int64_t)fi[i].timestamp_ns > last)
+			last = (int64_t)fi[i].timestamp_ns;
+	if (ret_ns)
+		*ret_ns = last;
+	return 1;
+}
+
+/* Make a vgem buffer object with a write fence that nobody signals (vgem does, 10 s on),
+ * and import that fence into the lease's buffer as a write: from then on the kernel's
+ * revocation of the buffer (vfio_pci_dma_buf_move) waits for it. */
+static int fence_setup(struct fence_hold *h, char *why, size_t wlen)
+{
+	struct drm_mode_create_dumb bo = { .height = 64, .width = 64, .bpp = 32 };
+	struct drm_vgem_fence_attach fa = { .flags = VGEM_FENCE_WRITE };
+	struct drm_prime_handle ph = { .flags = DRM_CLOEXEC | DRM_RDWR };
+	struct dma_buf_export_sync_file ex = { .flags = DMA_BUF_SYNC_WRITE };
+	struct dma_buf_import_sync_file im = { .flags = DMA_BUF_SYNC_WRITE };
+	struct dma_buf_export_sync_file check = { .flags = DMA_BUF_SYNC_WRITE };
+	int r;
+
+	h->drm = vgem_open(why, wlen);
+	if (h->drm < 0)
+		return h->drm;
+	if (ioctl(h->drm, DRM_IOCTL_MODE_CREATE_DUMB, &bo) < 0)
+		return efail(why, wlen, "DRM_IOCTL_MODE_CREATE_DUMB on vgem");
+	fa.handle = bo.handle;
+	h->attached_ns = now_ns();
+	if (ioctl(h->drm, DRM_IOCTL_VGEM_FENCE_ATTACH, &fa) < 0)
+		return efail(why, wlen, "DRM_IOCTL_VGEM_FENCE_ATTACH (write)");
+	ph.handle = bo.handle;
+	if (ioctl(h->drm, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph) < 0)
+		return efail(why, wlen, "DRM_IOCTL_PRIME_HANDLE_TO_FD of the vgem buffer");
+	h->bo_buf = ph.fd;
+	if (ioctl(h->bo_buf, DMA_BUF_IOCTL_EXPORT_SYNC_FILE, &ex) < 0)
+		return efail(why, wlen, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE of the vgem buffer");
+	h->sync = ex.fd;
+	im.fd = h->sync;
+	if (ioctl(h->lease_fd, DMA_BUF_IOCTL_IMPORT_SYNC_FILE, &im) < 0)
+		return efail(why, wlen, "DMA_BUF_IOCTL_IMPORT_SYNC_FILE into the lease's buffer");
+	/* The lease's buffer must now carry a pending fence: what the kernel will wait on. */
+	if (ioctl(h->lease_fd, DMA_BUF_IOCTL_EXPORT_SYNC_FILE, &check) < 0)
+		return efail(why, wlen, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE of the lease's buffer");
+	r = fence_status(check.fd, NULL);
+	close(check.fd);
+	if (r != 0) {
+		snprintf(why, wlen,
+			 "the lease's buffer after the import: expected a pending fence, got %s",
+			 r > 0 ? "every fence signaled" : errno_name(-r));
+		return -EIO;
+	}
+	snprintf(why, wlen, "vgem buffer %ux%u (handle %u), write fence %u imported, pending",
+		 bo.width, bo.height, bo.handle, fa.out_fence);
+	return 0;
+}
+
+/* "fence NAME": "fence NAME pending", or "fence NAME signaled MS" (ms from the fence's
+ * making to its signal). */
+static void fence_report(const struct fence_hold *h, const char *name)
+{
+	int64_t at = 0;
+	int r = fence_status(h->sync, &at);
+
+	if (r == 1)
+		printf("fence %s signaled %" PRId64 "\n", name, (at - h->attached_ns) / 1000000);
+	else
+		printf("fence %s %s\n", name, r == 0 ? "pending" : errno_name(-r));
+}
+
+/* "stop NAME PID": SIGTERM to PID (p2pbufd) while the fence may still hold up its close; wait
+ * (up to FENCE_STOP_WAIT_MS) for it to exit; say whether it exited after the fence signaled
+ * ("after-fence") or before ("before-fence"), from the kernel's time of the signal and the
+ * time its pidfd said it had exited, both CLOCK_MONOTONIC. */
+static void fence_stop(const struct fence_hold *h, const char *name, pid_t pid)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd p = { .fd = pfd, .events = POLLIN };
+	int64_t t0, exited, signaled = 0;
+	const char *verdict;
+	int r, was;
+
+	if (pfd < 0) {
+		printf("stop %s %s: pidfd_open(%d)\n", name, errno_name(errno), (int)pid);
+		return;
+	}
+	was = fence_status(h->sync, NULL);
+	t0 = now_ns();
+	if (kill(pid, SIGTERM) < 0) {
+		printf("stop %s %s: kill(%d, SIGTERM)\n", name, errno_name(errno), (int)pid);
+		close(pfd);
+		return;
+	}
+	do
+		r = poll(&p, 1, FENCE_STOP_WAIT_MS);
+	while (r < 0 && errno == EINTR);
+	exited = now_ns();
+	close(pfd);
+	if (r != 1) {
+		printf("stop %s running: %d still runs %d ms after SIGTERM\n", name, (int)pid,
+		       FENCE_STOP_WAIT_MS);
+		return;
+	}
+	r = fence_status(h->sync, &signaled);
+	/* A fence signaled before the SIGTERM held up nothing: such a stop proves nothing. */
+	verdict = was != 0 ? "void" : r == 1 && signaled <= exited ? "after-fence" : "before-fence";
+	printf("stop %s %s: the fence was %s at SIGTERM; p2pbufd exited %" PRId64
+	       " ms after SIGTERM, the fence signaled %" PRId64 " ms after it\n",
+	       name, verdict, was == 0 ? "pending" : "signaled", (exited - t0) / 1000000,
+	       r == 1 ? (signaled - t0) / 1000000 : -1);
+}
+
+/* One command from the case script: "fence NAME", "stop NAME PID", "quit". */
+static bool fence_command(void *ctx, const char *line)
+{
+	const struct fence_hold *h = ctx;
+	char cmd[16], name[64];
+	int pid = 0;
+
+	if (sscanf(line, "%15s %63s %d", cmd, name, &pid) < 1)
+		return true;
+	if (!strcmp(cmd, "quit"))
+		return false;
+	if (!strcmp(cmd, "fence"))
+		fence_report(h, name);
+	else if (!strcmp(cmd, "stop") && pid > 0)
+		fence_stop(h, name, (pid_t)pid);
+	else
+		printf("%s %s unknown command\n", cmd, name);
+	return true;
+}
+
+/* vm-importer fence-hold [--socket PATH] DEVICE BAR OFFSET LENGTH */
+static int cmd_fence_hold(int argc, char **argv)
+{
+	struct conn_opts o = { .label = "fence-hold" };
+	struct fence_hold h = { .lease_fd = -1, .drm = -1, .bo_buf = -1, .sync = -1 };
+	struct p2pbuf_range range;
+	uint64_t size = 0;
+	char why[512];
+	int argi, r;
+
+	parse_opts(argc, argv, &argi, &o);
+	if (argc - argi != 4)
+		die("usage: fence-hold [--socket PATH] DEVICE BAR OFFSET LENGTH");
+	range.offset = parse_u64(argv[argi + 2], "offset");
+	range.length = parse_u64(argv[argi + 3], "length");
+	h.conn = connect_or_die(o.socket);
+	h.lease_fd = p2pbuf_export(h.conn, argv[argi], (unsigned)parse_u64(argv[argi + 1], "BAR"),
+				   &range, 1, o.label, &h.lease, &size);
+	if (h.lease_fd < 0) {
+		printf("expected a lease on %s, got %s: %s\n", argv[argi], errno_name(-h.lease_fd),
+		       p2pbuf_last_message(h.conn));
+		return 1;
+	}
+	r = fence_setup(&h, why, sizeof(why));
+	if (r < 0) {
+		printf("expected a vgem fence in lease %" PRIu64 "'s buffer, got: %s\n", h.lease,
+		       why);
+		return 1;
+	}
+	printf("fence: %s\n", why);
+	printf("ready lease %" PRIu64 "\n", h.lease);
+	/* Nothing is released, dispatched or signaled: the fd and the fence stay until "quit"
+	 * or a signal ends us. */
+	serve_commands(fence_command, &h);
+	return 0;
+}
+
 /* ---- manager: a service manager with an fd store, for restarts of p2pbufd ---- */
 
 /* What systemd 252 does with a Type=notify service's fd store, and no more: FDSTORE=1 keeps
@@ -2824,7 +3090,7 @@ static const struct mode {
 	{ "json", cmd_json },	    { "pattern", cmd_pattern }, { "as", cmd_as },
 	{ "export", cmd_export },   { "dma", cmd_dma },		{ "revoke", cmd_revoke },
 	{ "pass-fd", cmd_pass_fd }, { "events", cmd_events },	{ "dma-hold", cmd_dma_hold },
-	{ "group", cmd_group },	    { "manager", cmd_manager },
+	{ "group", cmd_group },	    { "manager", cmd_manager }, { "fence-hold", cmd_fence_hold },
 };
 
 int main(int argc, char **argv)
@@ -2832,7 +3098,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2)
 		die("usage: vm-importer MODE ARGS... (modes: json pattern as export dma dma-hold "
-		    "revoke pass-fd group manager events; see the source's header)");
+		    "revoke pass-fd group manager fence-hold events; see the source's header)");
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(argv[1], modes[i].name))
 			return modes[i].run(argc - 1, argv + 1);

@@ -94,3 +94,82 @@ struct iommu_ioas_map_file {
 #define IOMMU_IOAS_MAP_WRITEABLE (1 << 1)
 #define IOMMU_IOAS_MAP_READABLE (1 << 2)
 #endif
+
+/* dma-buf implicit sync (linux/dma-buf.h, 6.0+; the host's 6.1 has them, older ones not). */
+#include <linux/dma-buf.h>
+#ifndef DMA_BUF_IOCTL_EXPORT_SYNC_FILE
+struct dma_buf_export_sync_file {
+	__u32 flags;
+	__s32 fd;
+};
+struct dma_buf_import_sync_file {
+	__u32 flags;
+	__s32 fd;
+};
+#define DMA_BUF_IOCTL_EXPORT_SYNC_FILE _IOWR(DMA_BUF_BASE, 2, struct dma_buf_export_sync_file)
+#define DMA_BUF_IOCTL_IMPORT_SYNC_FILE _IOW(DMA_BUF_BASE, 3, struct dma_buf_import_sync_file)
+#endif
+
+/* DRM core and vgem (drm/drm.h, drm/drm_mode.h, drm/vgem_drm.h; the host has no drm
+ * headers): what the fence-hold mode needs to make a vgem fence, identical in 6.1 to 7.3. */
+#ifndef DRM_IOCTL_BASE
+#define DRM_IOCTL_BASE 'd'
+#endif
+#ifndef DRM_COMMAND_BASE
+#define DRM_COMMAND_BASE 0x40
+#endif
+#ifndef DRM_CLOEXEC
+#define DRM_RDWR O_RDWR
+#define DRM_CLOEXEC O_CLOEXEC
+#endif
+#ifndef DRM_IOCTL_VERSION
+struct drm_version {
+	int version_major;
+	int version_minor;
+	int version_patchlevel;
+	__kernel_size_t name_len;
+	char *name;
+	__kernel_size_t date_len;
+	char *date;
+	__kernel_size_t desc_len;
+	char *desc;
+};
+#define DRM_IOCTL_VERSION _IOWR(DRM_IOCTL_BASE, 0x00, struct drm_version)
+#endif
+#ifndef DRM_IOCTL_PRIME_HANDLE_TO_FD
+struct drm_prime_handle {
+	__u32 handle;
+	__u32 flags;
+	__s32 fd;
+};
+#define DRM_IOCTL_PRIME_HANDLE_TO_FD _IOWR(DRM_IOCTL_BASE, 0x2d, struct drm_prime_handle)
+#endif
+#ifndef DRM_IOCTL_MODE_CREATE_DUMB
+struct drm_mode_create_dumb {
+	__u32 height;
+	__u32 width;
+	__u32 bpp;
+	__u32 flags;
+	__u32 handle;
+	__u32 pitch;
+	__u64 size;
+};
+#define DRM_IOCTL_MODE_CREATE_DUMB _IOWR(DRM_IOCTL_BASE, 0xB2, struct drm_mode_create_dumb)
+#endif
+#ifndef DRM_IOCTL_VGEM_FENCE_ATTACH
+struct drm_vgem_fence_attach {
+	__u32 handle;
+	__u32 flags;
+#define VGEM_FENCE_WRITE 0x1
+	__u32 out_fence;
+	__u32 pad;
+};
+struct drm_vgem_fence_signal {
+	__u32 fence;
+	__u32 flags;
+};
+#define DRM_IOCTL_VGEM_FENCE_ATTACH                                                                \
+	_IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 0x1, struct drm_vgem_fence_attach)
+#define DRM_IOCTL_VGEM_FENCE_SIGNAL                                                                \
+	_IOW(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 0x2, struct drm_vgem_fence_signal)
+#endif
