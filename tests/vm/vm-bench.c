@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/dma-buf.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -58,8 +59,10 @@
 /* A bound on the samples report reads per file (a run of either side writes far fewer). */
 #define VM_BENCH_MAX_SAMPLES 4000000u
 
-static const char *const figures[] = { "export", "release", "reset" };
-enum { FIG_EXPORT, FIG_RELEASE, FIG_RESET, FIG_COUNT };
+/* The figures both sides have, then "name": the bare side's DMA_BUF_SET_NAME_B of each new
+ * buffer (p2pbufd names every buffer it exports: a second ioctl on its export path). */
+static const char *const figures[] = { "export", "release", "reset", "name" };
+enum { FIG_EXPORT, FIG_RELEASE, FIG_RESET, FIG_COUNT, FIG_NAME = FIG_COUNT, FIG_ALL };
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
 {
@@ -85,13 +88,13 @@ struct run_opts {
 
 /* One run's samples, one array per figure. */
 struct samples {
-	uint64_t *v[FIG_COUNT];
-	size_t n[FIG_COUNT];
+	uint64_t *v[FIG_ALL];
+	size_t n[FIG_ALL];
 };
 
 static void samples_init(struct samples *s, const struct run_opts *o)
 {
-	for (int f = 0; f < FIG_COUNT; f++) {
+	for (int f = 0; f < FIG_ALL; f++) {
 		s->v[f] = calloc(f == FIG_RESET ? o->resets + 1 : o->rounds + 1, sizeof(uint64_t));
 		if (!s->v[f])
 			die("out of memory");
@@ -104,7 +107,11 @@ static void samples_write(const struct samples *s, const char *dir, const char *
 {
 	char path[PATH_MAX];
 
-	for (int f = 0; f < FIG_COUNT; f++) {
+	for (int f = 0; f < FIG_ALL; f++) {
+		if (s->n[f] == 0 && f >= FIG_COUNT) {
+			free(s->v[f]);
+			continue;
+		}
 		snprintf(path, sizeof(path), "%s/%s.%s", dir, side, figures[f]);
 		FILE *out = fopen(path, "ae");
 		if (!out)
@@ -242,9 +249,11 @@ static int bare_export(const struct bare *b, unsigned bar, uint64_t offset, uint
 	return fd < 0 ? -errno : fd;
 }
 
-/* One export (timed into s unless s is NULL) and its close. */
+/* One export, the buffer named, and its close, each timed into s unless s is NULL. */
 static void bare_cycle(const struct bare *b, const struct run_opts *o, struct samples *s)
 {
+	/* As long as the names p2pbufd gives ("p2pbuf-lease-ID"). */
+	char name[DMA_BUF_NAME_LEN] = "p2pbuf-lease-1";
 	uint64_t t0 = bench_now_ns();
 	int fd = bare_export(b, o->bar, o->offset, o->length);
 	uint64_t t1 = bench_now_ns();
@@ -252,11 +261,15 @@ static void bare_cycle(const struct bare *b, const struct run_opts *o, struct sa
 	if (fd < 0)
 		die("export of %s BAR %u 0x%" PRIx64 "+0x%" PRIx64 ": %s", b->bdf, o->bar,
 		    o->offset, o->length, strerror(-fd));
-	close(fd);
+	if (ioctl(fd, DMA_BUF_SET_NAME_B, name) < 0)
+		die("DMA_BUF_SET_NAME_B: %s", strerror(errno));
 	uint64_t t2 = bench_now_ns();
+	close(fd);
+	uint64_t t3 = bench_now_ns();
 	if (s) {
 		s->v[FIG_EXPORT][s->n[FIG_EXPORT]++] = t1 - t0;
-		s->v[FIG_RELEASE][s->n[FIG_RELEASE]++] = t2 - t1;
+		s->v[FIG_NAME][s->n[FIG_NAME]++] = t2 - t1;
+		s->v[FIG_RELEASE][s->n[FIG_RELEASE]++] = t3 - t2;
 	}
 }
 
@@ -346,7 +359,7 @@ static int run_daemon(const struct run_opts *o)
 	if (o->reference)
 		samples_write(&sim, o->out, "sim");
 	else
-		for (int f = 0; f < FIG_COUNT; f++)
+		for (int f = 0; f < FIG_ALL; f++)
 			free(sim.v[f]);
 	printf("vm-bench daemon %s: %u grants, %u resets\n", o->target, o->rounds, o->resets);
 	return 0;
@@ -398,9 +411,18 @@ struct figure_result {
  * vary with the host's load). */
 static void report_sim(const char *dir, const struct figure_result *res)
 {
+	size_t n;
+	uint64_t *v = report_read(dir, "bare", FIG_NAME, true, &n);
+
+	if (v) {
+		printf(
+		    "vm-bench export bare name p50 %.1f us p99 %.1f us (DMA_BUF_SET_NAME_B, which "
+		    "p2pbufd makes after every export ioctl)\n",
+		    bench_quantile_us(v, n, 0.50), bench_quantile_us(v, n, 0.99));
+		free(v);
+	}
 	for (int f = FIG_EXPORT; f <= FIG_RELEASE; f++) {
-		size_t n;
-		uint64_t *v = report_read(dir, "sim", f, true, &n);
+		v = report_read(dir, "sim", f, true, &n);
 		if (!v)
 			return;
 		double p50 = bench_quantile_us(v, n, 0.50), p99 = bench_quantile_us(v, n, 0.99);
