@@ -63,9 +63,23 @@
 #     reset of edu answers and edu serves; ivshmem is ready again, generation + 1, once vgem
 #     signals the fence (10 s); a SIGTERM with a pending fence: p2pbufd exits 0 after the
 #     fence signaled (15b). Figures: edu's reset time alone and with ivshmem stuck, ivshmem's
+#     time stuck, the SIGTERM's exit after the fence
 #                                                                       [stuck-*]
+#  16 vm-bench: the vfio backend's costs against the bare ioctls, on ivshmem and nvme (CMB) in
+#     turn: export (VFIO_DEVICE_FEATURE DMA_BUF vs p2pbuf_export), release (close vs
+#     p2pbuf_lease_release) and reset (close + reopen of the device vs p2pbuf_reset), p50/p99
+#     and ratios printed as "vm-bench ..." lines (grep them in WORKDIR/FLAVOUR/serial.log).
+#     The bare side opens the device itself by the flavour's path while no p2pbufd runs; the
+#     two take turns on the same device in P2PBUF_VM_BENCH_BLOCKS blocks (default 4), who
+#     goes first alternating. The daemon also grants from a sim device of its own, round by
+#     round with the real one: the same path without VFIO, so that the difference is what the
+#     vfio backend adds to a grant. Times are printed, never judged: PASS when both sides
+#     measured every figure, FAIL when one could not                    [bench-*]
 # Knobs (run-all.sh --append NAME=VALUE): P2PBUF_VM_VERBOSE=1 (guest-lib: show every check's
-# output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings).
+# output), P2PBUF_VM_DAEMON_LOG=1 (show p2pbufd's whole log, not only its warnings),
+# P2PBUF_VM_BENCH_ROUNDS (case 16's exports per side and device, default 200),
+# P2PBUF_VM_BENCH_RESETS (its device cycles per side and device, default 8),
+# P2PBUF_VM_BENCH_BLOCKS (default 4), P2PBUF_VM_BENCH_DEVICES (default "ivshmem nvme").
 
 # shellcheck source=guest-lib.sh
 . /test/guest-lib.sh
@@ -1367,5 +1381,83 @@ expect_eq stuck-stop-after-fence "p2pbufd's exit after SIGTERM, the fence pendin
 expect_eq stuck-stop-exit "p2pbufd's exit status after SIGTERM" 0 "$(reap p2pbufd-stuck 15)"
 grep '^<[0-4]>' "$W/p2pbufd-stuck.out" | sed "s/^/p2pbufd-stuck| /"
 fence_end fence15b
+section_end
+
+# ---- 16: vm-bench, the vfio backend's costs against the bare ioctls ----
+section "16: vm-bench"
+# Each side's counts are split over the blocks (rounded up).
+_bblocks=${P2PBUF_VM_BENCH_BLOCKS:-4}
+_brounds=$(((${P2PBUF_VM_BENCH_ROUNDS:-200} + _bblocks - 1) / _bblocks))
+_bresets=$(((${P2PBUF_VM_BENCH_RESETS:-8} + _bblocks - 1) / _bblocks))
+_bpath=
+[ "$P2PBUF_VM_FLAVOUR" = iommufd ] && _bpath=--cdev
+# bench_side SIDE NAME BDF DIR: one block of SIDE (bare or daemon) on NAME (at BDF); samples
+# appended to DIR. p2pbufd runs without -v, as deployed (a log line per grant costs time).
+bench_side() {
+	if [ "$1" = bare ]; then
+		# shellcheck disable=SC2086 # _bpath is empty or one word
+		timeout 300 vm-bench bare $_bpath --out "$4" --rounds "$_brounds" \
+			--resets "$_bresets" "$3" 2 0 0x1000
+		return
+	fi
+	DAEMON=p2pbufd-bench-$2
+	rm -f "$SOCK"
+	spawn "$DAEMON" p2pbufd --policy "$W/policy-bench-$2" --socket "$SOCK"
+	DPID=$(cat "$W/$DAEMON.pid")
+	if ! wait_file "$SOCK" 30 || ! timeout 60 p2pbuf-client status >/dev/null 2>&1; then
+		echo "p2pbufd did not serve: $(last_line "$W/$DAEMON.out")"
+		stop "$DAEMON" >/dev/null
+		return 1
+	fi
+	_brc=0
+	timeout 300 vm-bench daemon --socket "$SOCK" --out "$4" --rounds "$_brounds" \
+		--resets "$_bresets" --reference ref "$2" 2 0 0x1000 || _brc=$?
+	_bstop=$(stop "$DAEMON")
+	[ "$_bstop" = 0 ] || echo "p2pbufd's exit status after SIGTERM: $_bstop"
+	[ "$_brc" = 0 ] && [ "$_bstop" = 0 ]
+}
+# bench_device NAME BDF: every block of both sides on NAME, then the report.
+bench_device() {
+	_bd=$W/bench-$1
+	rm -rf "$_bd"
+	mkdir -p "$_bd"
+	if ! bind_vfio "$2"; then
+		fail "bench-$1" "$2 could not be bound to vfio-pci"
+		return
+	fi
+	printf 'device %s pci %s\nallow user root device %s\n' "$1" "$2" "$1" >"$W/policy-bench-$1"
+	printf 'device ref sim bar 0 1M\nallow user root device ref\nadmin user root\n' \
+		>>"$W/policy-bench-$1"
+	echo "vm-bench $1 ($2), $P2PBUF_VM_FLAVOUR: $_bblocks blocks of $_brounds exports" \
+		"and $_bresets resets per side, bare ($([ -n "$_bpath" ] &&
+			echo "cdev + iommufd" || echo "legacy group + container"), while no" \
+		"p2pbufd runs) and p2pbufd taking turns on the same device"
+	_bb=1
+	while [ "$_bb" -le "$_bblocks" ]; do
+		_border="bare daemon"
+		[ $((_bb % 2)) = 0 ] && _border="daemon bare"
+		for _bs in $_border; do
+			if ! bench_side "$_bs" "$1" "$2" "$_bd" >"$_bd/run.out" 2>&1; then
+				sed 's/^/vm-bench| /' "$_bd/run.out"
+				fail "bench-$1" "block $_bb, $_bs side: $(last_line "$_bd/run.out")"
+				return
+			fi
+		done
+		_bb=$((_bb + 1))
+	done
+	if vm-bench report "$_bd" >"$_bd/report" 2>&1; then
+		cat "$_bd/report"
+		pass "bench-$1"
+	else
+		fail "bench-$1" "no figures: $(last_line "$_bd/report")"
+	fi
+}
+for _bn in ${P2PBUF_VM_BENCH_DEVICES:-ivshmem nvme}; do
+	case $_bn in
+	ivshmem) bench_device ivshmem "$IVSHMEM" ;;
+	nvme) bench_device nvme "$NVME" ;;
+	*) fail "bench-$_bn" "P2PBUF_VM_BENCH_DEVICES names ivshmem and nvme, not $_bn" ;;
+	esac
+done
 section_end
 exit 0
