@@ -552,8 +552,13 @@ static void handle_release(struct session *c, const P2pbuf__Request *req)
 	 * from another process, or after being told to let go, the exporter hears the end. */
 	if (session_of_lease(l) == c && l->state == LEASE_ACTIVE)
 		l->owner_let_go = true;
-	revoke_release(c->d->revoke, l);
+	/* Answered first: the answer does not depend on what follows (a lease still held
+	 * elsewhere goes on revoking), and the count and the end (reading fdinfo, closing the
+	 * daemon's copy, the log line) then cost the client no wait. Nothing this connection
+	 * sends next is read before they are done; a reply that fails to send closes the
+	 * connection later, at the reaper, so l stays valid here. */
 	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
+	revoke_release(c->d->revoke, l);
 }
 
 /* Take back a lease this connection lost (a restart of the daemon, or its own connection):
