@@ -508,8 +508,11 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 		conn_reply(c->conn, req->request_id, r == -ENOSPC ? -EDQUOT : r, msg, NULL, -1);
 		return;
 	}
-	audit_granted(l);
 	export_reply(c, req->request_id, l, true);
+	/* Logged once the client has its buffer: the line (a write to the journal or stderr)
+	 * is not part of the time an export takes. A connection that failed the send is only
+	 * marked closing, so l lives on until the loop's next turn. */
+	audit_granted(l);
 	/* The record only grows: rewrite it from the live table, at a point where the table
 	 * and the record agree (the new lease is in both). */
 	if (persist_wants_rewrite(c->d->persist))
