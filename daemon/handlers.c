@@ -469,6 +469,21 @@ void handlers_counted(struct daemon *d)
 	}
 }
 
+/* A fresh reclaim token, SESSION_TOKENS at a time from the kernel, so that most exports make
+ * no getrandom call of their own. Each is handed out once and wiped from the session. */
+static int take_token(struct session *c, uint8_t *ret_token)
+{
+	if (c->n_tokens == 0) {
+		if (getrandom(c->tokens, sizeof(c->tokens), 0) != (ssize_t)sizeof(c->tokens))
+			return -EIO;
+		c->n_tokens = SESSION_TOKENS;
+	}
+	c->n_tokens--;
+	memcpy(ret_token, c->tokens[c->n_tokens], WIRE_TOKEN_LEN);
+	explicit_bzero(c->tokens[c->n_tokens], WIRE_TOKEN_LEN);
+	return 0;
+}
+
 static void handle_export(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Export *e = req->export;
@@ -487,8 +502,7 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 		return;
 	}
 	lease_fill(c, l, &x);
-	if (getrandom(l->token, sizeof(l->token), 0) != sizeof(l->token) ||
-	    revoke_track(c->d->revoke, l) < 0) {
+	if (take_token(c, l->token) < 0 || revoke_track(c->d->revoke, l) < 0) {
 		/* Never handed out: nobody holds it, and its owner hears only the error. */
 		lease_delete(&c->d->leases, l);
 		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
