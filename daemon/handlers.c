@@ -573,8 +573,11 @@ static void handle_release(struct session *c, const P2pbuf__Request *req)
 	 * from another process, or after being told to let go, the exporter hears the end. */
 	if (session_of_lease(l) == c && l->state == LEASE_ACTIVE)
 		l->owner_let_go = true;
-	revoke_release(c->d->revoke, l);
+	/* Answered first: the end that now mostly follows at once (the buffer's last close, the
+	 * log line, others' events) is the daemon's work, not the releasing client's wait. No
+	 * request can see the lease in between: the loop runs this handler to its end. */
 	conn_reply(c->conn, req->request_id, 0, NULL, NULL, -1);
+	revoke_release(c->d->revoke, l);
 }
 
 /* Take back a lease this connection lost (a restart of the daemon, or its own connection):
