@@ -103,6 +103,16 @@ struct device_ops {
 	 * off the loop through holders_detached(). */
 	bool holders_costly;
 
+	/* A second open file of the buffer behind fd, for the client: a file of its own, whose
+	 * end unheld() can see. NULL: the client is given fd's file (the backend's count needs
+	 * no such help). */
+	int (*reopen)(struct device_handle *handle, int fd, int *ret_fd);
+
+	/* Whether the file reopen() made is gone everywhere (from every process, mapping and
+	 * socket queue): a check of a few µs, which the loop can afford before it leaves a
+	 * costly count to decide. false: still held, or it cannot tell. */
+	bool (*unheld)(int fd);
+
 	/* The fds that signal removal (REQ) and error (ERR), -1 where there is none. Reading
 	 * one (8 bytes) consumes the event. */
 	void (*event_fds)(struct device_handle *handle, int *ret_req_fd, int *ret_err_fd);

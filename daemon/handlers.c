@@ -413,9 +413,9 @@ static void rewrite_record(struct daemon *d)
 		audit_record_rewrite_failed(r);
 }
 
-/* The reply to an Export (with the fd) or to a Reclaim (the client has the fd already). */
-static void export_reply(struct session *c, uint64_t request_id, const struct lease *l,
-			 bool with_fd)
+/* The reply to an Export (with fd, the client's) or to a Reclaim (fd -1: the client has the
+ * buffer already). */
+static void export_reply(struct session *c, uint64_t request_id, const struct lease *l, int fd)
 {
 	P2pbuf__ExportReply er = P2PBUF__EXPORT_REPLY__INIT;
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
@@ -429,7 +429,7 @@ static void export_reply(struct session *c, uint64_t request_id, const struct le
 	er.reclaim_token = (ProtobufCBinaryData){ sizeof(l->token), (uint8_t *)l->token };
 	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
 	reply.export = &er;
-	conn_reply(c->conn, request_id, 0, NULL, &reply, with_fd ? l->fd : -1);
+	conn_reply(c->conn, request_id, 0, NULL, &reply, fd);
 }
 
 /* An export refused by a quota while leases wait for their first count off the loop (the
@@ -470,6 +470,21 @@ void handlers_counted(struct daemon *d)
 	}
 }
 
+/* A fresh reclaim token, SESSION_TOKENS at a time from the kernel, so that most exports make
+ * no getrandom call of their own. Each is handed out once and wiped from the session. */
+static int take_token(struct session *c, uint8_t *ret_token)
+{
+	if (c->n_tokens == 0) {
+		if (getrandom(c->tokens, sizeof(c->tokens), 0) != (ssize_t)sizeof(c->tokens))
+			return -EIO;
+		c->n_tokens = SESSION_TOKENS;
+	}
+	c->n_tokens--;
+	memcpy(ret_token, c->tokens[c->n_tokens], WIRE_TOKEN_LEN);
+	explicit_bzero(c->tokens[c->n_tokens], WIRE_TOKEN_LEN);
+	return 0;
+}
+
 static void handle_export(struct session *c, const P2pbuf__Request *req)
 {
 	const P2pbuf__Export *e = req->export;
@@ -488,8 +503,7 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 		return;
 	}
 	lease_fill(c, l, &x);
-	if (getrandom(l->token, sizeof(l->token), 0) != sizeof(l->token) ||
-	    revoke_track(c->d->revoke, l) < 0) {
+	if (take_token(c, l->token) < 0 || revoke_track(c->d->revoke, l) < 0) {
 		/* Never handed out: nobody holds it, and its owner hears only the error. */
 		lease_delete(&c->d->leases, l);
 		conn_reply(c->conn, req->request_id, -ENOMEM, "out of memory", NULL, -1);
@@ -509,8 +523,16 @@ static void handle_export(struct session *c, const P2pbuf__Request *req)
 		conn_reply(c->conn, req->request_id, r == -ENOSPC ? -EDQUOT : r, msg, NULL, -1);
 		return;
 	}
+	/* A file of the client's own, where the backend makes one, lets a release see at once
+	 * that the client let go (device_ops.unheld); the daemon's copy is sent otherwise. */
+	_cleanup_close_ int copy = -1;
+	const struct device_ops *ops = l->device->ops;
+	l->own_file = ops->reopen && ops->reopen(l->device->handle, l->fd, &copy) == 0;
+	export_reply(c, req->request_id, l, l->own_file ? copy : l->fd);
+	/* Logged once the client has its buffer: the line (a write to the journal or stderr)
+	 * is not part of the time an export takes. A connection that failed the send is only
+	 * marked closing, so l lives on until the loop's next turn. */
 	audit_granted(l);
-	export_reply(c, req->request_id, l, true);
 	/* The record only grows: rewrite it from the live table, at a point where the table
 	 * and the record agree (the new lease is in both). */
 	if (persist_wants_rewrite(c->d->persist))
@@ -596,7 +618,7 @@ static void handle_reclaim(struct session *c, const P2pbuf__Request *req)
 	if (was_revoking && l->state == LEASE_ACTIVE)
 		persist_lease_revoking(c->d->persist, l, 0); /* active again */
 	audit_reclaimed(c->peer, l);
-	export_reply(c, req->request_id, l, false);
+	export_reply(c, req->request_id, l, -1);
 }
 
 static bool need_admin(struct session *c, const P2pbuf__Request *req, const char *what,

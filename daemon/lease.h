@@ -63,6 +63,7 @@ struct lease {
 	bool unclaimed;		     /* adopted after a restart, not yet reclaimed by its owner */
 	bool parked;		     /* the service manager's fd store holds a copy of the buffer */
 	bool user_counted;	     /* counted under its peer's uid (lease_attach) */
+	bool own_file;		     /* its client got a file of its own (device_ops.reopen) */
 	TAILQ_ENTRY(lease) in_table; /* every live lease, in id order */
 	LIST_ENTRY(lease) by_owner;
 	LIST_ENTRY(lease) by_device;

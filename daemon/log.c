@@ -39,29 +39,53 @@ static const char *level_name(int priority)
 	return priority >= 0 && priority <= LOG_DEBUG ? names[priority] : "?";
 }
 
+/* "<priority>line\n" in one write, so that lines from the worker thread never interleave;
+ * formatted once, straight into the buffer that is written. A short write or an error has
+ * nowhere to be reported. */
+static void log_plain(int priority, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void log_plain(int priority, const char *fmt, va_list ap)
+{
+	char line[1032];
+	size_t len = (size_t)snprintf(line, sizeof(line), "<%d>", priority);
+	size_t room = sizeof(line) - len - 1; /* one byte stays for the newline */
+	int n = vsnprintf(line + len, room, fmt, ap);
+
+	if (n > 0)
+		len += (size_t)n < room ? (size_t)n : room - 1;
+	line[len++] = '\n';
+	(void)!write(STDERR_FILENO, line, len);
+}
+
+/* A person reading: local time and the level's name. One fprintf per line, as above. */
+static void log_terminal(int priority, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void log_terminal(int priority, const char *fmt, va_list ap)
+{
+	char line[1024], when[32];
+	struct timespec ts;
+	struct tm tm;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ld %s: %s\n", when, ts.tv_nsec / 1000000, level_name(priority),
+		line);
+}
+
 void log_msg(int priority, const char *fmt, ...)
 {
-	char line[1024];
 	va_list ap;
 
 	if (priority > log_max_priority)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	if (on_terminal && !on_journal)
+		log_terminal(priority, fmt, ap);
+	else
+		log_plain(priority, fmt, ap);
 	va_end(ap);
-	/* One fprintf per line so that lines from the worker thread never interleave. */
-	if (on_terminal && !on_journal) {
-		struct timespec ts;
-		struct tm tm;
-		char when[32];
-		clock_gettime(CLOCK_REALTIME, &ts);
-		localtime_r(&ts.tv_sec, &tm);
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		fprintf(stderr, "%s.%03ld %s: %s\n", when, ts.tv_nsec / 1000000,
-			level_name(priority), line);
-	} else {
-		fprintf(stderr, "<%d>%s\n", priority, line);
-	}
 }
 
 bool log_ratelimit_allow(struct log_ratelimit *rl, int64_t now_ms, unsigned *ret_suppressed)

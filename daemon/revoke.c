@@ -263,6 +263,15 @@ static bool counted_later(const struct lease *l)
 	return registry_detached_backend(l->device) != NULL;
 }
 
+/* Whether l's client has closed the file of its own it was given and nobody holds another:
+ * then a costly count has nothing left to decide, and l need not wait for one. */
+static bool surely_unheld(const struct lease *l)
+{
+	const struct device_ops *ops = registry_detached_backend(l->device);
+
+	return l->own_file && ops && ops->unheld && ops->unheld(l->fd);
+}
+
 /* Whether the holder let go of its own accord: a lease revoking for such a reason is never
  * enforced. */
 static bool voluntary(int reason)
@@ -280,7 +289,9 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 	}
 	if (l->state != LEASE_ACTIVE)
 		return; /* already on its way out: the first reason stands */
-	if (counted_later(l)) {
+	if (surely_unheld(l)) {
+		revoke_end(rv, l, reason);
+	} else if (counted_later(l)) {
 		/* The holders hear now; the count decides when it ends. */
 		begin(rv, l, reason, true);
 		kick(rv, REVOKE_GATHER_MS);
@@ -293,7 +304,9 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 
 static void let_go(struct revoke *rv, struct lease *l, int reason)
 {
-	if (counted_later(l)) {
+	if (surely_unheld(l)) {
+		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
+	} else if (counted_later(l)) {
 		/* Revoking at once (quotas hold, the listing says so); told only if the next
 		 * count finds a copy held elsewhere, as a release on the loop would be. */
 		if (l->state == LEASE_ACTIVE)

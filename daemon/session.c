@@ -1,5 +1,6 @@
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon.h"
 #include "session.h"
@@ -34,6 +35,7 @@ void session_free(struct session *s)
 	}
 	TAILQ_REMOVE(&d->sessions, s, link);
 	free(s->parked);
+	explicit_bzero(s->tokens, sizeof(s->tokens)); /* never handed out */
 	free(s);
 }
 

@@ -9,8 +9,11 @@
 
 #include "lease.h"
 #include "server.h"
+#include "wire.h"
 
 struct daemon;
+
+#define SESSION_TOKENS 8 /* reclaim tokens taken from the kernel at once */
 
 struct session {
 	struct daemon *d;
@@ -22,6 +25,8 @@ struct session {
 	struct lease_set leases;
 	uint8_t *parked; /* an Export waiting for a count of holders (packed), or NULL */
 	size_t parked_len;
+	uint8_t tokens[SESSION_TOKENS][WIRE_TOKEN_LEN]; /* unused reclaim tokens, [0..n_tokens) */
+	unsigned n_tokens;
 	TAILQ_ENTRY(session) link;
 	LIST_ENTRY(session) sub_link; /* on d->subscribers while subscribed */
 };

@@ -27,6 +27,7 @@
 struct device_handle {
 	int req_fd; /* eventfds standing in for VFIO's REQ and ERR */
 	int err_fd;
+	int fd_dir; /* /proc/self/fd, where a buffer is opened again for its client */
 };
 
 static void sleep_ms(uint64_t ms)
@@ -84,7 +85,7 @@ static int sim_open(const struct policy_device *decl, struct device_handle **ret
 	struct device_handle *h = calloc(1, sizeof(*h));
 
 	if (h)
-		h->req_fd = h->err_fd = -1;
+		h->req_fd = h->err_fd = h->fd_dir = -1;
 	if (!h) {
 		snprintf(msg, msglen, "out of memory");
 		return -ENOMEM;
@@ -101,6 +102,13 @@ static int sim_open(const struct policy_device *decl, struct device_handle **ret
 		sim_close(h);
 		return r;
 	}
+	h->fd_dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (h->fd_dir < 0) {
+		r = -errno;
+		snprintf(msg, msglen, "/proc/self/fd: %s", strerror(-r));
+		sim_close(h);
+		return r;
+	}
 	/* Stands in for a device whose open waits on the kernel (tests inject it). */
 	sleep_ms(decl->sim_cycle_delay_ms);
 	sim_info(decl, ret_info);
@@ -114,6 +122,7 @@ static void sim_close(struct device_handle *h)
 		return;
 	closep(&h->req_fd);
 	closep(&h->err_fd);
+	closep(&h->fd_dir);
 	free(h);
 }
 
@@ -279,6 +288,35 @@ static int sim_holders(struct device_handle *h, int fd)
 	return r < 0 ? r : count;
 }
 
+/* The client's own open file of the memfd behind fd (a memfd's only other name is its /proc
+ * link), so that the kernel's count of the inode's open files tells whether it still exists:
+ * fd's file is the daemon's, shared only with the service manager's fd store. */
+static int sim_reopen(struct device_handle *h, int fd, int *ret_fd)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "%d", fd);
+	int copy = openat(h->fd_dir, name, O_RDWR | O_CLOEXEC);
+	if (copy < 0)
+		return -errno;
+	*ret_fd = copy;
+	return 0;
+}
+
+/* A memfd's own file (fd, the daemon's) is not among the files the kernel counts as open for
+ * writing; the client's, opened through /proc, is, and stays so while any fd of it exists in
+ * any process, a mapping of it or a copy queued in a socket. A read lease is granted only
+ * while no file of the inode is open for writing: granted, the client's file is gone, and the
+ * lease goes at once. A refusal (or a kernel without leases) leaves it to the walk, which
+ * also sees what this cannot: a file the client opened again read-only, or an O_PATH fd. */
+static bool sim_unheld(int fd)
+{
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+		return false;
+	(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+	return true;
+}
+
 static void sim_event_fds(struct device_handle *h, int *ret_req_fd, int *ret_err_fd)
 {
 	*ret_req_fd = h->req_fd;
@@ -296,5 +334,7 @@ const struct device_ops sim_ops = {
 	/* a walk through /proc: about 2.5 ms with 80 processes, 80 ms with 20 more holding 900
 	 * fds each */
 	.holders_costly = true,
+	.reopen = sim_reopen,
+	.unheld = sim_unheld,
 	.event_fds = sim_event_fds,
 };

@@ -629,14 +629,17 @@ int main(int argc, char **argv)
 	snprintf(store, sizeof(store), "%lu", count + 4104 > 8200 ? count + 4104 : 8200);
 	snprintf(leases, sizeof(leases), "%lu", count > 4096 ? count : 4096);
 	snprintf(per_client, sizeof(per_client), "%lu", count);
+	/* One holder of one user holds them all: the per-user cap (a quarter of --max-leases by
+	 * default) must let it. */
 	char *args[] = { (char *)daemon, "--policy", (char *)policy, "--fd-store", store,
 			 "--max-leases", leases, "--max-leases-per-client", per_client,
+			 "--max-leases-per-user", per_client,
 			 /* Nobody reclaims: the leases must stay listed while they are measured. */
 			 "--reclaim-grace", "600s", NULL };
 	daemon_argv = args;
 	printf("daemon_args --fd-store %s --max-leases %s --max-leases-per-client %s "
-	       "--reclaim-grace 600s\n",
-	       store, leases, per_client);
+	       "--max-leases-per-user %s --reclaim-grace 600s\n",
+	       store, leases, per_client, per_client);
 
 	setup_sockets(dir);
 	pthread_t thread;

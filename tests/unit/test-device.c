@@ -5,6 +5,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -446,6 +448,56 @@ START_TEST(test_short_msg)
 }
 END_TEST
 
+/* The simulated backend's quick holder test: the client's file, made by reopen(), keeps the
+ * buffer held through every kind of copy the kernel keeps it open for (an fd, a mapping, a
+ * copy queued in a socket), and only then does unheld() say so. */
+START_TEST(test_sim_unheld)
+{
+	struct policy_device decl = { .name = "sim0", .kind = POLICY_DEVICE_SIM };
+	struct device_handle *h;
+	struct device_info info;
+	struct range r = { 0, PAGE };
+	int fd, copy, sv[2];
+
+	decl.sim_bar_size[0] = 1 << 20;
+	ck_assert_int_eq(sim_ops.open(&decl, &h, &info, msg, sizeof(msg)), 0);
+	ck_assert_int_eq(sim_ops.export_ranges(h, 0, &r, 1, "t", &fd), 0);
+	ck_assert(sim_ops.unheld(fd)); /* the daemon's own file alone */
+	ck_assert_int_eq(sim_ops.reopen(h, fd, &copy), 0);
+	ck_assert(!sim_ops.unheld(fd));
+	void *p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, copy, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	close(copy);
+	ck_assert(!sim_ops.unheld(fd)); /* mapped, though no fd is left */
+	munmap(p, PAGE);
+	ck_assert(sim_ops.unheld(fd));
+	ck_assert_int_eq(sim_ops.reopen(h, fd, &copy), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	char byte = 0, cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { &byte, 1 };
+	struct msghdr m = { .msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &copy, sizeof(int));
+	ck_assert_int_eq(sendmsg(sv[0], &m, 0), 1);
+	close(copy);
+	ck_assert(!sim_ops.unheld(fd)); /* in flight */
+	close(sv[0]);
+	close(sv[1]);
+	/* The queued copy goes with the socket, possibly through the kernel's deferred
+	 * release: wait for it rather than for a time. */
+	while (!sim_ops.unheld(fd))
+		usleep(1000);
+	close(fd);
+	sim_ops.close(h);
+}
+END_TEST
+
 static Suite *device_suite(void)
 {
 	Suite *s = suite_create("device");
@@ -473,6 +525,9 @@ static Suite *device_suite(void)
 	tcase_add_test(tc, test_overlapping_ranges);
 	tcase_add_test(tc, test_overlap_not_counted_twice);
 	tcase_add_test(tc, test_short_msg);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("sim");
+	tcase_add_test(tc, test_sim_unheld);
 	suite_add_tcase(s, tc);
 	return s;
 }
