@@ -391,19 +391,13 @@ done:
 /* policy_edit_read, with the file's stat for its owner and mode. */
 static int read_policy_file(const char *path, char **ret_text, size_t *ret_len, struct stat *ret_st)
 {
-	/* O_NOFOLLOW: renaming over a link would replace it by a file. O_NONBLOCK: a FIFO put
-	 * in the policy's place must not hang the editor. */
-	_cleanup_close_ int fd =
-	    open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+	/* O_NOFOLLOW: renaming over a link would replace it by a file. */
 	struct stat st;
+	_cleanup_close_ int fd = policy_open_file(AT_FDCWD, path, O_NOFOLLOW, &st);
 	int r;
 
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return negative_errno();
-	if (!S_ISREG(st.st_mode))
-		return -EBADFD;
-	if (st.st_size > POLICY_MAX_SIZE)
-		return -E2BIG;
+	if (fd < 0)
+		return fd;
 	r = policy_read_fd(fd, (size_t)st.st_size, ret_text, ret_len);
 	if (r >= 0 && ret_st)
 		*ret_st = st;

@@ -144,20 +144,29 @@ static int check_trust(const struct loader *ld, const char *display, const struc
 /* ---- Files ---- */
 
 /* Returns -E2BIG for an over-long file and -EBADFD for anything but a regular file. */
+int policy_open_file(int dirfd, const char *name, int flags, struct stat *ret_st)
+{
+	_cleanup_close_ int fd =
+	    openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | flags);
+
+	if (fd < 0 || fstat(fd, ret_st) < 0)
+		return negative_errno();
+	if (!S_ISREG(ret_st->st_mode))
+		return -EBADFD;
+	if (ret_st->st_size > POLICY_MAX_SIZE)
+		return -E2BIG;
+	return TAKE_FD(fd);
+}
+
 static int read_file(const struct loader *ld, int dirfd, const char *name, const char *display,
 		     char **ret_text, size_t *ret_len)
 {
-	/* O_NONBLOCK: a FIFO put in place of the policy must not hang the daemon. */
-	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	struct stat st;
+	_cleanup_close_ int fd = policy_open_file(dirfd, name, 0, &st);
 	int r;
 
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return negative_errno();
-	if (!S_ISREG(st.st_mode))
-		return -EBADFD;
-	if (st.st_size > POLICY_MAX_SIZE)
-		return -E2BIG;
+	if (fd < 0)
+		return fd;
 	r = check_trust(ld, display, &st);
 	if (r < 0)
 		return r;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "range.h"
@@ -210,6 +211,12 @@ int policy_list_files(const char *path, char ***ret_files, size_t *ret_n, char *
  * into a malloc'd, NUL-terminated text of *ret_len bytes; -E2BIG past POLICY_MAX_SIZE. The
  * loader's reader, for an editor that reads the same files. */
 int policy_read_fd(int fd, size_t hint, char **ret_text, size_t *ret_len);
+
+/* Open a policy file (name relative to dirfd, or AT_FDCWD) for policy_read_fd: read-only,
+ * O_NONBLOCK (a FIFO put in the policy's place hangs nobody) and the extra open flags given;
+ * *ret_st is its fstat. Returns the fd, -EBADFD for anything but a regular file, -E2BIG for
+ * one larger than POLICY_MAX_SIZE, or another -errno. */
+int policy_open_file(int dirfd, const char *name, int flags, struct stat *ret_st);
 
 /* Frees what policy_list_files returned. Accepts NULL. */
 void policy_files_free(char **files, size_t n);
