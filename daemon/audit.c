@@ -25,6 +25,7 @@
 #define ID_RESET "7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c63"
 #define ID_DEVICE_STATE "7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c64"
 #define ID_RELOAD "7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c65"
+#define ID_UNLOGGED "7d3a1c5e2b8f4e0a9c6d1f2e3a4b5c66"
 
 static int journal = -1; /* whether journald is there; -1: not looked yet */
 /* Denials are what a hostile client can cause at will, one per request: a few a second are
@@ -40,13 +41,30 @@ struct entry {
 	size_t n;
 };
 
+unsigned audit_lease_lines_per_s = AUDIT_LEASE_LINES_DEFAULT;
+
+/* Start an entry. Its fields' room (16 KiB) is left as it is: only what is filled is read,
+ * and clearing it for every grant cost more than formatting the line. */
+static void entry_start(struct entry *e, const char *id, int priority)
+{
+	e->id = id;
+	e->priority = priority;
+	e->n = 0;
+}
+
+/* Whether the entry will be logged at all: nothing is formatted for one that will not. */
+static bool wanted(const struct entry *e)
+{
+	return e->priority <= log_max_priority;
+}
+
 static void field(struct entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void field(struct entry *e, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (e->n == FIELDS_MAX)
+	if (e->n == FIELDS_MAX || !wanted(e))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(e->fields[e->n++], sizeof(e->fields[0]), fmt, ap);
@@ -64,7 +82,7 @@ static void emit(struct entry *e, const char *fmt, ...)
 	size_t n = 0;
 	va_list ap;
 
-	if (e->priority > log_max_priority)
+	if (!wanted(e))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
@@ -118,6 +136,8 @@ static void lease_fields(struct entry *e, const struct lease *l)
 	char ranges[ESCAPED_MAX];
 	size_t o = 0;
 
+	if (!wanted(e))
+		return;
 	ranges[0] = '\0';
 	for (size_t i = 0; i < l->n_ranges && o < sizeof(ranges); i++)
 		o += (size_t)snprintf(ranges + o, sizeof(ranges) - o, "%s0x%" PRIx64 "+0x%" PRIx64,
@@ -136,11 +156,69 @@ static const char *device_name(const struct lease *l)
 	return l->device->decl.name;
 }
 
+/* Tell how many of p's routine lease lines were not logged one by one, if any were. */
+static void flush_unlogged(struct peer *p)
+{
+	struct peer_audit *a = &p->audit;
+	struct entry e;
+
+	if (!a->unlogged_grants && !a->unlogged_ends)
+		return;
+	entry_start(&e, ID_UNLOGGED, LOG_INFO);
+	field(&e, "P2PBUF_UNLOGGED_GRANTS=%lu", a->unlogged_grants);
+	field(&e, "P2PBUF_UNLOGGED_ENDS=%lu", a->unlogged_ends);
+	peer_fields(&e, p);
+	emit(&e,
+	     "uid=%u pid=%d: %lu grant(s) and %lu lease end(s) not logged one by one "
+	     "(at most %u lease lines a second per connection are)",
+	     (unsigned)p->view.uid, (int)p->pid, a->unlogged_grants, a->unlogged_ends,
+	     audit_lease_lines_per_s);
+	a->unlogged_grants = a->unlogged_ends = 0;
+}
+
+/* Grants, and ends that their holders chose (a release, a disconnection), are what any
+ * client causes at will, one per request: logged one by one up to audit_lease_lines_per_s a
+ * second per connection, counted beyond, and the counts told before its next line and when
+ * the connection closes. Without the bound, one client cycling buffers writes thousands of
+ * lines a second, and journald's own limit (per service) would then drop the daemon's
+ * other lines too: revocations, denials, device errors. Once the connection has closed,
+ * what is left is bounded by the leases it held: those are logged one by one. */
+static bool routine_line(const struct lease *l, bool grant)
+{
+	struct peer_audit *a = &l->peer->audit;
+	unsigned suppressed;
+
+	if (LOG_INFO > log_max_priority)
+		return false;
+	if (!audit_lease_lines_per_s || a->closed)
+		return true;
+	a->limit.interval_ms = 1000;
+	a->limit.burst = audit_lease_lines_per_s;
+	if (!log_ratelimit_allow(&a->limit, clock_monotonic_ms(), &suppressed)) {
+		if (grant)
+			a->unlogged_grants++;
+		else
+			a->unlogged_ends++;
+		return false;
+	}
+	flush_unlogged(l->peer);
+	return true;
+}
+
+void audit_peer_closed(struct peer *p)
+{
+	flush_unlogged(p);
+	p->audit.closed = true;
+}
+
 void audit_granted(const struct lease *l)
 {
-	struct entry e = { .id = ID_GRANTED, .priority = LOG_INFO };
+	struct entry e;
 	char label[ESCAPED_MAX];
 
+	if (!routine_line(l, true))
+		return;
+	entry_start(&e, ID_GRANTED, LOG_INFO);
 	audit_escape(l->label, label, sizeof(label));
 	lease_fields(&e, l);
 	field(&e, "P2PBUF_LABEL=%s", label);
@@ -154,7 +232,8 @@ void audit_granted(const struct lease *l)
 void audit_denied(const struct peer *p, const char *what, const char *object, int bar, int error,
 		  const char *msg)
 {
-	struct entry e = { .id = ID_DENIED, .priority = LOG_NOTICE };
+	struct entry e;
+	entry_start(&e, ID_DENIED, LOG_NOTICE);
 	char obj[ESCAPED_MAX], text[ESCAPED_MAX];
 	char bar_text[16] = "";
 	bool lease = strcmp(what, "revoke") == 0;
@@ -163,7 +242,8 @@ void audit_denied(const struct peer *p, const char *what, const char *object, in
 	if (!log_ratelimit_allow(&denied_limit, clock_monotonic_ms(), &suppressed))
 		return;
 	if (suppressed) {
-		struct entry s = { .priority = LOG_NOTICE };
+		struct entry s;
+		entry_start(&s, NULL, LOG_NOTICE);
 		field(&s, "P2PBUF_SUPPRESSED=%u", suppressed);
 		emit(&s, "denied: %u similar denials suppressed (at most %u a second are logged)",
 		     suppressed, denied_limit.burst);
@@ -185,7 +265,8 @@ void audit_denied(const struct peer *p, const char *what, const char *object, in
 
 void audit_revoking(const struct lease *l)
 {
-	struct entry e = { .priority = LOG_NOTICE };
+	struct entry e;
+	entry_start(&e, NULL, LOG_NOTICE);
 
 	emit(&e,
 	     "lease %" PRIu64 " revoking: device=%s reason=%s holders must let go within "
@@ -196,7 +277,8 @@ void audit_revoking(const struct lease *l)
 
 void audit_overdue(const struct lease *l, int holders, bool enforced)
 {
-	struct entry e = { .priority = LOG_WARNING };
+	struct entry e;
+	entry_start(&e, NULL, LOG_WARNING);
 
 	if (enforced)
 		emit(&e,
@@ -214,8 +296,13 @@ void audit_overdue(const struct lease *l, int holders, bool enforced)
 
 void audit_ended(const struct lease *l)
 {
-	struct entry e = { .id = ID_ENDED, .priority = LOG_INFO };
+	bool chosen = l->reason == P2PBUF__REASON__REASON_RELEASED ||
+		      l->reason == P2PBUF__REASON__REASON_OWNER_DISCONNECTED;
+	struct entry e;
 
+	if (chosen && !routine_line(l, false))
+		return;
+	entry_start(&e, ID_ENDED, LOG_INFO);
 	lease_fields(&e, l);
 	field(&e, "P2PBUF_REASON=%s", wire_reason_name(l->reason));
 	emit(&e, "lease %" PRIu64 " ended: device=%s bar=%u size=%" PRIu64 " uid=%u reason=%s",
@@ -225,7 +312,8 @@ void audit_ended(const struct lease *l)
 
 void audit_admin_revoke(const struct peer *p, const struct lease *l)
 {
-	struct entry e = { .priority = LOG_NOTICE };
+	struct entry e;
+	entry_start(&e, NULL, LOG_NOTICE);
 
 	emit(&e, "revoke: lease=%" PRIu64 " by admin uid=%u pid=%d", l->id, (unsigned)p->view.uid,
 	     (int)p->pid);
@@ -233,7 +321,8 @@ void audit_admin_revoke(const struct peer *p, const struct lease *l)
 
 void audit_reload_request(const struct peer *p, const char *path)
 {
-	struct entry e = { .priority = LOG_NOTICE };
+	struct entry e;
+	entry_start(&e, NULL, LOG_NOTICE);
 
 	field(&e, "P2PBUF_POLICY=%s", path);
 	emit(&e, "reload: asked for by admin uid=%u pid=%d", (unsigned)p->view.uid, (int)p->pid);
@@ -241,7 +330,8 @@ void audit_reload_request(const struct peer *p, const char *path)
 
 void audit_reset(const struct peer *p, const struct device *dev)
 {
-	struct entry e = { .id = ID_RESET, .priority = LOG_NOTICE };
+	struct entry e;
+	entry_start(&e, ID_RESET, LOG_NOTICE);
 
 	field(&e, "P2PBUF_DEVICE=%s", dev->decl.name);
 	peer_fields(&e, p);
@@ -254,7 +344,8 @@ void audit_device_state(const struct device *dev)
 	const char *where = dev->decl.kind == POLICY_DEVICE_SIM ? "(simulated)" : dev->decl.pci;
 	const char *state = wire_device_state_name(dev->state);
 	const char *sep = dev->message[0] ? ": " : "";
-	struct entry e = { .id = ID_DEVICE_STATE, .priority = LOG_ERR };
+	struct entry e;
+	entry_start(&e, ID_DEVICE_STATE, LOG_ERR);
 
 	field(&e, "P2PBUF_DEVICE=%s", dev->decl.name);
 	field(&e, "P2PBUF_STATE=%s", state);
@@ -275,7 +366,8 @@ void audit_device_state(const struct device *dev)
 
 void audit_reload(const char *path, bool ok, const char *summary)
 {
-	struct entry e = { .id = ID_RELOAD, .priority = ok ? LOG_NOTICE : LOG_ERR };
+	struct entry e;
+	entry_start(&e, ID_RELOAD, ok ? LOG_NOTICE : LOG_ERR);
 
 	field(&e, "P2PBUF_POLICY=%s", path);
 	field(&e, "P2PBUF_RESULT=%s", ok ? "reloaded" : "refused");
@@ -287,7 +379,8 @@ void audit_reload(const char *path, bool ok, const char *summary)
 
 void audit_restart(unsigned adopted, unsigned recorded)
 {
-	struct entry e = { .priority = LOG_NOTICE };
+	struct entry e;
+	entry_start(&e, NULL, LOG_NOTICE);
 
 	emit(&e, "restart: took over %u of %u recorded lease(s) from the previous instance",
 	     adopted, recorded);
@@ -295,7 +388,8 @@ void audit_restart(unsigned adopted, unsigned recorded)
 
 void audit_restart_dropped(uint64_t id, const char *what, const char *why)
 {
-	struct entry e = { .priority = LOG_WARNING };
+	struct entry e;
+	entry_start(&e, NULL, LOG_WARNING);
 
 	if (id)
 		emit(&e,
@@ -307,14 +401,16 @@ void audit_restart_dropped(uint64_t id, const char *what, const char *why)
 
 void audit_restart_refused(const char *why)
 {
-	struct entry e = { .priority = LOG_ERR };
+	struct entry e;
+	entry_start(&e, NULL, LOG_ERR);
 
 	emit(&e, "restart: %s; every parked fd was closed, its buffers revoked", why);
 }
 
 void audit_reclaimed(const struct peer *p, const struct lease *l)
 {
-	struct entry e = { .priority = LOG_INFO };
+	struct entry e;
+	entry_start(&e, NULL, LOG_INFO);
 
 	emit(&e, "reclaimed: lease=%" PRIu64 " by uid=%u pid=%d", l->id, (unsigned)p->view.uid,
 	     (int)p->pid);
@@ -322,7 +418,8 @@ void audit_reclaimed(const struct peer *p, const struct lease *l)
 
 void audit_record_rewrite_failed(int error)
 {
-	struct entry e = { .priority = LOG_WARNING };
+	struct entry e;
+	entry_start(&e, NULL, LOG_WARNING);
 
 	emit(&e, "the state record could not be rewritten: %s; it keeps the old one",
 	     strerror(-error));

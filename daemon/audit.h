@@ -1,6 +1,7 @@
 /* The audit trail: one line per grant, denial, revocation step, end of a lease, reset,
- * device state change and policy reload. The only place that formats them, so that their
- * shape is the same everywhere; strings a client chose (labels, device names it asked for)
+ * device state change and policy reload (grants, releases and denials under rate limits,
+ * with the counts of what was not logged one by one). The only place that formats them, so that
+ * their shape is the same everywhere; strings a client chose (labels, device names it asked for)
  * are escaped so that no control or direction character reaches a log. */
 #pragma once
 
@@ -12,7 +13,15 @@
 #include "peer.h"
 #include "registry.h"
 
+/* Routine lease lines (grants, releases, ends at a disconnection) logged one by one per
+ * connection and second (--lease-log-rate); 0: every one. */
+#define AUDIT_LEASE_LINES_DEFAULT 20
+extern unsigned audit_lease_lines_per_s;
+
 void audit_granted(const struct lease *l);
+/* p's connection has closed (its leases ended or revoking): tell what was not logged one by
+ * one, and log the rest of its leases' ends one by one. */
+void audit_peer_closed(struct peer *p);
 /* what: "export", "revoke", "reset"; object: the device or lease asked for (client text);
  * bar -1 when there is none. */
 void audit_denied(const struct peer *p, const char *what, const char *object, int bar, int error,

@@ -374,7 +374,7 @@ static void lease_fill(struct session *c, struct lease *l, const struct export_r
 	struct daemon *d = c->d;
 	int64_t ttl = (int64_t)x->rule->ttl_ms;
 
-	l->peer = peer_ref((struct peer *)c->peer);
+	l->peer = peer_ref(c->peer);
 	l->device = x->dev;
 	l->generation = x->dev->generation;
 	l->bar = x->bar;

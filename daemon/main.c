@@ -11,6 +11,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "audit.h"
 #include "daemon.h"
 #include "manager.h"
 #include "log.h"
@@ -57,6 +58,9 @@ static void usage(FILE *f)
 	    "                                 (default 64M)\n"
 	    "      --max-lease-size BYTES     largest lease, e.g. 64M (K/M/G/T: 1024s) "
 	    "(default: none)\n"
+	    "      --lease-log-rate N|all     grants and releases logged one by one per\n"
+	    "                                 connection and second, the rest counted\n"
+	    "                                 (default 20)\n"
 	    "      --sandbox=enforce|log|off  seccomp filter once started (default enforce)\n"
 	    "  -v, --verbose                  log debug messages\n"
 	    "  -q, --quiet                    log warnings and errors only\n"
@@ -93,6 +97,7 @@ enum {
 	OPT_SOCKET_GROUP,
 	OPT_SOCKET_MODE,
 	OPT_SANDBOX,
+	OPT_LEASE_LOG_RATE,
 };
 
 static int parse_duration(const char *opt, const char *s, uint64_t *ret)
@@ -192,6 +197,7 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 		{ "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
 		{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
 		{ "sandbox", required_argument, NULL, OPT_SANDBOX },
+		{ "lease-log-rate", required_argument, NULL, OPT_LEASE_LOG_RATE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -272,6 +278,13 @@ static int parse_options(int argc, char **argv, struct daemon_options *o, bool *
 					optarg);
 				r = -EINVAL;
 			}
+			break;
+		case OPT_LEASE_LOG_RATE:
+			if (strcmp(optarg, "all") == 0)
+				audit_lease_lines_per_s = 0;
+			else
+				r = parse_count("--lease-log-rate", optarg,
+						&audit_lease_lines_per_s);
 			break;
 		case 'v':
 			log_max_priority = LOG_DEBUG;

@@ -13,6 +13,7 @@ struct peer *peer_new(uid_t uid, gid_t gid, pid_t pid, const gid_t *groups, size
 	p->refs = 1;
 	p->pid = pid;
 	p->unit = NULL;
+	p->audit = (struct peer_audit){ 0 };
 	p->view = (struct policy_peer){ .uid = uid, .gid = gid, .n_groups = n_groups };
 	if (n_groups)
 		memcpy(p->groups, groups, n_groups * sizeof(gid_t));

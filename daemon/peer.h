@@ -5,13 +5,22 @@
 
 #include <sys/types.h>
 
+#include "log.h"
 #include "policy.h"
+
+/* How the audit trail bounds the lines a connection causes (audit.c owns it). */
+struct peer_audit {
+	struct log_ratelimit limit;
+	unsigned long unlogged_grants, unlogged_ends; /* not logged one by one, not told yet */
+	bool closed;				      /* the connection has gone */
+};
 
 struct peer {
 	unsigned refs;
 	pid_t pid;		 /* for logs only: decisions never use it */
 	char *unit;		 /* the peer's systemd unit, NULL if unknown (owned) */
 	struct policy_peer view; /* uid, gid, supplementary groups, unit: what the policy sees */
+	struct peer_audit audit;
 	gid_t groups[];
 };
 

@@ -395,7 +395,7 @@ bool conn_closing(const struct conn *c)
 	return c->closing;
 }
 
-const struct peer *conn_peer(const struct conn *c)
+struct peer *conn_peer(const struct conn *c)
 {
 	return c->peer;
 }

@@ -92,7 +92,7 @@ bool server_accept_paused(const struct server *s);
  * next turn. why (may be NULL) goes to the log. */
 void conn_close(struct conn *c, const char *why);
 bool conn_closing(const struct conn *c);
-const struct peer *conn_peer(const struct conn *c);
+struct peer *conn_peer(const struct conn *c);
 uint64_t conn_id(const struct conn *c);
 
 /* Send a reply; body may be NULL; fd (>= 0) is attached and stays owned by the caller. */

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "daemon.h"
 #include "session.h"
 
@@ -33,6 +34,7 @@ void session_free(struct session *s)
 	} else {
 		revoke_owner_gone_all(d->revoke, &s->leases);
 	}
+	audit_peer_closed(s->peer);
 	TAILQ_REMOVE(&d->sessions, s, link);
 	free(s->parked);
 	explicit_bzero(s->tokens, sizeof(s->tokens)); /* never handed out */

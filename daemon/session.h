@@ -18,7 +18,7 @@ struct daemon;
 struct session {
 	struct daemon *d;
 	struct conn *conn;
-	const struct peer *peer;
+	struct peer *peer;
 	bool hello;	     /* Hello accepted; nothing else is served before */
 	bool subscribed;     /* device events, and the lease events of its own user */
 	bool subscribed_all; /* every event (observers and admins) */

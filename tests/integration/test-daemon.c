@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -816,6 +817,125 @@ START_TEST(socket_activation)
 }
 END_TEST
 
+/* What the daemon's log says of routine lease lines so far: grants and released leases logged
+ * one by one, and those its summaries counted instead. */
+struct lease_lines {
+	unsigned long granted, ended, unlogged_grants, unlogged_ends, summaries;
+};
+
+static struct lease_lines read_lease_lines(void)
+{
+	struct lease_lines n = { 0 };
+	char path[160], *line = NULL;
+	size_t cap = 0;
+
+	snprintf(path, sizeof(path), "%s/daemon.log", h.dir);
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (getline(&line, &cap, f) > 0) {
+		unsigned long g, e;
+		const char *sum = strstr(line, ": ");
+		if (strstr(line, "granted: lease="))
+			n.granted++;
+		else if (strstr(line, " ended: ") && strstr(line, "reason=released"))
+			n.ended++;
+		else if (strstr(line, "not logged one by one") && sum &&
+			 sscanf(sum, ": %lu grant(s) and %lu lease end(s)", &g, &e) == 2) {
+			n.unlogged_grants += g;
+			n.unlogged_ends += e;
+			n.summaries++;
+		}
+	}
+	free(line);
+	fclose(f);
+	return n;
+}
+
+/* Export and release n buffers back to back on one connection, then close it; wait until
+ * the log has accounted for every grant and every end, one by one or in a summary. */
+static struct lease_lines cycle_and_count(unsigned n)
+{
+	struct p2pbuf *c = connect_ok();
+	struct lease_lines got;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t id;
+		int fd = export1(c, "sim1", 0, 0, 0x1000, &id);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(p2pbuf_lease_release(c, id, fd), 0);
+	}
+	p2pbuf_disconnect(c);
+	for (int i = 0; i < 1000; i++) {
+		got = read_lease_lines();
+		if (got.granted + got.unlogged_grants >= n && got.ended + got.unlogged_ends >= n)
+			break;
+		usleep(10000);
+	}
+	ck_assert_uint_eq(got.granted + got.unlogged_grants, n);
+	ck_assert_uint_eq(got.ended + got.unlogged_ends, n);
+	return got;
+}
+
+/* A client cycling buffers as fast as it can cannot flood the log (and, through journald's
+ * limit per service, silence the daemon's other lines): at most 20 lease lines a second per
+ * connection by default, and the counts of the rest are told, so nothing goes unaccounted. */
+START_TEST(lease_lines_bounded_per_connection)
+{
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct lease_lines got = cycle_and_count(300);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* One window of 20 lines per second begun, at most; the test's own run time bounds
+	 * how many windows there were. */
+	unsigned long windows = (unsigned long)(t1.tv_sec - t0.tv_sec) + 2;
+	ck_assert_msg(got.granted + got.ended <= 20 * windows,
+		      "%lu grant and %lu end lines in %lu window(s)", got.granted, got.ended,
+		      windows);
+	ck_assert_uint_ge(got.granted, 1);
+	ck_assert_uint_ge(got.summaries, 1);
+	/* An admin's revoke is no routine line: always logged. */
+	struct p2pbuf *c = connect_ok();
+	uint64_t id;
+	int fd = export1(c, "sim1", 0, 0, 0x1000, &id);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(p2pbuf_revoke(c, id), 0);
+	char want[64];
+	snprintf(want, sizeof(want), "lease %llu ended:", (unsigned long long)id);
+	bool seen = false;
+	for (int i = 0; i < 1000 && !seen; i++) {
+		char path[160], *line = NULL;
+		size_t cap = 0;
+		snprintf(path, sizeof(path), "%s/daemon.log", h.dir);
+		FILE *f = fopen(path, "r");
+		ck_assert_ptr_nonnull(f);
+		while (!seen && getline(&line, &cap, f) > 0)
+			seen = strstr(line, want) && strstr(line, "reason=admin");
+		free(line);
+		fclose(f);
+		if (!seen)
+			usleep(10000);
+	}
+	ck_assert_msg(seen, "no \"%s ... reason=admin\" line", want);
+	p2pbuf_disconnect(c);
+}
+END_TEST
+
+/* --lease-log-rate all: every grant and every end is a line of its own. */
+START_TEST(lease_lines_all)
+{
+	static const char *const args[] = { "--lease-log-rate", "all", NULL };
+
+	harness_stop(&h);
+	harness_start(&h, NULL, args);
+	struct lease_lines got = cycle_and_count(100);
+	ck_assert_uint_eq(got.granted, 100);
+	ck_assert_uint_eq(got.ended, 100);
+	ck_assert_uint_eq(got.summaries, 0);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -844,6 +964,8 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, rule_max_bytes);
 	tcase_add_test(tc, many_clients_and_no_fd_leak);
 	tcase_add_test(tc, socket_activation);
+	tcase_add_test(tc, lease_lines_bounded_per_connection);
+	tcase_add_test(tc, lease_lines_all);
 	tcase_add_test(tc, lease_listing_pages);
 	tcase_add_test(tc, client_that_never_reads_gets_backpressure);
 	suite_add_tcase(s, tc);
