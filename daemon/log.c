@@ -1,7 +1,9 @@
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +15,14 @@ int log_max_priority = LOG_INFO;
 
 static bool on_terminal;
 static bool on_journal;
+
+/* The lines of one turn of the event loop, written together when it ends (log_flush): a
+ * reset that ends a thousand leases makes one write, not a thousand, and the holders' events
+ * go out before the lines are written. Only the thread that corked uses the buffer (the
+ * worker thread's lines are written at once). */
+static char cork_buf[32768];
+static size_t cork_len;
+static __thread bool corked;
 
 void log_init(void)
 {
@@ -54,7 +64,41 @@ static void log_plain(int priority, const char *fmt, va_list ap)
 	if (n > 0)
 		len += (size_t)n < room ? (size_t)n : room - 1;
 	line[len++] = '\n';
-	(void)!write(STDERR_FILENO, line, len);
+	if (!corked) {
+		(void)!write(STDERR_FILENO, line, len);
+		return;
+	}
+	if (cork_len + len > sizeof(cork_buf))
+		log_flush();
+	memcpy(cork_buf + cork_len, line, len);
+	cork_len += len;
+}
+
+void log_cork(void)
+{
+	corked = true;
+}
+
+void log_flush(void)
+{
+	size_t done = 0;
+
+	/* Whole lines only, as one write does for one; a failure has nowhere to be told. */
+	while (done < cork_len) {
+		ssize_t n = write(STDERR_FILENO, cork_buf + done, cork_len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	cork_len = 0;
+}
+
+void log_uncork(void)
+{
+	log_flush();
+	corked = false;
 }
 
 /* A person reading: local time and the level's name. One fprintf per line, as above. */

@@ -19,6 +19,13 @@ bool log_to_journal(void);
 
 void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* From now on, the calling thread's lines on stderr (not on a terminal) wait in a buffer
+ * until log_flush(), which the event loop calls at the end of each turn, or until the buffer
+ * is full. log_uncork() flushes and writes each line at once again. */
+void log_cork(void);
+void log_flush(void);
+void log_uncork(void);
+
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)

@@ -510,7 +510,18 @@ static int run(struct daemon *d, struct event_base *base)
 	log_notice("p2pbufd %s ready: %u of %zu devices ready, policy %s", PACKAGE_VERSION, ready,
 		   n, d->opt.policy_path);
 	sd_notifyf(0, "READY=1\nSTATUS=Serving %u of %zu devices", ready, n);
-	r = event_base_dispatch(base) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	/* One turn at a time, so that the turn's log lines are written together at its end,
+	 * before the loop waits again. */
+	log_cork();
+	for (;;) {
+		int turn = event_base_loop(base, EVLOOP_ONCE);
+		log_flush();
+		if (turn != 0 || event_base_got_exit(base) || event_base_got_break(base)) {
+			r = turn < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+			break;
+		}
+	}
+	log_uncork();
 	daemon_stop(d);
 	daemon_finish(d);
 	free_signals(&sigs);

@@ -8,8 +8,17 @@
  * policy, no lease table, no copy of the fd kept, no log line: whatever p2pbufd costs beyond this
  * is the price of its own bookkeeping.
  *
- * Usage: bench-baseline --socket PATH. Stops on SIGTERM or SIGINT and removes the socket. */
+ * With --keep it also does what the sim backend's holder tracking makes every lease cost, and
+ * nothing else: it keeps the buffer's own fd until the Release (as a lease does), gives the
+ * client a file of its own (sim_ops.reopen: an open through /proc/self/fd) and at the Release
+ * asks whether that file is gone (sim_ops.unheld: a read lease taken and dropped) before it
+ * closes its fd. p2pbufd against this one is the price of the daemon itself; against the bare
+ * one, the daemon and the simulated device's tracking together.
+ *
+ * Usage: bench-baseline --socket PATH [--keep]. Stops on SIGTERM or SIGINT and removes the
+ * socket. */
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +37,14 @@
 
 #define BASELINE_BAR_SIZE (1u << 20) /* BAR 0 of the one simulated device */
 #define BASELINE_MAX_EVENTS 64
+#define BASELINE_KEPT 4096 /* kept buffers, by lease id modulo this: each client has one */
+
+/* A buffer kept until its Release (--keep). */
+struct kept {
+	uint64_t lease_id; /* 0: free */
+	int sock;	   /* its client's connection */
+	int fd;		   /* the buffer's own fd, the client has a reopened one */
+};
 
 struct baseline {
 	struct device_handle *dev; /* a sim device, opened as the daemon opens one */
@@ -35,8 +52,56 @@ struct baseline {
 	int listen_fd;
 	int signal_fd;
 	uint64_t next_lease_id;
+	bool keep;
+	unsigned held_at_release; /* releases whose client still held the buffer (--keep) */
+	struct kept kept[BASELINE_KEPT];
 	uint8_t buf[WIRE_MAX_RECORD];
 };
+
+static struct kept *kept_slot(struct baseline *b, uint64_t lease_id)
+{
+	return &b->kept[lease_id % BASELINE_KEPT];
+}
+
+static void kept_close(struct kept *k)
+{
+	closep(&k->fd);
+	k->lease_id = 0;
+}
+
+/* Keep fd for lease_id, and make the client's own file of it in *ret_copy. */
+static int keep(struct baseline *b, int sock, uint64_t lease_id, int fd, int *ret_copy)
+{
+	struct kept *k = kept_slot(b, lease_id);
+	int r = sim_ops.reopen(b->dev, fd, ret_copy);
+
+	if (r < 0)
+		return r;
+	if (k->lease_id)
+		kept_close(k); /* a lease 4,096 exports old never released: not the bench's way */
+	*k = (struct kept){ .lease_id = lease_id, .sock = sock, .fd = fd };
+	return 0;
+}
+
+/* A Release: the client's file must be gone before the buffer's own fd is closed. */
+static void release_kept(struct baseline *b, int sock, const P2pbuf__Request *req)
+{
+	struct kept *k = kept_slot(b, req->release->lease_id);
+
+	if (k->lease_id != req->release->lease_id || k->sock != sock)
+		return;
+	if (!sim_ops.unheld(k->fd))
+		b->held_at_release++;
+	kept_close(k);
+}
+
+/* A connection closes: what it did not release goes with it. */
+static void drop_kept(struct baseline *b, int sock)
+{
+	for (size_t i = 0; i < BASELINE_KEPT; i++)
+		if (b->kept[i].lease_id && b->kept[i].sock == sock)
+			kept_close(&b->kept[i]);
+}
 
 /* Send a Reply for request_id: error (0 or -errno), an optional body, at most one fd. The
  * clients have one request outstanding at a time, so a full socket means a peer that does not
@@ -98,6 +163,14 @@ static int answer_export(struct baseline *b, int sock, const P2pbuf__Request *re
 	er.size = size;
 	reply.body_case = P2PBUF__REPLY__BODY_EXPORT;
 	reply.export = &er;
+	if (b->keep) {
+		_cleanup_close_ int copy = -1;
+		r = keep(b, sock, er.lease_id, fd, &copy);
+		if (r < 0)
+			return send_reply(sock, req->request_id, r, &reply, -1);
+		fd = -1; /* kept */
+		return send_reply(sock, req->request_id, 0, &reply, copy);
+	}
 	/* The kernel holds its own reference while the fd is in flight: ours can go now. */
 	return send_reply(sock, req->request_id, 0, &reply, fd);
 }
@@ -114,8 +187,13 @@ static int answer(struct baseline *b, int sock, const P2pbuf__Request *req)
 		return answer_hello(sock, req);
 	case P2PBUF__REQUEST__BODY_EXPORT:
 		return answer_export(b, sock, req);
-	case P2PBUF__REQUEST__BODY_RELEASE:
-		return send_reply(sock, req->request_id, 0, &reply, -1);
+	case P2PBUF__REQUEST__BODY_RELEASE: {
+		/* Answered first, as p2pbufd answers it. */
+		int r = send_reply(sock, req->request_id, 0, &reply, -1);
+		if (b->keep)
+			release_kept(b, sock, req);
+		return r;
+	}
 	default:
 		return send_reply(sock, req->request_id, -EOPNOTSUPP, &reply, -1);
 	}
@@ -237,8 +315,10 @@ static int serve(struct baseline *b)
 				return 0;
 			if (fd == b->listen_fd)
 				on_accept(b);
-			else if (on_client(b, fd) < 0)
+			else if (on_client(b, fd) < 0) {
+				drop_kept(b, fd);
 				close(fd); /* closing also takes it out of the epoll set */
+			}
 		}
 	}
 }
@@ -247,17 +327,22 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
+		{ "keep", no_argument, NULL, 'k' },
 		{},
 	};
 	const char *path = NULL;
+	bool keep_buffers = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "s:", longopts, NULL)) != -1) {
-		if (c != 's') {
-			fprintf(stderr, "Usage: bench-baseline --socket PATH\n");
+	while ((c = getopt_long(argc, argv, "s:k", longopts, NULL)) != -1) {
+		if (c == 's') {
+			path = optarg;
+		} else if (c == 'k') {
+			keep_buffers = true;
+		} else {
+			fprintf(stderr, "Usage: bench-baseline --socket PATH [--keep]\n");
 			return 2;
 		}
-		path = optarg;
 	}
 	if (!path) {
 		fprintf(stderr, "bench-baseline: --socket PATH is required\n");
@@ -266,12 +351,23 @@ int main(int argc, char **argv)
 	struct baseline *b = calloc(1, sizeof(*b));
 	if (!b)
 		return 1;
+	b->keep = keep_buffers;
+	for (size_t i = 0; i < BASELINE_KEPT; i++)
+		b->kept[i].fd = -1;
 	int r = setup(b, path);
 	if (r == 0)
 		r = serve(b);
 	if (r < 0)
 		fprintf(stderr, "bench-baseline: %s\n", strerror(-r));
 	unlink(path);
+	if (b->held_at_release)
+		fprintf(stderr,
+			"bench-baseline: %u release(s) came while the client still held "
+			"the buffer\n",
+			b->held_at_release);
+	for (size_t i = 0; i < BASELINE_KEPT; i++)
+		if (b->kept[i].lease_id)
+			kept_close(&b->kept[i]);
 	sim_ops.close(b->dev);
 	free(b);
 	return r < 0 ? 1 : 0;

@@ -114,6 +114,9 @@ start_server() {
 	if [ "$kind" = daemon ]; then
 		(ulimit -n "$nofile" && exec "${pin[@]}" "$daemon" --policy "$tmp/policy" \
 			--socket "$sock" "$@") >"$server_log" 2>&1 &
+	elif [ "$kind" = keeping ]; then
+		(ulimit -n "$nofile" && exec "${pin[@]}" "$baseline" --socket "$sock" --keep) \
+			>"$server_log" 2>&1 &
 	else
 		(ulimit -n "$nofile" && exec "${pin[@]}" "$baseline" --socket "$sock") \
 			>"$server_log" 2>&1 &
@@ -151,7 +154,7 @@ grant_round() {
 	for c in $clients; do
 		measure "grant $kind $c 0 $r" grant --clients "$c" --seconds "$seconds"
 	done
-	for c in $idle_clients; do
+	[ "$kind" = keeping ] || for c in $idle_clients; do
 		measure "grant $kind $c $idle_procs $r" grant --clients "$c" --seconds "$seconds" \
 			--idle-procs "$idle_procs" --idle-fds "$idle_fds"
 	done
@@ -160,10 +163,14 @@ grant_round() {
 
 started=$(date +%s)
 echo "p2pbuf bench${quick:+ (quick: BENCH_QUICK=1)}: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $pinned"
-echo "grant path: $rounds round(s) of ${seconds} s per figure, p2pbufd and bench-baseline alternating"
+echo "grant path: $rounds round(s) of ${seconds} s per figure, p2pbufd, bench-baseline and bench-baseline --keep taking turns"
 for r in $(seq "$rounds"); do
-	# Who goes first alternates, so that neither always gets the quieter moment.
-	if [ $((r % 2)) = 1 ]; then order="daemon baseline"; else order="baseline daemon"; fi
+	# Who goes first rotates, so that none always gets the quieter moment.
+	case $((r % 3)) in
+	1) order="daemon baseline keeping" ;;
+	2) order="baseline keeping daemon" ;;
+	*) order="keeping daemon baseline" ;;
+	esac
 	for kind in $order; do
 		grant_round "$kind" "$r"
 	done
@@ -198,14 +205,16 @@ table() {
 	END {
 		nm = split("export_p50_us export_p99_us export_p999_us release_p50_us release_p99_us release_p999_us cycles_per_s cycles", ms, " ")
 		split("export p50 (us)|export p99 (us)|export p99.9 (us)|release p50 (us)|release p99 (us)|release p99.9 (us)|export+release /s|cycles measured", label, "|")
-		printf "\n%-7s %-20s %12s %12s %9s %7s %s\n", "clients", "metric", "p2pbufd", "baseline", "ratio", "goal", ""
+		printf "\n%-7s %-20s %12s %12s %9s %7s %-6s | %12s %9s\n", "clients", "metric", "p2pbufd", "baseline", "ratio", "goal", "", "base --keep", "ratio"
 		nc = split(clients, cs, " ")
 		for (i = 1; i <= nc; i++) for (k = 1; k <= nm; k++) {
 			c = cs[i]; m = ms[k]
 			d = median("g.daemon." c ".0 " m); b = median("g.baseline." c ".0 " m)
+			kb = median("g.keeping." c ".0 " m)
 			x = b > 0 ? d / b : 0; g = goal(m, c)
-			printf "%-7s %-20s %12.1f %12.1f %9.3f %7s %s\n", c, label[k], d, b, x, g, verdict(g, x)
+			printf "%-7s %-20s %12.1f %12.1f %9.3f %7s %-6s | %12.1f %9.3f\n", c, label[k], d, b, x, g, verdict(g, x), kb, (kb > 0 ? d / kb : 0)
 		}
+		printf "(ratio: p2pbufd / bench-baseline, the goals; base --keep: bench-baseline --keep, which also keeps each buffer\n until its release and makes the sim backend'"'"'s holder-tracking calls; its ratio is the price of p2pbufd'"'"'s own work)\n"
 		printf "\n(a) the same with %d idle processes holding %d fds each on the machine (ratio to without, same run; goal: p2pbufd within 10%%)\n", idle, idle_fds
 		printf "%-7s %-20s %12s %9s %12s %9s %14s %s\n", "clients", "metric", "p2pbufd", "to w/o", "baseline", "to w/o", "p2pbufd/base", ""
 		nc = split(idle_clients, cs, " ")
