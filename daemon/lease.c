@@ -198,6 +198,15 @@ void lease_table_swap_rules(struct lease_table *t, unsigned *counts, uint64_t *b
 
 void lease_delete(struct lease_table *t, struct lease *l)
 {
+	int fd = lease_delete_keep_fd(t, l);
+
+	closep(&fd);
+}
+
+int lease_delete_keep_fd(struct lease_table *t, struct lease *l)
+{
+	int fd = TAKE_FD(l->fd);
+
 	struct lease **p = &t->buckets[l->id & t->mask];
 
 	while (*p && *p != l)
@@ -219,9 +228,9 @@ void lease_delete(struct lease_table *t, struct lease *l)
 		t->rule_bytes[l->rule] -= l->size;
 	}
 	user_uncount(t, l);
-	closep(&l->fd);
 	peer_unref(l->peer);
 	free(l);
+	return fd;
 }
 
 bool lease_begin_revoke(struct lease *l, int reason, int64_t now_ms, int64_t grace_ms)

@@ -137,6 +137,8 @@ void lease_table_swap_rules(struct lease_table *t, unsigned *counts, uint64_t *b
 
 /* Unlink l from everything, uncount it, close its fd, drop its peer, and free it. */
 void lease_delete(struct lease_table *t, struct lease *l);
+/* lease_delete, but the lease's fd is returned (-1 if none) for the caller to close later. */
+int lease_delete_keep_fd(struct lease_table *t, struct lease *l);
 
 /* active -> revoking with reason, holders told to let go by now_ms + grace_ms. Returns true if
  * the state changed (false: already revoking or ended; the first reason stands). */

@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
+#include "macro.h"
 #include "p2pbuf.pb-c.h"
 #include "revoke.h"
 #include "worker.h"
@@ -202,22 +204,43 @@ static void unlist(struct revoke *rv, struct lease *l)
 	l->count_serial = 0;
 }
 
-void revoke_end(struct revoke *rv, struct lease *l, int reason)
+/* End l and return its fd, which the caller closes. */
+static int end_keeping_fd(struct revoke *rv, struct lease *l, int reason)
 {
 	lease_end(l, reason);
 	unlist(rv, l);
 	heap_remove(rv, l);
 	if (rv->cb.ended)
 		rv->cb.ended(rv->cb.ctx, l);
-	lease_delete(rv->leases, l);
+	return lease_delete_keep_fd(rv->leases, l);
+}
+
+void revoke_end(struct revoke *rv, struct lease *l, int reason)
+{
+	int fd = end_keeping_fd(rv, l, reason);
+
+	closep(&fd);
 }
 
 void revoke_end_all(struct revoke *rv, struct lease_set *leases, int reason)
 {
+	/* Every holder hears first; the buffers' closes (a memfd's last, which tears its inode
+	 * down; a dma-buf's) follow the whole fan-out, so that the last of a thousand
+	 * LeaseRevoked does not wait for a thousand closes. Still before anything else runs:
+	 * a device closed or reset next finds none of its buffers open here. */
+	size_t room = leases->n, n = 0;
+	_cleanup_free_ int *fds = room ? malloc(room * sizeof(*fds)) : NULL;
 	struct lease *l;
 
-	while ((l = LIST_FIRST(&leases->list)))
-		revoke_end(rv, l, reason);
+	while ((l = LIST_FIRST(&leases->list))) {
+		int fd = end_keeping_fd(rv, l, reason);
+		if (fds && n < room && fd >= 0)
+			fds[n++] = fd;
+		else
+			closep(&fd);
+	}
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
 }
 
 /* Tell l's holders (once) that it is revoking. */

@@ -351,9 +351,26 @@ static void on_untold(void *ctx, const struct lease *l)
 	add_report((struct report){ EV_UNTOLD, l->id, l->reason, 0, false });
 }
 
+/* Buffers that must still be open (their fds and inodes) whenever a lease ends: a fan-out's
+ * closes come after all of it. */
+static int fanout_fd[8];
+static ino_t fanout_ino[8];
+static size_t n_fanout;
+
+static bool same_file_open(int fd, ino_t ino)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && st.st_ino == ino;
+}
+
 static void on_ended(void *ctx, const struct lease *l)
 {
 	ck_assert_int_eq(l->state, LEASE_ENDED);
+	for (size_t i = 0; i < n_fanout; i++)
+		ck_assert_msg(same_file_open(fanout_fd[i], fanout_ino[i]),
+			      "a buffer was closed before lease %llu ended",
+			      (unsigned long long)l->id);
 	add_report((struct report){ EV_ENDED, l->id, l->reason, 0, false });
 	registry_lease_ended(l->device); /* as the daemon does */
 }
@@ -832,6 +849,34 @@ START_TEST(removal_ends_leases_and_closes)
 	ck_assert_int_eq(d->state, STATE(READY));
 	ck_assert_uint_eq(d->generation, gen + 1);
 	ck_assert_int_eq(count_reports(EV_ANSWER, 6, 0), 1);
+}
+END_TEST
+
+/* Ending every lease of a device (a reset, a removal) tells each end before it closes any
+ * buffer, so the last holder does not wait for the others' closes; and all are closed when
+ * it returns. */
+START_TEST(end_all_closes_after_the_fan_out)
+{
+	struct device *d = dev("d0");
+	uint64_t ids[4];
+
+	for (size_t i = 0; i < 4; i++) {
+		struct lease *l = grant("d0", 0, 0);
+		struct stat st;
+		ck_assert_int_eq(fstat(l->fd, &st), 0);
+		ids[i] = l->id;
+		fanout_fd[i] = l->fd;
+		fanout_ino[i] = st.st_ino;
+	}
+	n_fanout = 4;
+	revoke_end_all(rv, &d->leases, REASON(RESET));
+	n_fanout = 0;
+	for (size_t i = 0; i < 4; i++) {
+		ck_assert(!alive(ids[i]));
+		ck_assert_int_eq(count_reports(EV_ENDED, ids[i], REASON(RESET)), 1);
+		ck_assert(!same_file_open(fanout_fd[i], fanout_ino[i]));
+	}
+	ck_assert_uint_eq(d->leases.n, 0);
 }
 END_TEST
 
@@ -1605,6 +1650,7 @@ int main(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, release_unheld_ends_at_once);
+	tcase_add_test(tc, end_all_closes_after_the_fan_out);
 	tcase_add_test(tc, release_held_lingers_and_counts);
 	tcase_add_test(tc, owner_gone_with_a_copy_lingers_like_a_release);
 	tcase_add_test(tc, owner_gone_counts_in_one_batch);
