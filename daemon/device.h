@@ -110,7 +110,9 @@ struct device_ops {
 
 	/* Whether the file reopen() made is gone everywhere (from every process, mapping and
 	 * socket queue): a check of a few µs, which the loop can afford before it leaves a
-	 * costly count to decide. false: still held, or it cannot tell. */
+	 * costly count to decide. false: still held, or it cannot tell. For a lease whose
+	 * client was given a reopen()ed file the revocation engine decides by this alone (held
+	 * counts as one holder, asked again each tick) and makes no costly count. */
 	bool (*unheld)(int fd);
 
 	/* The fds that signal removal (REQ) and error (ERR), -1 where there is none. Reading

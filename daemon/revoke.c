@@ -254,11 +254,12 @@ static void announce(struct revoke *rv, struct lease *l)
 }
 
 static bool counted_later(const struct lease *l);
+static bool probed(const struct lease *l);
 
 static void list_revoking(struct revoke *rv, struct lease *l)
 {
 	/* -1 marks what a count off the loop has yet to see; a cheap count is taken at once. */
-	l->holders_seen = counted_later(l) ? -1 : 0;
+	l->holders_seen = counted_later(l) ? -1 : probed(l) ? 1 : 0;
 	if (l->holders_seen < 0)
 		rv->n_uncounted++;
 	l->count_serial = 0;
@@ -279,20 +280,37 @@ static void begin(struct revoke *rv, struct lease *l, int reason, bool tell)
 	arm_tick(rv);
 }
 
-/* Whether l's holders are counted off the loop (a costly count, the simulated backend's):
- * then nothing is decided about l until that count is back. */
+/* Whether l's holders are known from the backend's quick check (device_ops.unheld) alone:
+ * its client was given a file of its own, which exists in a process, a mapping or a socket
+ * queue exactly as long as somebody holds the buffer through it. A costly count would add
+ * nothing (it cannot even see the socket queues), so none is made: each tick asks the
+ * check again, and a holder that keeps it is one holder. */
+static bool probed(const struct lease *l)
+{
+	const struct device_ops *ops = registry_detached_backend(l->device);
+
+	return l->own_file && ops && ops->unheld;
+}
+
+/* Whether l's holders are counted off the loop (a costly count, the simulated backend's,
+ * for a lease whose client has no file of its own): then nothing is decided about l until
+ * that count is back. */
 static bool counted_later(const struct lease *l)
 {
-	return registry_detached_backend(l->device) != NULL;
+	return registry_detached_backend(l->device) != NULL && !probed(l);
+}
+
+/* The holders of a probed lease: 0, or 1 for "at least one". */
+static int probe_holders(const struct lease *l)
+{
+	return registry_detached_backend(l->device)->unheld(l->fd) ? 0 : 1;
 }
 
 /* Whether l's client has closed the file of its own it was given and nobody holds another:
  * then a costly count has nothing left to decide, and l need not wait for one. */
 static bool surely_unheld(const struct lease *l)
 {
-	const struct device_ops *ops = registry_detached_backend(l->device);
-
-	return l->own_file && ops && ops->unheld && ops->unheld(l->fd);
+	return probed(l) && probe_holders(l) == 0;
 }
 
 /* Whether the holder let go of its own accord: a lease revoking for such a reason is never
@@ -314,6 +332,8 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 		return; /* already on its way out: the first reason stands */
 	if (surely_unheld(l)) {
 		revoke_end(rv, l, reason);
+	} else if (probed(l)) {
+		begin(rv, l, reason, true); /* held: told now, looked at again each tick */
 	} else if (counted_later(l)) {
 		/* The holders hear now; the count decides when it ends. */
 		begin(rv, l, reason, true);
@@ -329,6 +349,9 @@ static void let_go(struct revoke *rv, struct lease *l, int reason)
 {
 	if (surely_unheld(l)) {
 		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
+	} else if (probed(l)) {
+		if (l->state == LEASE_ACTIVE)
+			begin(rv, l, reason, true); /* let go, but a copy is held: lingering */
 	} else if (counted_later(l)) {
 		/* Revoking at once (quotas hold, the listing says so); told only if the next
 		 * count finds a copy held elsewhere, as a release on the loop would be. */
@@ -380,7 +403,7 @@ void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
 	size_t n = 0;
 
 	while ((l = LIST_FIRST(&leases->list))) {
-		if (!batch || counted_later(l)) {
+		if (!batch || counted_later(l) || probed(l)) {
 			revoke_owner_gone(rv, l);
 			continue;
 		}
@@ -508,14 +531,22 @@ static void run_revoking(struct revoke *rv, int64_t now)
 	struct lease *l;
 	size_t n = 0;
 
+	size_t m;
+
 	if (reserve_batch(rv, rv->n_revoking) < 0)
 		return; /* out of memory: the next tick tries again */
 	LIST_FOREACH (l, &rv->revoking, revoking)
-		if (!counted_later(l))
+		if (!counted_later(l) && !probed(l))
 			rv->batch[n++] = l;
 	count_batch(rv, n);
+	m = n;
+	LIST_FOREACH (l, &rv->revoking, revoking)
+		if (probed(l)) {
+			rv->ids[m] = l->id;
+			rv->counts[m++] = probe_holders(l);
+		}
 	/* Judging one lease may end others (a cycle ends its device's): found again by id. */
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < m; i++)
 		if ((l = lease_find(rv->leases, rv->ids[i])))
 			judge(rv, l, rv->counts[i], now);
 }
@@ -587,7 +618,7 @@ static void start_count(struct revoke *rv, int64_t now)
 	LIST_FOREACH (l, &rv->revoking, revoking) {
 		const struct device_ops *ops = registry_detached_backend(l->device);
 		struct stat st;
-		if (!ops)
+		if (!ops || probed(l))
 			continue;
 		l->count_serial = rv->serial;
 		/* Inode 0 names no file: a buffer the daemon cannot stat counts as held. */
