@@ -1602,6 +1602,45 @@ END_TEST
 
 /* The real simulated backend, off the loop: 600 released leases, 100 of them with a copy in
  * a child process, sorted out by one walk through /proc. */
+/* A sim lease whose client was given a file of its own (reopen) is judged by the read-lease
+ * check alone: an admin's revoke of it while held tells the holder and makes no walk, a tick
+ * looks again without one, and it ends at the first tick after the holder closes its file. */
+START_TEST(sim_own_file_never_walked)
+{
+	struct lease *l = grant("real", 0, 0);
+	uint64_t id = l->id;
+	int copy = -1;
+
+	ck_assert_int_eq(l->device->ops->reopen(l->device->handle, l->fd, &copy), 0);
+	l->own_file = true;
+	revoke_lease(rv, l, REASON(ADMIN));
+	ck_assert(alive(id));
+	ck_assert_int_eq(l->state, LEASE_REVOKING);
+	ck_assert_int_eq(count_reports(EV_REVOKING, id, REASON(ADMIN)), 1);
+	ck_assert_int_eq(revoke_holders(l), 1);
+	ck_assert(!revoke_settling(rv));
+	advance(REVOKE_TICK_MS);
+	tick();
+	ck_assert(alive(id));
+	ck_assert_int_eq(n_real_counts, 0);
+	close(copy);
+	advance(REVOKE_TICK_MS);
+	tick();
+	ck_assert(!alive(id));
+	ck_assert_int_eq(count_reports(EV_ENDED, id, REASON(ADMIN)), 1);
+	ck_assert_int_eq(n_real_counts, 0);
+	/* A release with the file already closed ends at once, no walk either. */
+	l = grant("real", 0, 0);
+	id = l->id;
+	ck_assert_int_eq(l->device->ops->reopen(l->device->handle, l->fd, &copy), 0);
+	l->own_file = true;
+	close(copy);
+	revoke_release(rv, l);
+	ck_assert(!alive(id));
+	ck_assert_int_eq(n_real_counts, 0);
+}
+END_TEST
+
 START_TEST(sim_counts_600_leases_in_one_walk)
 {
 	struct lease *ls[600];
@@ -1651,6 +1690,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, release_unheld_ends_at_once);
 	tcase_add_test(tc, end_all_closes_after_the_fan_out);
+	tcase_add_test(tc, sim_own_file_never_walked);
 	tcase_add_test(tc, release_held_lingers_and_counts);
 	tcase_add_test(tc, owner_gone_with_a_copy_lingers_like_a_release);
 	tcase_add_test(tc, owner_gone_counts_in_one_batch);
