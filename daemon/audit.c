@@ -233,7 +233,6 @@ void audit_denied(const struct peer *p, const char *what, const char *object, in
 		  const char *msg)
 {
 	struct entry e;
-	entry_start(&e, ID_DENIED, LOG_NOTICE);
 	char obj[ESCAPED_MAX], text[ESCAPED_MAX];
 	char bar_text[16] = "";
 	bool lease = strcmp(what, "revoke") == 0;
@@ -241,6 +240,7 @@ void audit_denied(const struct peer *p, const char *what, const char *object, in
 
 	if (!log_ratelimit_allow(&denied_limit, clock_monotonic_ms(), &suppressed))
 		return;
+	entry_start(&e, ID_DENIED, LOG_NOTICE);
 	if (suppressed) {
 		struct entry s;
 		entry_start(&s, NULL, LOG_NOTICE);
@@ -296,11 +296,9 @@ void audit_overdue(const struct lease *l, int holders, bool enforced)
 
 void audit_ended(const struct lease *l)
 {
-	bool chosen = l->reason == P2PBUF__REASON__REASON_RELEASED ||
-		      l->reason == P2PBUF__REASON__REASON_OWNER_DISCONNECTED;
 	struct entry e;
 
-	if (chosen && !routine_line(l, false))
+	if (lease_reason_chosen(l->reason) && !routine_line(l, false))
 		return;
 	entry_start(&e, ID_ENDED, LOG_INFO);
 	lease_fields(&e, l);

@@ -3,6 +3,7 @@
 
 #include "lease.h"
 #include "macro.h"
+#include "p2pbuf.pb-c.h"
 #include "peer.h"
 
 int lease_table_init(struct lease_table *t, size_t cap, size_t n_rules)
@@ -265,6 +266,12 @@ bool lease_end(struct lease *l, int reason)
 int lease_user_holders(const struct lease *l, int counted)
 {
 	return l->parked && counted > 0 ? counted - 1 : counted;
+}
+
+bool lease_reason_chosen(int reason)
+{
+	return reason == P2PBUF__REASON__REASON_RELEASED ||
+	       reason == P2PBUF__REASON__REASON_OWNER_DISCONNECTED;
 }
 
 bool lease_deadline_passed(const struct lease *l, int64_t now_ms)

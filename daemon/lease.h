@@ -155,5 +155,9 @@ bool lease_end(struct lease *l, int reason);
  * copy parked in the service manager's fd store, not a user's). */
 int lease_user_holders(const struct lease *l, int counted);
 
+/* Whether reason is one the holder chose (a release, its disconnection): a revocation for it
+ * is never enforced, and its end is a routine line of the audit trail. */
+bool lease_reason_chosen(int reason);
+
 /* Whether a revoking lease's deadline has passed at now_ms. */
 bool lease_deadline_passed(const struct lease *l, int64_t now_ms);

@@ -300,45 +300,32 @@ static bool counted_later(const struct lease *l)
 	return registry_detached_backend(l->device) != NULL && !probed(l);
 }
 
-/* The holders of a probed lease: 0, or 1 for "at least one". */
-static int probe_holders(const struct lease *l)
+/* The holders of a lease not counted later, counted now on the loop: for a probed lease the
+ * quick check (0, or 1 for "at least one"), else the backend's count less the daemon's
+ * parked copy. */
+static int holders_now(const struct lease *l)
 {
-	return registry_detached_backend(l->device)->unheld(l->fd) ? 0 : 1;
-}
-
-/* Whether l's client has closed the file of its own it was given and nobody holds another:
- * then a costly count has nothing left to decide, and l need not wait for one. */
-static bool surely_unheld(const struct lease *l)
-{
-	return probed(l) && probe_holders(l) == 0;
-}
-
-/* Whether the holder let go of its own accord: a lease revoking for such a reason is never
- * enforced. */
-static bool voluntary(int reason)
-{
-	return reason == REASON(RELEASED) || reason == REASON(OWNER_DISCONNECTED);
+	if (probed(l))
+		return registry_detached_backend(l->device)->unheld(l->fd) ? 0 : 1;
+	return lease_user_holders(l, registry_holders(l->device, l->fd));
 }
 
 void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 {
 	/* A lingering release says only that its holder is done with it; an admin, the policy
 	 * or the TTL saying the memory must become unreachable revokes it afresh, enforced. */
-	if (l->state == LEASE_REVOKING && voluntary(l->reason) && !voluntary(reason)) {
+	if (l->state == LEASE_REVOKING && lease_reason_chosen(l->reason) &&
+	    !lease_reason_chosen(reason)) {
 		unlist(rv, l);
 		lease_reactivate(l);
 	}
 	if (l->state != LEASE_ACTIVE)
 		return; /* already on its way out: the first reason stands */
-	if (surely_unheld(l)) {
-		revoke_end(rv, l, reason);
-	} else if (probed(l)) {
-		begin(rv, l, reason, true); /* held: told now, looked at again each tick */
-	} else if (counted_later(l)) {
+	if (counted_later(l)) {
 		/* The holders hear now; the count decides when it ends. */
 		begin(rv, l, reason, true);
 		kick(rv, REVOKE_GATHER_MS);
-	} else if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0) {
+	} else if (holders_now(l) == 0) {
 		revoke_end(rv, l, reason);
 	} else {
 		begin(rv, l, reason, true);
@@ -347,18 +334,13 @@ void revoke_lease(struct revoke *rv, struct lease *l, int reason)
 
 static void let_go(struct revoke *rv, struct lease *l, int reason)
 {
-	if (surely_unheld(l)) {
-		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
-	} else if (probed(l)) {
-		if (l->state == LEASE_ACTIVE)
-			begin(rv, l, reason, true); /* let go, but a copy is held: lingering */
-	} else if (counted_later(l)) {
+	if (counted_later(l)) {
 		/* Revoking at once (quotas hold, the listing says so); told only if the next
 		 * count finds a copy held elsewhere, as a release on the loop would be. */
 		if (l->state == LEASE_ACTIVE)
 			begin(rv, l, reason, false);
 		kick(rv, REVOKE_GATHER_MS);
-	} else if (lease_user_holders(l, registry_holders(l->device, l->fd)) == 0) {
+	} else if (holders_now(l) == 0) {
 		revoke_end(rv, l, l->state == LEASE_REVOKING ? l->reason : reason);
 	} else if (l->state == LEASE_ACTIVE) {
 		begin(rv, l, reason, true);
@@ -403,7 +385,7 @@ void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
 	size_t n = 0;
 
 	while ((l = LIST_FIRST(&leases->list))) {
-		if (!batch || counted_later(l) || probed(l)) {
+		if (!batch || counted_later(l)) {
 			revoke_owner_gone(rv, l);
 			continue;
 		}
@@ -426,7 +408,8 @@ void revoke_owner_gone_all(struct revoke *rv, struct lease_set *leases)
 
 static bool enforced(const struct lease *l)
 {
-	return !voluntary(l->reason) && l->device->decl.revocation == POLICY_REVOKE_ENFORCE;
+	return !lease_reason_chosen(l->reason) &&
+	       l->device->decl.revocation == POLICY_REVOKE_ENFORCE;
 }
 
 /* Past the deadline with holders left: reported, and, where enforced, the device cycled. */
@@ -489,8 +472,8 @@ static int by_device(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Count, on the loop, the holders of rv->batch[0..n) (leases of cheap backends): sorted by
- * device, each device's leases in one call. */
+/* Count, on the loop, the holders of rv->batch[0..n) (leases not counted later): sorted by
+ * device, a cheap backend's leases in one call per device, probed ones one check each. */
 static void count_batch(struct revoke *rv, size_t n)
 {
 	if (n == 0)
@@ -501,10 +484,16 @@ static void count_batch(struct revoke *rv, size_t n)
 			rv->fds[end] = rv->batch[end]->fd;
 			rv->ids[end] = rv->batch[end]->id;
 		}
+		/* A costly backend's leases are here only when probed: each is checked apart. */
+		if (registry_detached_backend(rv->batch[i]->device)) {
+			for (size_t k = i; k < end; k++)
+				rv->counts[k] = holders_now(rv->batch[k]);
+			continue;
+		}
 		registry_holders_many(rv->batch[i]->device, rv->fds + i, end - i, rv->counts + i);
+		for (size_t k = i; k < end; k++)
+			rv->counts[k] = lease_user_holders(rv->batch[k], rv->counts[k]);
 	}
-	for (size_t i = 0; i < n; i++)
-		rv->counts[i] = lease_user_holders(rv->batch[i], rv->counts[i]);
 }
 
 /* What a count of l's holders (h, its users' references) at time at means: nobody holds it,
@@ -531,22 +520,14 @@ static void run_revoking(struct revoke *rv, int64_t now)
 	struct lease *l;
 	size_t n = 0;
 
-	size_t m;
-
 	if (reserve_batch(rv, rv->n_revoking) < 0)
 		return; /* out of memory: the next tick tries again */
 	LIST_FOREACH (l, &rv->revoking, revoking)
-		if (!counted_later(l) && !probed(l))
+		if (!counted_later(l))
 			rv->batch[n++] = l;
 	count_batch(rv, n);
-	m = n;
-	LIST_FOREACH (l, &rv->revoking, revoking)
-		if (probed(l)) {
-			rv->ids[m] = l->id;
-			rv->counts[m++] = probe_holders(l);
-		}
 	/* Judging one lease may end others (a cycle ends its device's): found again by id. */
-	for (size_t i = 0; i < m; i++)
+	for (size_t i = 0; i < n; i++)
 		if ((l = lease_find(rv->leases, rv->ids[i])))
 			judge(rv, l, rv->counts[i], now);
 }
@@ -618,7 +599,7 @@ static void start_count(struct revoke *rv, int64_t now)
 	LIST_FOREACH (l, &rv->revoking, revoking) {
 		const struct device_ops *ops = registry_detached_backend(l->device);
 		struct stat st;
-		if (!ops || probed(l))
+		if (!counted_later(l))
 			continue;
 		l->count_serial = rv->serial;
 		/* Inode 0 names no file: a buffer the daemon cannot stat counts as held. */
