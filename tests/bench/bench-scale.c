@@ -256,14 +256,18 @@ int bench_reset(const struct bench_opts *o)
 	h.ob.until_ns = bench_now_ns() + (uint64_t)o->timeout_ms * 1000000u;
 	if (pthread_create(&tid, NULL, observer_run, &h.ob) != 0)
 		bench_die("pthread_create failed");
+	uint64_t cpu0 = o->pid > 0 ? bench_cpu_ns(o->pid) : 0;
 	uint64_t t0 = bench_now_ns();
 	r = p2pbuf_reset(admin, o->device);
 	uint64_t returned = bench_now_ns() - t0;
 	if (r < 0)
 		bench_die("reset %s: %s (%s)", o->device, strerror(-r), p2pbuf_last_message(admin));
 	pthread_join(tid, NULL);
+	uint64_t cpu = o->pid > 0 ? bench_cpu_ns(o->pid) - cpu0 : 0;
 	bench_result("leases", "%u", o->count);
 	bench_result("reset_call_ms", "%.1f", MS(returned));
+	if (o->pid > 0)
+		bench_result("server_cpu_ms", "%.1f", MS(cpu));
 	bench_result("revoked", "%zu", atomic_load(&h.ob.t.ended_n));
 	if (atomic_load(&h.ob.t.ended_n) == h.ob.t.n)
 		bench_result("last_revoked_ms", "%.1f", MS(h.ob.t.last_ns - t0));
@@ -462,15 +466,18 @@ int bench_letgo(const struct bench_opts *o)
 	ob.until_ns = bench_now_ns() + (uint64_t)o->timeout_ms * 1000000u;
 	if (pthread_create(&otid, NULL, observer_run, &ob) != 0)
 		bench_die("pthread_create failed");
+	uint64_t cpu0 = bench_cpu_ns(o->pid);
 	uint64_t t0 = bench_now_ns();
 	letgo_trigger(o, admin, hs);
 	pthread_join(otid, NULL);
+	uint64_t cpu = bench_cpu_ns(o->pid) - cpu0;
 	atomic_store(&stop, true);
 	for (unsigned i = 0; i < (o->threads ? o->threads : 1); i++)
 		pthread_join(gs[i].tid, NULL);
 	/* A cycle, if one was forced, may still be running: its end is what the count shows. */
 	bench_sleep_ms(200);
 	letgo_report(o, &ob, hs, t0, gen0, bench_generation(admin, o->device));
+	bench_result("server_cpu_ms", "%.1f", MS(cpu));
 	for (unsigned i = 0; i < o->count; i++)
 		p2pbuf_disconnect(hs[i].conn);
 	p2pbuf_disconnect(admin);

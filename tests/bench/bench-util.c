@@ -106,6 +106,34 @@ static long proc_value(pid_t pid, const char *file, const char *prefix)
 	return v;
 }
 
+/* CPU time pid's threads have had, in ns: the sum of the first field of every
+ * /proc/PID/task/TID/schedstat (the scheduler's own accounting, not the 10 ms ticks of
+ * /proc/PID/stat). A thread that ended takes its share with it; the daemon's worker threads
+ * live as long as it does. */
+uint64_t bench_cpu_ns(pid_t pid)
+{
+	char path[sizeof("/proc//task//schedstat") + 2 * 12 + sizeof(((struct dirent *)0)->d_name)];
+	uint64_t sum = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		bench_die("%s: %s (did the server die?)", path, strerror(errno));
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+		FILE *f = fopen(path, "re");
+		unsigned long long ns;
+		if (f && fscanf(f, "%llu", &ns) == 1)
+			sum += ns;
+		if (f)
+			fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
 long bench_rss_kib(pid_t pid)
 {
 	return proc_value(pid, "status", "VmRSS:");

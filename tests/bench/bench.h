@@ -49,6 +49,8 @@ void bench_raise_nofile(void);
 
 /* Open fds of pid, from /proc/PID/fd; exits if pid is gone. */
 int bench_count_fds(pid_t pid);
+/* CPU time of all of pid's threads in ns, from their schedstat; exits if pid is gone. */
+uint64_t bench_cpu_ns(pid_t pid);
 /* VmRSS of pid in KiB; exits if pid is gone. */
 long bench_rss_kib(pid_t pid);
 /* The soft RLIMIT_NOFILE of pid, from /proc/PID/limits; exits if pid is gone. */

@@ -282,9 +282,9 @@ echo "(b) a connection holding $(get close leases) leases closes (holder exits):
 
 # (c) a reset of a device holding reset_n leases.
 start_server daemon "${scale_opts[@]}"
-measure "reset" reset --device bench1 --count "$reset_n" --timeout-ms 30000
+measure "reset" reset --pid "$server_pid" --device bench1 --count "$reset_n" --timeout-ms 30000
 stop_server
-echo "(c) reset of a device with $(get reset leases) leases: last LeaseRevoked at the holder after $(ms reset last_revoked_ms) (goal <= 10 ms); the Reset call returned after $(ms reset reset_call_ms); $(get reset revoked) revoked ($(get reset reasons)); generation $(get reset generation | sed 's/ / -> /')"
+echo "(c) reset of a device with $(get reset leases) leases: last LeaseRevoked at the holder after $(ms reset last_revoked_ms) (goal <= 10 ms); the Reset call returned after $(ms reset reset_call_ms); the daemon's CPU over that time $(ms reset server_cpu_ms); $(get reset revoked) revoked ($(get reset reasons)); generation $(get reset generation | sed 's/ / -> /')"
 
 # (d) letgo_n cooperative holders told to let go, by admin revokes, then by a reload.
 letgo() {
@@ -296,7 +296,7 @@ letgo() {
 		--threads 8 --policy "$tmp/policy" --reload-from "$tmp/policy.next" --timeout-ms 60000
 	stop_server
 	local t=letgo-$mode
-	echo "(d) $(get $t holders) cooperative holders told to let go by ${2}: all ended after $(ms $t all_ended_ms) (goal < 100 ms, no cycle); last told after $(ms $t last_told_ms); $(get $t ended) ended ($(get $t reasons)); device cycled: $(get $t cycled) (generation $(get $t generation | sed 's/ / -> /'))"
+	echo "(d) $(get $t holders) cooperative holders told to let go by ${2}: all ended after $(ms $t all_ended_ms) (goal < 100 ms, no cycle); last told after $(ms $t last_told_ms); the daemon's CPU until all ended $(ms $t server_cpu_ms); $(get $t ended) ended ($(get $t reasons)); device cycled: $(get $t cycled) (generation $(get $t generation | sed 's/ / -> /'))"
 }
 letgo revoke "admin revokes"
 letgo reload "a SIGHUP reload that no longer allows them"
