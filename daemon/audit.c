@@ -58,13 +58,29 @@ static bool wanted(const struct entry *e)
 	return e->priority <= log_max_priority;
 }
 
+/* Whether journald runs here (its socket is writable), looked at once: an entry's fields are
+ * for the journal only, and are not formatted where there is none. */
+static bool journal_there(void)
+{
+	if (journal < 0)
+		journal = access(JOURNAL_SOCKET, W_OK) == 0;
+	return journal;
+}
+
+/* Whether the entry's structured fields will be read: formatting a lease's nine of them cost
+ * more than its line, for every lease a reset ends. */
+static bool fields_wanted(const struct entry *e)
+{
+	return wanted(e) && journal_there();
+}
+
 static void field(struct entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void field(struct entry *e, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (e->n == FIELDS_MAX || !wanted(e))
+	if (e->n == FIELDS_MAX || !fields_wanted(e))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(e->fields[e->n++], sizeof(e->fields[0]), fmt, ap);
@@ -87,11 +103,9 @@ static void emit(struct entry *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (journal < 0)
-		journal = access(JOURNAL_SOCKET, W_OK) == 0;
-	if (!journal || !log_to_journal())
+	if (!journal_there() || !log_to_journal())
 		log_msg(e->priority, "%s", line);
-	if (!journal)
+	if (!journal_there())
 		return;
 	snprintf(message, sizeof(message), "MESSAGE=%s", line);
 	snprintf(prio, sizeof(prio), "PRIORITY=%d", e->priority);
@@ -136,7 +150,7 @@ static void lease_fields(struct entry *e, const struct lease *l)
 	char ranges[ESCAPED_MAX];
 	size_t o = 0;
 
-	if (!wanted(e))
+	if (!fields_wanted(e))
 		return;
 	ranges[0] = '\0';
 	for (size_t i = 0; i < l->n_ranges && o < sizeof(ranges); i++)
