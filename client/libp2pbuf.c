@@ -226,6 +226,28 @@ static int event_from_device_state(const P2pbuf__DeviceState *m, struct queued_e
 	return 0;
 }
 
+/* An event record: one Event, or an EventBatch (1.3) of several in order. */
+static bool is_event(const P2pbuf__ServerMessage *msg)
+{
+	return msg->body_case == P2PBUF__SERVER_MESSAGE__BODY_EVENT ||
+	       msg->body_case == P2PBUF__SERVER_MESSAGE__BODY_EVENTS;
+}
+
+static int take_event(struct p2pbuf *conn, const P2pbuf__Event *m);
+
+/* Queue the events of an event record (is_event()). */
+static int take_events(struct p2pbuf *conn, const P2pbuf__ServerMessage *msg)
+{
+	if (msg->body_case == P2PBUF__SERVER_MESSAGE__BODY_EVENT)
+		return take_event(conn, msg->event);
+	for (size_t i = 0; i < msg->events->n_events; i++) {
+		int r = take_event(conn, msg->events->events[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Decode an Event record into the queue. An event body this library does not know (a newer
  * minor version) is skipped; a known one with its key fields missing is a protocol error. */
 static int take_event(struct p2pbuf *conn, const P2pbuf__Event *m)
@@ -297,8 +319,7 @@ static int read_record(struct p2pbuf *conn, bool wait, P2pbuf__ServerMessage **r
 	/* protobuf-c says NULL for both malformed input and no memory; both end the
 	 * connection, since the record cannot be read again. */
 	msg = p2pbuf__server_message__unpack(NULL, (size_t)n, conn->record);
-	if (!msg || (msg->body_case != P2PBUF__SERVER_MESSAGE__BODY_REPLY &&
-		     msg->body_case != P2PBUF__SERVER_MESSAGE__BODY_EVENT)) {
+	if (!msg || (msg->body_case != P2PBUF__SERVER_MESSAGE__BODY_REPLY && !is_event(msg))) {
 		if (msg)
 			p2pbuf__server_message__free_unpacked(msg, NULL);
 		wire_close_fds(fds, nfds);
@@ -323,11 +344,11 @@ static int pump_one(struct p2pbuf *conn)
 	r = read_record(conn, false, &msg, fds, &nfds);
 	if (r != 0)
 		return r == -EAGAIN ? 0 : r;
-	if (msg->body_case != P2PBUF__SERVER_MESSAGE__BODY_EVENT || nfds > 0) {
+	if (!is_event(msg) || nfds > 0) {
 		wire_close_fds(fds, nfds);
 		r = conn_fail(conn, -EPROTO);
 	} else {
-		r = take_event(conn, msg->event);
+		r = take_events(conn, msg);
 	}
 	p2pbuf__server_message__free_unpacked(msg, NULL);
 	return r < 0 ? r : 1;
@@ -390,8 +411,8 @@ static int await_reply(struct p2pbuf *conn, uint64_t id, P2pbuf__ServerMessage *
 		}
 		if (r != 0)
 			return r;
-		if (msg->body_case == P2PBUF__SERVER_MESSAGE__BODY_EVENT && nfds == 0) {
-			r = take_event(conn, msg->event);
+		if (is_event(msg) && nfds == 0) {
+			r = take_events(conn, msg);
 			p2pbuf__server_message__free_unpacked(msg, NULL);
 			if (r < 0)
 				return r;
@@ -541,9 +562,11 @@ static int hello(struct p2pbuf *conn)
 
 	/* Only a label for the daemon's logs: cut rather than refuse an overlong one. */
 	snprintf(name, sizeof(name), "%s", program_invocation_short_name);
-	h.has_major = h.has_minor = true;
+	h.has_major = h.has_minor = h.has_features = true;
 	h.major = P2PBUF_PROTO_VERSION_MAJOR;
 	h.minor = P2PBUF_PROTO_VERSION_MINOR;
+	/* Several events in one record: a fan-out of hundreds costs a few reads, not hundreds. */
+	h.features = P2PBUF__FEATURE__FEATURE_EVENT_BATCH;
 	h.client_name = name;
 	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
 	req.hello = &h;
@@ -634,10 +657,14 @@ bool p2pbuf_pending(const struct p2pbuf *conn)
 	return conn && conn->queue_len > 0;
 }
 
-/* Read what the socket has, up to DISPATCH_READ_MAX records. */
+/* Read what the socket has, up to DISPATCH_READ_MAX records, and only while the queue has
+ * room for a whole EventBatch: what stays in the socket waits for the next dispatch rather
+ * than pushing out events not yet delivered. */
 static int read_available(struct p2pbuf *conn)
 {
-	for (unsigned i = 0; i < DISPATCH_READ_MAX && conn->error == 0; i++) {
+	for (unsigned i = 0; i < DISPATCH_READ_MAX && conn->error == 0 &&
+			     conn->queue_len <= EVENT_QUEUE_MAX - WIRE_BATCH_MAX_EVENTS;
+	     i++) {
 		int r = pump_one(conn);
 		if (r <= 0)
 			return r;

@@ -67,6 +67,10 @@ static void handle_hello(struct session *c, const P2pbuf__Request *req)
 		return;
 	}
 	c->hello = true;
+	/* Of what the client offers, the daemon grants what it knows. */
+	hr.has_features = true;
+	hr.features = h->features & P2PBUF__FEATURE__FEATURE_EVENT_BATCH;
+	conn_set_event_batch(c->conn, hr.features & P2PBUF__FEATURE__FEATURE_EVENT_BATCH);
 	conn_reply(c->conn, req->request_id, 0, NULL, &reply, -1);
 }
 

@@ -52,8 +52,11 @@ struct conn {
 	int refuse;		    /* -errno: answer the first request with it, then close */
 	char refuse_msg[160];
 	bool closing;
-	bool reading; /* ev_read is armed */
-	uint64_t id;  /* for log lines */
+	bool reading;		     /* ev_read is armed */
+	bool batching;		     /* the client takes EventBatch records (1.3) */
+	struct wire_batch batch;     /* this turn's events, sent when the turn ends */
+	LIST_ENTRY(conn) batch_link; /* on s->batched while batch.n > 0 */
+	uint64_t id;		     /* for log lines */
 	TAILQ_ENTRY(conn) link;
 	LIST_ENTRY(conn) paused_link; /* on s->paused while not read because of its queue */
 };
@@ -84,7 +87,9 @@ struct server {
 	uint64_t next_conn_id;
 	uint64_t queued_bytes; /* outq_cost of every connection */
 	size_t freed_since_trim;
-	LIST_HEAD(, conn) paused; /* connections not read because of their queue */
+	LIST_HEAD(, conn) paused;  /* connections not read because of their queue */
+	LIST_HEAD(, conn) batched; /* connections with events waiting for the turn's end */
+	struct event *ev_flush;	   /* active while any are */
 	struct user_count *users[USER_BUCKETS];
 	struct log_ratelimit rl_refuse; /* connections refused at accept */
 	struct log_ratelimit rl_close;	/* disconnections */
@@ -92,6 +97,7 @@ struct server {
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
+static void batch_flush(struct conn *c);
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77 /* Linux 6.5 */
@@ -327,6 +333,7 @@ static void maybe_trim(struct server *s)
 static void conn_free(struct conn *c)
 {
 	outq_clear(c);
+	wire_batch_reset(&c->batch);
 	if (c->ev_read)
 		event_free(c->ev_read);
 	if (c->ev_write)
@@ -363,6 +370,11 @@ void conn_close(struct conn *c, const char *why)
 {
 	struct server *s = c->server;
 
+	if (c->closing)
+		return;
+	/* What happened before the close is told before it, as when every event was sent on
+	 * its own. A send that fails here closes c (with its own reason) and returns. */
+	batch_flush(c);
 	if (c->closing)
 		return;
 	c->closing = true;
@@ -671,20 +683,10 @@ static int conn_queue(struct conn *c, const uint8_t *buf, size_t len, int fd)
 
 /* Send a packed record now if nothing is queued before it, otherwise queue it. A client
  * whose queue overflows is not reading: it is dropped rather than allowed to grow memory. */
-static void conn_send(struct conn *c, const ProtobufCMessage *msg, int fd)
+static void send_packed(struct conn *c, const uint8_t *buf, size_t len, int fd)
 {
-	uint8_t buf[WIRE_MAX_RECORD];
-	size_t len = protobuf_c_message_get_packed_size(msg);
 	int r;
 
-	if (c->closing)
-		return;
-	if (len > sizeof(buf)) {
-		log_error("client %llu: reply of %zu bytes exceeds the record cap",
-			  (unsigned long long)c->id, len);
-		return;
-	}
-	protobuf_c_message_pack(msg, buf);
 	if (STAILQ_EMPTY(&c->outq)) {
 		r = wire_send(c->fd, buf, len, fd >= 0 ? &fd : NULL, fd >= 0);
 		if (r == 0)
@@ -706,6 +708,55 @@ static void conn_send(struct conn *c, const ProtobufCMessage *msg, int fd)
 			      "queues were full (--max-queued-bytes)");
 	else if (r < 0)
 		conn_close(c, strerror(-r));
+}
+
+/* Send c's batched events, as one record. The batch is emptied first, so that a failed send,
+ * which closes c, finds nothing more to flush. */
+static void batch_flush(struct conn *c)
+{
+	struct wire_batch b = c->batch;
+	size_t len;
+
+	if (!b.n)
+		return;
+	c->batch = (struct wire_batch){ 0 };
+	LIST_REMOVE(c, batch_link);
+	const uint8_t *rec = wire_batch_record(&b, &len);
+	if (!c->closing)
+		send_packed(c, rec, len, -1);
+	wire_batch_reset(&b);
+}
+
+/* The turn's end: every connection's events go out, one record each. Active events of the
+ * loop run in the order they were made active, so this runs after the callbacks that were
+ * ready with it, and again in the same turn if one of those batched more. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct conn *c;
+
+	while ((c = LIST_FIRST(&s->batched)))
+		batch_flush(c);
+}
+
+static void conn_send(struct conn *c, const ProtobufCMessage *msg, int fd)
+{
+	uint8_t buf[WIRE_MAX_RECORD];
+	size_t len = protobuf_c_message_get_packed_size(msg);
+
+	if (c->closing)
+		return;
+	if (len > sizeof(buf)) {
+		log_error("client %llu: reply of %zu bytes exceeds the record cap",
+			  (unsigned long long)c->id, len);
+		return;
+	}
+	/* Events batched before this record go before it. */
+	batch_flush(c);
+	if (c->closing)
+		return;
+	protobuf_c_message_pack(msg, buf);
+	send_packed(c, buf, len, fd);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -754,10 +805,41 @@ void conn_reply(struct conn *c, uint64_t request_id, int error, const char *mess
 	conn_send(c, &sm.base, fd);
 }
 
+void conn_set_event_batch(struct conn *c, bool on)
+{
+	if (!on)
+		batch_flush(c);
+	c->batching = on;
+}
+
+/* Add ev to c's batch; false when it must go on its own (no memory for the batch). */
+static bool batch_add(struct conn *c, const P2pbuf__Event *ev)
+{
+	struct server *s = c->server;
+	int r = wire_batch_add(&c->batch, ev);
+
+	if (r == -E2BIG) {
+		batch_flush(c);
+		if (c->closing)
+			return true;
+		r = wire_batch_add(&c->batch, ev);
+	}
+	if (r < 0)
+		return false;
+	if (c->batch.n == 1) {
+		if (LIST_EMPTY(&s->batched))
+			event_active(s->ev_flush, EV_TIMEOUT, 1);
+		LIST_INSERT_HEAD(&s->batched, c, batch_link);
+	}
+	return true;
+}
+
 void conn_event(struct conn *c, const P2pbuf__Event *ev)
 {
 	P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
 
+	if (c->closing || (c->batching && batch_add(c, ev)))
+		return;
 	sm.body_case = P2PBUF__SERVER_MESSAGE__BODY_EVENT;
 	sm.event = (P2pbuf__Event *)ev;
 	conn_send(c, &sm.base, -1);
@@ -931,6 +1013,7 @@ int server_new(struct event_base *base, const struct server_options *opt,
 	TAILQ_INIT(&s->conns);
 	TAILQ_INIT(&s->dead);
 	LIST_INIT(&s->paused);
+	LIST_INIT(&s->batched);
 	/* A flood of refused or dropped clients logs a few lines a second, and says how many
 	 * it did not. */
 	s->rl_refuse = (struct log_ratelimit)LOG_RATELIMIT_INIT(1000, 10);
@@ -938,9 +1021,10 @@ int server_new(struct event_base *base, const struct server_options *opt,
 	r = take_listener(s);
 	if (r == 0) {
 		s->ev_reap = event_new(base, -1, 0, reap, s);
+		s->ev_flush = event_new(base, -1, 0, on_flush, s);
 		s->ev_accept_retry = evtimer_new(base, on_accept_retry, s);
 		s->ev_listen = event_new(base, s->listen_fd, EV_READ | EV_PERSIST, on_accept, s);
-		if (!s->ev_reap || !s->ev_accept_retry || !s->ev_listen ||
+		if (!s->ev_reap || !s->ev_flush || !s->ev_accept_retry || !s->ev_listen ||
 		    event_add(s->ev_listen, NULL) < 0)
 			r = -ENOMEM;
 	}
@@ -966,6 +1050,9 @@ void server_stop(struct server *s)
 		event_del(s->ev_accept_retry);
 	while ((c = TAILQ_FIRST(&s->conns))) {
 		/* Flush what is queued (the shutdown events) as far as the socket takes it. */
+		batch_flush(c);
+		if (c->closing)
+			continue;
 		on_write(c->fd, EV_WRITE, c);
 		if (!c->closing)
 			conn_close(c, "daemon stopping");
@@ -986,6 +1073,8 @@ void server_free(struct server *s)
 	server_stop(s);
 	if (s->ev_reap)
 		event_free(s->ev_reap);
+	if (s->ev_flush)
+		event_free(s->ev_flush);
 	if (s->ev_accept_retry)
 		event_free(s->ev_accept_retry);
 	for (size_t i = 0; i < USER_BUCKETS; i++)

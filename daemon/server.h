@@ -98,5 +98,9 @@ uint64_t conn_id(const struct conn *c);
 /* Send a reply; body may be NULL; fd (>= 0) is attached and stays owned by the caller. */
 void conn_reply(struct conn *c, uint64_t request_id, int error, const char *message,
 		P2pbuf__Reply *body, int fd);
-/* Send an event. */
+/* Send an event. To a connection with event batching on, the events of one turn of the loop
+ * go as one record when the turn ends (or before the next reply, or at the close); to any
+ * other, each at once. */
 void conn_event(struct conn *c, const P2pbuf__Event *ev);
+/* Whether c's client takes EventBatch records (it asked for FEATURE_EVENT_BATCH). */
+void conn_set_event_batch(struct conn *c, bool on);

@@ -9,12 +9,13 @@
 #include "p2pbuf.pb-c.h"
 
 /* Caps on what a peer controls. Changing one is a protocol change: note it in the .proto. */
-#define WIRE_MAX_RECORD 65536 /* bytes in one record */
-#define WIRE_MAX_FDS 4	      /* fds attached to one record (a reply carries at most 1) */
-#define WIRE_MAX_RANGES 64    /* ranges in one Export */
-#define WIRE_MAX_STRING 256   /* bytes in any request string (device, label, name) */
-#define WIRE_MAX_NAME 64      /* bytes in a device name */
-#define WIRE_TOKEN_LEN 16     /* bytes in a reclaim token */
+#define WIRE_MAX_RECORD 65536	  /* bytes in one record */
+#define WIRE_MAX_FDS 4		  /* fds attached to one record (a reply carries at most 1) */
+#define WIRE_MAX_RANGES 64	  /* ranges in one Export */
+#define WIRE_MAX_STRING 256	  /* bytes in any request string (device, label, name) */
+#define WIRE_MAX_NAME 64	  /* bytes in a device name */
+#define WIRE_TOKEN_LEN 16	  /* bytes in a reclaim token */
+#define WIRE_BATCH_MAX_EVENTS 256 /* events in one EventBatch record (1.3) */
 
 /* Send one record of len bytes with nfds fds attached (nfds <= WIRE_MAX_FDS). Never raises
  * SIGPIPE. Returns 0, -EAGAIN when the socket is full (nothing was sent), or -errno. */
@@ -32,6 +33,29 @@ ssize_t wire_recv_wait(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], s
 
 /* Pack msg and send it as one record. -EMSGSIZE when it would exceed WIRE_MAX_RECORD. */
 int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds);
+
+/* An EventBatch record being built: the events of one turn for one connection (1.3). Each
+ * event is packed once, straight into the record; the ServerMessage envelope is written in
+ * front of them when the record is taken. Zero-initialise; wire_batch_reset() frees. */
+struct wire_batch {
+	uint8_t *buf; /* WIRE_BATCH_HEAD bytes of room for the envelope, then the events */
+	size_t len;   /* bytes used, room included */
+	size_t cap;
+	unsigned n; /* events */
+};
+
+/* Add ev after the batch's events. -E2BIG when the record would then pass
+ * WIRE_BATCH_MAX_EVENTS or WIRE_MAX_RECORD (take the record, then add ev to an empty batch:
+ * one event always fits), -ENOMEM; the batch is unchanged on failure. */
+int wire_batch_add(struct wire_batch *b, const P2pbuf__Event *ev);
+
+/* The batch as one ServerMessage record (b->n > 0): ServerMessage.events with every event in
+ * the order added, or, for a lone event, the plain ServerMessage.event record any client
+ * reads. Points into b, valid until the next wire_batch_add() or wire_batch_reset(). */
+const uint8_t *wire_batch_record(struct wire_batch *b, size_t *ret_len);
+
+/* Empty the batch and free its memory. */
+void wire_batch_reset(struct wire_batch *b);
 
 /* Close fds[0..n) and set them to -1. */
 void wire_close_fds(int *fds, size_t n);

@@ -20,6 +20,7 @@
 #include "harness.h"
 #include "p2pbuf.h"
 #include "p2pbuf.pb-c.h"
+#include "wire.h"
 
 static struct harness h;
 
@@ -936,6 +937,205 @@ START_TEST(lease_lines_all)
 }
 END_TEST
 
+/* A raw connection's Hello, offering features; returns what the daemon granted. */
+static uint64_t raw_hello_features(int fd, uint64_t features)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Hello hello = P2PBUF__HELLO__INIT;
+
+	hello.has_major = hello.has_features = true;
+	hello.major = 1;
+	hello.features = features;
+	req.has_request_id = true;
+	req.request_id = 1;
+	req.body_case = P2PBUF__REQUEST__BODY_HELLO;
+	req.hello = &hello;
+	P2pbuf__Reply *r = raw_call(fd, &req);
+	ck_assert_int_eq(r->error, 0);
+	uint64_t granted = r->hello->has_features ? r->hello->features : 0;
+	p2pbuf__reply__free_unpacked(r, NULL);
+	return granted;
+}
+
+static void raw_subscribe_all(int fd)
+{
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Subscribe sub = P2PBUF__SUBSCRIBE__INIT;
+
+	sub.has_all = sub.all = true;
+	req.has_request_id = true;
+	req.request_id = 2;
+	req.body_case = P2PBUF__REQUEST__BODY_SUBSCRIBE;
+	req.subscribe = &sub;
+	P2pbuf__Reply *r = raw_call(fd, &req);
+	ck_assert_int_eq(r->error, 0);
+	p2pbuf__reply__free_unpacked(r, NULL);
+}
+
+/* What one raw connection saw of a reset: records, LeaseRevoked events by lease. */
+struct raw_seen {
+	unsigned records, batches, revoked;
+	bool reply; /* the Reset's own reply arrived */
+	unsigned revoked_before_reply;
+	uint64_t ids[512];
+};
+
+static void raw_take_event(struct raw_seen *w, const P2pbuf__Event *e)
+{
+	if (e->body_case != P2PBUF__EVENT__BODY_LEASE_REVOKED)
+		return;
+	ck_assert_uint_lt(w->revoked, 512);
+	ck_assert_int_eq(e->lease_revoked->reason, P2PBUF__REASON__REASON_RESET);
+	w->ids[w->revoked++] = e->lease_revoked->lease_id;
+}
+
+/* Read records until want LeaseRevoked events (and, with reply_id, its reply) are in. */
+static void raw_read_revoked(int fd, struct raw_seen *w, unsigned want, uint64_t reply_id)
+{
+	uint8_t buf[65536];
+
+	while (w->revoked < want || (reply_id && !w->reply)) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		ck_assert_int_gt(n, 0);
+		P2pbuf__ServerMessage *m = p2pbuf__server_message__unpack(NULL, (size_t)n, buf);
+		ck_assert_ptr_nonnull(m);
+		w->records++;
+		if (m->body_case == P2PBUF__SERVER_MESSAGE__BODY_REPLY) {
+			ck_assert_uint_eq(m->reply->request_id, reply_id);
+			ck_assert_int_eq(m->reply->error, 0);
+			w->reply = true;
+			w->revoked_before_reply = w->revoked;
+		} else if (m->body_case == P2PBUF__SERVER_MESSAGE__BODY_EVENTS) {
+			w->batches++;
+			ck_assert_uint_gt(m->events->n_events, 1);
+			ck_assert_uint_le(m->events->n_events, WIRE_BATCH_MAX_EVENTS);
+			for (size_t i = 0; i < m->events->n_events; i++)
+				raw_take_event(w, m->events->events[i]);
+		} else {
+			ck_assert_int_eq(m->body_case, P2PBUF__SERVER_MESSAGE__BODY_EVENT);
+			raw_take_event(w, m->event);
+		}
+		p2pbuf__server_message__free_unpacked(m, NULL);
+	}
+}
+
+static int compare_id(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Every lease exactly once, whatever the records. */
+static void assert_every_lease(struct raw_seen *w, const uint64_t *ids, unsigned n)
+{
+	ck_assert_uint_eq(w->revoked, n);
+	qsort(w->ids, n, sizeof(w->ids[0]), compare_id);
+	for (unsigned i = 0; i < n; i++)
+		ck_assert_uint_eq(w->ids[i], ids[i]);
+}
+
+/* A client that asks for event batches gets a reset's 300 LeaseRevoked in a few records, all
+ * before the Reset's reply on the same connection; one that does not gets one record per
+ * event, as from a daemon of protocol 1.2. */
+START_TEST(reset_events_batched_for_clients_that_ask)
+{
+	enum { N = 300 };
+	harness_stop(&h);
+	harness_start(&h, NULL, many_leases);
+	struct p2pbuf *holder = connect_ok();
+	uint64_t ids[N];
+
+	for (int i = 0; i < N; i++) {
+		int fd = export1(holder, "sim1", 0, (uint64_t)(i % 256) * 0x1000, 0x1000, &ids[i]);
+		ck_assert_msg(fd >= 0, "export %d: %s", i, p2pbuf_last_message(holder));
+		close(fd);
+	}
+	qsort(ids, N, sizeof(ids[0]), compare_id);
+	int batched = harness_raw_connect(&h), plain = harness_raw_connect(&h);
+	ck_assert_uint_eq(raw_hello_features(batched, P2PBUF__FEATURE__FEATURE_EVENT_BATCH | 0x80),
+			  P2PBUF__FEATURE__FEATURE_EVENT_BATCH);
+	ck_assert_uint_eq(raw_hello_features(plain, 0), 0);
+	raw_subscribe_all(batched);
+	raw_subscribe_all(plain);
+
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Reset reset = P2PBUF__RESET__INIT;
+	uint8_t buf[1024];
+	reset.device = "sim1";
+	req.has_request_id = true;
+	req.request_id = 3;
+	req.body_case = P2PBUF__REQUEST__BODY_RESET;
+	req.reset = &reset;
+	send_raw(batched, buf, p2pbuf__request__pack(&req, buf));
+
+	struct raw_seen b = { 0 }, p = { 0 };
+	raw_read_revoked(batched, &b, N, 3);
+	raw_read_revoked(plain, &p, N, 0);
+	ck_assert_uint_eq(b.revoked_before_reply, N);
+	ck_assert_uint_ge(b.batches, 2); /* 300 events: more than one batch holds */
+	ck_assert_uint_le(b.records, 8);
+	ck_assert_uint_eq(p.batches, 0);
+	ck_assert_uint_ge(p.records, N);
+	assert_every_lease(&b, ids, N);
+	assert_every_lease(&p, ids, N);
+	close(batched);
+	close(plain);
+	p2pbuf_disconnect(holder);
+	assert_serving();
+}
+END_TEST
+
+/* On a batching connection an event of the same turn still comes before the reply that
+ * follows it: an admin revoking a lease while subscribed hears LeaseRevoking first. */
+START_TEST(batched_event_precedes_reply)
+{
+	struct p2pbuf *holder = connect_ok();
+	uint64_t id;
+	int fd = export1(holder, "sim0", 0, 0, 0x1000, &id);
+	int raw = harness_raw_connect(&h);
+	uint8_t buf[65536];
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_uint_eq(raw_hello_features(raw, P2PBUF__FEATURE__FEATURE_EVENT_BATCH),
+			  P2PBUF__FEATURE__FEATURE_EVENT_BATCH);
+	raw_subscribe_all(raw);
+	P2pbuf__Request req = P2PBUF__REQUEST__INIT;
+	P2pbuf__Revoke revoke = P2PBUF__REVOKE__INIT;
+	revoke.has_lease_id = true;
+	revoke.lease_id = id;
+	req.has_request_id = true;
+	req.request_id = 9;
+	req.body_case = P2PBUF__REQUEST__BODY_REVOKE;
+	req.revoke = &revoke;
+	send_raw(raw, buf, p2pbuf__request__pack(&req, buf));
+	bool revoking = false;
+	for (;;) {
+		struct pollfd p = { .fd = raw, .events = POLLIN };
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+		ssize_t n = recv(raw, buf, sizeof(buf), 0);
+		ck_assert_int_gt(n, 0);
+		P2pbuf__ServerMessage *m = p2pbuf__server_message__unpack(NULL, (size_t)n, buf);
+		ck_assert_ptr_nonnull(m);
+		bool reply = m->body_case == P2PBUF__SERVER_MESSAGE__BODY_REPLY;
+		if (reply)
+			ck_assert_int_eq(m->reply->error, 0);
+		else if (m->body_case == P2PBUF__SERVER_MESSAGE__BODY_EVENT &&
+			 m->event->body_case == P2PBUF__EVENT__BODY_LEASE_REVOKING)
+			revoking = m->event->lease_revoking->lease_id == id;
+		p2pbuf__server_message__free_unpacked(m, NULL);
+		if (reply)
+			break;
+	}
+	ck_assert_msg(revoking, "the reply came before the LeaseRevoking of the same turn");
+	close(fd);
+	close(raw);
+	p2pbuf_disconnect(holder);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -967,6 +1167,8 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, lease_lines_bounded_per_connection);
 	tcase_add_test(tc, lease_lines_all);
 	tcase_add_test(tc, lease_listing_pages);
+	tcase_add_test(tc, reset_events_batched_for_clients_that_ask);
+	tcase_add_test(tc, batched_event_precedes_reply);
 	tcase_add_test(tc, client_that_never_reads_gets_backpressure);
 	suite_add_tcase(s, tc);
 	TCase *tp = tcase_create("startup");

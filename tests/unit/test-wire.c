@@ -941,6 +941,157 @@ START_TEST(test_lease_state_names)
 }
 END_TEST
 
+/* ---- EventBatch records ---- */
+
+static void revoked_event(P2pbuf__Event *ev, P2pbuf__LeaseRevoked *body, uint64_t id)
+{
+	*body = (P2pbuf__LeaseRevoked)P2PBUF__LEASE_REVOKED__INIT;
+	*ev = (P2pbuf__Event)P2PBUF__EVENT__INIT;
+	body->has_lease_id = body->has_reason = true;
+	body->lease_id = id;
+	body->reason = P2PBUF__REASON__REASON_RESET;
+	ev->body_case = P2PBUF__EVENT__BODY_LEASE_REVOKED;
+	ev->lease_revoked = body;
+}
+
+static P2pbuf__ServerMessage *batch_decoded(struct wire_batch *b)
+{
+	size_t len;
+	const uint8_t *rec = wire_batch_record(b, &len);
+
+	ck_assert_uint_le(len, WIRE_MAX_RECORD);
+	P2pbuf__ServerMessage *m = p2pbuf__server_message__unpack(NULL, len, rec);
+	ck_assert_ptr_nonnull(m);
+	return m;
+}
+
+/* The hand-written keys are the generated descriptors' field numbers. */
+START_TEST(test_batch_field_numbers)
+{
+	const ProtobufCFieldDescriptor *f;
+
+	f = protobuf_c_message_descriptor_get_field_by_name(&p2pbuf__server_message__descriptor,
+							    "event");
+	ck_assert_uint_eq(f->id, 2);
+	f = protobuf_c_message_descriptor_get_field_by_name(&p2pbuf__server_message__descriptor,
+							    "events");
+	ck_assert_uint_eq(f->id, 3);
+	f = protobuf_c_message_descriptor_get_field_by_name(&p2pbuf__event_batch__descriptor,
+							    "events");
+	ck_assert_uint_eq(f->id, 1);
+}
+END_TEST
+
+/* Many events come back as one EventBatch, in the order added, each as it was. */
+START_TEST(test_batch_round_trip)
+{
+	struct wire_batch b = { 0 };
+	P2pbuf__LeaseRevoked body;
+	P2pbuf__Event ev;
+
+	for (uint64_t id = 1; id <= 100; id++) {
+		revoked_event(&ev, &body, id * 1000003);
+		ck_assert_int_eq(wire_batch_add(&b, &ev), 0);
+	}
+	ck_assert_uint_eq(b.n, 100);
+	P2pbuf__ServerMessage *m = batch_decoded(&b);
+	ck_assert_int_eq(m->body_case, P2PBUF__SERVER_MESSAGE__BODY_EVENTS);
+	ck_assert_uint_eq(m->events->n_events, 100);
+	for (size_t i = 0; i < 100; i++) {
+		const P2pbuf__Event *e = m->events->events[i];
+		ck_assert_int_eq(e->body_case, P2PBUF__EVENT__BODY_LEASE_REVOKED);
+		ck_assert_uint_eq(e->lease_revoked->lease_id, (i + 1) * 1000003);
+		ck_assert_int_eq(e->lease_revoked->reason, P2PBUF__REASON__REASON_RESET);
+	}
+	p2pbuf__server_message__free_unpacked(m, NULL);
+	wire_batch_reset(&b);
+	ck_assert_ptr_null(b.buf);
+	ck_assert_uint_eq(b.n, 0);
+}
+END_TEST
+
+/* A lone event is the plain Event record that a client of protocol 1.0 reads. */
+START_TEST(test_batch_of_one_is_plain)
+{
+	struct wire_batch b = { 0 };
+	P2pbuf__DeviceState body = P2PBUF__DEVICE_STATE__INIT;
+	P2pbuf__Event ev = P2PBUF__EVENT__INIT;
+
+	body.device = "gpu0";
+	body.has_state = true;
+	body.state = P2PBUF__DEVICE_STATE_KIND__DEVICE_CYCLING;
+	body.message = "reset asked for";
+	ev.body_case = P2PBUF__EVENT__BODY_DEVICE_STATE;
+	ev.device_state = &body;
+	ck_assert_int_eq(wire_batch_add(&b, &ev), 0);
+	P2pbuf__ServerMessage *m = batch_decoded(&b);
+	ck_assert_int_eq(m->body_case, P2PBUF__SERVER_MESSAGE__BODY_EVENT);
+	ck_assert_int_eq(m->event->body_case, P2PBUF__EVENT__BODY_DEVICE_STATE);
+	ck_assert_str_eq(m->event->device_state->device, "gpu0");
+	ck_assert_str_eq(m->event->device_state->message, "reset asked for");
+	p2pbuf__server_message__free_unpacked(m, NULL);
+	/* The same bytes as the event packed the ordinary way. */
+	P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
+	sm.body_case = P2PBUF__SERVER_MESSAGE__BODY_EVENT;
+	sm.event = &ev;
+	size_t len, want = p2pbuf__server_message__pack(&sm, buf);
+	const uint8_t *rec = wire_batch_record(&b, &len);
+	ck_assert_uint_eq(len, want);
+	ck_assert_int_eq(memcmp(rec, buf, len), 0);
+	wire_batch_reset(&b);
+}
+END_TEST
+
+/* A batch stops at WIRE_BATCH_MAX_EVENTS, unchanged by the refused event. */
+START_TEST(test_batch_event_cap)
+{
+	struct wire_batch b = { 0 };
+	P2pbuf__LeaseRevoked body;
+	P2pbuf__Event ev;
+
+	for (unsigned i = 0; i < WIRE_BATCH_MAX_EVENTS; i++) {
+		revoked_event(&ev, &body, i + 1);
+		ck_assert_int_eq(wire_batch_add(&b, &ev), 0);
+	}
+	size_t len = b.len;
+	revoked_event(&ev, &body, 99999);
+	ck_assert_int_eq(wire_batch_add(&b, &ev), -E2BIG);
+	ck_assert_uint_eq(b.n, WIRE_BATCH_MAX_EVENTS);
+	ck_assert_uint_eq(b.len, len);
+	P2pbuf__ServerMessage *m = batch_decoded(&b);
+	ck_assert_uint_eq(m->events->n_events, WIRE_BATCH_MAX_EVENTS);
+	ck_assert_uint_eq(m->events->events[WIRE_BATCH_MAX_EVENTS - 1]->lease_revoked->lease_id,
+			  WIRE_BATCH_MAX_EVENTS);
+	p2pbuf__server_message__free_unpacked(m, NULL);
+	wire_batch_reset(&b);
+}
+END_TEST
+
+/* Large events stop a batch at the record cap, well before the event cap. */
+START_TEST(test_batch_record_cap)
+{
+	static char message[4000];
+	struct wire_batch b = { 0 };
+	P2pbuf__DeviceState body = P2PBUF__DEVICE_STATE__INIT;
+	P2pbuf__Event ev = P2PBUF__EVENT__INIT;
+	int r;
+
+	memset(message, 'x', sizeof(message) - 1);
+	body.device = "gpu0";
+	body.message = message;
+	ev.body_case = P2PBUF__EVENT__BODY_DEVICE_STATE;
+	ev.device_state = &body;
+	while ((r = wire_batch_add(&b, &ev)) == 0)
+		ck_assert_uint_lt(b.n, WIRE_BATCH_MAX_EVENTS);
+	ck_assert_int_eq(r, -E2BIG);
+	ck_assert_uint_eq(b.n, WIRE_MAX_RECORD / sizeof(message));
+	P2pbuf__ServerMessage *m = batch_decoded(&b);
+	ck_assert_uint_eq(m->events->n_events, b.n);
+	p2pbuf__server_message__free_unpacked(m, NULL);
+	wire_batch_reset(&b);
+}
+END_TEST
+
 static Suite *wire_suite(void)
 {
 	Suite *s = suite_create("wire");
@@ -997,6 +1148,14 @@ static Suite *wire_suite(void)
 	tcase_add_test(tc, test_reason_names);
 	tcase_add_test(tc, test_device_state_names);
 	tcase_add_test(tc, test_lease_state_names);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("batch");
+	tcase_add_test(tc, test_batch_field_numbers);
+	tcase_add_test(tc, test_batch_round_trip);
+	tcase_add_test(tc, test_batch_of_one_is_plain);
+	tcase_add_test(tc, test_batch_event_cap);
+	tcase_add_test(tc, test_batch_record_cap);
 	suite_add_tcase(s, tc);
 	return s;
 }
