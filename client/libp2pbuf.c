@@ -17,8 +17,12 @@
 #include "libp2pbuf-private.h"
 
 /* Events kept while nobody dispatches. A program that never dispatches must not make us grow
- * without bound; when the queue is full the oldest event is dropped and counted. */
+ * without bound; when the queue is full the oldest event is dropped and counted. The ring
+ * starts small and doubles as needed: most connections only ever hold an event or two, and
+ * 64 KiB zeroed for each one's first event was most of what a thousand holders told to let
+ * go cost their process. */
 #define EVENT_QUEUE_MAX 1024
+#define EVENT_QUEUE_MIN 16
 
 /* Records read by one p2pbuf_dispatch(), so that a flood from the daemon cannot keep a
  * "never blocks" call busy forever; the socket stays readable and the next poll says so. */
@@ -57,7 +61,8 @@ struct p2pbuf {
 	p2pbuf_event_fn event_fn;
 	void *event_userdata;
 
-	struct queued_event *queue; /* ring of EVENT_QUEUE_MAX, allocated on first use */
+	struct queued_event *queue; /* ring of queue_cap (<= EVENT_QUEUE_MAX), made on first use */
+	size_t queue_cap;
 	size_t queue_head;
 	size_t queue_len;
 	uint64_t events_dropped; /* not exposed by the 1.0 API; kept for debuggers */
@@ -90,7 +95,7 @@ static void conn_free(struct p2pbuf *conn)
 	if (conn->fd >= 0)
 		close(conn->fd);
 	for (size_t i = 0; i < conn->queue_len; i++)
-		queued_event_clear(&conn->queue[(conn->queue_head + i) % EVENT_QUEUE_MAX]);
+		queued_event_clear(&conn->queue[(conn->queue_head + i) % conn->queue_cap]);
 	free(conn->queue);
 	free(conn->last_message);
 	free(conn->server_version);
@@ -154,28 +159,42 @@ static int wait_fd(int fd, short events, short *ret_revents)
 	}
 }
 
-static int queue_alloc(struct p2pbuf *conn)
+/* Double the ring (up to EVENT_QUEUE_MAX), its events moved to the front in order. */
+static int queue_grow(struct p2pbuf *conn)
 {
-	if (!conn->queue)
-		conn->queue = calloc(EVENT_QUEUE_MAX, sizeof(*conn->queue));
-	return conn->queue ? 0 : -ENOMEM;
+	size_t cap = conn->queue_cap ? 2 * conn->queue_cap : EVENT_QUEUE_MIN;
+
+	if (cap > EVENT_QUEUE_MAX)
+		cap = EVENT_QUEUE_MAX;
+	struct queued_event *q = malloc(cap * sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	for (size_t i = 0; i < conn->queue_len; i++)
+		q[i] = conn->queue[(conn->queue_head + i) % conn->queue_cap];
+	free(conn->queue);
+	conn->queue = q;
+	conn->queue_cap = cap;
+	conn->queue_head = 0;
+	return 0;
 }
 
-/* Append ev (whose strings the queue now owns), dropping the oldest event when full. */
+/* Append ev (whose strings the queue now owns), dropping the oldest event when full (or
+ * when it cannot grow). */
 static void queue_push(struct p2pbuf *conn, struct queued_event *ev)
 {
-	if (queue_alloc(conn) < 0) {
-		queued_event_clear(ev);
-		conn->events_dropped++;
-		return;
-	}
-	if (conn->queue_len == EVENT_QUEUE_MAX) {
+	if (conn->queue_len == conn->queue_cap &&
+	    (conn->queue_cap == EVENT_QUEUE_MAX || queue_grow(conn) < 0)) {
+		if (conn->queue_cap == 0) {
+			queued_event_clear(ev);
+			conn->events_dropped++;
+			return;
+		}
 		queued_event_clear(&conn->queue[conn->queue_head]);
-		conn->queue_head = (conn->queue_head + 1) % EVENT_QUEUE_MAX;
+		conn->queue_head = (conn->queue_head + 1) % conn->queue_cap;
 		conn->queue_len--;
 		conn->events_dropped++;
 	}
-	conn->queue[(conn->queue_head + conn->queue_len) % EVENT_QUEUE_MAX] = *ev;
+	conn->queue[(conn->queue_head + conn->queue_len) % conn->queue_cap] = *ev;
 	conn->queue_len++;
 	*ev = (struct queued_event){ 0 };
 }
@@ -186,7 +205,7 @@ static bool queue_pop(struct p2pbuf *conn, struct queued_event *ret_ev)
 		return false;
 	*ret_ev = conn->queue[conn->queue_head];
 	conn->queue[conn->queue_head] = (struct queued_event){ 0 };
-	conn->queue_head = (conn->queue_head + 1) % EVENT_QUEUE_MAX;
+	conn->queue_head = (conn->queue_head + 1) % conn->queue_cap;
 	conn->queue_len--;
 	return true;
 }

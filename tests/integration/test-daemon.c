@@ -1136,6 +1136,96 @@ START_TEST(batched_event_precedes_reply)
 }
 END_TEST
 
+/* What a connection that does not dispatch keeps: its queue grows with the events, in order,
+ * up to 1,024, and then holds the newest 1,024. */
+struct kept {
+	unsigned revoked, states, total;
+	int last_state;
+};
+
+static void on_kept(struct p2pbuf *conn, const struct p2pbuf_event *ev, void *userdata)
+{
+	struct kept *k = userdata;
+
+	k->total++;
+	if (ev->type == P2PBUF_EVENT_LEASE_REVOKED)
+		k->revoked++;
+	if (ev->type == P2PBUF_EVENT_DEVICE_STATE) {
+		k->states++;
+		k->last_state = ev->state;
+	}
+}
+
+static void wait_ready(struct p2pbuf *c, const char *name, uint32_t generation)
+{
+	for (int i = 0; i < 500; i++) {
+		struct p2pbuf_device *devs;
+		size_t n;
+		bool ready = false;
+		ck_assert_int_eq(p2pbuf_list_devices(c, &devs, &n), 0);
+		for (size_t j = 0; j < n; j++)
+			ready |= strcmp(devs[j].name, name) == 0 &&
+				 devs[j].state == P2PBUF_DEVICE_READY &&
+				 devs[j].generation >= generation;
+		p2pbuf_devices_free(devs, n);
+		if (ready)
+			return;
+		usleep(10000);
+	}
+	ck_abort_msg("%s did not come back", name);
+}
+
+static void reset_unread(unsigned leases, uint32_t generation, struct kept *k)
+{
+	struct p2pbuf *holders[2] = { connect_ok(), connect_ok() };
+	struct p2pbuf *observer = connect_ok(), *admin = connect_ok();
+
+	ck_assert_int_eq(p2pbuf_subscribe(observer, true), 0);
+	p2pbuf_set_event_handler(observer, on_kept, k);
+	for (unsigned i = 0; i < leases; i++) {
+		struct p2pbuf *c = holders[i % 2];
+		int fd = export1(c, "sim1", 0, (uint64_t)(i % 256) * 0x1000, 0x1000, NULL);
+		ck_assert_msg(fd >= 0, "export %u: %s", i, p2pbuf_last_message(c));
+		close(fd);
+	}
+	ck_assert_int_eq(p2pbuf_reset(admin, "sim1"), 0);
+	wait_ready(admin, "sim1", generation);
+	/* Every event is in the observer's socket before this reply: the call queues them. */
+	struct p2pbuf_status st;
+	ck_assert_int_eq(p2pbuf_status(observer, &st), 0);
+	p2pbuf_status_free(&st);
+	ck_assert(p2pbuf_pending(observer));
+	while (p2pbuf_pending(observer))
+		ck_assert_int_gt(p2pbuf_dispatch(observer), 0);
+	p2pbuf_disconnect(holders[0]);
+	p2pbuf_disconnect(holders[1]);
+	p2pbuf_disconnect(observer);
+	p2pbuf_disconnect(admin);
+}
+
+START_TEST(event_queue_grows_then_keeps_the_newest)
+{
+	struct kept some = { 0 }, many = { 0 };
+
+	static const char *const more_leases[] = { "--max-leases-per-client", "700",
+						   "--max-leases-per-user", "1200", NULL };
+
+	harness_stop(&h);
+	harness_start(&h, NULL, more_leases);
+	/* 600 revoked, cycling, ready: all kept, through every size of the queue. */
+	reset_unread(600, 1, &some);
+	ck_assert_uint_eq(some.revoked, 600);
+	ck_assert_uint_eq(some.states, 2);
+	ck_assert_uint_eq(some.total, 602);
+	ck_assert_int_eq(some.last_state, P2PBUF_DEVICE_READY);
+	/* 1,100 and two states: the oldest 78 go, the newest (the device ready) stays. */
+	reset_unread(1100, 2, &many);
+	ck_assert_uint_eq(many.total, 1024);
+	ck_assert_int_eq(many.last_state, P2PBUF_DEVICE_READY);
+	assert_serving();
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
@@ -1169,6 +1259,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, lease_listing_pages);
 	tcase_add_test(tc, reset_events_batched_for_clients_that_ask);
 	tcase_add_test(tc, batched_event_precedes_reply);
+	tcase_add_test(tc, event_queue_grows_then_keeps_the_newest);
 	tcase_add_test(tc, client_that_never_reads_gets_backpressure);
 	suite_add_tcase(s, tc);
 	TCase *tp = tcase_create("startup");
