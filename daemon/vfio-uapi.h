@@ -1,7 +1,8 @@
 /* The VFIO and dma-buf uapi that p2pbufd needs, for hosts whose kernel headers are older than
  * Linux 6.19 (Debian 12 ships 6.1). The host's headers come first; every name added here is
- * guarded, so a newer linux-libc-dev simply wins. Only vfio.c includes this. The values are
- * the kernel's ABI (unchanged from 6.19 through 7.3, see KERNEL.md §1).
+ * guarded, so a newer linux-libc-dev simply wins. vfio.c and the sandbox (its ioctl numbers)
+ * include this. The values are the kernel's ABI (unchanged from 6.19 through 7.3, see
+ * KERNEL.md §1).
  *
  * No iommufd name is needed: the daemon only opens /dev/iommu and hands that fd to
  * VFIO_DEVICE_BIND_IOMMUFD (a VFIO ioctl); it never allocates an IOAS or maps anything. */
@@ -11,24 +12,20 @@
 #include <linux/vfio.h>
 #include <linux/dma-buf.h>
 
-/* Linux 6.6: bind a device cdev (/dev/vfio/devices/vfioN) to an iommufd. Newer kernels
- * append token_uuid_ptr; the kernel accepts both sizes (copy_struct_from_user), and vfio.c
- * never names that field, so either layout of the host's struct works. */
-#ifndef VFIO_DEVICE_BIND_IOMMUFD
-struct vfio_device_bind_iommufd {
-	__u32 argsz;
-	__u32 flags;
-	__s32 iommufd;
-	__u32 out_devid;
-	__aligned_u64 token_uuid_ptr;
-};
-#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+/* Whether the host's headers have the dma-buf export feature (Linux 6.19), asked before
+ * probe-uapi.h defines its number: they bring its payload with it. */
+#ifndef VFIO_DEVICE_FEATURE_DMA_BUF
+#define P2PBUF_DEFINE_DMA_BUF_PAYLOAD 1
 #endif
 
-/* Linux 6.19: export ranges of one BAR as a dma-buf (VFIO_DEVICE_FEATURE, GET). */
-#ifndef VFIO_DEVICE_FEATURE_DMA_BUF
-#define VFIO_DEVICE_FEATURE_DMA_BUF 11
+/* VFIO_DEVICE_BIND_IOMMUFD (Linux 6.6) and the feature's number: the kernel probes' copy,
+ * one definition for probes and daemon. Newer kernels append token_uuid_ptr to the bind
+ * struct; the kernel accepts both sizes (copy_struct_from_user), and vfio.c never names
+ * that field, so either layout of the host's struct works. */
+#include "probe-uapi.h"
 
+/* Linux 6.19: export ranges of one BAR as a dma-buf (VFIO_DEVICE_FEATURE, GET). */
+#ifdef P2PBUF_DEFINE_DMA_BUF_PAYLOAD
 struct vfio_region_dma_range {
 	__u64 offset;
 	__u64 length;

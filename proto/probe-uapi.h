@@ -4,8 +4,8 @@
  * them unchanged, KERNEL.md §1); nothing proposed upstream and unmerged, such as a per-buffer
  * revoke, is ever defined here.
  *
- * This is the probes' own copy: daemon/vfio-uapi.h is the daemon's, and client code must not
- * include daemon headers. */
+ * It lives with the probes because client code (p2pbuf-client doctor) must not include daemon
+ * headers; daemon/vfio-uapi.h includes it and adds the export's payload. */
 #pragma once
 
 #include <linux/types.h>
