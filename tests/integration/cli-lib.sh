@@ -1,7 +1,8 @@
-# Sourced by the CLI's scripted suites (test-cli.sh, test-cli-policy.sh): counting results,
-# cleaning up, waiting for a condition, and running p2pbuf-client with its status, output and
-# JSON checked. The suite sets dir (its temporary directory, removed at exit), client and
-# sock before sourcing this, and appends the pids it starts to pids.
+# Sourced by the scripted suites (test-cli.sh, test-cli-policy.sh, test-service.sh):
+# counting results, cleaning up, waiting for a condition, and running p2pbuf-client with its
+# status, output and JSON checked. The suite sets dir (its temporary directory, removed at
+# exit) before sourcing this, and client and sock before it runs the client; it appends the
+# pids it starts to pids.
 # shellcheck shell=bash
 passed=0
 failed=0

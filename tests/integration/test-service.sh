@@ -8,32 +8,14 @@
 set -u
 
 top_builddir=${top_builddir:-$(pwd)}
+top_srcdir=${top_srcdir:-$top_builddir}
 daemon=$top_builddir/daemon/p2pbufd
 dir=$(mktemp -d /tmp/p2pbuf-svc-XXXXXX)
-passed=0
-failed=0
-pids=()
+# pass, fail, wait_for; cleanup at exit.
+# shellcheck source=tests/integration/cli-lib.sh
+. "$top_srcdir/tests/integration/cli-lib.sh"
 
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1: $2"; }
 check() { if eval "$2"; then pass "$1"; else fail "$1" "$3"; fi; }
-
-wait_for() {
-	local tries=$(($1 * 20))
-	shift
-	while ! "$@"; do
-		tries=$((tries - 1))
-		[ "$tries" -gt 0 ] || return 1
-		sleep 0.05
-	done
-}
 
 if ! command -v python3 >/dev/null; then
 	echo "SKIP: needs python3 for the stand-in service manager"
