@@ -12,6 +12,7 @@
 #include "p2pbuf.h"
 #include "peer.h"
 #include "session.h"
+#include "text.h"
 
 #define MSG_MAX 320
 #define LIST_PAGE_BYTES (WIRE_MAX_RECORD - 1024) /* room left for the reply's envelope */
@@ -361,7 +362,7 @@ static struct lease *lease_create(struct session *c, const struct export_req *x,
 			 d->leases.count);
 		return NULL;
 	}
-	snprintf(name, sizeof(name), "p2pbuf-lease-%" PRIu64, l->id);
+	text_u64(name, sizeof(name), "p2pbuf-lease-", l->id);
 	*ret_err =
 	    x->dev->ops->export_ranges(x->dev->handle, x->bar, x->ranges, x->n, name, &l->fd);
 	if (*ret_err < 0) {
@@ -383,8 +384,8 @@ static void lease_fill(struct session *c, struct lease *l, const struct export_r
 	l->generation = x->dev->generation;
 	l->bar = x->bar;
 	l->size = x->size;
-	snprintf(l->rule_where, sizeof(l->rule_where), "%s", x->rule->where);
-	snprintf(l->label, sizeof(l->label), "%s", x->label ? x->label : "");
+	text_copy(l->rule_where, sizeof(l->rule_where), x->rule->where);
+	text_copy(l->label, sizeof(l->label), x->label ? x->label : "");
 	memcpy(l->ranges, x->ranges, x->n * sizeof(x->ranges[0]));
 	l->created_ms = d->clock->realtime_ms(d->clock->ctx);
 	l->expires_ms = ttl ? l->created_ms + ttl : 0;

@@ -23,6 +23,7 @@
 #include "device.h"
 #include "clock.h"
 #include "macro.h"
+#include "text.h"
 
 struct device_handle {
 	int req_fd; /* eventfds standing in for VFIO's REQ and ERR */
@@ -295,7 +296,7 @@ static int sim_reopen(struct device_handle *h, int fd, int *ret_fd)
 {
 	char name[16];
 
-	snprintf(name, sizeof(name), "%d", fd);
+	text_u64(name, sizeof(name), "", (uint64_t)fd);
 	int copy = openat(h->fd_dir, name, O_RDWR | O_CLOEXEC);
 	if (copy < 0)
 		return -errno;

@@ -7,7 +7,7 @@
 # alike; no protobuf in it.
 noinst_LTLIBRARIES += proto/libcommon.la
 proto_libcommon_la_SOURCES = proto/units.c proto/units.h proto/clock.c proto/clock.h \
-	proto/macro.h proto/sysroot.c proto/sysroot.h proto/probe.c proto/probe.h \
+	proto/macro.h proto/text.h proto/sysroot.c proto/sysroot.h proto/probe.c proto/probe.h \
 	proto/probe-uapi.h proto/pcisys.c proto/pcisys.h proto/p2ppath.c proto/p2ppath.h
 proto_libcommon_la_CFLAGS = $(AM_CFLAGS) -fPIC
 

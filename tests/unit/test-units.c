@@ -1,6 +1,7 @@
 /* Unit tests of the one size, offset, duration and count grammar (proto/units.c) that the
  * daemon's options, the policy and the CLI share: what each accepts, what each refuses and
- * with which errno, and that every formatted value reads back as itself. */
+ * with which errno, and that every formatted value reads back as itself. Also the bounded
+ * string building of proto/text.h, which must write what snprintf would. */
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "macro.h"
+#include "text.h"
 #include "units.h"
 
 /* Written to every result before a parse, so that a failure which wrote it anyway shows. */
@@ -447,6 +449,57 @@ START_TEST(test_round_trip_duration)
 }
 END_TEST
 
+/* ---- text.h: byte for byte what snprintf writes, at every size that cuts it ---- */
+
+static void assert_like_snprintf(const char *got, size_t got_len, const char *want, int want_n,
+				 size_t size)
+{
+	size_t want_len = (size_t)want_n < size ? (size_t)want_n : size - 1;
+
+	ck_assert_msg(got_len == want_len && memcmp(got, want, want_len + 1) == 0,
+		      "size %zu: \"%s\" (%zu), snprintf wrote \"%s\" (%zu)", size, got, got_len,
+		      want, want_len);
+}
+
+START_TEST(test_text_copy)
+{
+	static const char *const texts[] = { "", "a", "lab-gpu0", "policy.d/10-gpu.conf:12",
+					     "caf\xc3\xa9 \xe2\x80\x94 ok" };
+	char got[40], want[40];
+
+	for (size_t t = 0; t < ARRAY_SIZE(texts); t++)
+		for (size_t size = 1; size <= sizeof(got); size++) {
+			memset(got, 'x', sizeof(got));
+			size_t n = text_copy(got, size, texts[t]);
+			int w = snprintf(want, size, "%s", texts[t]);
+			assert_like_snprintf(got, n, want, w, size);
+			ck_assert_msg(size == sizeof(got) || got[size] == 'x',
+				      "text_copy wrote past %zu bytes", size);
+		}
+}
+END_TEST
+
+START_TEST(test_text_u64)
+{
+	static const uint64_t values[] = {
+		0, 7, 10, 99, 100, 4096, UINT32_MAX, UINT64_C(1) << 53, UINT64_MAX - 1, UINT64_MAX
+	};
+	static const char *const prefixes[] = { "", "p2pbuf-lease-" };
+	char got[40], want[40];
+
+	for (size_t p = 0; p < ARRAY_SIZE(prefixes); p++)
+		for (size_t v = 0; v < ARRAY_SIZE(values); v++)
+			for (size_t size = 1; size <= sizeof(got); size++) {
+				memset(got, 'x', sizeof(got));
+				size_t n = text_u64(got, size, prefixes[p], values[v]);
+				int w = snprintf(want, size, "%s%" PRIu64, prefixes[p], values[v]);
+				assert_like_snprintf(got, n, want, w, size);
+				ck_assert_msg(size == sizeof(got) || got[size] == 'x',
+					      "text_u64 wrote past %zu bytes", size);
+			}
+}
+END_TEST
+
 static Suite *units_suite(void)
 {
 	Suite *s = suite_create("units");
@@ -466,6 +519,11 @@ static Suite *units_suite(void)
 	tcase_add_test(tc, test_format_duration);
 	tcase_add_test(tc, test_round_trip_size);
 	tcase_add_test(tc, test_round_trip_duration);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("text");
+	tcase_add_test(tc, test_text_copy);
+	tcase_add_test(tc, test_text_u64);
 	suite_add_tcase(s, tc);
 	return s;
 }
