@@ -1,6 +1,8 @@
 /* Framing and request validation shared by the daemon and the client library. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,7 +24,7 @@
 #define VARINT_MAX 3	      /* bytes of a varint below 2^21, more than WIRE_MAX_RECORD */
 #define WIRE_BATCH_HEAD (1 + VARINT_MAX)
 
-static size_t varint_put(uint8_t *p, size_t v)
+static size_t varint_put(uint8_t *p, uint64_t v)
 {
 	size_t n = 0;
 
@@ -36,11 +38,15 @@ static size_t varint_put(uint8_t *p, size_t v)
 	return n;
 }
 
-static size_t varint_len(size_t v)
+static size_t varint_len(uint64_t v)
 {
-	uint8_t scratch[10];
+	size_t n = 1;
 
-	return varint_put(scratch, v);
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
 }
 
 int wire_batch_add(struct wire_batch *b, const P2pbuf__Event *ev)
@@ -94,6 +100,233 @@ void wire_batch_reset(struct wire_batch *b)
 {
 	free(b->buf);
 	*b = (struct wire_batch){ 0 };
+}
+
+/* ---- replies, encoded by hand ----
+ *
+ * protobuf-c learns a nested message's length by packing it (get_packed_size) before it
+ * packs it, at every level: a Reply costs three passes over the ExportReply inside it, most
+ * of what the daemon spends on an export outside the kernel. Here each length is summed once
+ * from the fields, and the bytes are those protobuf-c would write (fields in number order,
+ * proto2 presence: a scalar or bytes field when its has_ flag is set, a string or message
+ * when its pointer is set; test-wire compares both on many replies). A message with
+ * unknown fields, which only a decoded one has, is left to protobuf-c. */
+#define KEY_VARINT(field) ((uint64_t)(field) << 3)
+#define KEY_BYTES(field) ((uint64_t)(field) << 3 | 2)
+#define FIELD_SERVER_REPLY 1 /* ServerMessage.reply */
+
+struct out {
+	uint8_t *p;
+};
+
+static void put_varint(struct out *o, uint64_t key, uint64_t v)
+{
+	o->p += varint_put(o->p, key);
+	o->p += varint_put(o->p, v);
+}
+
+static void put_bytes(struct out *o, uint64_t key, const void *data, size_t len)
+{
+	o->p += varint_put(o->p, key);
+	o->p += varint_put(o->p, len);
+	memcpy(o->p, data, len);
+	o->p += len;
+}
+
+static size_t varint_field_len(uint64_t key, uint64_t v)
+{
+	return varint_len(key) + varint_len(v);
+}
+
+static size_t bytes_field_len(uint64_t key, size_t len)
+{
+	return varint_len(key) + varint_len(len) + len;
+}
+
+/* sint32's ZigZag: small magnitudes of either sign in few bytes. */
+static uint64_t zigzag32(int32_t v)
+{
+	return (uint32_t)(((uint32_t)v << 1) ^ (uint32_t)(v >> 31));
+}
+
+static size_t export_reply_len(const P2pbuf__ExportReply *er)
+{
+	size_t n = 0;
+
+	if (er->has_lease_id)
+		n += varint_field_len(KEY_VARINT(1), er->lease_id);
+	if (er->has_size)
+		n += varint_field_len(KEY_VARINT(2), er->size);
+	if (er->has_generation)
+		n += varint_field_len(KEY_VARINT(3), er->generation);
+	if (er->has_expires_ms)
+		n += varint_field_len(KEY_VARINT(4), (uint64_t)er->expires_ms);
+	if (er->has_reclaim_token)
+		n += bytes_field_len(KEY_BYTES(5), er->reclaim_token.len);
+	return n;
+}
+
+static void put_export_reply(struct out *o, const P2pbuf__ExportReply *er)
+{
+	if (er->has_lease_id)
+		put_varint(o, KEY_VARINT(1), er->lease_id);
+	if (er->has_size)
+		put_varint(o, KEY_VARINT(2), er->size);
+	if (er->has_generation)
+		put_varint(o, KEY_VARINT(3), er->generation);
+	if (er->has_expires_ms)
+		put_varint(o, KEY_VARINT(4), (uint64_t)er->expires_ms);
+	if (er->has_reclaim_token)
+		put_bytes(o, KEY_BYTES(5), er->reclaim_token.data, er->reclaim_token.len);
+}
+
+/* The Reply's body: its field number and message, or NULL for none. */
+static const ProtobufCMessage *reply_body(const P2pbuf__Reply *r, uint32_t *ret_field)
+{
+	const void *body;
+
+	switch (r->body_case) {
+	case P2PBUF__REPLY__BODY_HELLO:
+		body = r->hello;
+		break;
+	case P2PBUF__REPLY__BODY_LIST_DEVICES:
+		body = r->list_devices;
+		break;
+	case P2PBUF__REPLY__BODY_EXPORT:
+		body = r->export;
+		break;
+	case P2PBUF__REPLY__BODY_LIST_LEASES:
+		body = r->list_leases;
+		break;
+	case P2PBUF__REPLY__BODY_STATUS:
+		body = r->status;
+		break;
+	case P2PBUF__REPLY__BODY_RELOAD:
+		body = r->reload;
+		break;
+	default:
+		return NULL;
+	}
+	*ret_field = (uint32_t)r->body_case;
+	return body;
+}
+
+ssize_t wire_pack_reply(const P2pbuf__Reply *r, uint8_t *buf, size_t cap)
+{
+	uint32_t field = 0;
+	const ProtobufCMessage *body = reply_body(r, &field);
+	const P2pbuf__ExportReply *er =
+	    r->body_case == P2PBUF__REPLY__BODY_EXPORT ? r->export : NULL;
+
+	if (r->base.n_unknown_fields || (er && er->base.n_unknown_fields)) {
+		P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
+		sm.body_case = P2PBUF__SERVER_MESSAGE__BODY_REPLY;
+		sm.reply = (P2pbuf__Reply *)r;
+		size_t len = protobuf_c_message_get_packed_size(&sm.base);
+		if (len > cap)
+			return -EMSGSIZE;
+		return (ssize_t)protobuf_c_message_pack(&sm.base, buf);
+	}
+	size_t msg_len = r->message ? strlen(r->message) : 0;
+	size_t body_len = !body ? 0
+			  : er	? export_reply_len(er)
+				: protobuf_c_message_get_packed_size(body);
+	size_t n = 0;
+	if (r->has_request_id)
+		n += varint_field_len(KEY_VARINT(1), r->request_id);
+	if (r->has_error)
+		n += varint_field_len(KEY_VARINT(2), zigzag32(r->error));
+	if (r->message)
+		n += bytes_field_len(KEY_BYTES(3), msg_len);
+	if (r->has_nfds)
+		n += varint_field_len(KEY_VARINT(4), r->nfds);
+	if (body)
+		n += bytes_field_len(KEY_BYTES(field), body_len);
+	size_t total = bytes_field_len(KEY_BYTES(FIELD_SERVER_REPLY), n);
+	if (total > cap)
+		return -EMSGSIZE;
+
+	struct out o = { buf };
+	o.p += varint_put(o.p, KEY_BYTES(FIELD_SERVER_REPLY));
+	o.p += varint_put(o.p, n);
+	if (r->has_request_id)
+		put_varint(&o, KEY_VARINT(1), r->request_id);
+	if (r->has_error)
+		put_varint(&o, KEY_VARINT(2), zigzag32(r->error));
+	if (r->message)
+		put_bytes(&o, KEY_BYTES(3), r->message, msg_len);
+	if (r->has_nfds)
+		put_varint(&o, KEY_VARINT(4), r->nfds);
+	if (body) {
+		o.p += varint_put(o.p, KEY_BYTES(field));
+		o.p += varint_put(o.p, body_len);
+		if (er)
+			put_export_reply(&o, er);
+		else
+			o.p += protobuf_c_message_pack(body, o.p);
+	}
+	return (ssize_t)(o.p - buf);
+}
+
+/* ---- the decode arena ---- */
+
+/* A block that did not fit in the buffer: this header, then the allocation, as aligned as
+ * malloc's own. */
+union wire_arena_spill {
+	union wire_arena_spill *next;
+	max_align_t align;
+};
+
+#define ARENA_ALIGN _Alignof(max_align_t)
+
+static void *arena_alloc(void *data, size_t size)
+{
+	struct wire_arena *a = data;
+	size_t n = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+
+	if (n >= size && n <= a->cap - a->used) {
+		void *p = a->buf + a->used;
+		a->used += n;
+		return p;
+	}
+	if (size > SIZE_MAX - sizeof(union wire_arena_spill))
+		return NULL;
+	union wire_arena_spill *b = malloc(sizeof(*b) + size);
+	if (!b)
+		return NULL;
+	b->next = a->spill;
+	a->spill = b;
+	return b + 1;
+}
+
+/* protobuf-c frees only on its error paths, the half-decoded message: the reset takes it. */
+static void arena_free(void *data, void *p)
+{
+	(void)data;
+	(void)p;
+}
+
+void wire_arena_init(struct wire_arena *a, void *buf, size_t cap)
+{
+	uintptr_t at = (uintptr_t)buf,
+		  start = (at + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+	size_t skip = (size_t)(start - at);
+
+	*a = (struct wire_arena){
+		.alloc = { .alloc = arena_alloc, .free = arena_free, .allocator_data = a },
+		.buf = (uint8_t *)start,
+		.cap = cap > skip ? (cap - skip) & ~(ARENA_ALIGN - 1) : 0,
+	};
+}
+
+void wire_arena_reset(struct wire_arena *a)
+{
+	while (a->spill) {
+		union wire_arena_spill *next = a->spill->next;
+		free(a->spill);
+		a->spill = next;
+	}
+	a->used = 0;
 }
 
 void wire_close_fds(int *fds, size_t n)
@@ -538,6 +771,234 @@ int wire_check_record(const P2pbuf__Request *req, const uint8_t *buf, size_t len
 	int r = scan_nul(&p2pbuf__request__descriptor, buf, len, 0, ret_why);
 
 	return r < 0 ? r : wire_check_request(req, ret_why);
+}
+
+/* ---- the grant path's requests, decoded by hand ----
+ *
+ * protobuf-c reads a message in two passes over a table of its fields, and each nested
+ * message again: most of what the daemon spends on a Release outside the kernel, and a
+ * third of it on an Export. The two requests a client sends for every buffer are read here
+ * in one pass, when they have the plain shape every encoder writes: each field known, with
+ * its wire type, at most once (ranges repeated), one-byte keys, varints of at most ten bytes
+ * and a uint32 that fits, strings without a NUL byte. Anything else (another request, an
+ * unknown or repeated field, anything malformed) is left to protobuf-c, whose answer it then
+ * is: what is decoded here is what p2pbuf__request__unpack() gives for the same bytes (the
+ * wire fuzzer compares them on every input), and a string checked here for NUL needs no
+ * second scan of the record. */
+struct in {
+	const uint8_t *p, *end;
+};
+
+#define FAST_NO 0  /* not a shape read here: protobuf-c decides */
+#define FAST_YES 1 /* decoded */
+
+static bool get_varint(struct in *in, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	for (unsigned shift = 0; shift < 64 && in->p < in->end; shift += 7) {
+		uint8_t b = *in->p++;
+		if (shift == 63 && b > 1)
+			return false;
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*ret = v;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The next field: its number and wire type from a one-byte key. */
+static bool get_key(struct in *in, unsigned *ret_field, unsigned *ret_type)
+{
+	if (in->p >= in->end || (*in->p & 0x80))
+		return false;
+	*ret_field = *in->p >> 3;
+	*ret_type = *in->p & 7;
+	in->p++;
+	return true;
+}
+
+/* A length-delimited field's contents. */
+static bool get_len(struct in *in, struct in *ret)
+{
+	uint64_t n;
+
+	if (!get_varint(in, &n) || n > (uint64_t)(in->end - in->p))
+		return false;
+	*ret = (struct in){ in->p, in->p + n };
+	in->p += n;
+	return true;
+}
+
+static bool get_u32(struct in *in, uint32_t *ret)
+{
+	uint64_t v;
+
+	if (!get_varint(in, &v) || v > UINT32_MAX)
+		return false;
+	*ret = (uint32_t)v;
+	return true;
+}
+
+static bool get_string(struct in *in, struct wire_arena *a, char **ret)
+{
+	struct in s;
+
+	if (!get_len(in, &s) || memchr(s.p, '\0', (size_t)(s.end - s.p)))
+		return false;
+	size_t n = (size_t)(s.end - s.p);
+	char *str = arena_alloc(a, n + 1);
+	if (!str)
+		return false;
+	memcpy(str, s.p, n);
+	str[n] = '\0';
+	*ret = str;
+	return true;
+}
+
+#define WT_VARINT 0
+#define WT_LEN 2
+/* Each field at most once: bit n for field n. */
+#define ONCE(seen, field) (!((seen) & (1u << (field))) && ((seen) |= 1u << (field)))
+
+static bool fast_range(struct in in, struct wire_arena *a, P2pbuf__Range **ret)
+{
+	P2pbuf__Range *r = arena_alloc(a, sizeof(*r));
+	unsigned field, type, seen = 0;
+
+	if (!r)
+		return false;
+	p2pbuf__range__init(r);
+	while (in.p < in.end) {
+		if (!get_key(&in, &field, &type) || type != WT_VARINT || !ONCE(seen, field))
+			return false;
+		if (field == 1 && get_varint(&in, &r->offset))
+			r->has_offset = true;
+		else if (field == 2 && get_varint(&in, &r->length))
+			r->has_length = true;
+		else
+			return false;
+	}
+	*ret = r;
+	return true;
+}
+
+static bool fast_export(struct in in, struct wire_arena *a, P2pbuf__Export **ret)
+{
+	P2pbuf__Export *e = arena_alloc(a, sizeof(*e));
+	unsigned field, type, seen = 0;
+	size_t n = 0;
+
+	if (!e)
+		return false;
+	p2pbuf__export__init(e);
+	/* Count the ranges first (walking keys and lengths only), for their array. */
+	for (struct in c = in; c.p < c.end;) {
+		struct in skip;
+		uint64_t v;
+		if (!get_key(&c, &field, &type))
+			return false;
+		if (type == WT_LEN ? !get_len(&c, &skip) : type != WT_VARINT || !get_varint(&c, &v))
+			return false;
+		n += field == 3;
+	}
+	if (n && !(e->ranges = arena_alloc(a, n * sizeof(*e->ranges))))
+		return false;
+	while (in.p < in.end) {
+		struct in sub;
+		get_key(&in, &field, &type);
+		if (field == 3 && type == WT_LEN) {
+			if (!get_len(&in, &sub) || !fast_range(sub, a, &e->ranges[e->n_ranges]))
+				return false;
+			e->n_ranges++;
+			continue;
+		}
+		if (!ONCE(seen, field))
+			return false;
+		if (field == 1 && type == WT_LEN && get_string(&in, a, &e->device))
+			continue;
+		if (field == 2 && type == WT_VARINT && get_u32(&in, &e->bar)) {
+			e->has_bar = true;
+			continue;
+		}
+		if (field == 4 && type == WT_LEN && get_string(&in, a, &e->label))
+			continue;
+		return false;
+	}
+	*ret = e;
+	return true;
+}
+
+static bool fast_release(struct in in, struct wire_arena *a, P2pbuf__Release **ret)
+{
+	P2pbuf__Release *r = arena_alloc(a, sizeof(*r));
+	unsigned field, type, seen = 0;
+
+	if (!r)
+		return false;
+	p2pbuf__release__init(r);
+	while (in.p < in.end) {
+		if (!get_key(&in, &field, &type) || type != WT_VARINT || !ONCE(seen, field) ||
+		    field != 1 || !get_varint(&in, &r->lease_id))
+			return false;
+		r->has_lease_id = true;
+	}
+	*ret = r;
+	return true;
+}
+
+static int fast_request(struct in in, struct wire_arena *a, P2pbuf__Request **ret)
+{
+	P2pbuf__Request *req = arena_alloc(a, sizeof(*req));
+	unsigned field, type, seen = 0;
+
+	if (!req)
+		return FAST_NO;
+	p2pbuf__request__init(req);
+	while (in.p < in.end) {
+		struct in sub;
+		if (!get_key(&in, &field, &type) || !ONCE(seen, field))
+			return FAST_NO;
+		if (field == 1 && type == WT_VARINT && get_varint(&in, &req->request_id)) {
+			req->has_request_id = true;
+			continue;
+		}
+		/* One body: a second (which protobuf-c lets replace the first) is not this shape.
+		 */
+		if (type != WT_LEN || req->body_case || !get_len(&in, &sub))
+			return FAST_NO;
+		if (field == P2PBUF__REQUEST__BODY_EXPORT && fast_export(sub, a, &req->export))
+			req->body_case = P2PBUF__REQUEST__BODY_EXPORT;
+		else if (field == P2PBUF__REQUEST__BODY_RELEASE &&
+			 fast_release(sub, a, &req->release))
+			req->body_case = P2PBUF__REQUEST__BODY_RELEASE;
+		else
+			return FAST_NO;
+	}
+	/* A request without a body is protobuf-c's (and the check's) to explain. */
+	if (!req->body_case)
+		return FAST_NO;
+	*ret = req;
+	return FAST_YES;
+}
+
+int wire_decode_request(struct wire_arena *a, const uint8_t *buf, size_t len,
+			P2pbuf__Request **ret_req, const char **ret_why)
+{
+	size_t mark = a->used;
+
+	if (fast_request((struct in){ buf, buf + len }, a, ret_req) == FAST_YES)
+		return wire_check_request(*ret_req, ret_why);
+	/* What the attempt took from the buffer is given back (spills wait for the reset). */
+	a->used = mark;
+	*ret_req = p2pbuf__request__unpack(&a->alloc, len, buf);
+	if (!*ret_req) {
+		*ret_why = "undecodable record";
+		return -EBADMSG;
+	}
+	return wire_check_record(*ret_req, buf, len, ret_why);
 }
 
 static const char *const reason_names[] = {

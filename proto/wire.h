@@ -34,6 +34,12 @@ ssize_t wire_recv_wait(int sock, void *buf, size_t cap, int fds[WIRE_MAX_FDS], s
 /* Pack msg and send it as one record. -EMSGSIZE when it would exceed WIRE_MAX_RECORD. */
 int wire_send_msg(int sock, const ProtobufCMessage *msg, const int *fds, size_t nfds);
 
+/* Pack ServerMessage{reply: r} into buf[0..cap): the bytes protobuf_c_message_pack() writes
+ * for it, at a fraction of the cost (the envelope, the Reply and an ExportReply are written
+ * by hand; another body is packed by protobuf-c). Returns the length, -EMSGSIZE when it
+ * would not fit in cap (nothing usable is written then). */
+ssize_t wire_pack_reply(const P2pbuf__Reply *r, uint8_t *buf, size_t cap);
+
 /* An EventBatch record being built: the events of one turn for one connection (1.3). Each
  * event is packed once, straight into the record; the ServerMessage envelope is written in
  * front of them when the record is taken. Zero-initialise; wire_batch_reset() frees. */
@@ -57,6 +63,33 @@ const uint8_t *wire_batch_record(struct wire_batch *b, size_t *ret_len);
 /* Empty the batch and free its memory. */
 void wire_batch_reset(struct wire_batch *b);
 
+/* Memory for decoding one record: protobuf-c's allocations come from the caller's buffer
+ * (a bump pointer, nothing freed one by one), what does not fit from malloc, and
+ * wire_arena_reset() gives all of it back at once. A message unpacked with &a->alloc is
+ * dropped by resetting its arena, never with free_unpacked, and lives no longer than that:
+ * what must outlive the record is copied out (or packed again) first. The decode of a
+ * request then costs no malloc and no free per field. */
+union wire_arena_spill;
+struct wire_arena {
+	ProtobufCAllocator alloc;
+	uint8_t *buf;
+	size_t cap, used;
+	union wire_arena_spill *spill; /* the malloc'ed blocks, newest first */
+};
+
+/* Room that holds the largest Request wire_check_request() accepts, decoded (an Export of
+ * WIRE_MAX_RANGES ranges with its strings at their caps: test-wire checks it). What spills
+ * is a record refused anyway or padded with fields this side does not know (protobuf-c keeps
+ * them), bounded by the record's size either way. */
+#define WIRE_DECODE_ARENA 8192
+
+/* An arena over buf[0..cap) (any alignment; the usable part starts aligned). It points at
+ * itself: initialise it where it stays, never copy it. */
+void wire_arena_init(struct wire_arena *a, void *buf, size_t cap);
+
+/* Free what spilled to malloc and make the whole buffer free again. */
+void wire_arena_reset(struct wire_arena *a);
+
 /* Close fds[0..n) and set them to -1. */
 void wire_close_fds(int *fds, size_t n);
 
@@ -79,6 +112,15 @@ int wire_check_record(const P2pbuf__Request *req, const uint8_t *buf, size_t len
 /* The explanation wire_check_record() gives for a NUL in field of msg, or NULL when that
  * field has no string rule (every string field of a request must have one). */
 const char *wire_string_rule_of(const ProtobufCMessageDescriptor *msg, const char *field);
+
+/* What a receiver of untrusted records calls: decode buf[0..len) into a Request in a's
+ * memory (*ret_req; it lives until the arena's reset) and check it as wire_check_record()
+ * does. The Export and Release of the grant path, in the shape every encoder writes, are
+ * read in one pass without protobuf-c; anything else goes through protobuf-c, and either way
+ * the request is the one p2pbuf__request__unpack() would give. Returns the check's result
+ * (0, or -errno with *ret_why), or -EBADMSG when the record does not decode (*ret_req NULL). */
+int wire_decode_request(struct wire_arena *a, const uint8_t *buf, size_t len,
+			P2pbuf__Request **ret_req, const char **ret_why);
 
 /* Human-readable names of protocol enums ("released", "device-gone", "ready", ...). Unknown
  * values give "unknown". */

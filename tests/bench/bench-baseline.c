@@ -1,12 +1,13 @@
 /* bench-baseline: the bare SCM_RIGHTS server that p2pbufd's grant path is measured against.
  *
  * It does per request the least that any broker of memfd-backed buffers must do, and nothing
- * else: one epoll wakeup, one recvmsg, the same protobuf-c Request decode and cap check as
- * the daemon (proto/wire.h), and for an Export the sim backend's own export (sim_ops from
- * libp2pbufd-core: memfd_create + ftruncate + F_ADD_SEALS), so that the buffer costs exactly
- * what it costs the daemon, passed with SCM_RIGHTS in a Reply. A Release is answered at once. No
- * policy, no lease table, no copy of the fd kept, no log line: whatever p2pbufd costs beyond this
- * is the price of its own bookkeeping.
+ * else: one epoll wakeup, one recvmsg, the same Request decode and checks as the daemon
+ * (wire_decode_request in an on-stack arena, its hand-written reader for Export and
+ * Release), replies packed as the daemon packs them (wire_pack_reply), and for an Export the sim
+ * backend's own export (sim_ops from libp2pbufd-core: memfd_create + ftruncate + F_ADD_SEALS), so
+ * that the buffer costs exactly what it costs the daemon, passed with SCM_RIGHTS in a Reply. A
+ * Release is answered at once. No policy, no lease table, no copy of the fd kept, no log line:
+ * whatever p2pbufd costs beyond this is the price of its own bookkeeping.
  *
  * With --keep it also does what the sim backend's holder tracking makes every lease cost, and
  * nothing else: it keeps the buffer's own fd until the Release (as a lease does), gives the
@@ -108,8 +109,6 @@ static void drop_kept(struct baseline *b, int sock)
  * read: the caller drops it instead of queueing. */
 static int send_reply(int sock, uint64_t request_id, int error, P2pbuf__Reply *reply, int fd)
 {
-	P2pbuf__ServerMessage sm = P2PBUF__SERVER_MESSAGE__INIT;
-
 	reply->has_request_id = true;
 	reply->request_id = request_id;
 	if (error) {
@@ -121,9 +120,11 @@ static int send_reply(int sock, uint64_t request_id, int error, P2pbuf__Reply *r
 		reply->has_nfds = true;
 		reply->nfds = 1;
 	}
-	sm.body_case = P2PBUF__SERVER_MESSAGE__BODY_REPLY;
-	sm.reply = reply;
-	return wire_send_msg(sock, &sm.base, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
+	uint8_t buf[WIRE_MAX_RECORD];
+	ssize_t len = wire_pack_reply(reply, buf, sizeof(buf));
+	if (len < 0)
+		return (int)len;
+	return wire_send(sock, buf, (size_t)len, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
 }
 
 static int answer_hello(int sock, const P2pbuf__Request *req)
@@ -175,12 +176,11 @@ static int answer_export(struct baseline *b, int sock, const P2pbuf__Request *re
 	return send_reply(sock, req->request_id, 0, &reply, fd);
 }
 
-static int answer(struct baseline *b, int sock, const P2pbuf__Request *req)
+static int answer(struct baseline *b, int sock, const P2pbuf__Request *req, int check)
 {
 	P2pbuf__Reply reply = P2PBUF__REPLY__INIT;
-	const char *why;
 
-	if (wire_check_request(req, &why) < 0)
+	if (check < 0)
 		return send_reply(sock, req->request_id, -EINVAL, &reply, -1);
 	switch (req->body_case) {
 	case P2PBUF__REQUEST__BODY_HELLO:
@@ -216,11 +216,15 @@ static int on_client(struct baseline *b, int sock)
 		wire_close_fds(fds, nfds);
 		return -EPROTO;
 	}
-	P2pbuf__Request *req = p2pbuf__request__unpack(NULL, (size_t)n, b->buf);
-	if (!req)
-		return -EPROTO;
-	int r = answer(b, sock, req);
-	p2pbuf__request__free_unpacked(req, NULL);
+	/* Decoded and checked as p2pbufd does it (its arena, its decoder). */
+	uint8_t mem[WIRE_DECODE_ARENA];
+	struct wire_arena arena;
+	P2pbuf__Request *req;
+	const char *why;
+	wire_arena_init(&arena, mem, sizeof(mem));
+	int check = wire_decode_request(&arena, b->buf, (size_t)n, &req, &why);
+	int r = req ? answer(b, sock, req, check) : -EPROTO;
+	wire_arena_reset(&arena);
 	return r;
 }
 
