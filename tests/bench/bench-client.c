@@ -3,7 +3,8 @@
  *
  *   grant     N threads export+release back to back (p2pbufd or bench-baseline); with
  *             --probe-ms, one more connection does it once every so many ms, timed, to
- *             show how long the server keeps a bystander waiting meanwhile
+ *             show how long the server keeps a bystander waiting meanwhile; with --pid,
+ *             the server's CPU per cycle
  *   close     a process holding N leases exits: time until the daemon's fd count is back
  *   reset     reset a device with N leases: time until the holder has every LeaseRevoked
  *   letgo     N cooperative holders told to let go (--mode revoke|reload): time until all

@@ -166,8 +166,12 @@ int bench_grant(const struct bench_opts *o)
 	uint64_t begin = bench_now_ns();
 	for (unsigned i = 0; i < all; i++)
 		ts[i].deadline_ns = begin + (uint64_t)(o->seconds * 1e9);
+	/* With --pid, the server's CPU over the window: the figure a host whose speed drifts
+	 * moves least, and the one that says whose time a cycle is. */
+	uint64_t cpu0 = o->pid > 0 ? bench_cpu_ns(o->pid) : 0;
 	pthread_barrier_wait(&start);
 	uint64_t end = join_all(ts, all, &cycles);
+	uint64_t cpu = o->pid > 0 ? bench_cpu_ns(o->pid) - cpu0 : 0;
 	bench_idle_stop(idle, o->idle_procs);
 	if (all > n) {
 		cycles -= ts[n].n;
@@ -179,6 +183,8 @@ int bench_grant(const struct bench_opts *o)
 	}
 	bench_result("cycles", "%zu", cycles);
 	bench_result("cycles_per_s", "%.1f", (double)cycles / ((double)(end - begin) / 1e9));
+	if (o->pid > 0 && cycles > 0)
+		bench_result("server_cpu_us", "%.2f", (double)cpu / 1e3 / (double)cycles);
 	report_latency("export", ts, n, false);
 	report_latency("release", ts, n, true);
 	for (unsigned i = 0; i < all; i++) {

@@ -53,6 +53,7 @@ results=$tmp/results
 : >"$results"
 server_pid=
 server_log=
+declare -A grant_sock=() grant_pid=() grant_log=() # the grant path's three servers, by kind
 
 stop_server() {
 	[ -n "$server_pid" ] || return 0
@@ -71,6 +72,7 @@ stop_server() {
 
 cleanup() {
 	stop_server
+	stop_grant_servers
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -148,33 +150,62 @@ ms() {
 	esac
 }
 
-grant_round() {
-	local kind=$1 r=$2 c
-	start_server "$kind"
-	for c in $clients; do
-		measure "grant $kind $c 0 $r" grant --clients "$c" --seconds "$seconds"
+# The three servers of the grant path run side by side for the whole of it, each on its own
+# socket (an idle one waits in epoll and costs nothing), and the measurements take turns one
+# figure at a time: on a host whose speed drifts over tens of seconds, each ratio compares runs
+# a few seconds apart rather than a round apart.
+start_grant_servers() {
+	local kind
+	for kind in daemon baseline keeping; do
+		start_server "$kind"
+		grant_sock[$kind]=$sock grant_pid[$kind]=$server_pid grant_log[$kind]=$server_log
+		server_pid=
 	done
-	[ "$kind" = keeping ] || for c in $idle_clients; do
-		measure "grant $kind $c $idle_procs $r" grant --clients "$c" --seconds "$seconds" \
-			--idle-procs "$idle_procs" --idle-fds "$idle_fds"
+}
+stop_grant_servers() {
+	local kind
+	for kind in "${!grant_pid[@]}"; do
+		server_pid=${grant_pid[$kind]}
+		stop_server
+		unset "grant_pid[$kind]"
 	done
-	stop_server
+}
+# measure_on KIND TAG ARGS...: one grant measurement against one of the three.
+measure_on() {
+	local kind=$1
+	shift
+	sock=${grant_sock[$kind]} server_log=${grant_log[$kind]}
+	measure "$@" --pid "${grant_pid[$kind]}"
+}
+# Who goes first rotates with every figure, so that none always gets the quieter moment.
+rotate() {
+	case $(($1 % 3)) in
+	0) echo "daemon baseline keeping" ;;
+	1) echo "baseline keeping daemon" ;;
+	*) echo "keeping daemon baseline" ;;
+	esac
 }
 
 started=$(date +%s)
 echo "p2pbuf bench${quick:+ (quick: BENCH_QUICK=1)}: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $pinned"
-echo "grant path: $rounds round(s) of ${seconds} s per figure, p2pbufd, bench-baseline and bench-baseline --keep taking turns"
+echo "grant path: $rounds round(s) of ${seconds} s per figure, p2pbufd, bench-baseline and bench-baseline --keep taking turns figure by figure"
+start_grant_servers
+turn=0
 for r in $(seq "$rounds"); do
-	# Who goes first rotates, so that none always gets the quieter moment.
-	case $((r % 3)) in
-	1) order="daemon baseline keeping" ;;
-	2) order="baseline keeping daemon" ;;
-	*) order="keeping daemon baseline" ;;
-	esac
-	for kind in $order; do
-		grant_round "$kind" "$r"
+	for c in $clients; do
+		for kind in $(rotate $((turn++))); do
+			measure_on "$kind" "grant $kind $c 0 $r" grant --clients "$c" --seconds "$seconds"
+		done
+	done
+	for c in $idle_clients; do
+		for kind in $(rotate $((turn++))); do
+			[ "$kind" = keeping ] && continue
+			measure_on "$kind" "grant $kind $c $idle_procs $r" grant --clients "$c" \
+				--seconds "$seconds" --idle-procs "$idle_procs" --idle-fds "$idle_fds"
+		done
 	done
 done
+stop_grant_servers
 # The grant tags hold four words; collapse them for the tables.
 awk '$1 == "grant" { print "g." $2 "." $3 "." $4, $6, $7 }' "$results" >"$tmp/grant"
 
@@ -203,8 +234,8 @@ table() {
 	}
 	{ vals[$1 " " $2] = vals[$1 " " $2] " " $3 }
 	END {
-		nm = split("export_p50_us export_p99_us export_p999_us release_p50_us release_p99_us release_p999_us cycles_per_s cycles", ms, " ")
-		split("export p50 (us)|export p99 (us)|export p99.9 (us)|release p50 (us)|release p99 (us)|release p99.9 (us)|export+release /s|cycles measured", label, "|")
+		nm = split("export_p50_us export_p99_us export_p999_us release_p50_us release_p99_us release_p999_us cycles_per_s server_cpu_us cycles", ms, " ")
+		split("export p50 (us)|export p99 (us)|export p99.9 (us)|release p50 (us)|release p99 (us)|release p99.9 (us)|export+release /s|server CPU/cycle (us)|cycles measured", label, "|")
 		printf "\n%-7s %-20s %12s %12s %9s %7s %-6s | %12s %9s\n", "clients", "metric", "p2pbufd", "baseline", "ratio", "goal", "", "base --keep", "ratio"
 		nc = split(clients, cs, " ")
 		for (i = 1; i <= nc; i++) for (k = 1; k <= nm; k++) {
@@ -214,7 +245,7 @@ table() {
 			x = b > 0 ? d / b : 0; g = goal(m, c)
 			printf "%-7s %-20s %12.1f %12.1f %9.3f %7s %-6s | %12.1f %9.3f\n", c, label[k], d, b, x, g, verdict(g, x), kb, (kb > 0 ? d / kb : 0)
 		}
-		printf "(ratio: p2pbufd / bench-baseline, the goals; base --keep: bench-baseline --keep, which also keeps each buffer\n until its release and makes the sim backend'"'"'s holder-tracking calls; its ratio is the price of p2pbufd'"'"'s own work)\n"
+		printf "(ratio: p2pbufd / bench-baseline, the goals; base --keep: bench-baseline --keep, which also keeps each buffer\n until its release and makes the sim backend'"'"'s holder-tracking calls; its ratio is the price of p2pbufd'"'"'s own work;\n server CPU/cycle: the server'"'"'s CPU time (every thread'"'"'s schedstat) over the run, per export+release)\n"
 		printf "\n(a) the same with %d idle processes holding %d fds each on the machine (ratio to without, same run; goal: p2pbufd within 10%%)\n", idle, idle_fds
 		printf "%-7s %-20s %12s %9s %12s %9s %14s %s\n", "clients", "metric", "p2pbufd", "to w/o", "baseline", "to w/o", "p2pbufd/base", ""
 		nc = split(idle_clients, cs, " ")
