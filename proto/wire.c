@@ -17,11 +17,14 @@
  * each event goes in as key 1 + length + Event, so a batch of one is turned into the plain
  * ServerMessage{ event(2): Event } by changing its key. test-wire checks these numbers
  * against the generated descriptors and decodes what is built. */
-#define KEY_LEN(field) ((uint8_t)((field) << 3 | 2))
-#define FIELD_SERVER_EVENT 2  /* ServerMessage.event */
-#define FIELD_SERVER_EVENTS 3 /* ServerMessage.events */
-#define FIELD_BATCH_EVENTS 1  /* EventBatch.events */
-#define VARINT_MAX 3	      /* bytes of a varint below 2^21, more than WIRE_MAX_RECORD */
+#define WT_VARINT 0 /* wire types */
+#define WT_LEN 2
+#define KEY(field, type) ((uint64_t)(field) << 3 | (type))
+#define KEY_LEN(field) ((uint8_t)KEY(field, WT_LEN)) /* one byte: fields 1-15 */
+#define FIELD_SERVER_EVENT 2			     /* ServerMessage.event */
+#define FIELD_SERVER_EVENTS 3			     /* ServerMessage.events */
+#define FIELD_BATCH_EVENTS 1			     /* EventBatch.events */
+#define VARINT_MAX 3 /* bytes of a varint below 2^21, more than WIRE_MAX_RECORD */
 #define WIRE_BATCH_HEAD (1 + VARINT_MAX)
 
 static size_t varint_put(uint8_t *p, uint64_t v)
@@ -111,21 +114,19 @@ void wire_batch_reset(struct wire_batch *b)
  * proto2 presence: a scalar or bytes field when its has_ flag is set, a string or message
  * when its pointer is set; test-wire compares both on many replies). A message with
  * unknown fields, which only a decoded one has, is left to protobuf-c. */
-#define KEY_VARINT(field) ((uint64_t)(field) << 3)
-#define KEY_BYTES(field) ((uint64_t)(field) << 3 | 2)
 #define FIELD_SERVER_REPLY 1 /* ServerMessage.reply */
 
 struct out {
 	uint8_t *p;
 };
 
-static void put_varint(struct out *o, uint64_t key, uint64_t v)
+static void put_varint_field(struct out *o, uint64_t key, uint64_t v)
 {
 	o->p += varint_put(o->p, key);
 	o->p += varint_put(o->p, v);
 }
 
-static void put_bytes(struct out *o, uint64_t key, const void *data, size_t len)
+static void put_bytes_field(struct out *o, uint64_t key, const void *data, size_t len)
 {
 	o->p += varint_put(o->p, key);
 	o->p += varint_put(o->p, len);
@@ -154,30 +155,30 @@ static size_t export_reply_len(const P2pbuf__ExportReply *er)
 	size_t n = 0;
 
 	if (er->has_lease_id)
-		n += varint_field_len(KEY_VARINT(1), er->lease_id);
+		n += varint_field_len(KEY(1, WT_VARINT), er->lease_id);
 	if (er->has_size)
-		n += varint_field_len(KEY_VARINT(2), er->size);
+		n += varint_field_len(KEY(2, WT_VARINT), er->size);
 	if (er->has_generation)
-		n += varint_field_len(KEY_VARINT(3), er->generation);
+		n += varint_field_len(KEY(3, WT_VARINT), er->generation);
 	if (er->has_expires_ms)
-		n += varint_field_len(KEY_VARINT(4), (uint64_t)er->expires_ms);
+		n += varint_field_len(KEY(4, WT_VARINT), (uint64_t)er->expires_ms);
 	if (er->has_reclaim_token)
-		n += bytes_field_len(KEY_BYTES(5), er->reclaim_token.len);
+		n += bytes_field_len(KEY(5, WT_LEN), er->reclaim_token.len);
 	return n;
 }
 
 static void put_export_reply(struct out *o, const P2pbuf__ExportReply *er)
 {
 	if (er->has_lease_id)
-		put_varint(o, KEY_VARINT(1), er->lease_id);
+		put_varint_field(o, KEY(1, WT_VARINT), er->lease_id);
 	if (er->has_size)
-		put_varint(o, KEY_VARINT(2), er->size);
+		put_varint_field(o, KEY(2, WT_VARINT), er->size);
 	if (er->has_generation)
-		put_varint(o, KEY_VARINT(3), er->generation);
+		put_varint_field(o, KEY(3, WT_VARINT), er->generation);
 	if (er->has_expires_ms)
-		put_varint(o, KEY_VARINT(4), (uint64_t)er->expires_ms);
+		put_varint_field(o, KEY(4, WT_VARINT), (uint64_t)er->expires_ms);
 	if (er->has_reclaim_token)
-		put_bytes(o, KEY_BYTES(5), er->reclaim_token.data, er->reclaim_token.len);
+		put_bytes_field(o, KEY(5, WT_LEN), er->reclaim_token.data, er->reclaim_token.len);
 }
 
 /* The Reply's body: its field number and message, or NULL for none. */
@@ -233,32 +234,32 @@ ssize_t wire_pack_reply(const P2pbuf__Reply *r, uint8_t *buf, size_t cap)
 				: protobuf_c_message_get_packed_size(body);
 	size_t n = 0;
 	if (r->has_request_id)
-		n += varint_field_len(KEY_VARINT(1), r->request_id);
+		n += varint_field_len(KEY(1, WT_VARINT), r->request_id);
 	if (r->has_error)
-		n += varint_field_len(KEY_VARINT(2), zigzag32(r->error));
+		n += varint_field_len(KEY(2, WT_VARINT), zigzag32(r->error));
 	if (r->message)
-		n += bytes_field_len(KEY_BYTES(3), msg_len);
+		n += bytes_field_len(KEY(3, WT_LEN), msg_len);
 	if (r->has_nfds)
-		n += varint_field_len(KEY_VARINT(4), r->nfds);
+		n += varint_field_len(KEY(4, WT_VARINT), r->nfds);
 	if (body)
-		n += bytes_field_len(KEY_BYTES(field), body_len);
-	size_t total = bytes_field_len(KEY_BYTES(FIELD_SERVER_REPLY), n);
+		n += bytes_field_len(KEY(field, WT_LEN), body_len);
+	size_t total = bytes_field_len(KEY(FIELD_SERVER_REPLY, WT_LEN), n);
 	if (total > cap)
 		return -EMSGSIZE;
 
 	struct out o = { buf };
-	o.p += varint_put(o.p, KEY_BYTES(FIELD_SERVER_REPLY));
+	o.p += varint_put(o.p, KEY(FIELD_SERVER_REPLY, WT_LEN));
 	o.p += varint_put(o.p, n);
 	if (r->has_request_id)
-		put_varint(&o, KEY_VARINT(1), r->request_id);
+		put_varint_field(&o, KEY(1, WT_VARINT), r->request_id);
 	if (r->has_error)
-		put_varint(&o, KEY_VARINT(2), zigzag32(r->error));
+		put_varint_field(&o, KEY(2, WT_VARINT), zigzag32(r->error));
 	if (r->message)
-		put_bytes(&o, KEY_BYTES(3), r->message, msg_len);
+		put_bytes_field(&o, KEY(3, WT_LEN), r->message, msg_len);
 	if (r->has_nfds)
-		put_varint(&o, KEY_VARINT(4), r->nfds);
+		put_varint_field(&o, KEY(4, WT_VARINT), r->nfds);
 	if (body) {
-		o.p += varint_put(o.p, KEY_BYTES(field));
+		o.p += varint_put(o.p, KEY(field, WT_LEN));
 		o.p += varint_put(o.p, body_len);
 		if (er)
 			put_export_reply(&o, er);
@@ -792,21 +793,15 @@ struct in {
 #define FAST_NO 0  /* not a shape read here: protobuf-c decides */
 #define FAST_YES 1 /* decoded */
 
+/* A varint of at most ten bytes whose value fits 64 bits. */
 static bool get_varint(struct in *in, uint64_t *ret)
 {
-	uint64_t v = 0;
+	size_t k = varint(in->p, (size_t)(in->end - in->p), ret);
 
-	for (unsigned shift = 0; shift < 64 && in->p < in->end; shift += 7) {
-		uint8_t b = *in->p++;
-		if (shift == 63 && b > 1)
-			return false;
-		v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80)) {
-			*ret = v;
-			return true;
-		}
-	}
-	return false;
+	if (k == 0 || (k == 10 && in->p[9] > 1))
+		return false;
+	in->p += k;
+	return true;
 }
 
 /* The next field: its number and wire type from a one-byte key. */
@@ -858,8 +853,6 @@ static bool get_string(struct in *in, struct wire_arena *a, char **ret)
 	return true;
 }
 
-#define WT_VARINT 0
-#define WT_LEN 2
 /* Each field at most once: bit n for field n. */
 #define ONCE(seen, field) (!((seen) & (1u << (field))) && ((seen) |= 1u << (field)))
 
